@@ -15,9 +15,7 @@ pub const PAYMENT_HEADER_BYTES_MAX: usize = 16 * 1024;
 /// and accept a value whose padding was stripped by some proxy, since it is unambiguous.
 const ENGINE: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(true)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new().with_encode_padding(true).with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
 /// Encodes a value as `base64(JSON)` for an x402 header.
@@ -47,16 +45,10 @@ mod tests {
     #[test]
     fn rejects_oversize_base64_and_json_errors() {
         let big = vec![b'A'; 100];
-        assert_eq!(
-            decode_header::<DecimalU256>(&big, 99),
-            Err(WireError::TooLarge { len_bytes: 100, max_bytes: 99 })
-        );
+        assert_eq!(decode_header::<DecimalU256>(&big, 99), Err(WireError::TooLarge { len_bytes: 100, max_bytes: 99 }));
         assert_eq!(decode_header::<DecimalU256>(b"%%%", 99), Err(WireError::Base64));
         let not_json = ENGINE.encode(b"{nope");
-        assert!(matches!(
-            decode_header::<DecimalU256>(not_json.as_bytes(), 99),
-            Err(WireError::Json { .. })
-        ));
+        assert!(matches!(decode_header::<DecimalU256>(not_json.as_bytes(), 99), Err(WireError::Json { .. })));
     }
 
     // Goal: encode emits padded standard base64; decode accepts it padded or not.

@@ -10,9 +10,7 @@ use alloy_primitives::{Address, B256, Bytes};
 use serde::{Deserializer, Serializer, de};
 
 fn strip_0x<E: de::Error>(v: &str) -> Result<&str, E> {
-    v.strip_prefix("0x")
-        .or_else(|| v.strip_prefix("0X"))
-        .ok_or_else(|| E::custom("expected a 0x-prefixed hex string"))
+    v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")).ok_or_else(|| E::custom("expected a 0x-prefixed hex string"))
 }
 
 struct HexVisitor<F>(&'static str, F);

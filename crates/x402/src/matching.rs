@@ -24,7 +24,9 @@ pub fn find_offer<'a>(
         return Err(MatchError::NetworkNotOffered { network: network.caip2() });
     }
     let accepted = match payment {
-        PaymentPayload::V1(_) => return on_network.next().ok_or(MatchError::NetworkNotOffered { network: network.caip2() }),
+        PaymentPayload::V1(_) => {
+            return on_network.next().ok_or(MatchError::NetworkNotOffered { network: network.caip2() });
+        }
         PaymentPayload::V2(p) => &p.accepted,
     };
     let mut first_difference = "network";

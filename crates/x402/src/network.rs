@@ -57,9 +57,8 @@ impl Network {
     pub fn parse(s: &str) -> Result<Self, WireError> {
         let unknown = || WireError::UnknownNetwork { network: s.chars().take(64).collect() };
         if let Some(id) = s.strip_prefix("eip155:") {
-            let canonical = !id.is_empty()
-                && id.bytes().all(|b| b.is_ascii_digit())
-                && !(id.len() > 1 && id.starts_with('0'));
+            let canonical =
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !(id.len() > 1 && id.starts_with('0'));
             return match id.parse::<u64>() {
                 Ok(chain_id) if canonical && chain_id > 0 => Ok(Network { chain_id }),
                 _ => Err(unknown()),
@@ -124,8 +123,17 @@ mod tests {
         assert_eq!(Network::parse("base"), Ok(Network::BASE));
         assert_eq!(Network::parse("base-sepolia"), Ok(Network::BASE_SEPOLIA));
         assert_eq!(Network::parse("eip155:31337"), Ok(Network::new(31337)));
-        for bad in ["eip155:", "eip155:0", "eip155:08453", "eip155:+1", "eip155:99999999999999999999",
-            "solana:abc", "Base", "eip155:1 ", ""] {
+        for bad in [
+            "eip155:",
+            "eip155:0",
+            "eip155:08453",
+            "eip155:+1",
+            "eip155:99999999999999999999",
+            "solana:abc",
+            "Base",
+            "eip155:1 ",
+            "",
+        ] {
             assert!(Network::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Network::BASE.v1_name(), Some("base"));

@@ -1,0 +1,318 @@
+//! The narrow view of a chain that verification and settlement need, and its alloy
+//! implementation.
+//!
+//! Everything else in this crate talks to [`Chain`], never to an alloy provider, so the
+//! RPC surface stays small, every call has a timeout, and transport errors become
+//! [`VerifyError::Rpc`]/[`VerifyError::RpcTimeout`] in one place. RPC URLs may embed API
+//! keys, so they never appear in errors or `Debug` output.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use alloy::network::{Ethereum, ReceiptResponse as _};
+use alloy::providers::{Provider, ProviderBuilder, RootProvider};
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::transports::{RpcError, TransportErrorKind};
+use alloy_primitives::{Address, B256, Bytes, U256};
+use async_trait::async_trait;
+
+use crate::VerifyError;
+
+/// Outcome of an `eth_call` or gas estimate that reached the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome<T> {
+    /// The call succeeded.
+    Success(T),
+    /// The EVM reverted with this data (possibly empty).
+    Reverted(Bytes),
+}
+
+/// Why `eth_sendRawTransaction` was refused, as far as nonce management cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The nonce was already used (e.g. by a transaction sent outside this process).
+    NonceTooLow,
+    /// A transaction with this nonce is pending, or this exact one is already known.
+    NonceInUse,
+    /// Anything else, including transport failures.
+    Other(VerifyError),
+}
+
+/// One log of a mined transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptLog {
+    /// Emitting contract.
+    pub address: Address,
+    /// Topics, the event signature first.
+    pub topics: Vec<B256>,
+    /// Non-indexed data.
+    pub data: Bytes,
+    /// Position of the log in its block.
+    pub log_index: u64,
+    /// The transaction that emitted it.
+    pub tx_hash: B256,
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash.
+    pub block_hash: B256,
+}
+
+/// A mined transaction's receipt, reduced to what settlement checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// Whether it succeeded.
+    pub success: bool,
+    /// Block number.
+    pub block_number: u64,
+    /// Block hash (recorded so that reconciliation can detect reorgs).
+    pub block_hash: B256,
+    /// Its logs.
+    pub logs: Vec<ReceiptLog>,
+}
+
+/// EIP-1559 fee caps for a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fees {
+    /// `maxFeePerGas`.
+    pub max_fee_per_gas: u128,
+    /// `maxPriorityFeePerGas`.
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// A filter for `eth_getLogs` over a bounded block range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Emitting contracts.
+    pub addresses: Vec<Address>,
+    /// Event signature (topic 0).
+    pub topic0: B256,
+    /// First block, inclusive.
+    pub from_block: u64,
+    /// Last block, inclusive.
+    pub to_block: u64,
+}
+
+/// The chain operations tollgate uses. One value serves one chain id.
+#[async_trait]
+pub trait Chain: Send + Sync + 'static {
+    /// The chain id this handle was connected to (checked against the node at connect).
+    fn chain_id(&self) -> u64;
+    /// Length of the contract code at `address` (0 for a plain account).
+    async fn code_len(&self, address: Address) -> Result<usize, VerifyError>;
+    /// `eth_call` against the latest block.
+    async fn call(&self, from: Option<Address>, to: Address, data: Bytes) -> Result<CallOutcome<Bytes>, VerifyError>;
+    /// `eth_estimateGas`; a revert is an outcome, not an error.
+    async fn estimate_gas(&self, from: Address, to: Address, data: Bytes) -> Result<CallOutcome<u64>, VerifyError>;
+    /// Native balance (the relayer's gas money).
+    async fn native_balance(&self, address: Address) -> Result<U256, VerifyError>;
+    /// The next nonce of `address`, counting pending transactions.
+    async fn pending_nonce(&self, address: Address) -> Result<u64, VerifyError>;
+    /// Current fee caps.
+    async fn fees(&self) -> Result<Fees, VerifyError>;
+    /// `eth_sendRawTransaction`; returns the transaction hash.
+    async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError>;
+    /// The receipt, once mined.
+    async fn receipt(&self, tx_hash: B256) -> Result<Option<Receipt>, VerifyError>;
+    /// Latest block number.
+    async fn block_number(&self) -> Result<u64, VerifyError>;
+    /// Hash of the block at `number`, if it exists.
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, VerifyError>;
+    /// `eth_getLogs` over a bounded range.
+    async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError>;
+}
+
+/// [`Chain`] over alloy's HTTP provider.
+pub struct AlloyChain {
+    provider: RootProvider<Ethereum>,
+    chain_id: u64,
+    rpc_timeout: Duration,
+}
+
+impl fmt::Debug for AlloyChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL is deliberately absent: hosted RPC URLs carry API keys.
+        f.debug_struct("AlloyChain")
+            .field("chain_id", &self.chain_id)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlloyChain {
+    /// Connects to `rpc_url` and checks that the node serves `expected_chain_id`.
+    pub async fn connect(rpc_url: &str, expected_chain_id: u64, rpc_timeout: Duration) -> Result<Self, VerifyError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|_| VerifyError::Rpc { method: "connect", reason: "the RPC URL is not a valid URL".to_owned() })?;
+        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).root().clone();
+        let chain = AlloyChain { provider, chain_id: expected_chain_id, rpc_timeout };
+        let actual = chain.timed("eth_chainId", chain.provider.get_chain_id()).await?;
+        if actual != expected_chain_id {
+            return Err(VerifyError::NetworkMismatch { offered_chain_id: expected_chain_id, paid_chain_id: actual });
+        }
+        Ok(chain)
+    }
+
+    async fn timed<T, F>(&self, method: &'static str, fut: F) -> Result<T, VerifyError>
+    where
+        F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        match tokio::time::timeout(self.rpc_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(rpc_error(method, &e)),
+            Err(_) => Err(VerifyError::RpcTimeout { method, timeout_ms: millis(self.rpc_timeout) }),
+        }
+    }
+
+    async fn timed_call<T, F>(&self, method: &'static str, fut: F) -> Result<CallOutcome<T>, VerifyError>
+    where
+        F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        match tokio::time::timeout(self.rpc_timeout, fut).await {
+            Ok(Ok(v)) => Ok(CallOutcome::Success(v)),
+            Ok(Err(RpcError::ErrorResp(payload))) if payload.message.contains("revert") => {
+                Ok(CallOutcome::Reverted(payload.as_revert_data().unwrap_or_default()))
+            }
+            Ok(Err(e)) => Err(rpc_error(method, &e)),
+            Err(_) => Err(VerifyError::RpcTimeout { method, timeout_ms: millis(self.rpc_timeout) }),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Describes a transport error without the request URL (which may hold an API key).
+fn rpc_error(method: &'static str, e: &RpcError<TransportErrorKind>) -> VerifyError {
+    let reason = match e {
+        RpcError::ErrorResp(p) => format!("node error {}: {}", p.code, p.message),
+        RpcError::Transport(kind) if kind.is_retry_err() => "node busy or rate limited".to_owned(),
+        RpcError::Transport(_) => "transport error (node unreachable)".to_owned(),
+        RpcError::DeserError { .. } => "unexpected response from node".to_owned(),
+        other => std::any::type_name_of_val(other).to_string(),
+    };
+    VerifyError::Rpc { method, reason }
+}
+
+fn tx(from: Option<Address>, to: Address, data: Bytes) -> TransactionRequest {
+    let mut req = TransactionRequest::default().to(to).input(data.into());
+    if let Some(from) = from {
+        req = req.from(from);
+    }
+    req
+}
+
+fn convert_log(log: &alloy::rpc::types::Log) -> Option<ReceiptLog> {
+    Some(ReceiptLog {
+        address: log.address(),
+        topics: log.topics().to_vec(),
+        data: log.data().data.clone(),
+        log_index: log.log_index?,
+        tx_hash: log.transaction_hash?,
+        block_number: log.block_number?,
+        block_hash: log.block_hash?,
+    })
+}
+
+#[async_trait]
+impl Chain for AlloyChain {
+    fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    async fn code_len(&self, address: Address) -> Result<usize, VerifyError> {
+        Ok(self.timed("eth_getCode", self.provider.get_code_at(address).into_future()).await?.len())
+    }
+
+    async fn call(&self, from: Option<Address>, to: Address, data: Bytes) -> Result<CallOutcome<Bytes>, VerifyError> {
+        self.timed_call("eth_call", self.provider.call(tx(from, to, data)).into_future()).await
+    }
+
+    async fn estimate_gas(&self, from: Address, to: Address, data: Bytes) -> Result<CallOutcome<u64>, VerifyError> {
+        self.timed_call("eth_estimateGas", self.provider.estimate_gas(tx(Some(from), to, data)).into_future()).await
+    }
+
+    async fn native_balance(&self, address: Address) -> Result<U256, VerifyError> {
+        self.timed("eth_getBalance", self.provider.get_balance(address).into_future()).await
+    }
+
+    async fn pending_nonce(&self, address: Address) -> Result<u64, VerifyError> {
+        self.timed("eth_getTransactionCount", self.provider.get_transaction_count(address).pending().into_future())
+            .await
+    }
+
+    async fn fees(&self) -> Result<Fees, VerifyError> {
+        let gas_price = self.timed("eth_gasPrice", self.provider.get_gas_price().into_future()).await?;
+        let tip =
+            self.timed("eth_maxPriorityFeePerGas", self.provider.get_max_priority_fee_per_gas().into_future()).await?;
+        // Twice the current price leaves room for the base fee to rise over a few blocks
+        // without the transaction getting stuck.
+        Ok(Fees { max_fee_per_gas: gas_price.saturating_mul(2).max(tip), max_priority_fee_per_gas: tip })
+    }
+
+    async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError> {
+        let fut = async { self.provider.send_raw_transaction(&raw).await.map(|pending| *pending.tx_hash()) };
+        match tokio::time::timeout(self.rpc_timeout, fut).await {
+            Ok(Ok(hash)) => Ok(hash),
+            Ok(Err(RpcError::ErrorResp(p))) => {
+                let msg = p.message.to_ascii_lowercase();
+                if msg.contains("nonce too low") {
+                    Err(SendError::NonceTooLow)
+                } else if msg.contains("already known") || msg.contains("replacement transaction underpriced") {
+                    Err(SendError::NonceInUse)
+                } else {
+                    Err(SendError::Other(VerifyError::Rpc {
+                        method: "eth_sendRawTransaction",
+                        reason: format!("node error {}: {}", p.code, p.message),
+                    }))
+                }
+            }
+            Ok(Err(e)) => Err(SendError::Other(rpc_error("eth_sendRawTransaction", &e))),
+            Err(_) => Err(SendError::Other(VerifyError::RpcTimeout {
+                method: "eth_sendRawTransaction",
+                timeout_ms: millis(self.rpc_timeout),
+            })),
+        }
+    }
+
+    async fn receipt(&self, tx_hash: B256) -> Result<Option<Receipt>, VerifyError> {
+        let receipt = self
+            .timed("eth_getTransactionReceipt", self.provider.get_transaction_receipt(tx_hash).into_future())
+            .await?;
+        let Some(r) = receipt else { return Ok(None) };
+        let (Some(block_number), Some(block_hash)) = (r.block_number(), r.block_hash()) else {
+            return Ok(None);
+        };
+        Ok(Some(Receipt {
+            tx_hash,
+            success: r.status(),
+            block_number,
+            block_hash,
+            logs: r.inner.logs().iter().filter_map(convert_log).collect(),
+        }))
+    }
+
+    async fn block_number(&self) -> Result<u64, VerifyError> {
+        self.timed("eth_blockNumber", self.provider.get_block_number().into_future()).await
+    }
+
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, VerifyError> {
+        let block =
+            self.timed("eth_getBlockByNumber", self.provider.get_block_by_number(number.into()).into_future()).await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError> {
+        let filter = Filter::new()
+            .address(query.addresses.clone())
+            .event_signature(query.topic0)
+            .from_block(query.from_block)
+            .to_block(query.to_block);
+        let logs = self.timed("eth_getLogs", self.provider.get_logs(&filter)).await?;
+        Ok(logs.iter().filter_map(convert_log).collect())
+    }
+}

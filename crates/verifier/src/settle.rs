@@ -1,0 +1,249 @@
+//! Settlement: sending the verified `transferWithAuthorization` from the relayer key and
+//! waiting for its receipt.
+//!
+//! Submission and the receipt wait are separate steps so the caller can record the
+//! transaction hash (ledger state `settling`) before waiting: a crash or a receipt timeout
+//! then leaves a hash to check, never a payment that might be sent twice.
+//!
+//! The relayer's account nonce is tracked here and recovered from the node whenever it is
+//! unknown, stale ("nonce too low", e.g. after a transaction sent by another process) or
+//! taken by a pending transaction. One `Settler` per key per process; several processes
+//! sharing a key must be serialised by the caller (the gateway holds a database lock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::eips::Encodable2718;
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, B256, U256};
+use tokio::sync::Mutex;
+
+use crate::VerifyError;
+use crate::chain::{CallOutcome, Chain, SendError};
+use crate::token::{RevertContext, TRANSFER_TOPIC, classify_revert, decode_revert_reason};
+use crate::verify::VerifiedPayment;
+
+/// Settlement limits.
+#[derive(Debug, Clone)]
+pub struct SettleConfig {
+    /// How often to ask for the receipt. Fast on a local chain; about a block time on a
+    /// public one. (alloy's default of 7 s is far too slow for a paid HTTP call.)
+    pub receipt_poll_interval: Duration,
+    /// How long to wait for the receipt before reporting [`SettleOutcome::Pending`].
+    pub receipt_timeout: Duration,
+    /// Extra gas over the estimate, in percent.
+    pub gas_margin_percent: u64,
+    /// Sends attempted when the node refuses the nonce, before giving up.
+    pub send_attempts_max: u32,
+}
+
+impl Default for SettleConfig {
+    fn default() -> Self {
+        SettleConfig {
+            receipt_poll_interval: Duration::from_millis(250),
+            receipt_timeout: Duration::from_secs(30),
+            gas_margin_percent: 20,
+            send_attempts_max: 4,
+        }
+    }
+}
+
+/// Where a settled transfer landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// Its block.
+    pub block_number: u64,
+    /// The block's hash (reconciliation compares it to detect reorgs).
+    pub block_hash: B256,
+    /// Index of the `Transfer` log in the block.
+    pub log_index: u64,
+}
+
+/// What became of a submitted settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// Mined, successful, with the expected `Transfer`.
+    Settled(Settled),
+    /// Sent, but no receipt within the timeout: check again later with the hash. This is
+    /// not a failure, and the payer must not be asked to pay again.
+    Pending {
+        /// The transaction to check.
+        tx_hash: B256,
+    },
+}
+
+/// Sends settlements for one chain from one relayer key.
+pub struct Settler {
+    chain: Arc<dyn Chain>,
+    wallet: EthereumWallet,
+    address: Address,
+    next_nonce: Mutex<Option<u64>>,
+    config: SettleConfig,
+}
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is never printed; the wallet type does not print it either, but we do
+        // not rely on that.
+        f.debug_struct("Settler")
+            .field("chain_id", &self.chain.chain_id())
+            .field("relayer", &self.address)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settler {
+    /// A settler sending from `relayer_key` on `chain`.
+    pub fn new(chain: Arc<dyn Chain>, relayer_key: PrivateKeySigner, config: SettleConfig) -> Self {
+        let address = relayer_key.address();
+        Settler { chain, wallet: EthereumWallet::from(relayer_key), address, next_nonce: Mutex::new(None), config }
+    }
+
+    /// The relayer's address (it pays the gas).
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The chain this settler sends on.
+    pub fn chain(&self) -> &Arc<dyn Chain> {
+        &self.chain
+    }
+
+    /// The relayer's native balance, for low-gas warnings.
+    pub async fn gas_balance(&self) -> Result<U256, VerifyError> {
+        self.chain.native_balance(self.address).await
+    }
+
+    /// Submits and waits for the receipt.
+    pub async fn settle(&self, payment: &VerifiedPayment) -> Result<SettleOutcome, VerifyError> {
+        let tx_hash = self.submit(payment).await?;
+        self.await_receipt(payment, tx_hash).await
+    }
+
+    /// Estimates, signs and sends the transfer; returns its hash without waiting.
+    ///
+    /// When the node does not answer the send in time the transaction may or may not have
+    /// been accepted; its locally computed hash is returned all the same, so the caller
+    /// keeps something to check rather than sending a second transaction.
+    pub async fn submit(&self, payment: &VerifiedPayment) -> Result<B256, VerifyError> {
+        let calldata = payment.transfer_calldata();
+        let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
+            CallOutcome::Success(gas) => gas,
+            CallOutcome::Reverted(data) => return Err(revert_error(payment, &data)),
+        };
+        let gas_limit = gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100);
+        let fees = self.chain.fees().await?;
+        let mut next_nonce = self.next_nonce.lock().await;
+        let mut last_refusal = String::new();
+        for _ in 0..self.config.send_attempts_max.max(1) {
+            let nonce = match *next_nonce {
+                Some(n) => n,
+                None => self.chain.pending_nonce(self.address).await?,
+            };
+            let request = TransactionRequest::default()
+                .with_from(self.address)
+                .with_to(payment.asset)
+                .with_input(calldata.clone())
+                .with_chain_id(payment.chain_id)
+                .with_nonce(nonce)
+                .with_gas_limit(gas_limit)
+                .with_max_fee_per_gas(fees.max_fee_per_gas)
+                .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+            let envelope = request
+                .build(&self.wallet)
+                .await
+                .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
+            let tx_hash = *envelope.tx_hash();
+            match self.chain.send_raw(envelope.encoded_2718().into()).await {
+                Ok(_) => {
+                    *next_nonce = Some(nonce.saturating_add(1));
+                    return Ok(tx_hash);
+                }
+                Err(SendError::NonceTooLow | SendError::NonceInUse) => {
+                    // Someone else used this nonce: ask the node again.
+                    tracing::warn!(relayer = %self.address, nonce, "relayer nonce refused; refreshing from the node");
+                    last_refusal = format!("nonce {nonce} refused");
+                    *next_nonce = None;
+                }
+                Err(SendError::Other(VerifyError::RpcTimeout { .. })) => {
+                    *next_nonce = None;
+                    tracing::warn!(%tx_hash, "settlement send timed out; keeping the hash to check later");
+                    return Ok(tx_hash);
+                }
+                Err(SendError::Other(e)) => {
+                    *next_nonce = None;
+                    return Err(VerifyError::SettlementNotSent { reason: e.to_string() });
+                }
+            }
+        }
+        Err(VerifyError::SettlementNotSent { reason: last_refusal })
+    }
+
+    /// Polls for the receipt of `tx_hash` until the configured timeout.
+    pub async fn await_receipt(&self, payment: &VerifiedPayment, tx_hash: B256) -> Result<SettleOutcome, VerifyError> {
+        let deadline = tokio::time::Instant::now() + self.config.receipt_timeout;
+        loop {
+            match self.check_receipt(payment, tx_hash).await {
+                Ok(Some(settled)) => return Ok(SettleOutcome::Settled(settled)),
+                Ok(None) => {}
+                // A flaky node while waiting is not a verdict on the transaction.
+                Err(VerifyError::Rpc { .. } | VerifyError::RpcTimeout { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() + self.config.receipt_poll_interval > deadline {
+                return Ok(SettleOutcome::Pending { tx_hash });
+            }
+            tokio::time::sleep(self.config.receipt_poll_interval).await;
+        }
+    }
+
+    /// One look at the receipt: `None` while unmined, the landing place when the expected
+    /// `Transfer` is there, an error when the transaction reverted or moved something else.
+    pub async fn check_receipt(
+        &self,
+        payment: &VerifiedPayment,
+        tx_hash: B256,
+    ) -> Result<Option<Settled>, VerifyError> {
+        let Some(receipt) = self.chain.receipt(tx_hash).await? else { return Ok(None) };
+        if !receipt.success {
+            return Err(VerifyError::SettlementReverted { tx_hash });
+        }
+        let a = &payment.authorization;
+        let value_word = a.value.to_be_bytes::<32>();
+        let log = receipt.logs.iter().find(|log| {
+            log.address == payment.asset
+                && log.topics.first() == Some(&TRANSFER_TOPIC)
+                && log.topics.get(1) == Some(&a.from.into_word())
+                && log.topics.get(2) == Some(&a.to.into_word())
+                && log.data.as_ref() == value_word.as_slice()
+        });
+        match log {
+            Some(log) => Ok(Some(Settled {
+                tx_hash,
+                block_number: receipt.block_number,
+                block_hash: receipt.block_hash,
+                log_index: log.log_index,
+            })),
+            None => Err(VerifyError::TransferLogMissing { tx_hash, from: a.from, to: a.to, value: a.value }),
+        }
+    }
+}
+
+fn revert_error(payment: &VerifiedPayment, data: &alloy_primitives::Bytes) -> VerifyError {
+    let reason = decode_revert_reason(data);
+    let a = &payment.authorization;
+    let ctx = RevertContext {
+        from: a.from,
+        nonce: a.nonce,
+        value: a.value,
+        valid_after_unix_s: u64::try_from(a.valid_after).unwrap_or(u64::MAX),
+        valid_before_unix_s: u64::try_from(a.valid_before).unwrap_or(u64::MAX),
+        now_unix_s: 0,
+    };
+    classify_revert(&reason, &ctx).unwrap_or(VerifyError::SimulationFailed { reason })
+}
