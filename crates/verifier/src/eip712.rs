@@ -32,6 +32,29 @@ pub struct TokenDomain<'a> {
 }
 
 impl TokenDomain<'_> {
+    /// The domain separator, remembered per thread for the last domain seen: a gateway
+    /// serves a handful of tokens, and this saves three of the five hashes per payment.
+    pub fn separator_memo(&self) -> B256 {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(String, String, u64, Address, B256)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some((name, version, chain_id, contract, sep)) = last.as_ref()
+                && name == self.name
+                && version == self.version
+                && *chain_id == self.chain_id
+                && *contract == self.verifying_contract
+            {
+                return *sep;
+            }
+            let sep = self.separator();
+            *last = Some((self.name.to_owned(), self.version.to_owned(), self.chain_id, self.verifying_contract, sep));
+            sep
+        })
+    }
+
     /// The domain separator.
     pub fn separator(&self) -> B256 {
         let mut buf = [0u8; 160];
@@ -142,5 +165,9 @@ mod tests {
             name: "USD Coin", version: "2", chain_id: 8453, verifying_contract: contract,
         };
         assert_eq!(ours.separator(), alloys.separator());
+        assert_eq!(ours.separator_memo(), alloys.separator());
+        let other = TokenDomain { name: "USDC", ..ours.clone() };
+        assert_ne!(other.separator_memo(), alloys.separator(), "the memo must not return a stale domain");
+        assert_eq!(ours.separator_memo(), alloys.separator());
     }
 }

@@ -160,7 +160,7 @@ pub fn check_offline(
         nonce: wire.nonce,
     };
     let domain = TokenDomain { name, version, chain_id: offer.network.chain_id, verifying_contract: offer.asset };
-    let digest = authorization.signing_hash(domain.separator());
+    let digest = authorization.signing_hash(domain.separator_memo());
     let signature = match SignatureShape::parse(&exact.signature)? {
         SignatureShape::Ecdsa(sig) if sig.recover(digest) == Some(authorization.from) => {
             PendingSignature::Verified(sig)
