@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The README's demo command. Installs the pinned chain tooling when missing, then runs the demo.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]; then
+  echo "==> npm ci (pinned anvil)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+echo "==> building (first run compiles the workspace; a few minutes on 2 cores)"
+exec cargo run -q -p tollgate-verifier --example demo
