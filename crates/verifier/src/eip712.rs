@@ -72,7 +72,8 @@ impl TokenDomain<'_> {
 }
 
 /// The fields of a `TransferWithAuthorization` message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TransferAuthorization {
     /// Payer.
     pub from: Address,

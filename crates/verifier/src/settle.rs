@@ -126,11 +126,27 @@ impl Settler {
     }
 
     /// Estimates, signs and sends the transfer; returns its hash without waiting.
-    ///
-    /// When the node does not answer the send in time the transaction may or may not have
-    /// been accepted; its locally computed hash is returned all the same, so the caller
-    /// keeps something to check rather than sending a second transaction.
     pub async fn submit(&self, payment: &VerifiedPayment) -> Result<B256, VerifyError> {
+        let sent = self.submit_claimed(payment, async |_| true).await?;
+        sent.ok_or_else(|| VerifyError::SettlementNotSent { reason: "claim refused".to_owned() })
+    }
+
+    /// Like [`Settler::submit`], but calls `claim(tx_hash)` with the signed transaction's
+    /// hash *before* broadcasting it, and broadcasts only if the claim returns true. The
+    /// caller records the hash there (ledger state `settling`), so a crash between the
+    /// broadcast and the record cannot lose the transaction, and two workers racing on one
+    /// payment cannot both send: the loser's claim fails and nothing is sent
+    /// (`Ok(None)`). When the node refuses the nonce and the transaction is rebuilt,
+    /// `claim` is called again with the new hash.
+    ///
+    /// When the node does not answer the broadcast in time the transaction may or may not
+    /// have been accepted; its hash is returned all the same, so the caller keeps something
+    /// to check rather than sending a second transaction.
+    pub async fn submit_claimed(
+        &self,
+        payment: &VerifiedPayment,
+        mut claim: impl AsyncFnMut(B256) -> bool,
+    ) -> Result<Option<B256>, VerifyError> {
         let calldata = payment.transfer_calldata();
         let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
             CallOutcome::Success(gas) => gas,
@@ -159,10 +175,13 @@ impl Settler {
                 .await
                 .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
             let tx_hash = *envelope.tx_hash();
+            if !claim(tx_hash).await {
+                return Ok(None);
+            }
             match self.chain.send_raw(envelope.encoded_2718().into()).await {
                 Ok(_) => {
                     *next_nonce = Some(nonce.saturating_add(1));
-                    return Ok(tx_hash);
+                    return Ok(Some(tx_hash));
                 }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
@@ -173,7 +192,7 @@ impl Settler {
                 Err(SendError::Other(VerifyError::RpcTimeout { .. })) => {
                     *next_nonce = None;
                     tracing::warn!(%tx_hash, "settlement send timed out; keeping the hash to check later");
-                    return Ok(tx_hash);
+                    return Ok(Some(tx_hash));
                 }
                 Err(SendError::Other(e)) => {
                     *next_nonce = None;

@@ -22,7 +22,7 @@ const SECP256K1_HALF_ORDER: U256 =
 
 /// A plain wallet's ECDSA signature with `v` normalised to 27/28, the only values the
 /// token accepts (clients may send the 0/1 recovery id instead).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EcdsaSignature {
     /// `r`.
     pub r: B256,

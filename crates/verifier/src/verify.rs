@@ -44,7 +44,8 @@ impl Default for VerifierConfig {
 }
 
 /// How the signature was (or must be) accepted; settlement sends the matching overload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SignatureCheck {
     /// A plain wallet: settle with the `(v, r, s)` overload.
     Ecdsa(EcdsaSignature),
@@ -52,8 +53,10 @@ pub enum SignatureCheck {
     Contract(Bytes),
 }
 
-/// A payment that passed every check, ready to be reserved and settled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A payment that passed every check, ready to be reserved and settled. It serialises to
+/// JSON so the ledger can keep it for settlement after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifiedPayment {
     /// Chain id.
     pub chain_id: u64,
@@ -226,6 +229,31 @@ impl Verifier {
         payment: &PaymentPayload,
     ) -> Result<VerifiedPayment, VerifyError> {
         let now_unix_s = self.clock.now_unix_s();
+        let verified = self.verify_signature(offer, payment, now_unix_s).await?;
+        let chain = self.chain(offer.network.chain_id)?;
+        self.check_on_chain(chain.as_ref(), offer, &verified, now_unix_s).await?;
+        Ok(verified)
+    }
+
+    /// The checks of [`Verifier::verify`] up to and including the signature (which needs
+    /// the chain only for smart wallets), without the nonce, balance and simulation
+    /// queries. For the deferred settlement path, where the caller guards the nonce with
+    /// its ledger and the balance with a short-lived cache; a payment accepted this way
+    /// can still fail at settlement.
+    pub async fn verify_signature_only(
+        &self,
+        offer: &v2::PaymentRequirements,
+        payment: &PaymentPayload,
+    ) -> Result<VerifiedPayment, VerifyError> {
+        self.verify_signature(offer, payment, self.clock.now_unix_s()).await
+    }
+
+    async fn verify_signature(
+        &self,
+        offer: &v2::PaymentRequirements,
+        payment: &PaymentPayload,
+        now_unix_s: u64,
+    ) -> Result<VerifiedPayment, VerifyError> {
         let offline = check_offline(offer, payment, now_unix_s, &self.config)?;
         let chain = self.chain(offer.network.chain_id)?;
         let signature = match offline.signature {
@@ -234,15 +262,40 @@ impl Verifier {
                 wallet_signature(chain.as_ref(), offline.authorization.from, offline.digest, shape).await?
             }
         };
-        let verified = VerifiedPayment {
+        Ok(VerifiedPayment {
             chain_id: offer.network.chain_id,
             asset: offer.asset,
             authorization: offline.authorization,
             signature,
             digest: offline.digest,
-        };
-        self.check_on_chain(chain.as_ref(), offer, &verified, now_unix_s).await?;
-        Ok(verified)
+        })
+    }
+
+    /// The token balance of `who` on `chain_id`.
+    pub async fn token_balance(&self, chain_id: u64, asset: Address, who: Address) -> Result<U256, VerifyError> {
+        let chain = self.chain(chain_id)?;
+        let call: Bytes = IEip3009::balanceOfCall { account: who }.abi_encode().into();
+        match chain.call(None, asset, call).await? {
+            CallOutcome::Success(out) => U256::abi_decode(&out)
+                .map_err(|_| VerifyError::SimulationFailed { reason: "balanceOf returned malformed data".to_owned() }),
+            CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
+        }
+    }
+
+    /// Whether `authorizer` has used or cancelled `nonce` on chain.
+    pub async fn authorization_used(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        authorizer: Address,
+        nonce: B256,
+    ) -> Result<bool, VerifyError> {
+        let chain = self.chain(chain_id)?;
+        let call: Bytes = IEip3009::authorizationStateCall { authorizer, nonce }.abi_encode().into();
+        match chain.call(None, asset, call).await? {
+            CallOutcome::Success(out) => Ok(bool::abi_decode(&out).unwrap_or(false)),
+            CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
+        }
     }
 
     /// Asset code, nonce state, balance and the simulated transfer, queried concurrently

@@ -124,3 +124,28 @@ async fn unfunded_relayer_cannot_send() {
     );
     assert!(!env.chain.authorization_used(env.payer.address(), verified.authorization.nonce).await.unwrap());
 }
+
+// Goal: a refused claim sends nothing and leaves no gap in the relayer's nonces; the hash
+// passed to an accepted claim is the hash of the transaction that lands.
+#[tokio::test]
+async fn claim_comes_before_broadcast() {
+    let env = Env::start(Deployment::Fresh { chain_id: 31337 }).await;
+    let verified = env.verifier.verify(&env.offer, &env.payment().v2()).await.unwrap();
+    let refused = env.settler.submit_claimed(&verified, async |_| false).await.unwrap();
+    assert_eq!(refused, None);
+    assert!(!env.chain.authorization_used(env.payer.address(), verified.authorization.nonce).await.unwrap());
+
+    let mut claimed = Vec::new();
+    let sent = env
+        .settler
+        .submit_claimed(&verified, async |hash| {
+            claimed.push(hash);
+            true
+        })
+        .await
+        .unwrap()
+        .expect("sent");
+    assert_eq!(claimed, vec![sent]);
+    let outcome = env.settler.await_receipt(&verified, sent).await.unwrap();
+    assert!(matches!(outcome, SettleOutcome::Settled(s) if s.tx_hash == sent));
+}
