@@ -18,6 +18,9 @@ pub const TRANSFER_WITH_AUTHORIZATION_TYPEHASH: B256 =
 pub const CANCEL_AUTHORIZATION_TYPEHASH: B256 =
     b256!("158b0a9edf7a828aad02f63cd515c68ef2f50ba807396f6d12842833a1597429");
 
+/// (name, version, chain id, contract) and their separator.
+type MemoEntry = (String, String, u64, Address, B256);
+
 /// The EIP-712 domain of a token: `name`, `version`, chain id and the token address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenDomain<'a> {
@@ -36,8 +39,7 @@ impl TokenDomain<'_> {
     /// serves a handful of tokens, and this saves three of the five hashes per payment.
     pub fn separator_memo(&self) -> B256 {
         thread_local! {
-            static LAST: std::cell::RefCell<Option<(String, String, u64, Address, B256)>> =
-                const { std::cell::RefCell::new(None) };
+            static LAST: std::cell::RefCell<Option<MemoEntry>> = const { std::cell::RefCell::new(None) };
         }
         LAST.with(|last| {
             let mut last = last.borrow_mut();
