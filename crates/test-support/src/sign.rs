@@ -177,10 +177,10 @@ impl PaymentBuilder {
 
 /// A v2 `PAYMENT-SIGNATURE` header value.
 pub fn v2_header(b: &PaymentBuilder) -> String {
-    b.v2().to_header()
+    b.v2().to_header().expect("v2 encodes")
 }
 
 /// A v1 `X-PAYMENT` header value.
 pub fn v1_header(b: &PaymentBuilder) -> String {
-    b.v1().to_header()
+    b.v1().to_header().expect("v1 encodes on a named chain")
 }

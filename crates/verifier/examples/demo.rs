@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("[3/5] agent signs an EIP-3009 authorization for 0.01 USDC (x402 v2 header)");
     let now = chain.latest_timestamp().await?;
-    let header = PaymentBuilder::new(&offers[0], &agent, now).v2().to_header();
+    let header = PaymentBuilder::new(&offers[0], &agent, now).v2().to_header()?;
 
     println!("[4/5] decode → match → verify → settle");
     let payment = PaymentPayload::from_header(header.as_bytes(), PAYMENT_HEADER_BYTES_MAX)?;

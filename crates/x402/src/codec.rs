@@ -18,12 +18,12 @@ const ENGINE: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_encode_padding(true).with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// Encodes a value as `base64(JSON)` for an x402 header.
-pub fn encode_header<T: Serialize>(value: &T) -> String {
-    // Serializing our own types to a Vec cannot fail: they have string keys only and no
-    // fallible Serialize impls.
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    ENGINE.encode(json)
+/// Encodes a value as `base64(JSON)` for an x402 header. Fails only for values that
+/// cannot be written in their protocol version, such as a v1 object on a chain without a
+/// v1 network name.
+pub fn encode_header<T: Serialize>(value: &T) -> Result<String, WireError> {
+    let json = serde_json::to_vec(value).map_err(|e| WireError::Encode { reason: e.to_string() })?;
+    Ok(ENGINE.encode(json))
 }
 
 /// Decodes an x402 header value into `T`, refusing values longer than `max_bytes` before
@@ -55,9 +55,9 @@ mod tests {
     #[test]
     fn round_trips_with_and_without_padding() {
         let v = DecimalU256::from(7u64);
-        let enc = encode_header(&v);
+        let enc = encode_header(&v).unwrap();
         assert_eq!(enc, "Ijci");
-        let enc = encode_header(&"ab");
+        let enc = encode_header(&"ab").unwrap();
         assert_eq!(enc, "ImFiIg==");
         assert_eq!(decode_header::<String>(b"ImFiIg==", 64), Ok("ab".to_owned()));
         assert_eq!(decode_header::<String>(b"ImFiIg", 64), Ok("ab".to_owned()));

@@ -42,6 +42,12 @@ pub enum WireError {
         /// What was sent.
         network: String,
     },
+    /// The value cannot be written in its protocol version.
+    #[error("cannot encode: {reason}")]
+    Encode {
+        /// serde_json's description.
+        reason: String,
+    },
     /// A network that has no v1 name cannot be offered to v1 clients.
     #[error("chain {chain_id} has no x402 v1 network name")]
     NoV1Name {

@@ -10,7 +10,15 @@ use alloy_primitives::{Address, B256, Bytes};
 use serde::{Deserializer, Serializer, de};
 
 fn strip_0x<E: de::Error>(v: &str) -> Result<&str, E> {
-    v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")).ok_or_else(|| E::custom("expected a 0x-prefixed hex string"))
+    let digits = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .ok_or_else(|| E::custom("expected a 0x-prefixed hex string"))?;
+    // alloy's decoder would strip a second prefix; "0x0x.." is not hex.
+    if digits.starts_with("0x") || digits.starts_with("0X") {
+        return Err(E::custom("expected hex digits after 0x"));
+    }
+    Ok(digits)
 }
 
 struct HexVisitor<F>(&'static str, F);

@@ -27,7 +27,7 @@ pub mod v1;
 pub mod v2;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
-pub use amount::DecimalU256;
+pub use amount::{DecimalError, DecimalU256};
 pub use codec::{PAYMENT_HEADER_BYTES_MAX, decode_header, encode_header};
 pub use error::{MatchError, WireError};
 pub use matching::find_offer;

@@ -53,6 +53,15 @@ impl Network {
         V1_NAMES.iter().find(|(_, id)| *id == self.chain_id).map(|(name, _)| *name)
     }
 
+    /// Parses a v1 network name only (`base`, `base-sepolia`, ...): what v1 objects carry.
+    pub fn parse_v1_name(s: &str) -> Result<Self, WireError> {
+        V1_NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, chain_id)| Network { chain_id: *chain_id })
+            .ok_or_else(|| WireError::UnknownNetwork { network: s.chars().take(64).collect() })
+    }
+
     /// Parses CAIP-2 (`eip155:` then a decimal chain id without leading zeros) or a v1 name.
     pub fn parse(s: &str) -> Result<Self, WireError> {
         let unknown = || WireError::UnknownNetwork { network: s.chars().take(64).collect() };
@@ -107,8 +116,10 @@ pub(crate) mod v1_name {
             None => Err(serde::ser::Error::custom(WireError::NoV1Name { chain_id: n.chain_id })),
         }
     }
+    /// v1 objects carry names only: a CAIP-2 id or an unknown name is refused.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Network, D::Error> {
-        Network::deserialize(d)
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Network::parse_v1_name(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -57,7 +57,7 @@ struct AnyVersion {
     #[serde(default)]
     scheme: Option<String>,
     #[serde(default)]
-    network: Option<Network>,
+    network: Option<String>,
     #[serde(default)]
     resource: Option<v2::ResourceInfo>,
     #[serde(default)]
@@ -74,7 +74,9 @@ impl TryFrom<AnyVersion> for PaymentPayload {
             1 => Ok(PaymentPayload::V1(v1::PaymentPayload {
                 x402_version: v1::VERSION,
                 scheme: raw.scheme.ok_or(WireError::MissingField { field: "scheme", version: 1 })?,
-                network: raw.network.ok_or(WireError::MissingField { field: "network", version: 1 })?,
+                network: Network::parse_v1_name(
+                    &raw.network.ok_or(WireError::MissingField { field: "network", version: 1 })?,
+                )?,
                 payload: raw.payload,
             })),
             2 => Ok(PaymentPayload::V2(v2::PaymentPayload {
@@ -97,8 +99,8 @@ impl PaymentPayload {
         any.try_into()
     }
 
-    /// Encodes as a header value.
-    pub fn to_header(&self) -> String {
+    /// Encodes as a header value (fails for a v1 payment on a chain without a v1 name).
+    pub fn to_header(&self) -> Result<String, WireError> {
         codec::encode_header(self)
     }
 
