@@ -11,10 +11,12 @@
 
 mod anvil;
 mod chain;
+mod pg;
 mod sign;
 
 pub use anvil::{Anvil, workspace_root};
 pub use chain::{Deployment, TestChain, TokenCall};
+pub use pg::{PgDatabase, pg_admin_url};
 pub use sign::{
     PaymentBuilder, sign_authorization_digest, sign_cancel, sign_transfer_authorization, v1_header, v2_header,
 };

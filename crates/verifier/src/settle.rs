@@ -25,6 +25,25 @@ use crate::chain::{CallOutcome, Chain, SendError};
 use crate::token::{RevertContext, TRANSFER_TOPIC, classify_revert, decode_revert_reason};
 use crate::verify::VerifiedPayment;
 
+/// Records a settlement transaction's hash before it is broadcast (see
+/// [`Settler::submit_claimed`]). Returns whether the caller may send it.
+#[async_trait::async_trait]
+pub trait Claim: Send {
+    /// Claims the payment for the transaction `tx_hash`.
+    async fn claim(&mut self, tx_hash: B256) -> bool;
+}
+
+/// A claim that always succeeds (nothing to record).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlwaysClaim;
+
+#[async_trait::async_trait]
+impl Claim for AlwaysClaim {
+    async fn claim(&mut self, _tx_hash: B256) -> bool {
+        true
+    }
+}
+
 /// Settlement limits.
 #[derive(Debug, Clone)]
 pub struct SettleConfig {
@@ -127,7 +146,7 @@ impl Settler {
 
     /// Estimates, signs and sends the transfer; returns its hash without waiting.
     pub async fn submit(&self, payment: &VerifiedPayment) -> Result<B256, VerifyError> {
-        let sent = self.submit_claimed(payment, async |_| true).await?;
+        let sent = self.submit_claimed(payment, &mut AlwaysClaim).await?;
         sent.ok_or_else(|| VerifyError::SettlementNotSent { reason: "claim refused".to_owned() })
     }
 
@@ -145,7 +164,7 @@ impl Settler {
     pub async fn submit_claimed(
         &self,
         payment: &VerifiedPayment,
-        mut claim: impl AsyncFnMut(B256) -> bool,
+        claim: &mut dyn Claim,
     ) -> Result<Option<B256>, VerifyError> {
         let calldata = payment.transfer_calldata();
         let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
@@ -175,7 +194,7 @@ impl Settler {
                 .await
                 .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
             let tx_hash = *envelope.tx_hash();
-            if !claim(tx_hash).await {
+            if !claim.claim(tx_hash).await {
                 return Ok(None);
             }
             match self.chain.send_raw(envelope.encoded_2718().into()).await {

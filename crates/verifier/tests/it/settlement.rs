@@ -131,21 +131,28 @@ async fn unfunded_relayer_cannot_send() {
 async fn claim_comes_before_broadcast() {
     let env = Env::start(Deployment::Fresh { chain_id: 31337 }).await;
     let verified = env.verifier.verify(&env.offer, &env.payment().v2()).await.unwrap();
-    let refused = env.settler.submit_claimed(&verified, async |_| false).await.unwrap();
+    struct Refuse;
+    #[async_trait::async_trait]
+    impl tollgate_verifier::Claim for Refuse {
+        async fn claim(&mut self, _: alloy_primitives::B256) -> bool {
+            false
+        }
+    }
+    struct Record(Vec<alloy_primitives::B256>);
+    #[async_trait::async_trait]
+    impl tollgate_verifier::Claim for Record {
+        async fn claim(&mut self, tx_hash: alloy_primitives::B256) -> bool {
+            self.0.push(tx_hash);
+            true
+        }
+    }
+    let refused = env.settler.submit_claimed(&verified, &mut Refuse).await.unwrap();
     assert_eq!(refused, None);
     assert!(!env.chain.authorization_used(env.payer.address(), verified.authorization.nonce).await.unwrap());
 
-    let mut claimed = Vec::new();
-    let sent = env
-        .settler
-        .submit_claimed(&verified, async |hash| {
-            claimed.push(hash);
-            true
-        })
-        .await
-        .unwrap()
-        .expect("sent");
-    assert_eq!(claimed, vec![sent]);
+    let mut record = Record(Vec::new());
+    let sent = env.settler.submit_claimed(&verified, &mut record).await.unwrap().expect("sent");
+    assert_eq!(record.0, vec![sent]);
     let outcome = env.settler.await_receipt(&verified, sent).await.unwrap();
     assert!(matches!(outcome, SettleOutcome::Settled(s) if s.tx_hash == sent));
 }

@@ -1,0 +1,68 @@
+//! The 402 challenge and the settlement receipt headers.
+//!
+//! One response serves both protocol versions: the v2 `PAYMENT-REQUIRED` header and a
+//! v1-shaped JSON body (`accepts` with `maxAmountRequired`, `resource`, `description`,
+//! `mimeType`). Offers on chains without a v1 name appear only in the header.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tollgate_x402::facilitator::SettleResponse;
+use tollgate_x402::{encode_header, v1, v2};
+
+/// The offers for one request, with the resource they sell.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    /// Our offers (verification is always against these).
+    pub offers: Vec<v2::PaymentRequirements>,
+    /// The resource.
+    pub resource: v2::ResourceInfo,
+}
+
+const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+
+impl Challenge {
+    /// The v1 offers (those on chains the v1 clients know).
+    pub fn v1_accepts(&self) -> Vec<v1::PaymentRequirements> {
+        self.offers.iter().filter_map(|o| v1::PaymentRequirements::from_v2(o, &self.resource).ok()).collect()
+    }
+
+    /// A 402 with both versions' challenge; `code` says why.
+    pub fn response(&self, code: &str, message: &str, mut headers: HeaderMap) -> Response {
+        let v2_body = v2::PaymentRequired {
+            x402_version: 2,
+            error: Some(code.to_owned()),
+            resource: self.resource.clone(),
+            accepts: self.offers.clone(),
+            extensions: None,
+        };
+        if let Some(v) = encode_header(&v2_body).ok().and_then(|s| HeaderValue::from_str(&s).ok()) {
+            headers.insert(HeaderName::from_static("payment-required"), v);
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+        let body = json!({
+            "x402Version": 1,
+            "error": code,
+            "message": message,
+            "accepts": self.v1_accepts(),
+        });
+        (StatusCode::PAYMENT_REQUIRED, headers, axum::Json(body)).into_response()
+    }
+}
+
+/// Adds the receipt as `PAYMENT-RESPONSE` (CAIP-2 network) and `X-PAYMENT-RESPONSE` (v1
+/// network name, when the chain has one).
+pub fn attach_receipt(headers: &mut HeaderMap, receipt: &SettleResponse) {
+    if let Some(v) = encode_header(receipt).ok().and_then(|s| HeaderValue::from_str(&s).ok()) {
+        headers.insert(HeaderName::from_static("payment-response"), v);
+    }
+    let v1_network = tollgate_x402::Network::parse(&receipt.network).ok().and_then(|n| n.v1_name());
+    if let Some(name) = v1_network {
+        let v1_receipt = SettleResponse { network: name.to_owned(), ..receipt.clone() };
+        if let Some(v) = encode_header(&v1_receipt).ok().and_then(|s| HeaderValue::from_str(&s).ok()) {
+            headers.insert(HeaderName::from_static("x-payment-response"), v);
+        }
+    }
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+}

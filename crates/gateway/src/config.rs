@@ -1,0 +1,669 @@
+//! The gateway's configuration: a TOML file parsed once at startup into typed values.
+//!
+//! Unknown keys are refused, and every error names the offending key
+//! (`providers[0].routes[1].price: ...`). Secrets (upstream credentials, the relayer key,
+//! RPC URLs given by environment) are read here, once, into redacted types; they are never
+//! printed. Every key is documented in `docs/configuration.md`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tollgate_metering::{AtomicAmount, SettlementMode};
+use tollgate_x402::Network;
+
+use crate::routes::PathPattern;
+
+/// Why the configuration was refused. Always names the key; never contains a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// TOML syntax error, unknown key or wrong type (the message names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is present but invalid.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `providers[0].pay_to`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    verification: RawVerification,
+    #[serde(default)]
+    settlement: RawSettlement,
+    #[serde(default)]
+    networks: Vec<RawNetwork>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    body_bytes_max: Option<u64>,
+    response_bytes_max: Option<u64>,
+    payment_header_bytes_max: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+    url_env: Option<String>,
+    max_connections: Option<u32>,
+    statement_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerification {
+    valid_before_buffer_s: Option<u64>,
+    validity_window_max_s: Option<u64>,
+    balance_cache_ttl_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettlement {
+    relayer_key_env: Option<String>,
+    relayer_key_file: Option<PathBuf>,
+    receipt_poll_interval_ms: Option<u64>,
+    receipt_timeout_ms: Option<u64>,
+    recovery_interval_ms: Option<u64>,
+    recovery_grace_s: Option<u64>,
+    deferred_queue_capacity: Option<usize>,
+    deferred_attempts_max: Option<u32>,
+    relayer_lease_wait_ms: Option<u64>,
+    gas_warn_wei: Option<u128>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    id: String,
+    rpc_url: Option<String>,
+    rpc_url_env: Option<String>,
+    asset: String,
+    eip712_name: String,
+    eip712_version: String,
+    decimals: Option<u8>,
+    rpc_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    pay_to: String,
+    upstream: String,
+    strip_prefix: Option<String>,
+    credential: Option<RawCredential>,
+    upstream_timeout_ms: Option<u64>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    inject: String,
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    header: Option<String>,
+    template: Option<String>,
+    param: Option<String>,
+    username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    methods: Option<Vec<String>>,
+    price: Option<String>,
+    price_atomic: Option<String>,
+    networks: Option<Vec<String>>,
+    description: Option<String>,
+    mime_type: Option<String>,
+    settlement: Option<String>,
+    max_timeout_seconds: Option<u64>,
+    upstream_timeout_ms: Option<u64>,
+    body_bytes_max: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The typed configuration.
+
+/// Everything the gateway needs, validated.
+#[derive(Debug)]
+pub struct Config {
+    /// Listener and size limits.
+    pub server: ServerConfig,
+    /// The ledger database.
+    pub database: DatabaseConfig,
+    /// Verification policy.
+    pub verification: VerificationConfig,
+    /// Settlement and recovery.
+    pub settlement: SettlementConfig,
+    /// Chains and their assets.
+    pub networks: Vec<NetworkConfig>,
+    /// Providers and their priced routes.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Public base URL, used in the `resource` of challenges.
+    pub public_url: Url,
+    /// Largest request body forwarded upstream.
+    pub body_bytes_max: u64,
+    /// Largest upstream response body relayed back.
+    pub response_bytes_max: u64,
+    /// Largest payment header accepted.
+    pub payment_header_bytes_max: usize,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// sqlx URL (may contain a password: never logged).
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Per-statement timeout.
+    pub statement_timeout_ms: u64,
+}
+
+/// `[verification]`.
+#[derive(Debug, Clone)]
+pub struct VerificationConfig {
+    /// Minimum time left before `validBefore`.
+    pub valid_before_buffer_s: u64,
+    /// Optional cap on how long an authorization may stay valid.
+    pub validity_window_max_s: Option<u64>,
+    /// How long a payer's token balance is cached for deferred-mode checks.
+    pub balance_cache_ttl_ms: u64,
+}
+
+/// `[settlement]`.
+#[derive(Debug)]
+pub struct SettlementConfig {
+    /// The relayer key (pays gas, sends settlements).
+    pub relayer_key: Option<SecretString>,
+    /// Receipt polling interval.
+    pub receipt_poll_interval: Duration,
+    /// Receipt wait before reporting a settlement as pending.
+    pub receipt_timeout: Duration,
+    /// How often the recovery sweep runs.
+    pub recovery_interval: Duration,
+    /// Entries untouched for this long are considered abandoned by a crashed process.
+    pub recovery_grace_s: u64,
+    /// Capacity of the in-memory deferred-settlement queue.
+    pub deferred_queue_capacity: usize,
+    /// Settlement attempts for a deferred entry before it is marked failed.
+    pub deferred_attempts_max: u32,
+    /// How long a settlement waits for the relayer lease (shared databases only).
+    pub relayer_lease_wait: Duration,
+    /// Warn at startup when the relayer's gas balance is below this (wei).
+    pub gas_warn_wei: u128,
+}
+
+/// One `[[networks]]` entry.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The chain.
+    pub network: Network,
+    /// RPC endpoint (may embed an API key: redacted).
+    pub rpc_url: SecretString,
+    /// Token contract.
+    pub asset: Address,
+    /// EIP-712 domain name of the token.
+    pub eip712_name: String,
+    /// EIP-712 domain version of the token.
+    pub eip712_version: String,
+    /// Token decimals (for human prices).
+    pub decimals: u8,
+    /// Per-call RPC timeout.
+    pub rpc_timeout: Duration,
+}
+
+/// How the upstream credential is added to a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    /// A header whose value is `template` with `{secret}` replaced.
+    Header {
+        /// Header name.
+        name: reqwest::header::HeaderName,
+        /// Value template containing `{secret}`.
+        template: String,
+    },
+    /// A query parameter.
+    Query {
+        /// Parameter name.
+        param: String,
+    },
+    /// HTTP basic auth with the secret as password.
+    Basic {
+        /// User name.
+        username: String,
+    },
+}
+
+/// An upstream credential.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Where it goes.
+    pub injection: Injection,
+    /// The secret itself.
+    pub secret: SecretString,
+    /// Where it came from (`env:NAME` / `file:PATH`), for audit and logs.
+    pub source: String,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Stable id.
+    pub id: String,
+    /// The payee.
+    pub pay_to: Address,
+    /// Upstream base URL.
+    pub upstream: Url,
+    /// Prefix removed from the gateway path before forwarding.
+    pub strip_prefix: Option<String>,
+    /// Injected credential.
+    pub credential: Option<Credential>,
+    /// Priced routes.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One priced route.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path pattern.
+    pub pattern: PathPattern,
+    /// Allowed methods (upper case).
+    pub methods: BTreeSet<String>,
+    /// Price per accepted network, in that network's atomic units.
+    pub prices: Vec<(Network, AtomicAmount)>,
+    /// Human description (challenge `resource.description`).
+    pub description: String,
+    /// Response media type.
+    pub mime_type: String,
+    /// Settlement mode.
+    pub settlement: SettlementMode,
+    /// `maxTimeoutSeconds` offered.
+    pub max_timeout_seconds: u64,
+    /// Upstream timeout.
+    pub upstream_timeout: Duration,
+    /// Request body cap.
+    pub body_bytes_max: u64,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        Self::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text, resolving `*_env` keys through `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        build(raw, env)
+    }
+
+    /// The network entry for `network`.
+    pub fn network(&self, network: Network) -> Option<&NetworkConfig> {
+        self.networks.iter().find(|n| n.network == network)
+    }
+}
+
+fn ms(v: Option<u64>, default_ms: u64) -> Duration {
+    Duration::from_millis(v.unwrap_or(default_ms))
+}
+
+fn secret_from(
+    key: &str,
+    env_name: Option<&str>,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(SecretString, String)>, ConfigError> {
+    match (env_name, file) {
+        (Some(_), Some(_)) => Err(invalid(key, "give either the _env or the _file form, not both")),
+        (Some(name), None) => match env(name) {
+            Some(v) if !v.trim().is_empty() => {
+                Ok(Some((SecretString::from(v.trim().to_owned()), format!("env:{name}"))))
+            }
+            _ => Err(invalid(key, format!("environment variable {name} is not set"))),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(v) if !v.trim().is_empty() => {
+                Ok(Some((SecretString::from(v.trim().to_owned()), format!("file:{}", path.display()))))
+            }
+            Ok(_) => Err(invalid(key, format!("{} is empty", path.display()))),
+            Err(e) => Err(invalid(key, format!("cannot read {}: {e}", path.display()))),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn address(key: &str, s: &str) -> Result<Address, ConfigError> {
+    let hex = s.strip_prefix("0x").ok_or_else(|| invalid(key, "expected a 0x-prefixed address"))?;
+    if hex.len() != 40 {
+        return Err(invalid(key, "expected 20 bytes (40 hex digits)"));
+    }
+    hex.parse::<Address>().map_err(|_| invalid(key, "not a hex address"))
+}
+
+fn url(key: &str, s: &str) -> Result<Url, ConfigError> {
+    let u = Url::parse(s).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(invalid(key, "only http and https URLs are supported"));
+    }
+    Ok(u)
+}
+
+/// Converts a human decimal amount (`"0.001"`) to atomic units with `decimals`.
+pub fn parse_human_amount(s: &str, decimals: u8) -> Result<u64, String> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits_only = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits_only(whole) || !digits_only(frac) || s.ends_with('.') {
+        return Err(format!("`{s}` is not a non-negative decimal amount like \"0.001\""));
+    }
+    if frac.len() > usize::from(decimals) {
+        return Err(format!("`{s}` has more decimal places than the token's {decimals}"));
+    }
+    let scale = 10u128.checked_pow(u32::from(decimals)).ok_or("decimals too large")?;
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| format!("`{s}` is too large"))? };
+    let frac_scaled: u128 = if frac.is_empty() {
+        0
+    } else {
+        let pad = 10u128.pow(u32::from(decimals) - u32::try_from(frac.len()).unwrap_or(0));
+        frac.parse::<u128>().map_err(|_| format!("`{s}` is malformed"))? * pad
+    };
+    let total =
+        whole.checked_mul(scale).and_then(|w| w.checked_add(frac_scaled)).ok_or(format!("`{s}` is too large"))?;
+    u64::try_from(total).map_err(|_| format!("`{s}` is too large"))
+}
+
+fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let listen_s = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8402");
+    let listen: SocketAddr = listen_s.parse().map_err(|_| invalid("server.listen", "expected host:port"))?;
+    let public_url = match &raw.server.public_url {
+        Some(u) => url("server.public_url", u)?,
+        None => url("server.public_url", &format!("http://{listen}"))?,
+    };
+    let server = ServerConfig {
+        listen,
+        public_url,
+        body_bytes_max: raw.server.body_bytes_max.unwrap_or(1024 * 1024),
+        response_bytes_max: raw.server.response_bytes_max.unwrap_or(16 * 1024 * 1024),
+        payment_header_bytes_max: usize::try_from(raw.server.payment_header_bytes_max.unwrap_or(16 * 1024))
+            .map_err(|_| invalid("server.payment_header_bytes_max", "too large"))?,
+    };
+
+    let db_url = match (raw.database.url, raw.database.url_env.as_deref()) {
+        (Some(_), Some(_)) => return Err(invalid("database", "give either url or url_env, not both")),
+        (Some(u), None) => u,
+        (None, Some(name)) => env(name).ok_or_else(|| invalid("database.url_env", format!("{name} is not set")))?,
+        (None, None) => "sqlite://tollgate.db?mode=rwc".to_owned(),
+    };
+    if !(db_url.starts_with("sqlite:") || db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+        return Err(invalid("database.url", "expected a sqlite: or postgres:// URL"));
+    }
+    let database = DatabaseConfig {
+        url: SecretString::from(db_url),
+        max_connections: raw.database.max_connections.unwrap_or(8),
+        statement_timeout_ms: raw.database.statement_timeout_ms.unwrap_or(5_000),
+    };
+
+    let verification = VerificationConfig {
+        valid_before_buffer_s: raw.verification.valid_before_buffer_s.unwrap_or(6),
+        validity_window_max_s: raw.verification.validity_window_max_s,
+        balance_cache_ttl_ms: raw.verification.balance_cache_ttl_ms.unwrap_or(2_000),
+    };
+
+    let s = raw.settlement;
+    let relayer_key =
+        secret_from("settlement.relayer_key", s.relayer_key_env.as_deref(), s.relayer_key_file.as_deref(), env)?
+            .map(|(k, _)| k);
+    if let Some(k) = &relayer_key {
+        k.expose_secret()
+            .trim_start_matches("0x")
+            .parse::<alloy::signers::local::PrivateKeySigner>()
+            .map_err(|_| invalid("settlement.relayer_key", "not a valid secp256k1 private key (32 bytes hex)"))?;
+    }
+    let settlement = SettlementConfig {
+        relayer_key,
+        receipt_poll_interval: ms(s.receipt_poll_interval_ms, 250),
+        receipt_timeout: ms(s.receipt_timeout_ms, 30_000),
+        recovery_interval: ms(s.recovery_interval_ms, 5_000),
+        recovery_grace_s: s.recovery_grace_s.unwrap_or(120),
+        deferred_queue_capacity: s.deferred_queue_capacity.unwrap_or(1024).max(1),
+        deferred_attempts_max: s.deferred_attempts_max.unwrap_or(8).max(1),
+        relayer_lease_wait: ms(s.relayer_lease_wait_ms, 10_000),
+        gas_warn_wei: s.gas_warn_wei.unwrap_or(1_000_000_000_000_000),
+    };
+
+    let mut networks: Vec<NetworkConfig> = Vec::new();
+    for (i, n) in raw.networks.into_iter().enumerate() {
+        let key = |k: &str| format!("networks[{i}].{k}");
+        let network = Network::parse(&n.id).map_err(|e| invalid(key("id"), e.to_string()))?;
+        if networks.iter().any(|m| m.network == network) {
+            return Err(invalid(key("id"), format!("{network} is configured twice")));
+        }
+        let rpc_url = match (n.rpc_url, n.rpc_url_env.as_deref()) {
+            (Some(_), Some(_)) => return Err(invalid(key("rpc_url"), "give either rpc_url or rpc_url_env, not both")),
+            (Some(u), None) => u,
+            (None, Some(name)) => env(name).ok_or_else(|| invalid(key("rpc_url_env"), format!("{name} is not set")))?,
+            (None, None) => return Err(invalid(key("rpc_url"), "missing")),
+        };
+        url(&key("rpc_url"), &rpc_url)?;
+        networks.push(NetworkConfig {
+            network,
+            rpc_url: SecretString::from(rpc_url),
+            asset: address(&key("asset"), &n.asset)?,
+            eip712_name: n.eip712_name,
+            eip712_version: n.eip712_version,
+            decimals: n.decimals.unwrap_or(6),
+            rpc_timeout: ms(n.rpc_timeout_ms, 5_000),
+        });
+    }
+
+    let mut providers: Vec<ProviderConfig> = Vec::new();
+    for (pi, p) in raw.providers.into_iter().enumerate() {
+        let pkey = |k: &str| format!("providers[{pi}].{k}");
+        if p.id.is_empty() || !p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid(pkey("id"), "use letters, digits, '-' and '_'"));
+        }
+        if providers.iter().any(|q| q.id == p.id) {
+            return Err(invalid(pkey("id"), format!("provider `{}` is defined twice", p.id)));
+        }
+        let credential = match p.credential {
+            None => None,
+            Some(c) => Some(credential(&pkey("credential"), c, env)?),
+        };
+        let provider_timeout_ms = p.upstream_timeout_ms.unwrap_or(10_000);
+        let mut routes = Vec::new();
+        for (ri, r) in p.routes.into_iter().enumerate() {
+            let rkey = |k: &str| format!("providers[{pi}].routes[{ri}].{k}");
+            let pattern = PathPattern::parse(&r.path).map_err(|e| invalid(rkey("path"), e))?;
+            if let Some(prefix) = &p.strip_prefix
+                && !r.path.starts_with(prefix.as_str())
+            {
+                return Err(invalid(
+                    rkey("path"),
+                    format!("does not start with the provider's strip_prefix `{prefix}`"),
+                ));
+            }
+            let methods: BTreeSet<String> = r
+                .methods
+                .unwrap_or_else(|| vec!["GET".to_owned()])
+                .into_iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            for m in &methods {
+                if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") {
+                    return Err(invalid(rkey("methods"), format!("unknown method `{m}`")));
+                }
+            }
+            let route_networks: Vec<&NetworkConfig> = match &r.networks {
+                None => networks.iter().collect(),
+                Some(ids) => {
+                    let mut out = Vec::new();
+                    for id in ids {
+                        let n = Network::parse(id).map_err(|e| invalid(rkey("networks"), e.to_string()))?;
+                        let cfg = networks.iter().find(|c| c.network == n).ok_or_else(|| {
+                            invalid(rkey("networks"), format!("{n} is not configured under [[networks]]"))
+                        })?;
+                        out.push(cfg);
+                    }
+                    out
+                }
+            };
+            if route_networks.is_empty() {
+                return Err(invalid(rkey("networks"), "no network to accept payment on"));
+            }
+            let mut prices = Vec::new();
+            for n in route_networks {
+                let atomic = match (&r.price, &r.price_atomic) {
+                    (Some(_), Some(_)) => return Err(invalid(rkey("price"), "give either price or price_atomic")),
+                    (Some(h), None) => parse_human_amount(h, n.decimals).map_err(|e| invalid(rkey("price"), e))?,
+                    (None, Some(a)) => {
+                        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()) {
+                            return Err(invalid(rkey("price_atomic"), format!("`{a}` is not a whole number")));
+                        }
+                        a.parse::<u64>().map_err(|_| invalid(rkey("price_atomic"), format!("`{a}` is too large")))?
+                    }
+                    (None, None) => return Err(invalid(rkey("price"), "missing (price or price_atomic)")),
+                };
+                let amount = AtomicAmount::new(atomic)
+                    .ok_or_else(|| invalid(rkey("price"), "must be greater than zero and below 2^63"))?;
+                prices.push((n.network, amount));
+            }
+            let settlement = match r.settlement.as_deref().unwrap_or("after") {
+                "after" => SettlementMode::After,
+                "before" => SettlementMode::Before,
+                "deferred" => SettlementMode::Deferred,
+                other => {
+                    return Err(invalid(rkey("settlement"), format!("`{other}`: expected after, before or deferred")));
+                }
+            };
+            routes.push(RouteConfig {
+                pattern,
+                methods,
+                prices,
+                description: r.description.unwrap_or_default(),
+                mime_type: r.mime_type.unwrap_or_else(|| "application/json".to_owned()),
+                settlement,
+                max_timeout_seconds: r.max_timeout_seconds.unwrap_or(60),
+                upstream_timeout: ms(r.upstream_timeout_ms, provider_timeout_ms),
+                body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
+            });
+        }
+        providers.push(ProviderConfig {
+            id: p.id,
+            pay_to: address(&pkey("pay_to"), &p.pay_to)?,
+            upstream: url(&pkey("upstream"), &p.upstream)?,
+            strip_prefix: p.strip_prefix,
+            credential,
+            routes,
+        });
+    }
+    Ok(Config { server, database, verification, settlement, networks, providers })
+}
+
+fn credential(key: &str, c: RawCredential, env: &dyn Fn(&str) -> Option<String>) -> Result<Credential, ConfigError> {
+    let (secret, source) = secret_from(key, c.secret_env.as_deref(), c.secret_file.as_deref(), env)?
+        .ok_or_else(|| invalid(key, "secret_env or secret_file is required"))?;
+    let unexpected = |field: &str, present: bool| {
+        if present {
+            Err(invalid(format!("{key}.{field}"), format!("not used with inject = \"{}\"", c.inject)))
+        } else {
+            Ok(())
+        }
+    };
+    let injection = match c.inject.as_str() {
+        "header" => {
+            unexpected("param", c.param.is_some())?;
+            unexpected("username", c.username.is_some())?;
+            let name_s = c.header.as_deref().unwrap_or("Authorization");
+            let name = reqwest::header::HeaderName::from_bytes(name_s.as_bytes())
+                .map_err(|_| invalid(format!("{key}.header"), "not a valid header name"))?;
+            let template = c.template.unwrap_or_else(|| "Bearer {secret}".to_owned());
+            if !template.contains("{secret}") {
+                return Err(invalid(format!("{key}.template"), "must contain {secret}"));
+            }
+            Injection::Header { name, template }
+        }
+        "query" => {
+            unexpected("header", c.header.is_some())?;
+            unexpected("template", c.template.is_some())?;
+            unexpected("username", c.username.is_some())?;
+            Injection::Query { param: c.param.ok_or_else(|| invalid(format!("{key}.param"), "missing"))? }
+        }
+        "basic" => {
+            unexpected("header", c.header.is_some())?;
+            unexpected("template", c.template.is_some())?;
+            unexpected("param", c.param.is_some())?;
+            Injection::Basic { username: c.username.ok_or_else(|| invalid(format!("{key}.username"), "missing"))? }
+        }
+        other => return Err(invalid(format!("{key}.inject"), format!("`{other}`: expected header, query or basic"))),
+    };
+    Ok(Credential { injection, secret, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: human prices convert exactly; malformed, negative and over-precise ones are refused.
+    #[test]
+    fn human_amounts() {
+        assert_eq!(parse_human_amount("0.001", 6), Ok(1_000));
+        assert_eq!(parse_human_amount("1", 6), Ok(1_000_000));
+        assert_eq!(parse_human_amount("12.5", 6), Ok(12_500_000));
+        assert_eq!(parse_human_amount(".5", 6), Ok(500_000));
+        for bad in ["", "-1", "1.", "1.0000001", "1e3", "0x10", " 1", "1,5", "."] {
+            assert!(parse_human_amount(bad, 6).is_err(), "{bad:?}");
+        }
+        assert!(parse_human_amount("99999999999999999999999", 6).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every failure of a request is a [`GatewayError`]. `rescue` classifies it by whose fault
+//! it is — the client's (4xx with a stable code), the chain's or the upstream's (502, 503,
+//! 504), or ours (500) — and whether retrying is safe. Bodies carry the code and a safe
+//! message; the details (which may name internal addresses) go to the log only. 402s carry
+//! a fresh challenge so a client can pay again.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tollgate_metering::MeteringError;
+use tollgate_verifier::{Fault, VerifyError};
+use tollgate_x402::facilitator::SettleResponse;
+use tollgate_x402::{MatchError, WireError};
+
+use crate::challenge::Challenge;
+
+/// Everything that can go wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route has this path.
+    #[error("no route for this path")]
+    RouteNotFound,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The path tries to leave its route.
+    #[error("path refused: {reason}")]
+    PathRefused {
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// A priced route was called without a payment.
+    #[error("payment required")]
+    PaymentRequired,
+    /// The payment header could not be decoded.
+    #[error("malformed payment header: {0}")]
+    MalformedPayment(WireError),
+    /// The payment takes up none of our offers.
+    #[error("payment matches no offer: {0}")]
+    OfferMismatch(MatchError),
+    /// Verification failed.
+    #[error("verification failed: {0}")]
+    Verify(VerifyError),
+    /// The authorization was already used through this gateway.
+    #[error("authorization already used")]
+    AuthorizationUsed,
+    /// The same authorization is being processed by another request right now.
+    #[error("this authorization is already being processed")]
+    PaymentInFlight,
+    /// The request body exceeds the route's cap.
+    #[error("request body larger than {limit_bytes} bytes")]
+    BodyTooLarge {
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The upstream did not answer in time (nothing charged).
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream could not be reached or broke off (nothing charged).
+    #[error("upstream unavailable: {reason}")]
+    UpstreamUnavailable {
+        /// Transport detail (logged only).
+        reason: String,
+    },
+    /// The upstream response exceeds the relay cap (nothing charged).
+    #[error("upstream response larger than {limit_bytes} bytes")]
+    UpstreamResponseTooLarge {
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// Settlement failed after the upstream answered: the body is withheld, nothing charged.
+    #[error("settlement failed: {}", .0.error_reason.as_deref().unwrap_or("unknown"))]
+    SettlementFailed(SettleResponse),
+    /// The ledger could not be used.
+    #[error("ledger: {0}")]
+    Ledger(MeteringError),
+    /// No receipt has this id.
+    #[error("receipt not found")]
+    ReceiptNotFound,
+    /// A bug or misconfiguration of ours.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// How a failure is reported.
+struct Class {
+    status: StatusCode,
+    code: &'static str,
+    retry_safe: bool,
+}
+
+impl GatewayError {
+    fn class(&self) -> Class {
+        use GatewayError::*;
+        let c = |status, code, retry_safe| Class { status, code, retry_safe };
+        match self {
+            RouteNotFound => c(StatusCode::NOT_FOUND, "route_not_found", false),
+            MethodNotAllowed => c(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", false),
+            PathRefused { .. } => c(StatusCode::BAD_REQUEST, "path_refused", false),
+            PaymentRequired => c(StatusCode::PAYMENT_REQUIRED, "payment_required", true),
+            MalformedPayment(_) => c(StatusCode::BAD_REQUEST, "malformed_payment", false),
+            OfferMismatch(MatchError::UnsupportedScheme { .. }) => {
+                c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_scheme", false)
+            }
+            OfferMismatch(MatchError::NetworkNotOffered { .. }) => {
+                c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_network_mismatch", false)
+            }
+            OfferMismatch(MatchError::AcceptedMismatch { .. }) => {
+                c(StatusCode::PAYMENT_REQUIRED, "accepted_requirement_mismatch", false)
+            }
+            Verify(e) => match e.fault() {
+                Fault::Client => c(StatusCode::PAYMENT_REQUIRED, e.reason_code(), false),
+                Fault::Chain => c(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", true),
+                Fault::Ours => c(StatusCode::INTERNAL_SERVER_ERROR, "gateway_misconfigured", false),
+            },
+            AuthorizationUsed => c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_nonce_already_used", false),
+            PaymentInFlight => c(StatusCode::CONFLICT, "payment_in_flight", true),
+            BodyTooLarge { .. } => c(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", false),
+            UpstreamTimeout => c(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", true),
+            UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
+            UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),
+            SettlementFailed(_) => c(StatusCode::PAYMENT_REQUIRED, "settlement_failed", true),
+            Ledger(e) if e.is_retryable() => c(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", true),
+            Ledger(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
+            ReceiptNotFound => c(StatusCode::NOT_FOUND, "receipt_not_found", false),
+            Internal(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
+        }
+    }
+
+    /// A message safe to show the client (no internal detail).
+    fn public_message(&self) -> String {
+        use GatewayError::*;
+        match self {
+            Verify(e) if e.fault() == Fault::Client => e.to_string(),
+            Verify(e) if e.fault() == Fault::Chain => "the chain could not be reached; retry later".to_owned(),
+            Verify(_) | Internal(_) => "the gateway is misconfigured; the operator has been told".to_owned(),
+            Ledger(_) => "the ledger is unavailable; nothing was charged, retry later".to_owned(),
+            UpstreamUnavailable { .. } => "the upstream could not be reached; nothing was charged".to_owned(),
+            SettlementFailed(_) => "settlement failed; nothing was charged".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The stable code (for logs, audit and tests).
+    pub fn code(&self) -> &'static str {
+        self.class().code
+    }
+
+    /// Turns the error into a response. `challenge` is the route's offer, attached to 402s.
+    pub fn rescue(self, challenge: Option<&Challenge>) -> Response {
+        let class = self.class();
+        let message = self.public_message();
+        if class.status.is_server_error() {
+            tracing::error!(code = class.code, error = %self, "request failed");
+        } else {
+            tracing::info!(code = class.code, error = %self, "request refused");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let GatewayError::SettlementFailed(receipt) = &self {
+            crate::challenge::attach_receipt(&mut headers, receipt);
+        }
+        match (class.status, challenge) {
+            (StatusCode::PAYMENT_REQUIRED, Some(ch)) => ch.response(class.code, &message, headers),
+            _ => {
+                let body = json!({
+                    "error": { "code": class.code, "message": message, "retrySafe": class.retry_safe }
+                });
+                (class.status, headers, axum::Json(body)).into_response()
+            }
+        }
+    }
+}
+
+impl From<MeteringError> for GatewayError {
+    fn from(e: MeteringError) -> Self {
+        GatewayError::Ledger(e)
+    }
+}

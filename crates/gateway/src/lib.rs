@@ -1,0 +1,25 @@
+//! The paying HTTP gateway.
+//!
+//! Owns: the configuration file, the route table, the paid-request pipeline (402 quote →
+//! decode → verify → reserve → forward with the provider's credential → settle or void),
+//! settlement orchestration (modes `after`, `before`, `deferred`), the crash-recovery sweep,
+//! and the **only** mapping from errors to HTTP status codes (`error.rs`).
+//!
+//! Must not: let an unpaid call reach an upstream, forward before the ledger has the
+//! reservation, charge when the upstream failed, print a credential (secrets live in
+//! `secrecy` types; injected headers are marked sensitive), or panic on any request input.
+
+pub mod app;
+pub mod challenge;
+pub mod config;
+pub mod error;
+pub mod paid;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod settlement;
+
+pub use app::{Gateway, StartError};
+pub use config::{Config, ConfigError};
+pub use error::GatewayError;
+pub use server::{router, serve};

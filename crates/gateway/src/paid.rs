@@ -1,0 +1,427 @@
+//! The paid request, as one top-level function calling one short function per phase
+//! (see `docs/request-lifecycle.md`):
+//!
+//! match route → quote (402) → decode → verify → policy → reserve → forward (strip,
+//! inject) → settle or void → respond with the receipt.
+//!
+//! Branching lives in [`paid_call`]; the phases stay small. Nothing is forwarded before
+//! the spend is reserved in the ledger, and nothing is charged when the upstream fails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tollgate_metering::{AtomicAmount, EntryId, EntryState, MeteringError, NewEntry, SettlementMode, Transition};
+use tollgate_verifier::{VerifiedPayment, VerifyError};
+use tollgate_x402::facilitator::SettleResponse;
+use tollgate_x402::{PaymentPayload, find_offer, v2};
+
+use crate::app::{Gateway, RouteEntry};
+use crate::challenge::{Challenge, attach_receipt};
+use crate::config::{ProviderConfig, RouteConfig};
+use crate::error::GatewayError;
+use crate::proxy::{self, Target, Upstream};
+use crate::routes::check_request_path;
+use crate::settlement::{SettleError, SettleResult, settle_entry};
+
+/// What one request carries through its phases.
+struct Ctx<'g> {
+    entry: &'g RouteEntry,
+    provider: &'g ProviderConfig,
+    route: &'g RouteConfig,
+    challenge: Challenge,
+    path: String,
+    query: Option<String>,
+}
+
+/// The axum handler for every path that is not one of the gateway's own.
+pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    let (parts, body) = request.into_parts();
+    let ctx = match match_route(&gw, &parts) {
+        Ok(ctx) => ctx,
+        Err(e) => return e.rescue(None),
+    };
+    let started = Instant::now();
+    match paid_call(&gw, &ctx, parts, body).await {
+        Ok(response) => {
+            tracing::info!(route = %ctx.entry.name, status = response.status().as_u16(),
+                latency_ms = started.elapsed().as_millis() as u64, "paid call");
+            response
+        }
+        Err(e) => e.rescue(Some(&ctx.challenge)),
+    }
+}
+
+/// The phases, in order.
+async fn paid_call(gw: &Gateway, ctx: &Ctx<'_>, parts: Parts, body: Body) -> Result<Response, GatewayError> {
+    let raw = payment_header(&parts.headers).ok_or(GatewayError::PaymentRequired)?;
+    let payment = decode(gw, raw)?;
+    let offer = find_offer(&ctx.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?;
+    let verified = verify(gw, ctx, offer, &payment).await?;
+    let id = reserve(gw, ctx, &parts, &verified).await?;
+    match ctx.route.settlement {
+        SettlementMode::After => settle_after(gw, ctx, &id, &verified, parts, body).await,
+        SettlementMode::Before => settle_before(gw, ctx, &id, &verified, parts, body).await,
+        SettlementMode::Deferred => settle_deferred(gw, ctx, &id, &verified, parts, body).await,
+    }
+}
+
+/// Phase 1: the route, by path then method. Unknown paths are 404, never 402.
+fn match_route<'g>(gw: &'g Gateway, parts: &Parts) -> Result<Ctx<'g>, GatewayError> {
+    let path = parts.uri.path();
+    check_request_path(path).map_err(|reason| GatewayError::PathRefused { reason })?;
+    let mut method_mismatch = false;
+    for entry in &gw.routes {
+        let Some((provider, route)) = gw.route(entry) else { continue };
+        if !route.pattern.matches(path) {
+            continue;
+        }
+        if !route.methods.contains(parts.method.as_str()) {
+            method_mismatch = true;
+            continue;
+        }
+        let resource = v2::ResourceInfo {
+            url: format!("{}{}", gw.config.server.public_url.as_str().trim_end_matches('/'), path),
+            description: Some(route.description.clone()),
+            mime_type: Some(route.mime_type.clone()),
+        };
+        return Ok(Ctx {
+            entry,
+            provider,
+            route,
+            challenge: Challenge { offers: entry.offers.clone(), resource },
+            path: path.to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+        });
+    }
+    Err(if method_mismatch { GatewayError::MethodNotAllowed } else { GatewayError::RouteNotFound })
+}
+
+/// Phase 2 (quote) is the absence of this header: the caller answers with the challenge.
+fn payment_header(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get("payment-signature").or_else(|| headers.get("x-payment")).map(HeaderValue::as_bytes)
+}
+
+/// Phase 3: base64 + JSON, within the header cap.
+fn decode(gw: &Gateway, raw: &[u8]) -> Result<PaymentPayload, GatewayError> {
+    PaymentPayload::from_header(raw, gw.config.server.payment_header_bytes_max).map_err(GatewayError::MalformedPayment)
+}
+
+/// Phase 4: the full check, or for deferred routes the signature plus a cached balance
+/// check against this payer's pending spend (no RPC per request once cached).
+async fn verify(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    offer: &v2::PaymentRequirements,
+    payment: &PaymentPayload,
+) -> Result<VerifiedPayment, GatewayError> {
+    if ctx.route.settlement != SettlementMode::Deferred {
+        return gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify);
+    }
+    let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
+    let a = &verified.authorization;
+    let balance = cached_balance(gw, &verified).await?;
+    let pending = gw.ledger.pending_spend(verified.chain_id, verified.asset, a.from).await?;
+    let available = balance.saturating_sub(alloy_primitives::U256::from(pending));
+    if available < a.value {
+        return Err(GatewayError::Verify(VerifyError::InsufficientBalance { balance: available, required: a.value }));
+    }
+    Ok(verified)
+}
+
+async fn cached_balance(gw: &Gateway, p: &VerifiedPayment) -> Result<alloy_primitives::U256, GatewayError> {
+    let key = (p.chain_id, p.asset, p.authorization.from);
+    let ttl = Duration::from_millis(gw.config.verification.balance_cache_ttl_ms);
+    if let Ok(cache) = gw.balances.lock()
+        && let Some((balance, at)) = cache.get(&key)
+        && at.elapsed() < ttl
+    {
+        return Ok(*balance);
+    }
+    let balance =
+        gw.verifier.token_balance(p.chain_id, p.asset, p.authorization.from).await.map_err(GatewayError::Verify)?;
+    if let Ok(mut cache) = gw.balances.lock() {
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(key, (balance, Instant::now()));
+    }
+    Ok(balance)
+}
+
+/// Phase 6: the spend is recorded before anything is forwarded. The database's unique
+/// key on (chain, asset, payer, nonce) makes this the single point where a replay loses,
+/// across every replica sharing the database.
+async fn reserve(gw: &Gateway, ctx: &Ctx<'_>, parts: &Parts, p: &VerifiedPayment) -> Result<EntryId, GatewayError> {
+    let a = &p.authorization;
+    let amount = AtomicAmount::from_u256(a.value)
+        .ok_or_else(|| GatewayError::Internal("price does not fit the ledger's amount range".to_owned()))?;
+    let payment = serde_json::to_string(p).map_err(|e| GatewayError::Internal(format!("payment JSON: {e}")))?;
+    let entry = NewEntry {
+        chain_id: p.chain_id,
+        asset: p.asset,
+        payer: a.from,
+        pay_to: a.to,
+        nonce: a.nonce,
+        amount,
+        valid_before_unix_s: u64::try_from(a.valid_before).unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
+        provider: ctx.provider.id.clone(),
+        route: ctx.entry.name.clone(),
+        method: parts.method.as_str().to_owned(),
+        path: ctx.path.clone(),
+        mode: ctx.route.settlement,
+        payment,
+        now_unix_s: gw.clock.now_unix_s(),
+    };
+    match gw.ledger.reserve(&entry).await {
+        Ok(id) => Ok(id),
+        Err(MeteringError::DuplicateAuthorization { state, .. }) if state.is_terminal() => {
+            Err(GatewayError::AuthorizationUsed)
+        }
+        Err(MeteringError::DuplicateAuthorization { .. }) => Err(GatewayError::PaymentInFlight),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Phase 7: forward with the credential injected.
+async fn forward(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    parts: &Parts,
+    body: Body,
+    buffer: bool,
+) -> Result<Upstream, GatewayError> {
+    let url = proxy::upstream_url(
+        &ctx.provider.upstream,
+        &ctx.path,
+        ctx.provider.strip_prefix.as_deref(),
+        ctx.query.as_deref(),
+    );
+    let target = Target {
+        url,
+        credential: ctx.provider.credential.as_ref(),
+        timeout: ctx.route.upstream_timeout,
+        body_bytes_max: ctx.route.body_bytes_max,
+        response_bytes_max: gw.config.server.response_bytes_max,
+    };
+    proxy::forward(&gw.http, target, parts.method.clone(), &parts.headers, body, buffer).await
+}
+
+/// Voids the entry: the upstream failed, nothing is charged.
+async fn void(gw: &Gateway, id: &EntryId, from: EntryState, reason: &str) {
+    let t = Transition::Voided { reason: reason.to_owned() };
+    if let Err(e) = gw.ledger.transition_from(id, from, t, reason, None, gw.clock.now_unix_s()).await {
+        tracing::error!(%id, error = %e, "could not void an entry; recovery will");
+    }
+}
+
+fn void_cause(e: &GatewayError) -> &'static str {
+    match e {
+        GatewayError::UpstreamTimeout => "upstream_timeout",
+        GatewayError::BodyTooLarge { .. } => "request_body_too_large",
+        GatewayError::UpstreamResponseTooLarge { .. } => "upstream_response_too_large",
+        _ => "upstream_unavailable",
+    }
+}
+
+fn upstream_failed_cause(status: StatusCode) -> &'static str {
+    if status.is_server_error() { "upstream_5xx" } else { "upstream_4xx" }
+}
+
+async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode) -> Result<(), GatewayError> {
+    let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
+    gw.ledger.transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s()).await?;
+    Ok(())
+}
+
+fn receipt(p: &VerifiedPayment, tx: Option<alloy_primitives::B256>) -> SettleResponse {
+    SettleResponse {
+        success: true,
+        error_reason: None,
+        payer: Some(p.payer()),
+        transaction: tx.map(|t| format!("{t:#x}")).unwrap_or_default(),
+        network: format!("eip155:{}", p.chain_id),
+    }
+}
+
+fn failed_receipt(p: &VerifiedPayment, reason: &str) -> SettleResponse {
+    SettleResponse {
+        success: false,
+        error_reason: Some(reason.to_owned()),
+        payer: Some(p.payer()),
+        transaction: String::new(),
+        network: format!("eip155:{}", p.chain_id),
+    }
+}
+
+fn respond(up: Upstream, receipt: Option<&SettleResponse>, extra: &[(&'static str, String)], cap: u64) -> Response {
+    let mut headers = up.headers;
+    if let Some(r) = receipt {
+        attach_receipt(&mut headers, r);
+    }
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    (up.status, headers, proxy::into_body(up.body, cap)).into_response()
+}
+
+/// Mode `after` (x402 default): forward, then settle only if the upstream succeeded.
+async fn settle_after(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    id: &EntryId,
+    p: &VerifiedPayment,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let cap = gw.config.server.response_bytes_max;
+    let up = match forward(gw, ctx, &parts, body, true).await {
+        Ok(up) => up,
+        Err(e) => {
+            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            return Err(e);
+        }
+    };
+    if !up.succeeded() {
+        void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
+        return Ok(respond(up, None, &[], cap));
+    }
+    forwarded(gw, id, up.status).await?;
+    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after").await {
+        Ok(SettleResult::Settled(s)) => Ok(respond(up, Some(&receipt(p, Some(s.tx_hash))), &[], cap)),
+        // Sent and simulated, not yet mined: the payment is made; the receipt says so and
+        // the entry is resolved by the recovery sweep. The agent must not pay again.
+        Ok(SettleResult::Pending(tx)) => {
+            Ok(respond(up, Some(&receipt(p, Some(tx))), &[("tollgate-settlement", "pending".to_owned())], cap))
+        }
+        Err(e) => Err(settlement_failed(gw, id, p, e).await),
+    }
+}
+
+/// A settlement that failed before anything was broadcast (or whose transaction reverted):
+/// the body is withheld and nothing is charged.
+async fn settlement_failed(gw: &Gateway, id: &EntryId, p: &VerifiedPayment, e: SettleError) -> GatewayError {
+    let reason = match &e {
+        SettleError::Verify(v) => v.reason_code(),
+        _ => "unexpected_settle_error",
+    };
+    tracing::warn!(%id, error = %e, "settlement failed");
+    let t = Transition::SettleFailed { reason: reason.to_owned() };
+    let _ = gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, gw.clock.now_unix_s()).await;
+    GatewayError::SettlementFailed(failed_receipt(p, reason))
+}
+
+/// Mode `before`: settle first, then forward; an upstream failure after settlement is
+/// recorded as a refund owed to the payer.
+async fn settle_before(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    id: &EntryId,
+    p: &VerifiedPayment,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let cap = gw.config.server.response_bytes_max;
+    let tx = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before").await {
+        Ok(SettleResult::Settled(s)) => s.tx_hash,
+        Ok(SettleResult::Pending(tx)) => tx,
+        Err(e) => {
+            let reason = match &e {
+                SettleError::Verify(v) => v.reason_code(),
+                _ => "unexpected_settle_error",
+            };
+            void(gw, id, EntryState::Reserved, reason).await;
+            return Err(GatewayError::SettlementFailed(failed_receipt(p, reason)));
+        }
+    };
+    let paid = receipt(p, Some(tx));
+    match forward(gw, ctx, &parts, body, false).await {
+        Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &[], cap)),
+        Ok(up) => {
+            refund_owed(gw, id, upstream_failed_cause(up.status)).await;
+            Ok(respond(up, Some(&paid), &[], cap))
+        }
+        Err(e) => {
+            refund_owed(gw, id, void_cause(&e)).await;
+            Err(e)
+        }
+    }
+}
+
+async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {
+    let now = gw.clock.now_unix_s();
+    let t = Transition::RefundOwed { reason: reason.to_owned() };
+    for from in [EntryState::Settled, EntryState::Settling] {
+        if let Ok(true) = gw.ledger.transition_from(id, from, t.clone(), reason, None, now).await {
+            return;
+        }
+    }
+    tracing::error!(%id, reason, "could not record a refund owed");
+}
+
+/// Mode `deferred`: answer right after the upstream succeeds; a background worker settles.
+async fn settle_deferred(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    id: &EntryId,
+    p: &VerifiedPayment,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let cap = gw.config.server.response_bytes_max;
+    let up = match forward(gw, ctx, &parts, body, true).await {
+        Ok(up) => up,
+        Err(e) => {
+            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            return Err(e);
+        }
+    };
+    if !up.succeeded() {
+        void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
+        return Ok(respond(up, None, &[], cap));
+    }
+    forwarded(gw, id, up.status).await?;
+    if gw.deferred_tx.try_send(id.clone()).is_err() {
+        // The queue is full: the entry is durable in the ledger and the worker's backlog
+        // sweep will settle it.
+        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
+    }
+    let extra = [("tollgate-receipt", id.to_string()), ("tollgate-settlement", "deferred".to_owned())];
+    Ok(respond(up, Some(&receipt(p, None)), &extra, cap))
+}
+
+/// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.
+pub async fn get_receipt(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else { return GatewayError::ReceiptNotFound.rescue(None) };
+    match gw.ledger.entry(&id).await {
+        Ok(Some(e)) => {
+            let body = serde_json::json!({
+                "id": e.id.to_string(),
+                "state": e.state.as_str(),
+                "network": format!("eip155:{}", e.chain_id),
+                "payer": format!("{:#x}", e.payer),
+                "amount": e.amount.get().to_string(),
+                "transaction": e.tx_hash.map(|t| format!("{t:#x}")),
+                "blockNumber": e.block_number,
+                "reason": e.reason,
+            });
+            (StatusCode::OK, [(axum::http::header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
+        Ok(None) => GatewayError::ReceiptNotFound.rescue(None),
+        Err(e) => GatewayError::Ledger(e).rescue(None),
+    }
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}

@@ -1,0 +1,158 @@
+//! Path patterns of priced routes and the request-path checks done before any of them.
+//!
+//! A pattern is a sequence of literal segments and `{name}` segments (one segment each),
+//! optionally ending in `*` (any remaining segments). Request paths with `.`/`..` segments,
+//! raw or percent-encoded, encoded slashes or backslashes are refused outright: the
+//! upstream URL is built from configuration plus this path, and must never escape it.
+
+use std::fmt;
+
+/// One segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// A compiled route path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    raw: String,
+    segments: Vec<Segment>,
+    wildcard: bool,
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl PathPattern {
+    /// Parses `/a/{b}/c` or `/a/*`.
+    pub fn parse(raw: &str) -> Result<PathPattern, String> {
+        let rest = raw.strip_prefix('/').ok_or("must start with /")?;
+        let mut segments = Vec::new();
+        let mut wildcard = false;
+        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            if part == "*" {
+                if i + 1 != count {
+                    return Err("`*` is only allowed as the last segment".into());
+                }
+                wildcard = true;
+            } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    return Err(format!("bad parameter name in `{part}`"));
+                }
+                segments.push(Segment::Param(name.to_owned()));
+            } else if part.is_empty() || part == "." || part == ".." || part.contains(['{', '}', '*', '%', '\\']) {
+                return Err(format!("bad segment `{part}`"));
+            } else {
+                segments.push(Segment::Literal(part.to_owned()));
+            }
+        }
+        Ok(PathPattern { raw: raw.to_owned(), segments, wildcard })
+    }
+
+    /// Whether the (already checked) request path matches.
+    pub fn matches(&self, path: &str) -> bool {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        if parts.len() < self.segments.len() || (!self.wildcard && parts.len() != self.segments.len()) {
+            return false;
+        }
+        self.segments.iter().zip(parts.iter()).all(|(seg, part)| match seg {
+            Segment::Literal(l) => l == part,
+            Segment::Param(_) => !part.is_empty(),
+        })
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `s` (invalid escapes are kept as they are).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%'
+            && let (Some(h), Some(l)) =
+                (bytes.get(i + 1).and_then(|c| hex_val(*c)), bytes.get(i + 2).and_then(|c| hex_val(*c)))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+/// Refuses request paths that could reach outside the route once an upstream decodes them:
+/// dot segments (raw or encoded), encoded slashes and backslashes, control characters.
+pub fn check_request_path(path: &str) -> Result<(), &'static str> {
+    if !path.starts_with('/') {
+        return Err("path must start with /");
+    }
+    let decoded = percent_decode(path);
+    if decoded.iter().any(|b| *b == b'\\' || *b < 0x20 || *b == 0x7f) {
+        return Err("path contains a backslash or control character");
+    }
+    for raw_segment in path.split('/') {
+        let seg = percent_decode(raw_segment);
+        if seg.contains(&b'/') {
+            return Err("path contains an encoded slash");
+        }
+        if seg == b"." || seg == b".." {
+            return Err("path contains a dot segment");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: literal, parameter and wildcard patterns match exactly what they should.
+    #[test]
+    fn patterns_match() {
+        let p = PathPattern::parse("/weather/{city}").unwrap();
+        assert!(p.matches("/weather/london"));
+        assert!(!p.matches("/weather"));
+        assert!(!p.matches("/weather/london/extra"));
+        assert!(!p.matches("/weather/"));
+        let w = PathPattern::parse("/search/*").unwrap();
+        assert!(w.matches("/search"));
+        assert!(w.matches("/search/a/b/c"));
+        assert!(!w.matches("/searching"));
+        let exact = PathPattern::parse("/v1/chat").unwrap();
+        assert!(exact.matches("/v1/chat"));
+        assert!(!exact.matches("/v1/chat2"));
+        for bad in ["weather", "/a/*/b", "/a/{}", "/a/../b", "/a/%2e", "/a//b"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    // Goal: traversal in any spelling is refused; ordinary paths pass.
+    #[test]
+    fn traversal_refused() {
+        for ok in ["/weather/london", "/search/a%20b", "/x/file.txt", "/a/.hidden"] {
+            assert_eq!(check_request_path(ok), Ok(()), "{ok}");
+        }
+        for bad in ["/a/../b", "/a/./b", "/a/%2e%2e/b", "/a/%2E%2e", "/a/..%2fadmin", "/a%5c..", "/a\\b", "/a/%00"] {
+            assert!(check_request_path(bad).is_err(), "{bad}");
+        }
+    }
+}

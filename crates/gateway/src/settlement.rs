@@ -1,0 +1,338 @@
+//! Settling ledger entries, the deferred-settlement worker, and crash recovery.
+//!
+//! Every path that moves money goes through [`settle_entry`]: the settlement transaction's
+//! hash is recorded in the ledger (`settling`) *before* it is broadcast, through a
+//! conditional state change that only one process can win. A crash at any point therefore
+//! leaves either nothing sent, or a hash to check — and the recovery sweep drives every
+//! entry left in `reserved`, `forwarded` or `settling` to a terminal state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use tollgate_metering::{Entry, EntryId, EntryState, MeteringError, SettlementMode, Transition};
+use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, VerifyError};
+
+use crate::app::Gateway;
+
+/// How a settlement attempt ended.
+#[derive(Debug)]
+pub enum SettleResult {
+    /// Mined with the expected transfer; the entry is `settled`.
+    Settled(Settled),
+    /// Sent; no receipt yet. The entry stays `settling` with this hash.
+    Pending(B256),
+}
+
+/// Why a settlement attempt did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The chain or the token refused, or the chain could not be reached.
+    #[error("{0}")]
+    Verify(VerifyError),
+    /// The ledger failed.
+    #[error("ledger: {0}")]
+    Ledger(MeteringError),
+    /// Another worker claimed this entry first; it owns the settlement.
+    #[error("another worker is settling this entry")]
+    LostRace,
+    /// No relayer key is configured for this chain.
+    #[error("no relayer configured for chain {chain_id}")]
+    NoRelayer {
+        /// The chain.
+        chain_id: u64,
+    },
+    /// The relayer lease could not be had in time (another replica is sending).
+    #[error("relayer busy")]
+    RelayerBusy,
+}
+
+impl SettleError {
+    /// Whether trying again later may succeed (and the entry should stay as it is).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SettleError::Verify(e) => e.fault() == Fault::Chain,
+            SettleError::Ledger(e) => e.is_retryable(),
+            SettleError::RelayerBusy | SettleError::LostRace => true,
+            SettleError::NoRelayer { .. } => false,
+        }
+    }
+}
+
+/// Settles the entry `id`, currently in state `from`, for `payment`. The hash is recorded
+/// before broadcast; on a definitive failure *after* broadcast the entry is marked
+/// `settle_failed`; failures before broadcast leave the entry in `from` for the caller to
+/// decide.
+pub async fn settle_entry(
+    gw: &Gateway,
+    id: &EntryId,
+    from: EntryState,
+    payment: &VerifiedPayment,
+    cause: &str,
+) -> Result<SettleResult, SettleError> {
+    let settler = gw.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
+    let lease = relayer_lease(gw, payment.chain_id, settler.address()).await?;
+    let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None };
+    let sent = settler.submit_claimed(payment, &mut claim).await;
+    let db_err = claim.error;
+    if let Some(name) = lease {
+        let _ = gw.ledger.release_lease(&name, &gw.instance).await;
+    }
+    let tx_hash = match sent {
+        Ok(Some(tx)) => tx,
+        Ok(None) => return Err(db_err.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
+        Err(e) => return Err(SettleError::Verify(e)),
+    };
+    match settler.await_receipt(payment, tx_hash).await {
+        Ok(SettleOutcome::Settled(s)) => {
+            record_settled(gw, id, &s).await.map_err(SettleError::Ledger)?;
+            Ok(SettleResult::Settled(s))
+        }
+        Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
+        Err(e) => {
+            let now = gw.clock.now_unix_s();
+            let t = Transition::SettleFailed { reason: e.reason_code().to_owned() };
+            gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await.ok();
+            Err(SettleError::Verify(e))
+        }
+    }
+}
+
+/// Claims an entry for a settlement transaction: `expected → settling(tx)`, conditional on
+/// the entry still being in `expected`.
+struct LedgerClaim<'a> {
+    gw: &'a Gateway,
+    id: &'a EntryId,
+    expected: EntryState,
+    cause: &'a str,
+    error: Option<MeteringError>,
+}
+
+#[async_trait::async_trait]
+impl Claim for LedgerClaim<'_> {
+    async fn claim(&mut self, tx_hash: B256) -> bool {
+        let now = self.gw.clock.now_unix_s();
+        let t = Transition::Settling { tx_hash };
+        match self.gw.ledger.transition_from(self.id, self.expected, t, self.cause, None, now).await {
+            Ok(true) => {
+                self.expected = EntryState::Settling;
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+}
+
+async fn record_settled(gw: &Gateway, id: &EntryId, s: &Settled) -> Result<bool, MeteringError> {
+    let t = Transition::Settled {
+        tx_hash: s.tx_hash,
+        block_number: s.block_number,
+        block_hash: s.block_hash,
+        log_index: s.log_index,
+    };
+    gw.ledger.transition_from(id, EntryState::Settling, t, "receipt", None, gw.clock.now_unix_s()).await
+}
+
+/// With a shared database, only one process at a time may send from a relayer key; the
+/// lease is held for the send only (the nonce is refreshed from the node when it moved).
+/// With SQLite there is a single process and no lease.
+async fn relayer_lease(
+    gw: &Gateway,
+    chain_id: u64,
+    relayer: alloy_primitives::Address,
+) -> Result<Option<String>, SettleError> {
+    if gw.ledger.engine() != tollgate_metering::Engine::Postgres {
+        return Ok(None);
+    }
+    let name = format!("relayer:{chain_id}:{relayer:#x}");
+    let deadline = tokio::time::Instant::now() + gw.config.settlement.relayer_lease_wait;
+    loop {
+        let now = gw.clock.now_unix_s();
+        if gw.ledger.try_lease(&name, &gw.instance, 30, now).await.map_err(SettleError::Ledger)? {
+            return Ok(Some(name));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SettleError::RelayerBusy);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The payment stored with an entry.
+pub fn stored_payment(entry: &Entry) -> Option<VerifiedPayment> {
+    serde_json::from_str(&entry.payment).ok()
+}
+
+/// Drains the deferred queue, settling each entry with retries and backoff; also picks up
+/// the durable backlog (entries queued while the channel was full, or before a restart).
+pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<EntryId>) {
+    let sweep = gw.config.settlement.recovery_interval;
+    loop {
+        let next = tokio::time::timeout(sweep, rx.recv()).await;
+        let ids: Vec<EntryId> = match next {
+            Ok(Some(id)) => vec![id],
+            Ok(None) => return,
+            Err(_) => match gw.ledger.deferred_backlog(64).await {
+                Ok(entries) => entries.into_iter().map(|e| e.id).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "deferred backlog unavailable");
+                    Vec::new()
+                }
+            },
+        };
+        for id in ids {
+            settle_deferred(&gw, &id).await;
+        }
+    }
+}
+
+async fn settle_deferred(gw: &Gateway, id: &EntryId) {
+    let attempts_max = gw.config.settlement.deferred_attempts_max;
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=attempts_max {
+        let entry = match gw.ledger.entry(id).await {
+            Ok(Some(e)) if e.state == EntryState::Forwarded => e,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "deferred: ledger unavailable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let Some(payment) = stored_payment(&entry) else {
+            fail(gw, &entry, EntryState::Forwarded, "stored_payment_unreadable").await;
+            return;
+        };
+        match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement").await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() && attempt < attempts_max => {
+                tracing::warn!(%id, attempt, error = %e, "deferred settlement will be retried");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(SettleError::LostRace) => return,
+            Err(e) => {
+                let reason = match &e {
+                    SettleError::Verify(v) => v.reason_code(),
+                    _ => "settlement_unavailable",
+                };
+                fail(gw, &entry, EntryState::Forwarded, reason).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn fail(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str) {
+    let now = gw.clock.now_unix_s();
+    // The service was delivered but no money moved: finance sees it as a failed settlement.
+    let t = Transition::SettleFailed { reason: reason.to_owned() };
+    if let Err(e) = gw.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
+        tracing::error!(id = %entry.id, error = %e, "could not record a settlement failure");
+    }
+}
+
+/// Runs the recovery sweep now and then every `recovery_interval` until the process ends.
+pub async fn recovery_loop(gw: Arc<Gateway>) {
+    loop {
+        if let Err(e) = recover_once(&gw).await {
+            tracing::warn!(error = %e, "recovery sweep failed; will retry");
+        }
+        tokio::time::sleep(gw.config.settlement.recovery_interval).await;
+    }
+}
+
+/// One sweep: every entry left unfinished for longer than the grace period (so not in
+/// flight in a live process) is driven towards a terminal state.
+pub async fn recover_once(gw: &Gateway) -> Result<usize, MeteringError> {
+    let now = gw.clock.now_unix_s();
+    let cutoff = now.saturating_sub(gw.config.settlement.recovery_grace_s);
+    let stuck = gw.ledger.unfinished(cutoff, 200).await?;
+    let count = stuck.len();
+    for entry in stuck {
+        recover_entry(gw, &entry).await;
+    }
+    Ok(count)
+}
+
+async fn recover_entry(gw: &Gateway, entry: &Entry) {
+    let now = gw.clock.now_unix_s();
+    let expired = entry.valid_before_unix_s <= now.saturating_add(gw.config.verification.valid_before_buffer_s);
+    match entry.state {
+        // Reserved but never forwarded (or the process died while forwarding): the agent
+        // cannot be shown to have received anything, so nothing is charged.
+        EntryState::Reserved => {
+            let t = Transition::Voided { reason: "recovery_never_forwarded".to_owned() };
+            let _ = gw.ledger.transition_from(&entry.id, EntryState::Reserved, t, "recovery", None, now).await;
+        }
+        // The upstream answered but settlement never started: settle while the
+        // authorization is valid, void once it cannot be settled any more.
+        EntryState::Forwarded if entry.mode != SettlementMode::Before => {
+            if expired {
+                let t = Transition::Voided { reason: "recovery_expired_unsettled".to_owned() };
+                let _ = gw.ledger.transition_from(&entry.id, EntryState::Forwarded, t, "recovery", None, now).await;
+                return;
+            }
+            match stored_payment(entry) {
+                Some(p) => {
+                    if let Err(e) = settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery").await
+                        && !e.is_transient()
+                    {
+                        let reason = match &e {
+                            SettleError::Verify(v) => v.reason_code(),
+                            _ => "settlement_unavailable",
+                        };
+                        fail(gw, entry, EntryState::Forwarded, reason).await;
+                    }
+                }
+                None => fail(gw, entry, EntryState::Forwarded, "stored_payment_unreadable").await,
+            }
+        }
+        EntryState::Settling => recover_settling(gw, entry, expired).await,
+        _ => {}
+    }
+}
+
+/// A transaction was recorded: find out what became of it.
+async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
+    let now = gw.clock.now_unix_s();
+    let (Some(payment), Some(tx_hash)) = (stored_payment(entry), entry.tx_hash) else {
+        fail(gw, entry, EntryState::Settling, "stored_payment_unreadable").await;
+        return;
+    };
+    let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
+    match settler.check_receipt(&payment, tx_hash).await {
+        Ok(Some(s)) => {
+            let _ = record_settled(gw, &entry.id, &s).await;
+        }
+        Ok(None) => {
+            // Not mined (dropped, or never broadcast before a crash). If the authorization
+            // was used meanwhile, some other transaction moved the money; otherwise send
+            // again while it is valid, or void it once it can no longer be used.
+            let used = gw
+                .verifier
+                .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+                .await;
+            match used {
+                Ok(true) => fail(gw, entry, EntryState::Settling, "authorization_used_elsewhere").await,
+                Ok(false) if expired => {
+                    let t = Transition::Voided { reason: "recovery_tx_never_landed".to_owned() };
+                    let _ = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await;
+                }
+                Ok(false) => {
+                    let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend").await;
+                }
+                Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+            }
+        }
+        Err(e) if e.fault() == Fault::Chain => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable")
+        }
+        Err(e) => fail(gw, entry, EntryState::Settling, e.reason_code()).await,
+    }
+}

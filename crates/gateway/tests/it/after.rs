@@ -1,0 +1,93 @@
+//! Mode `after`: the paid call end to end, and what is not charged.
+
+use alloy_primitives::U256;
+use axum::http::StatusCode;
+use tollgate_metering::EntryState;
+use tollgate_test_support::{v1_header, v2_header};
+
+use crate::{API_KEY, Harness, PRICE_ATOMIC, both_engines, receipt_of};
+
+// Goal: an unpaid call gets a 402 with the v2 header and the v1 body; a paid v2 call is
+// forwarded with the injected key, settled on chain once, recorded as settled, and answered
+// with both receipt headers.
+async fn paid_v2_call_settles(h: &Harness) {
+    let unpaid = h.http.get(format!("{}/weather/london", h.url)).send().await.unwrap();
+    assert_eq!(unpaid.status(), StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(unpaid.headers()["cache-control"], "no-store");
+    assert!(unpaid.headers().contains_key("payment-required"));
+    let body: serde_json::Value = unpaid.json().await.unwrap();
+    assert_eq!(body["x402Version"], 1);
+    assert_eq!(body["accepts"][0]["network"], "base");
+    assert_eq!(body["accepts"][0]["maxAmountRequired"], PRICE_ATOMIC.to_string());
+    assert_eq!(body["accepts"][0]["resource"], "http://gateway.test/weather/london");
+    assert_eq!(h.upstream.calls(), 0, "an unpaid call must not reach the upstream");
+
+    let b = h.payment("/weather/london").await;
+    let resp = h
+        .http
+        .get(format!("{}/weather/london?units=metric", h.url))
+        .header("payment-signature", v2_header(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let receipt = receipt_of(&resp, "payment-response");
+    assert!(receipt.success);
+    assert_eq!(receipt.network, "eip155:8453");
+    assert_eq!(receipt.payer, Some(h.payer.address()));
+    let v1_receipt = receipt_of(&resp, "x-payment-response");
+    assert_eq!(v1_receipt.network, "base");
+    assert_eq!(v1_receipt.transaction, receipt.transaction);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["city"], "london");
+
+    let seen = h.upstream.last();
+    assert_eq!(seen.path_and_query, "/weather/london?units=metric");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {API_KEY}"));
+    assert!(!seen.headers.contains_key("payment-signature"));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+    let entry = h.entry_for(&b).await.expect("ledger entry");
+    assert_eq!(entry.state, EntryState::Settled);
+    assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction.clone()));
+    assert_eq!(entry.upstream_status, Some(200));
+}
+both_engines!(paid_v2_call, paid_v2_call_settles);
+
+// Goal: a v1 client's X-PAYMENT is accepted on the same route and answered with
+// X-PAYMENT-RESPONSE.
+async fn paid_v1_call_settles(h: &Harness) {
+    let b = h.payment("/weather/paris").await;
+    let resp = h.http.get(format!("{}/weather/paris", h.url)).header("x-payment", v1_header(&b)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(receipt_of(&resp, "x-payment-response").success);
+    assert_eq!(h.wait_state(&b, EntryState::Settled).await.amount.get(), PRICE_ATOMIC);
+}
+both_engines!(paid_v1_call, paid_v1_call_settles);
+
+// Goal: upstream 5xx, 4xx, timeout and unreachable are passed on and never charged: the
+// entry is voided and no transfer happens.
+async fn upstream_failures_are_not_charged(h: &Harness) {
+    for (path, status) in [("/fail", 500u16), ("/missing", 404), ("/slow", 504)] {
+        let b = h.payment(path).await;
+        let resp =
+            h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        assert!(!resp.headers().contains_key("payment-response"), "{path}: no receipt when not charged");
+        let entry = h.wait_state(&b, EntryState::Voided).await;
+        assert!(entry.reason.is_some());
+        assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "{path}: authorization untouched");
+    }
+    assert_eq!(h.payee_balance().await, U256::ZERO);
+}
+both_engines!(upstream_failures, upstream_failures_are_not_charged);
+
+// Goal: a 3xx from the upstream counts as success (settled) and is relayed, not followed.
+async fn redirect_is_relayed_not_followed(h: &Harness) {
+    let b = h.payment("/redirect").await;
+    let resp =
+        h.http.get(format!("{}/redirect", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(resp.headers()["location"], "http://127.0.0.1:9/elsewhere");
+    h.wait_state(&b, EntryState::Settled).await;
+}
+both_engines!(redirect, redirect_is_relayed_not_followed);

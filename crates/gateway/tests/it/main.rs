@@ -1,0 +1,384 @@
+//! End-to-end tests of the gateway: a real anvil chain with the token at Base's USDC
+//! address, a real HTTP upstream that requires the injected key, the gateway on a free
+//! loopback port, and the ledger on SQLite and PostgreSQL.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod after;
+mod concurrency;
+mod deferred_before;
+mod errors;
+mod secrets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, U256};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use tollgate_gateway::{Config, Gateway};
+use tollgate_metering::{Entry, EntryState};
+use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key};
+use tollgate_verifier::FixedClock;
+use tollgate_x402::facilitator::SettleResponse;
+use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
+
+pub const API_KEY: &str = "sk-upstream-7f3a9c1e5b2d4f6a8c0e";
+pub const PRICE_ATOMIC: u64 = 1_000;
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A real HTTP upstream that demands `Authorization: Bearer API_KEY`.
+#[derive(Clone, Default)]
+pub struct Upstream {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn upstream_handler(State(up): State<Upstream>, req: Request) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    up.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let authorized =
+        parts.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"));
+    if !authorized {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong API key").into_response();
+    }
+    match path.as_str() {
+        p if p.starts_with("/weather/") => {
+            let city = p.trim_start_matches("/weather/");
+            axum::Json(serde_json::json!({ "city": city, "temp_c": 21 })).into_response()
+        }
+        "/echo" => (StatusCode::OK, body).into_response(),
+        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
+        "/missing" => (StatusCode::NOT_FOUND, "no such thing").into_response(),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late".into_response()
+        }
+        "/redirect" => (StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")]).into_response(),
+        _ => (StatusCode::NOT_FOUND, "unknown upstream path").into_response(),
+    }
+}
+
+impl Upstream {
+    /// Starts on a free port; returns its base URL.
+    pub async fn start() -> (Upstream, String) {
+        let up = Upstream::default();
+        let app = axum::Router::new().fallback(upstream_handler).with_state(up.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (up, url)
+    }
+
+    pub fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw a request")
+    }
+}
+
+/// Which ledger engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A running gateway with its chain, upstream and ledger.
+pub struct Harness {
+    pub chain: TestChain,
+    pub upstream: Upstream,
+    pub gateway: Arc<Gateway>,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub payer: PrivateKeySigner,
+    pub payee: Address,
+    pub clock: Arc<FixedClock>,
+    pub now: u64,
+    _db_dir: Option<tempfile::TempDir>,
+    pg: Option<PgDatabase>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Extra knobs for a harness.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Extra TOML appended to `[settlement]`.
+    pub settlement_toml: String,
+}
+
+impl Harness {
+    /// Starts everything, or returns `None` for Postgres when it is skipped.
+    pub async fn start(engine: Engine) -> Option<Harness> {
+        Self::start_with(engine, Options::default()).await
+    }
+
+    pub async fn start_with(engine: Engine, opts: Options) -> Option<Harness> {
+        let (db_url, db_dir, pg) = match engine {
+            Engine::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+                (url, Some(dir), None)
+            }
+            Engine::Postgres => {
+                let db = PgDatabase::create("gateway").await?;
+                (db.url.clone(), None, Some(db))
+            }
+        };
+        let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
+        let (upstream, upstream_url) = Upstream::start().await;
+        let payee = random_key().address();
+        let relayer = anvil_key(9);
+        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts);
+        let env: HashMap<&str, String> = HashMap::from([
+            ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
+            ("TEST_API_KEY", API_KEY.to_owned()),
+        ]);
+        let config = Config::parse(&text, &|k| env.get(k).cloned()).expect("config");
+        let now = chain.latest_timestamp().await.unwrap();
+        let clock = Arc::new(FixedClock::new(now));
+        let gateway = Gateway::start(config, clock.clone()).await.expect("gateway starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let gw = gateway.clone();
+        tokio::spawn(async move {
+            tollgate_gateway::serve(listener, gw, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        let payer = random_key();
+        chain.mint(payer.address(), 1_000_000).await.unwrap();
+        Some(Harness {
+            chain,
+            upstream,
+            gateway,
+            url,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            payer,
+            payee,
+            clock,
+            now,
+            _db_dir: db_dir,
+            pg,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// Stops the server and drops the Postgres database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.gateway.ledger.close().await;
+        if let Some(pg) = self.pg.take() {
+            pg.drop_now().await;
+        }
+    }
+
+    /// The offer the gateway makes for `GET path` (from a real 402).
+    pub async fn offer(&self, path: &str) -> v2::PaymentRequirements {
+        self.offer_for(reqwest::Method::GET, path).await
+    }
+
+    /// The offer the gateway makes for `method path` (from a real 402).
+    pub async fn offer_for(&self, method: reqwest::Method, path: &str) -> v2::PaymentRequirements {
+        let resp = self.http.request(method, format!("{}{path}", self.url)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+        let header = resp.headers().get("payment-required").expect("v2 challenge header").as_bytes().to_vec();
+        let challenge: v2::PaymentRequired = decode_header(&header, PAYMENT_HEADER_BYTES_MAX).unwrap();
+        challenge.accepts.into_iter().next().expect("an offer")
+    }
+
+    /// A valid payment for `path` by the funded payer.
+    pub async fn payment(&self, path: &str) -> PaymentBuilder {
+        PaymentBuilder::new(&self.offer(path).await, &self.payer, self.now)
+    }
+
+    /// A valid payment for `POST path`.
+    pub async fn payment_post(&self, path: &str) -> PaymentBuilder {
+        PaymentBuilder::new(&self.offer_for(reqwest::Method::POST, path).await, &self.payer, self.now)
+    }
+
+    /// Sends a raw `GET path` (no URL normalisation by a client library) and returns the
+    /// status code and body.
+    pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, out)
+    }
+
+    pub async fn payee_balance(&self) -> U256 {
+        self.chain.balance(self.payee).await.unwrap()
+    }
+
+    pub async fn entry_for(&self, b: &PaymentBuilder) -> Option<Entry> {
+        self.gateway.ledger.entry_by_authorization(8453, self.chain.token, b.from, b.nonce).await.unwrap()
+    }
+
+    /// Polls the ledger until the entry for `b` is in `state` (bounded).
+    pub async fn wait_state(&self, b: &PaymentBuilder, state: EntryState) -> Entry {
+        for _ in 0..500 {
+            if let Some(e) = self.entry_for(b).await
+                && e.state == state
+            {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("entry never reached {state:?}: {:?}", self.entry_for(b).await);
+    }
+}
+
+pub fn receipt_of(resp: &reqwest::Response, header: &str) -> SettleResponse {
+    let raw = resp.headers().get(header).unwrap_or_else(|| panic!("no {header} header")).as_bytes().to_vec();
+    decode_header(&raw, PAYMENT_HEADER_BYTES_MAX).unwrap()
+}
+
+fn config_text(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, opts: &Options) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://gateway.test"
+body_bytes_max = 4096
+
+[database]
+url = "{db_url}"
+
+[settlement]
+relayer_key_env = "TEST_RELAYER_KEY"
+receipt_poll_interval_ms = 5
+receipt_timeout_ms = 10000
+recovery_interval_ms = 200
+recovery_grace_s = 3600
+{settlement_extra}
+
+[[networks]]
+id = "eip155:8453"
+rpc_url = "{rpc_url}"
+asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+eip712_name = "USD Coin"
+eip712_version = "2"
+
+[[providers]]
+id = "weather"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+upstream_timeout_ms = 1000
+credential = {{ inject = "header", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/weather/{{city}}"
+price_atomic = "{PRICE_ATOMIC}"
+description = "Weather"
+
+[[providers.routes]]
+path = "/echo"
+methods = ["POST"]
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers.routes]]
+path = "/fail"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers.routes]]
+path = "/missing"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers.routes]]
+path = "/slow"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers.routes]]
+path = "/redirect"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers]]
+id = "weather-deferred"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+strip_prefix = "/deferred"
+credential = {{ inject = "header", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/deferred/weather/{{city}}"
+price_atomic = "{PRICE_ATOMIC}"
+settlement = "deferred"
+
+[[providers.routes]]
+path = "/deferred/fail"
+price_atomic = "{PRICE_ATOMIC}"
+settlement = "deferred"
+
+[[providers]]
+id = "weather-before"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+strip_prefix = "/before"
+credential = {{ inject = "header", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/before/weather/{{city}}"
+price_atomic = "{PRICE_ATOMIC}"
+settlement = "before"
+
+[[providers.routes]]
+path = "/before/fail"
+price_atomic = "{PRICE_ATOMIC}"
+settlement = "before"
+"#,
+        settlement_extra = opts.settlement_toml
+    )
+}
+
+/// Runs `body` on SQLite and then on PostgreSQL (unless skipped).
+#[macro_export]
+macro_rules! both_engines {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(h) = $crate::Harness::start($crate::Engine::Sqlite).await {
+                    ($body)(&h).await;
+                    h.stop().await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(h) = $crate::Harness::start($crate::Engine::Postgres).await {
+                    ($body)(&h).await;
+                    h.stop().await;
+                }
+            }
+        }
+    };
+}

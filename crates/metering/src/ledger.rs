@@ -1,0 +1,1102 @@
+//! `Ledger`: the connection pools, the migrations and every query.
+//!
+//! Owns the choice of engine (SQLite or PostgreSQL, from the URL), the per-engine connection
+//! settings (WAL, busy timeout, foreign keys; a server-side statement timeout), the time limit
+//! around every call, and the mapping of driver errors to [`MeteringError`].
+//!
+//! Must not: parse the payment it stores, know HTTP, reach a chain, or put the database URL in
+//! an error or in `Debug` output (hosted URLs carry passwords).
+//!
+//! Both engines run the same SQL text (SQLite accepts PostgreSQL's `$N` placeholders, `RETURNING`
+//! and `ON CONFLICT`); [`on_db!`] expands one body per pool type, so there is no `sqlx::Any`.
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::MeteringError;
+use crate::types::{
+    AtomicAmount, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry, PATH_BYTES_MAX,
+    PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SpendQuery, SpendTotals, Tally, Transition, check_cause, check_len,
+};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The database engine behind a [`Ledger`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Embedded SQLite (`sqlite://path/to/file.db?mode=rwc`, `sqlite::memory:`). One process.
+    Sqlite,
+    /// PostgreSQL (`postgres://...`), shared by gateway replicas.
+    Postgres,
+}
+
+impl Engine {
+    /// The engine a URL names, from its scheme alone.
+    pub fn from_url(url: &str) -> Result<Engine, MeteringError> {
+        let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("sqlite") => Ok(Engine::Sqlite),
+            Some("postgres" | "postgresql") => Ok(Engine::Postgres),
+            _ => Err(MeteringError::InvalidUrl { reason: "expected a sqlite: or postgres:// URL".to_owned() }),
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Pool size and time limits. Every ledger call is bounded by
+/// `acquire_timeout_ms + statement_timeout_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerOptions {
+    /// Most connections open at once (an in-memory SQLite database always uses one).
+    pub max_connections: u32,
+    /// Longest wait for a free connection.
+    pub acquire_timeout_ms: u64,
+    /// Longest a call may run once it has a connection. Also PostgreSQL's `statement_timeout`
+    /// and SQLite's `busy_timeout` (the wait for the write lock).
+    pub statement_timeout_ms: u64,
+    /// Longest the migrations at [`Ledger::connect`] may take (including waiting for another
+    /// replica's migration lock on PostgreSQL). On PostgreSQL each statement, the lock wait
+    /// included, is also bounded by `statement_timeout_ms`.
+    pub migrate_timeout_ms: u64,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> LedgerOptions {
+        LedgerOptions {
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 5_000,
+            migrate_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl LedgerOptions {
+    fn validate(&self) -> Result<(), MeteringError> {
+        let refuse = |option, reason| Err(MeteringError::InvalidOptions { option, reason });
+        if self.max_connections == 0 {
+            return refuse("max_connections", "must be at least 1");
+        }
+        // Bounded so that the sums below, and the conversions to i64 milliseconds, cannot overflow.
+        const DAY_MS: u64 = 86_400_000;
+        for (option, value) in [
+            ("acquire_timeout_ms", self.acquire_timeout_ms),
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("migrate_timeout_ms", self.migrate_timeout_ms),
+        ] {
+            if value == 0 || value > DAY_MS {
+                return refuse(option, "must be between 1 ms and one day");
+            }
+        }
+        Ok(())
+    }
+
+    fn call_budget_ms(&self) -> u64 {
+        self.acquire_timeout_ms.saturating_add(self.statement_timeout_ms)
+    }
+}
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs one body against whichever pool the ledger has; the body is type-checked once per
+/// engine. With `|pool, begin|` the body also gets the statement that opens a write transaction.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+    ($db:expr, |$pool:ident, $begin:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => {
+                // IMMEDIATE takes SQLite's write lock up front (waiting up to busy_timeout), so a
+                // transaction that reads and then writes cannot fail halfway with BUSY_SNAPSHOT.
+                let $begin: &'static str = "BEGIN IMMEDIATE";
+                $body
+            }
+            Db::Postgres($pool) => {
+                let $begin: &'static str = "BEGIN";
+                $body
+            }
+        }
+    };
+}
+
+/// The ledger: a handle on the database pools. Cheap to clone; clones share the pools.
+#[derive(Clone)]
+pub struct Ledger {
+    db: Db,
+    opts: LedgerOptions,
+}
+
+impl fmt::Debug for Ledger {
+    // By hand: the connect options inside the pools hold the URL's password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger").field("engine", &self.engine()).field("options", &self.opts).finish_non_exhaustive()
+    }
+}
+
+/// The column list of `ledger_entries`, in [`EntryRow`]'s order.
+macro_rules! entry_columns {
+    () => {
+        "id, chain_id, asset, payer, pay_to, nonce, amount, valid_before_unix_s, provider, route, method, path, \
+         mode, state, tx_hash, block_number, block_hash, log_index, upstream_status, reason, payment, \
+         created_unix_s, updated_unix_s"
+    };
+}
+
+/// Sums split into high and low 32-bit halves: each partial sum fits a signed 64-bit integer for
+/// billions of rows, where SQLite's SUM would fail on overflow and PostgreSQL's returns NUMERIC.
+macro_rules! amount_sums {
+    () => {
+        "CAST(COALESCE(SUM(amount / 4294967296), 0) AS BIGINT) AS hi, \
+         CAST(COALESCE(SUM(amount % 4294967296), 0) AS BIGINT) AS lo"
+    };
+}
+
+const INSERT_ENTRY: &str = "INSERT INTO ledger_entries (id, chain_id, asset, payer, pay_to, nonce, amount, \
+     valid_before_unix_s, provider, route, method, path, mode, state, payment, created_unix_s, updated_unix_s) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $15, $15)";
+
+const INSERT_EVENT: &str = "INSERT INTO ledger_events (entry_id, from_state, to_state, cause, detail, tx_hash, \
+     at_unix_s) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const SELECT_STATE: &str = "SELECT state, tx_hash FROM ledger_entries WHERE id = $1";
+
+const UPDATE_ENTRY: &str = concat!(
+    "UPDATE ledger_entries SET state = $1, upstream_status = COALESCE($2, upstream_status), ",
+    "tx_hash = COALESCE($3, tx_hash), block_number = COALESCE($4, block_number), ",
+    "block_hash = COALESCE($5, block_hash), log_index = COALESCE($6, log_index), reason = COALESCE($7, reason), ",
+    "updated_unix_s = $8 WHERE id = $9 AND state = $10 RETURNING ",
+    entry_columns!()
+);
+
+const SELECT_ENTRY: &str = concat!("SELECT ", entry_columns!(), " FROM ledger_entries WHERE id = $1");
+
+const SELECT_BY_AUTHORIZATION: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE chain_id = $1 AND asset = $2 AND payer = $3 AND nonce = $4"
+);
+
+const SELECT_EVENTS: &str = "SELECT id, entry_id, from_state, to_state, cause, detail, tx_hash, at_unix_s \
+     FROM ledger_events WHERE entry_id = $1 ORDER BY id";
+
+// The state list must match the partial index ledger_entries_unfinished for it to be used.
+const SELECT_UNFINISHED: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE state IN ('reserved', 'forwarded', 'settling') AND updated_unix_s <= $1 ",
+    "ORDER BY updated_unix_s, id LIMIT $2"
+);
+
+const SELECT_DEFERRED: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE mode = 'deferred' AND state = 'forwarded' ORDER BY created_unix_s, id LIMIT $1"
+);
+
+const SELECT_PENDING_SPEND: &str = concat!(
+    "SELECT COUNT(*) AS n, ",
+    amount_sums!(),
+    " FROM ledger_entries WHERE chain_id = $1 AND asset = $2 AND payer = $3 ",
+    "AND state IN ('reserved', 'forwarded', 'settling')"
+);
+
+const SELECT_SPEND: &str = concat!(
+    "SELECT state, COUNT(*) AS n, ",
+    amount_sums!(),
+    " FROM ledger_entries WHERE chain_id = $1 AND asset = $2 AND payer = $3 ",
+    "AND ($4 IS NULL OR provider = $4) AND ($5 IS NULL OR route = $5) ",
+    "AND ($6 IS NULL OR created_unix_s >= $6) AND ($7 IS NULL OR created_unix_s < $7) ",
+    "AND state IN ('reserved', 'forwarded', 'settling', 'settled', 'refund_owed') GROUP BY state"
+);
+
+const UPSERT_LEASE: &str = "INSERT INTO leases (name, holder, expires_unix_s) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_unix_s = excluded.expires_unix_s \
+     WHERE leases.holder = excluded.holder OR leases.expires_unix_s <= $4";
+
+const DELETE_LEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
+
+/// A `ledger_entries` row as the drivers decode it; checked into an [`Entry`].
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    id: String,
+    chain_id: i64,
+    asset: String,
+    payer: String,
+    pay_to: String,
+    nonce: String,
+    amount: i64,
+    valid_before_unix_s: i64,
+    provider: String,
+    route: String,
+    method: String,
+    path: String,
+    mode: String,
+    state: String,
+    tx_hash: Option<String>,
+    block_number: Option<i64>,
+    block_hash: Option<String>,
+    log_index: Option<i64>,
+    upstream_status: Option<i64>,
+    reason: Option<String>,
+    payment: String,
+    created_unix_s: i64,
+    updated_unix_s: i64,
+}
+
+/// A `ledger_events` row as the drivers decode it.
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    entry_id: String,
+    from_state: Option<String>,
+    to_state: String,
+    cause: String,
+    detail: Option<String>,
+    tx_hash: Option<String>,
+    at_unix_s: i64,
+}
+
+/// One `SELECT [state,] COUNT(*), hi, lo` row of a spend query.
+#[derive(sqlx::FromRow)]
+struct SumRow {
+    n: i64,
+    hi: i64,
+    lo: i64,
+}
+
+fn parse_column<T>(column: &'static str, value: &str) -> Result<T, MeteringError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|e: T::Err| MeteringError::Corrupt { column, reason: e.to_string() })
+}
+
+fn unsigned_column(column: &'static str, value: i64) -> Result<u64, MeteringError> {
+    u64::try_from(value).map_err(|_| MeteringError::Corrupt { column, reason: format!("negative value {value}") })
+}
+
+fn to_i64(field: &'static str, value: u64) -> Result<i64, MeteringError> {
+    i64::try_from(value).map_err(|_| MeteringError::OutOfRange { field, value: value.into() })
+}
+
+/// Addresses and hashes are stored as lowercase `0x`-hex: one spelling per value, so the
+/// UNIQUE constraint compares like with like.
+fn hex_address(address: Address) -> String {
+    format!("{address:#x}")
+}
+
+fn hex_b256(hash: B256) -> String {
+    format!("{hash:#x}")
+}
+
+impl EntryRow {
+    fn into_entry(self) -> Result<Entry, MeteringError> {
+        Ok(Entry {
+            id: parse_column("id", &self.id)?,
+            chain_id: unsigned_column("chain_id", self.chain_id)?,
+            asset: parse_column("asset", &self.asset)?,
+            payer: parse_column("payer", &self.payer)?,
+            pay_to: parse_column("pay_to", &self.pay_to)?,
+            nonce: parse_column("nonce", &self.nonce)?,
+            amount: AtomicAmount::new(unsigned_column("amount", self.amount)?)
+                .ok_or_else(|| MeteringError::Corrupt { column: "amount", reason: "zero".to_owned() })?,
+            valid_before_unix_s: unsigned_column("valid_before_unix_s", self.valid_before_unix_s)?,
+            provider: self.provider,
+            route: self.route,
+            method: self.method,
+            path: self.path,
+            mode: parse_column("mode", &self.mode)?,
+            state: parse_column("state", &self.state)?,
+            tx_hash: self.tx_hash.as_deref().map(|v| parse_column("tx_hash", v)).transpose()?,
+            block_number: self.block_number.map(|v| unsigned_column("block_number", v)).transpose()?,
+            block_hash: self.block_hash.as_deref().map(|v| parse_column("block_hash", v)).transpose()?,
+            log_index: self.log_index.map(|v| unsigned_column("log_index", v)).transpose()?,
+            upstream_status: self
+                .upstream_status
+                .map(|v| {
+                    u16::try_from(v).map_err(|_| MeteringError::Corrupt {
+                        column: "upstream_status",
+                        reason: format!("{v} is not an HTTP status"),
+                    })
+                })
+                .transpose()?,
+            reason: self.reason,
+            payment: self.payment,
+            created_unix_s: unsigned_column("created_unix_s", self.created_unix_s)?,
+            updated_unix_s: unsigned_column("updated_unix_s", self.updated_unix_s)?,
+        })
+    }
+}
+
+impl EventRow {
+    fn into_event(self) -> Result<Event, MeteringError> {
+        Ok(Event {
+            id: self.id,
+            entry_id: parse_column("entry_id", &self.entry_id)?,
+            from_state: self.from_state.as_deref().map(|v| parse_column("from_state", v)).transpose()?,
+            to_state: parse_column("to_state", &self.to_state)?,
+            cause: self.cause,
+            detail: self.detail,
+            tx_hash: self.tx_hash.as_deref().map(|v| parse_column("tx_hash", v)).transpose()?,
+            at_unix_s: unsigned_column("at_unix_s", self.at_unix_s)?,
+        })
+    }
+}
+
+impl SumRow {
+    fn into_tally(self) -> Result<Tally, MeteringError> {
+        let count = unsigned_column("count", self.n)?;
+        let hi = unsigned_column("amount sum", self.hi)?;
+        let lo = unsigned_column("amount sum", self.lo)?;
+        Ok(Tally { count, amount: (u128::from(hi) << 32) + u128::from(lo) })
+    }
+}
+
+/// The columns a transition writes, in stored form.
+struct TransitionColumns {
+    upstream_status: Option<i64>,
+    tx_hash: Option<String>,
+    block_number: Option<i64>,
+    block_hash: Option<String>,
+    log_index: Option<i64>,
+    reason: Option<String>,
+}
+
+impl TransitionColumns {
+    fn of(t: &Transition) -> Result<TransitionColumns, MeteringError> {
+        let mut columns = TransitionColumns {
+            upstream_status: None,
+            tx_hash: t.tx_hash().map(hex_b256),
+            block_number: None,
+            block_hash: None,
+            log_index: None,
+            reason: None,
+        };
+        match t {
+            Transition::Forwarded { upstream_status } => {
+                if let Some(status) = upstream_status {
+                    if !(100..=999).contains(status) {
+                        return Err(MeteringError::InvalidValue {
+                            what: "upstream_status",
+                            reason: format!("{status} is not an HTTP status code"),
+                        });
+                    }
+                    columns.upstream_status = Some(i64::from(*status));
+                }
+            }
+            Transition::Settling { .. } => {}
+            Transition::Settled { block_number, block_hash, log_index, .. } => {
+                columns.block_number = Some(to_i64("block_number", *block_number)?);
+                columns.block_hash = Some(hex_b256(*block_hash));
+                columns.log_index = Some(to_i64("log_index", *log_index)?);
+            }
+            Transition::SettleFailed { reason } | Transition::Voided { reason } | Transition::RefundOwed { reason } => {
+                check_len("reason", reason, REASON_BYTES_MAX)?;
+                columns.reason = Some(reason.clone());
+            }
+        }
+        Ok(columns)
+    }
+}
+
+/// Whether a driver error may go away on its own.
+fn is_transient(engine: Engine, e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            match engine {
+                // Serialization failure, deadlock, lock not available, admin shutdown / crash /
+                // cannot connect now, too many connections, and the connection-exception class.
+                Engine::Postgres => {
+                    matches!(code, "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300")
+                        || code.starts_with("08")
+                }
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (low byte).
+                Engine::Sqlite => code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+            }
+        }
+        _ => false,
+    }
+}
+
+impl Ledger {
+    /// Connects to the database the URL names and applies the migrations (idempotent: a second
+    /// connect to a migrated database changes nothing).
+    ///
+    /// SQLite runs in WAL mode with `synchronous = FULL` (a reservation must survive a power
+    /// cut: it is the record that money may move), foreign keys on and `busy_timeout` set to
+    /// `statement_timeout_ms`. An in-memory SQLite database lives in one connection, never
+    /// recycled. PostgreSQL connections get `statement_timeout` at startup.
+    pub async fn connect(url: &str, opts: LedgerOptions) -> Result<Ledger, MeteringError> {
+        opts.validate()?;
+        let engine = Engine::from_url(url)?;
+        let invalid_url = |e: sqlx::Error| MeteringError::InvalidUrl { reason: e.to_string() };
+        let db = match engine {
+            Engine::Sqlite => {
+                let in_memory = sqlite_url_is_in_memory(url);
+                let mut connect = SqliteConnectOptions::from_str(url)
+                    .map_err(invalid_url)?
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_millis(opts.statement_timeout_ms))
+                    .foreign_keys(true);
+                let mut pool = SqlitePoolOptions::new().acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms));
+                if in_memory {
+                    // Every connection to `:memory:` would be a separate, empty database, and the
+                    // database vanishes with its last connection: keep exactly one, forever.
+                    pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+                } else {
+                    connect = connect.journal_mode(SqliteJournalMode::Wal);
+                    pool = pool.max_connections(opts.max_connections);
+                }
+                let pool = bounded("connect", opts.call_budget_ms(), async {
+                    pool.connect_with(connect).await.map_err(|e| db_error(engine, &opts, "connect", e))
+                })
+                .await?;
+                Db::Sqlite(pool)
+            }
+            Engine::Postgres => {
+                let connect = PgConnectOptions::from_str(url)
+                    .map_err(invalid_url)?
+                    .application_name("tollgate")
+                    .options([("statement_timeout", opts.statement_timeout_ms)]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms));
+                let pool = bounded("connect", opts.call_budget_ms(), async {
+                    pool.connect_with(connect).await.map_err(|e| db_error(engine, &opts, "connect", e))
+                })
+                .await?;
+                Db::Postgres(pool)
+            }
+        };
+        let ledger = Ledger { db, opts };
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    async fn migrate(&self) -> Result<(), MeteringError> {
+        let migration = |e: sqlx::migrate::MigrateError| MeteringError::Migration { reason: e.to_string() };
+        bounded("migrate", self.opts.migrate_timeout_ms, async {
+            match &self.db {
+                Db::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await.map_err(migration),
+                // Takes an advisory lock, so replicas starting together migrate one at a time.
+                Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await.map_err(migration),
+            }
+        })
+        .await
+    }
+
+    /// The engine behind this ledger.
+    pub fn engine(&self) -> Engine {
+        match self.db {
+            Db::Sqlite(_) => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Closes the pools: waits for calls in progress, then closes every connection. Calls after
+    /// this fail.
+    pub async fn close(&self) {
+        on_db!(&self.db, |pool| pool.close().await)
+    }
+
+    fn db_error(&self, op: &'static str, e: sqlx::Error) -> MeteringError {
+        db_error(self.engine(), &self.opts, op, e)
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, MeteringError>>,
+    ) -> Result<T, MeteringError> {
+        bounded(op, self.opts.call_budget_ms(), call).await
+    }
+
+    /// Inserts the entry in state `reserved` plus its first event (cause `reserved`), in one
+    /// transaction, and returns its new id.
+    ///
+    /// A second reservation of the same (chain, asset, payer, nonce) fails with
+    /// [`MeteringError::DuplicateAuthorization`] naming the existing entry and its state. The
+    /// duplicate is detected by the UNIQUE constraint at insert time (never by a prior SELECT),
+    /// so the guard holds across processes sharing the database.
+    pub async fn reserve(&self, e: &NewEntry) -> Result<EntryId, MeteringError> {
+        const OP: &str = "reserve";
+        check_len("provider", &e.provider, LABEL_BYTES_MAX)?;
+        check_len("route", &e.route, LABEL_BYTES_MAX)?;
+        check_len("method", &e.method, LABEL_BYTES_MAX)?;
+        check_len("path", &e.path, PATH_BYTES_MAX)?;
+        check_len("payment", &e.payment, PAYMENT_BYTES_MAX)?;
+        let chain_id = to_i64("chain_id", e.chain_id)?;
+        let valid_before = to_i64("valid_before_unix_s", e.valid_before_unix_s)?;
+        let now = to_i64("now_unix_s", e.now_unix_s)?;
+        let (asset, payer, nonce) = (hex_address(e.asset), hex_address(e.payer), hex_b256(e.nonce));
+        let id = EntryId::random()?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+
+        let inserted = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool, begin| {
+                    let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                    let insert = sqlx::query(INSERT_ENTRY)
+                        .bind(id.as_str())
+                        .bind(chain_id)
+                        .bind(&asset)
+                        .bind(&payer)
+                        .bind(hex_address(e.pay_to))
+                        .bind(&nonce)
+                        .bind(e.amount.to_i64())
+                        .bind(valid_before)
+                        .bind(&e.provider)
+                        .bind(&e.route)
+                        .bind(&e.method)
+                        .bind(&e.path)
+                        .bind(e.mode.as_str())
+                        .bind(&e.payment)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await;
+                    match insert {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(ref db)) if db.is_unique_violation() => {
+                            // The transaction is dead on PostgreSQL; nothing was written. A failed
+                            // rollback only means the connection is dropped, which sqlx handles.
+                            let _ = tx.rollback().await;
+                            return Ok(false);
+                        }
+                        Err(e) => return Err(err(e)),
+                    }
+                    sqlx::query(INSERT_EVENT)
+                        .bind(id.as_str())
+                        .bind(None::<&str>)
+                        .bind(EntryState::Reserved.as_str())
+                        .bind("reserved")
+                        .bind(None::<&str>)
+                        .bind(None::<&str>)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    tx.commit().await.map_err(err)?;
+                    Ok(true)
+                })
+            })
+            .await?;
+        if inserted {
+            return Ok(id);
+        }
+        // The conflicting row is committed (the insert waited for it), so this read sees it.
+        match self.entry_by_authorization(e.chain_id, e.asset, e.payer, e.nonce).await? {
+            Some(existing) => {
+                Err(MeteringError::DuplicateAuthorization { existing: existing.id, state: existing.state })
+            }
+            None => Err(MeteringError::Database {
+                op: OP,
+                reason: "unique violation on a fresh entry id (random id collision)".to_owned(),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// Applies a transition and appends its event (`cause`, `detail` JSON, and the transaction
+    /// hash the transition records) in one transaction, and returns the updated entry.
+    ///
+    /// The UPDATE is conditional on the state read in the same transaction
+    /// (`WHERE id = ? AND state = ?`), so of two processes racing on one entry only one wins;
+    /// the other gets [`MeteringError::StaleState`]. A transition the current state does not
+    /// allow is [`MeteringError::IllegalTransition`]; `settling -> settling` with the hash
+    /// already recorded is [`MeteringError::NotAReplacement`]; an unknown id is
+    /// [`MeteringError::NotFound`]. `cause` is 1 to 64 characters of `[a-z0-9_]`.
+    pub async fn transition(
+        &self,
+        id: &EntryId,
+        t: Transition,
+        cause: &str,
+        detail: Option<&str>,
+        now_unix_s: u64,
+    ) -> Result<Entry, MeteringError> {
+        self.apply(id, None, t, cause, detail, now_unix_s).await
+    }
+
+    /// Applies `t` only if the entry is in state `expected`: `Ok(true)` when applied,
+    /// `Ok(false)` when the entry is in another state (including a racer having moved it
+    /// first, or the same transaction hash already recorded). This is the claim primitive:
+    /// of several workers calling it with the same `expected`, exactly one gets `true`.
+    pub async fn transition_from(
+        &self,
+        id: &EntryId,
+        expected: EntryState,
+        t: Transition,
+        cause: &str,
+        detail: Option<&str>,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        match self.apply(id, Some(expected), t, cause, detail, now_unix_s).await {
+            Ok(_) => Ok(true),
+            Err(MeteringError::StaleState { .. } | MeteringError::NotAReplacement { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply(
+        &self,
+        id: &EntryId,
+        expected: Option<EntryState>,
+        t: Transition,
+        cause: &str,
+        detail: Option<&str>,
+        now_unix_s: u64,
+    ) -> Result<Entry, MeteringError> {
+        const OP: &str = "transition";
+        check_cause(cause)?;
+        if let Some(detail) = detail {
+            check_len("detail", detail, DETAIL_BYTES_MAX)?;
+        }
+        let to = t.to_state();
+        let columns = TransitionColumns::of(&t)?;
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+
+        let row = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool, begin| {
+                    let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                    let current: Option<(String, Option<String>)> =
+                        sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(&mut *tx).await.map_err(err)?;
+                    let Some((from, current_tx_hash)) = current else {
+                        return Err(MeteringError::NotFound { id: id.clone() });
+                    };
+                    let from: EntryState = parse_column("state", &from)?;
+                    if let Some(expected) = expected
+                        && expected != from
+                    {
+                        return Err(MeteringError::StaleState { id: id.clone(), expected, found: from });
+                    }
+                    if !from.can_go_to(to) {
+                        return Err(MeteringError::IllegalTransition { id: id.clone(), from, to });
+                    }
+                    if let (EntryState::Settling, Transition::Settling { tx_hash }) = (from, &t)
+                        && current_tx_hash == columns.tx_hash
+                    {
+                        return Err(MeteringError::NotAReplacement { id: id.clone(), tx_hash: *tx_hash });
+                    }
+                    let updated: Option<EntryRow> = sqlx::query_as(UPDATE_ENTRY)
+                        .bind(to.as_str())
+                        .bind(columns.upstream_status)
+                        .bind(columns.tx_hash.as_deref())
+                        .bind(columns.block_number)
+                        .bind(columns.block_hash.as_deref())
+                        .bind(columns.log_index)
+                        .bind(columns.reason.as_deref())
+                        .bind(now)
+                        .bind(id.as_str())
+                        .bind(from.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    let Some(updated) = updated else {
+                        // Another writer moved the entry after our read (PostgreSQL re-checks the
+                        // WHERE clause once the winner commits). Report what it is now.
+                        let _ = tx.rollback().await;
+                        let found: Option<(String, Option<String>)> =
+                            sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(pool).await.map_err(err)?;
+                        return match found {
+                            Some((found, _)) => Err(MeteringError::StaleState {
+                                id: id.clone(),
+                                expected: from,
+                                found: parse_column("state", &found)?,
+                            }),
+                            None => Err(MeteringError::NotFound { id: id.clone() }),
+                        };
+                    };
+                    sqlx::query(INSERT_EVENT)
+                        .bind(id.as_str())
+                        .bind(Some(from.as_str()))
+                        .bind(to.as_str())
+                        .bind(cause)
+                        .bind(detail)
+                        .bind(columns.tx_hash.as_deref())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    tx.commit().await.map_err(err)?;
+                    Ok(updated)
+                })
+            })
+            .await?;
+        row.into_entry()
+    }
+
+    /// The entry with this id.
+    pub async fn entry(&self, id: &EntryId) -> Result<Option<Entry>, MeteringError> {
+        const OP: &str = "entry";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let row: Option<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_ENTRY).bind(id.as_str()).fetch_optional(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        row.map(EntryRow::into_entry).transpose()
+    }
+
+    /// The entry that reserved this authorization, if any.
+    pub async fn entry_by_authorization(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        payer: Address,
+        nonce: B256,
+    ) -> Result<Option<Entry>, MeteringError> {
+        const OP: &str = "entry_by_authorization";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let row: Option<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_BY_AUTHORIZATION)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .bind(hex_address(payer))
+                        .bind(hex_b256(nonce))
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        row.map(EntryRow::into_entry).transpose()
+    }
+
+    /// The entry's events, oldest first (the reservation is the first).
+    pub async fn events(&self, id: &EntryId) -> Result<Vec<Event>, MeteringError> {
+        const OP: &str = "events";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EventRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_EVENTS).bind(id.as_str()).fetch_all(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EventRow::into_event).collect()
+    }
+
+    /// Entries in `reserved`, `forwarded` or `settling` last updated at or before
+    /// `updated_before_unix_s`, oldest update first, at most `limit` (recovery's work list).
+    pub async fn unfinished(&self, updated_before_unix_s: u64, limit: u32) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "unfinished";
+        let before = to_i64("updated_before_unix_s", updated_before_unix_s)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_UNFINISHED)
+                        .bind(before)
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// Entries of mode `deferred` in state `forwarded`, oldest first, at most `limit`: the
+    /// durable truth of the settlement queue.
+    pub async fn deferred_backlog(&self, limit: u32) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "deferred_backlog";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_DEFERRED).bind(i64::from(limit)).fetch_all(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// Sum of the amounts of this payer's entries on (chain, asset) in `reserved`, `forwarded`
+    /// or `settling`: money that may still move.
+    pub async fn pending_spend(&self, chain_id: u64, asset: Address, payer: Address) -> Result<u128, MeteringError> {
+        const OP: &str = "pending_spend";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let row: SumRow = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_PENDING_SPEND)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .bind(hex_address(payer))
+                        .fetch_one(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        Ok(row.into_tally()?.amount)
+    }
+
+    /// A payer's spend on (chain, asset): counts and amounts of settled, pending (reserved,
+    /// forwarded, settling) and refund-owed entries, optionally only of one provider, one route
+    /// and entries created in `[created_from_unix_s, created_before_unix_s)`.
+    pub async fn spend(&self, q: &SpendQuery) -> Result<SpendTotals, MeteringError> {
+        const OP: &str = "spend";
+        let chain_id = to_i64("chain_id", q.chain_id)?;
+        let from = q.created_from_unix_s.map(|v| to_i64("created_from_unix_s", v)).transpose()?;
+        let before = q.created_before_unix_s.map(|v| to_i64("created_before_unix_s", v)).transpose()?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<(String, i64, i64, i64)> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_SPEND)
+                        .bind(chain_id)
+                        .bind(hex_address(q.asset))
+                        .bind(hex_address(q.payer))
+                        .bind(q.provider.as_deref())
+                        .bind(q.route.as_deref())
+                        .bind(from)
+                        .bind(before)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        let mut totals = SpendTotals::default();
+        for (state, n, hi, lo) in rows {
+            let tally = SumRow { n, hi, lo }.into_tally()?;
+            let bucket = match parse_column::<EntryState>("state", &state)? {
+                EntryState::Settled => &mut totals.settled,
+                EntryState::RefundOwed => &mut totals.refund_owed,
+                EntryState::Reserved | EntryState::Forwarded | EntryState::Settling => &mut totals.pending,
+                EntryState::SettleFailed | EntryState::Voided => continue,
+            };
+            bucket.count += tally.count;
+            bucket.amount += tally.amount;
+        }
+        Ok(totals)
+    }
+
+    /// Takes or renews the lease `name` for `holder` until `now_unix_s + ttl_s`. Succeeds
+    /// (`true`) if the lease is free, expired, or already held by `holder`; `false` if another
+    /// holder has it. Atomic on both engines (one upsert), so two processes cannot both win.
+    pub async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_s: u64,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        const OP: &str = "try_lease";
+        check_lease_names(name, holder)?;
+        if ttl_s == 0 {
+            return Err(MeteringError::InvalidValue { what: "lease ttl", reason: "must be at least 1 s".to_owned() });
+        }
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let expires = to_i64("lease expiry", now_unix_s.saturating_add(ttl_s))?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let affected = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query(UPSERT_LEASE)
+                        .bind(name)
+                        .bind(holder)
+                        .bind(expires)
+                        .bind(now)
+                        .execute(pool)
+                        .await
+                        .map(|done| done.rows_affected())
+                        .map_err(err)
+                })
+            })
+            .await?;
+        Ok(affected == 1)
+    }
+
+    /// Releases the lease if `holder` has it; otherwise does nothing.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), MeteringError> {
+        const OP: &str = "release_lease";
+        check_lease_names(name, holder)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool| {
+                sqlx::query(DELETE_LEASE).bind(name).bind(holder).execute(pool).await.map(drop).map_err(err)
+            })
+        })
+        .await
+    }
+}
+
+fn check_lease_names(name: &str, holder: &str) -> Result<(), MeteringError> {
+    for (what, value) in [("lease name", name), ("lease holder", holder)] {
+        if value.is_empty() {
+            return Err(MeteringError::InvalidValue { what, reason: "must not be empty".to_owned() });
+        }
+        check_len(what, value, LABEL_BYTES_MAX)?;
+    }
+    Ok(())
+}
+
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`, `sqlite://:memory:`,
+/// `mode=memory`), which needs a single, never recycled connection.
+fn sqlite_url_is_in_memory(url: &str) -> bool {
+    let rest = url.split_once(':').map_or("", |(_, rest)| rest);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database == ":memory:" || params.split('&').any(|param| param == "mode=memory")
+}
+
+fn db_error(engine: Engine, opts: &LedgerOptions, op: &'static str, e: sqlx::Error) -> MeteringError {
+    match &e {
+        sqlx::Error::PoolTimedOut => MeteringError::Timeout { op, timeout_ms: opts.acquire_timeout_ms },
+        // query_canceled: the server's statement_timeout fired.
+        sqlx::Error::Database(db) if engine == Engine::Postgres && db.code().as_deref() == Some("57014") => {
+            MeteringError::Timeout { op, timeout_ms: opts.statement_timeout_ms }
+        }
+        // SQLITE_BUSY (and its extended codes): busy_timeout ran out waiting for the write lock.
+        sqlx::Error::Database(db)
+            if engine == Engine::Sqlite
+                && db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5) =>
+        {
+            MeteringError::Timeout { op, timeout_ms: opts.statement_timeout_ms }
+        }
+        _ => MeteringError::Database { op, retryable: is_transient(engine, &e), reason: e.to_string() },
+    }
+}
+
+async fn bounded<T>(
+    op: &'static str,
+    timeout_ms: u64,
+    call: impl Future<Output = Result<T, MeteringError>>,
+) -> Result<T, MeteringError> {
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(MeteringError::Timeout { op, timeout_ms }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_from_url() {
+        // Goal: the engine comes from the scheme; anything else is refused without echoing the URL.
+        assert_eq!(Engine::from_url("sqlite::memory:").unwrap(), Engine::Sqlite);
+        assert_eq!(Engine::from_url("sqlite://data/ledger.db?mode=rwc").unwrap(), Engine::Sqlite);
+        assert_eq!(Engine::from_url("postgres://u:secret@host/db").unwrap(), Engine::Postgres);
+        assert_eq!(Engine::from_url("postgresql://host/db").unwrap(), Engine::Postgres);
+        let err = Engine::from_url("mysql://u:secret@host/db").unwrap_err();
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn in_memory_detection() {
+        // Goal: every spelling of an in-memory SQLite database is recognised, files are not.
+        assert!(sqlite_url_is_in_memory("sqlite::memory:"));
+        assert!(sqlite_url_is_in_memory("sqlite://:memory:"));
+        assert!(sqlite_url_is_in_memory("sqlite://x?mode=memory&cache=shared"));
+        assert!(!sqlite_url_is_in_memory("sqlite://data/ledger.db?mode=rwc"));
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        // Goal: addresses and hashes are stored in one lowercase 0x spelling.
+        let address: Address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".parse().unwrap();
+        assert_eq!(hex_address(address), "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913");
+        assert_eq!(hex_b256(B256::repeat_byte(0xAB)), format!("0x{}", "ab".repeat(32)));
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_is_one_database() {
+        // Goal: `sqlite::memory:` gives one migrated database that every call sees, even with a larger pool asked for.
+        let opts = LedgerOptions { max_connections: 4, ..LedgerOptions::default() };
+        let ledger = Ledger::connect("sqlite::memory:", opts).await.unwrap();
+        let entry = NewEntry {
+            chain_id: 1,
+            asset: Address::repeat_byte(1),
+            payer: Address::repeat_byte(2),
+            pay_to: Address::repeat_byte(3),
+            nonce: B256::repeat_byte(4),
+            amount: AtomicAmount::new(5).unwrap(),
+            valid_before_unix_s: 10,
+            provider: "p".to_owned(),
+            route: "r".to_owned(),
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            mode: crate::SettlementMode::After,
+            payment: "{}".to_owned(),
+            now_unix_s: 1,
+        };
+        let (a, b) = tokio::join!(
+            ledger.reserve(&entry),
+            ledger.entry_by_authorization(1, entry.asset, entry.payer, entry.nonce)
+        );
+        let id = a.unwrap();
+        assert!(b.unwrap().is_none_or(|e| e.id == id));
+        assert_eq!(ledger.entry(&id).await.unwrap().unwrap().state, EntryState::Reserved);
+        assert!(matches!(ledger.reserve(&entry).await, Err(MeteringError::DuplicateAuthorization { .. })));
+    }
+
+    #[tokio::test]
+    async fn connection_errors_hide_credentials() {
+        // Goal: a failed connection reports neither the URL nor its password, in Display or Debug.
+        let opts = LedgerOptions { acquire_timeout_ms: 200, statement_timeout_ms: 200, ..LedgerOptions::default() };
+        let err = Ledger::connect("postgres://tollgate:hunter2@127.0.0.1:1/ledger", opts).await.unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2") && !text.contains("127.0.0.1"), "{text}");
+        assert!(err.is_retryable(), "{err:?}");
+        let err = Ledger::connect("postgres://tollgate:hunter2@[bad/ledger", opts).await.unwrap_err();
+        assert!(
+            matches!(err, MeteringError::InvalidUrl { .. }) && !format!("{err} {err:?}").contains("hunter2"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        // Goal: zero pool size or timeouts are refused before any connection is tried.
+        assert!(LedgerOptions::default().validate().is_ok());
+        let zero_pool = LedgerOptions { max_connections: 0, ..LedgerOptions::default() };
+        assert!(matches!(zero_pool.validate(), Err(MeteringError::InvalidOptions { option: "max_connections", .. })));
+        let zero_timeout = LedgerOptions { statement_timeout_ms: 0, ..LedgerOptions::default() };
+        assert!(zero_timeout.validate().is_err());
+    }
+}

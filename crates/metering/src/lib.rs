@@ -1,0 +1,25 @@
+//! The tollgate ledger: one entry per payment authorization, recorded *before* the paid call
+//! is forwarded, then moved through `reserved → forwarded → settling → settled` (or voided,
+//! failed, refund owed), each move an appended event.
+//!
+//! Owns: the schema (`migrations/sqlite`, `migrations/postgres`, embedded and applied by
+//! [`Ledger::connect`]), the double-spend guard (UNIQUE on chain, asset, payer, nonce, so it
+//! holds across gateway replicas), the state machine (in Rust, [`EntryState::can_go_to`], and
+//! again in a schema trigger), spend totals for policies, and leases that let one process at a
+//! time act for a relayer key. SQLite (embedded) or PostgreSQL (shared), chosen by the URL.
+//!
+//! Must not: know HTTP or status codes, reach a chain or depend on alloy providers (callers
+//! record outcomes; only `alloy-primitives` types cross this boundary), parse the payment JSON
+//! it stores, read the environment (configuration arrives by value), or put the database URL
+//! in errors or `Debug` output. Every call has a time limit ([`LedgerOptions`]).
+
+mod error;
+mod ledger;
+mod types;
+
+pub use error::MeteringError;
+pub use ledger::{Engine, Ledger, LedgerOptions};
+pub use types::{
+    AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
+    PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, Tally, Transition,
+};

@@ -1,0 +1,165 @@
+//! Races: many reservations of one authorization, many transitions of one entry, many takers of
+//! one lease. Tasks run on a multi-threaded runtime, each with its own connection.
+
+use anyhow::ensure;
+use tollgate_metering::{Engine, EntryState, Ledger, MeteringError, Transition};
+
+use crate::{each_engine, hash, new_entry, test_options};
+
+const RACERS: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reservations_have_one_winner() {
+    // Goal: 50 concurrent reservations of one authorization yield exactly one entry; the 49 others get DuplicateAuthorization naming it. On PostgreSQL half of them go through a second Ledger (another replica's pool).
+    each_engine(|db| async move {
+        let replica = match db.engine {
+            Engine::Postgres => Ledger::connect(&db.url, test_options()).await?,
+            Engine::Sqlite => db.ledger.clone(),
+        };
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
+            tasks.push(tokio::spawn(async move { ledger.reserve(&new_entry(7, 1_000, 100 + i as u64)).await }));
+        }
+        let mut winners = Vec::new();
+        let mut duplicates = Vec::new();
+        for task in tasks {
+            match task.await? {
+                Ok(id) => winners.push(id),
+                Err(MeteringError::DuplicateAuthorization { existing, state }) => duplicates.push((existing, state)),
+                Err(other) => anyhow::bail!("unexpected error: {other}"),
+            }
+        }
+        ensure!(winners.len() == 1, "winners: {winners:?}");
+        ensure!(duplicates.len() == RACERS - 1);
+        ensure!(duplicates.iter().all(|(existing, state)| *existing == winners[0] && *state == EntryState::Reserved));
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_entries").await == 1);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == 1, "losers left no event");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transitions_have_one_winner() {
+    // Goal: 50 concurrent forwarded -> settling transitions of one entry (through two pools) apply exactly once; losers see StaleState or NotAReplacement and append no event. On PostgreSQL the racers are held at the row lock after reading `forwarded`, so the conditional UPDATE itself must stop all but one.
+    each_engine(|db| async move {
+        let replica = Ledger::connect(&db.url, test_options()).await?;
+        let id = crate::entry_in(&db.ledger, EntryState::Forwarded, 1, 100).await?;
+        // PostgreSQL: a row lock lets every racer read `forwarded` (reads are not blocked) and then
+        // wait in its UPDATE. SQLite serialises whole write transactions, so it needs no gate.
+        let gate = match &db.raw {
+            crate::Raw::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT id FROM ledger_entries WHERE id = $1 FOR UPDATE")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                Some((pool.clone(), tx))
+            }
+            crate::Raw::Sqlite(_) => None,
+        };
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                ledger.transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 200).await
+            }));
+        }
+        let blocked = (2 * test_options().max_connections) as i64;
+        if let Some((pool, tx)) = gate {
+            // Every connection of both pools is busy with a racer: wait until all of them have
+            // read `forwarded` and queue on the lock, then let them go.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await?;
+                if waiting == blocked {
+                    break;
+                }
+                ensure!(std::time::Instant::now() < deadline, "only {waiting} racers reached the lock");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            tx.rollback().await?;
+        }
+        let (mut wins, mut stale, mut same_hash) = (0, 0, 0);
+        for task in tasks {
+            match task.await? {
+                Ok(entry) => {
+                    ensure!(entry.state == EntryState::Settling && entry.tx_hash == Some(hash(1)));
+                    wins += 1;
+                }
+                Err(MeteringError::StaleState { expected: EntryState::Forwarded, found: EntryState::Settling, .. }) => {
+                    stale += 1
+                }
+                Err(MeteringError::NotAReplacement { .. }) => same_hash += 1,
+                Err(other) => anyhow::bail!("unexpected error: {other}"),
+            }
+        }
+        ensure!(wins == 1, "wins {wins}, stale {stale}, same hash {same_hash}");
+        if db.engine == Engine::Postgres {
+            ensure!(stale == blocked - 1, "every gated loser was stopped by the conditional UPDATE: {stale} stale");
+        }
+        let events = db.ledger.events(&id).await?;
+        let to: Vec<_> = events.iter().map(|e| e.to_state).collect();
+        ensure!(to == [EntryState::Reserved, EntryState::Forwarded, EntryState::Settling], "{to:?}");
+        eprintln!("[{}] transition race: 1 win, {stale} stale, {same_hash} not a replacement", db.engine);
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lease_takers_have_one_winner() {
+    // Goal: 50 holders racing for one free lease (through two pools): exactly one gets it.
+    each_engine(|db| async move {
+        let replica = Ledger::connect(&db.url, test_options()).await?;
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
+            tasks.push(tokio::spawn(
+                async move { ledger.try_lease("relayer:8453", &format!("gw-{i}"), 30, 1_000).await },
+            ));
+        }
+        let mut taken = 0;
+        for task in tasks {
+            if task.await?? {
+                taken += 1;
+            }
+        }
+        ensure!(taken == 1, "{taken} holders got the lease");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_have_one_winner() {
+    // Goal: 50 concurrent `transition_from(forwarded, settling(tx_i))` claims with *different* hashes (what racing settlement workers do) yield exactly one `true`; all others get `false` and append no event, although settling -> settling would be a legal replacement.
+    each_engine(|db| async move {
+        let id = crate::entry_in(&db.ledger, EntryState::Forwarded, 1, 100).await?;
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let (ledger, id) = (db.ledger.clone(), id.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = Transition::Settling { tx_hash: hash(1_000 + i as u64) };
+                ledger.transition_from(&id, EntryState::Forwarded, t, "claim", None, 200).await
+            }));
+        }
+        let mut won = 0;
+        for task in tasks {
+            if task.await?? {
+                won += 1;
+            }
+        }
+        ensure!(won == 1, "claims won: {won}");
+        let events = db.ledger.events(&id).await?;
+        ensure!(events.iter().filter(|e| e.to_state == EntryState::Settling).count() == 1);
+        Ok(())
+    })
+    .await;
+}
