@@ -106,6 +106,7 @@ struct RawSettlement {
     deferred_queue_capacity: Option<usize>,
     deferred_attempts_max: Option<u32>,
     relayer_lease_wait_ms: Option<u64>,
+    relayer_lease_ttl_s: Option<u64>,
     gas_warn_wei: Option<u128>,
 }
 
@@ -239,6 +240,8 @@ pub struct SettlementConfig {
     pub deferred_attempts_max: u32,
     /// How long a settlement waits for the relayer lease (shared databases only).
     pub relayer_lease_wait: Duration,
+    /// How long a relayer lease lasts if its holder dies while sending.
+    pub relayer_lease_ttl_s: u64,
     /// Warn at startup when the relayer's gas balance is below this (wei).
     pub gas_warn_wei: u128,
 }
@@ -479,6 +482,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         deferred_queue_capacity: s.deferred_queue_capacity.unwrap_or(1024).max(1),
         deferred_attempts_max: s.deferred_attempts_max.unwrap_or(8).max(1),
         relayer_lease_wait: ms(s.relayer_lease_wait_ms, 10_000),
+        relayer_lease_ttl_s: s.relayer_lease_ttl_s.unwrap_or(10).max(1),
         gas_warn_wei: s.gas_warn_wei.unwrap_or(1_000_000_000_000_000),
     };
 

@@ -90,9 +90,19 @@ pub async fn settle_entry(
         }
         Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
         Err(e) => {
-            let now = gw.clock.now_unix_s();
-            let t = Transition::SettleFailed { reason: e.reason_code().to_owned() };
-            gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await.ok();
+            // Our transaction reverted. If the authorization is now used, an earlier
+            // transaction of ours (or a third party's) moved the money: leave the entry
+            // `settling` for the recovery sweep, which checks every recorded hash. Otherwise
+            // no money moved and the failure is final.
+            let used = gw
+                .verifier
+                .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+                .await;
+            if let Ok(false) = used {
+                let now = gw.clock.now_unix_s();
+                let t = Transition::SettleFailed { reason: e.reason_code().to_owned() };
+                gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await.ok();
+            }
             Err(SettleError::Verify(e))
         }
     }
@@ -152,7 +162,8 @@ async fn relayer_lease(
     let deadline = tokio::time::Instant::now() + gw.config.settlement.relayer_lease_wait;
     loop {
         let now = gw.clock.now_unix_s();
-        if gw.ledger.try_lease(&name, &gw.instance, 30, now).await.map_err(SettleError::Ledger)? {
+        let ttl_s = gw.config.settlement.relayer_lease_ttl_s;
+        if gw.ledger.try_lease(&name, &gw.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
             return Ok(Some(name));
         }
         if tokio::time::Instant::now() >= deadline {
@@ -298,41 +309,59 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
     }
 }
 
-/// A transaction was recorded: find out what became of it.
+/// One or more transactions were recorded for this entry (a replacement may have followed
+/// the first): find out what became of them.
 async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
     let now = gw.clock.now_unix_s();
-    let (Some(payment), Some(tx_hash)) = (stored_payment(entry), entry.tx_hash) else {
+    let Some(payment) = stored_payment(entry) else {
         fail(gw, entry, EntryState::Settling, "stored_payment_unreadable").await;
         return;
     };
     let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
-    match settler.check_receipt(&payment, tx_hash).await {
-        Ok(Some(s)) => {
-            let _ = record_settled(gw, &entry.id, &s).await;
+    let mut hashes: Vec<B256> = match gw.ledger.events(&entry.id).await {
+        Ok(events) => events.iter().filter_map(|e| e.tx_hash).collect(),
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
+            return;
         }
-        Ok(None) => {
-            // Not mined (dropped, or never broadcast before a crash). If the authorization
-            // was used meanwhile, some other transaction moved the money; otherwise send
-            // again while it is valid, or void it once it can no longer be used.
-            let used = gw
-                .verifier
-                .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
-                .await;
-            match used {
-                Ok(true) => fail(gw, entry, EntryState::Settling, "authorization_used_elsewhere").await,
-                Ok(false) if expired => {
-                    let t = Transition::Voided { reason: "recovery_tx_never_landed".to_owned() };
-                    let _ = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await;
-                }
-                Ok(false) => {
-                    let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend").await;
-                }
-                Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    };
+    hashes.extend(entry.tx_hash);
+    hashes.dedup();
+    let mut unmined = 0;
+    for tx_hash in &hashes {
+        match settler.check_receipt(&payment, *tx_hash).await {
+            Ok(Some(s)) => {
+                let _ = record_settled(gw, &entry.id, &s).await;
+                return;
+            }
+            Ok(None) => unmined += 1,
+            // Reverted, or no matching transfer: this one did not move the money.
+            Err(e) if e.fault() != Fault::Chain => {}
+            Err(e) => {
+                tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+                return;
             }
         }
-        Err(e) if e.fault() == Fault::Chain => {
-            tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable")
+    }
+    let used = gw
+        .verifier
+        .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+        .await;
+    match used {
+        // One of ours may still land (or just did, after we looked): look again next sweep.
+        Ok(true) if unmined > 0 => {}
+        // None of our transactions moved it, and none is pending: someone else used the
+        // authorization. No money reached the payee through us; finance sees the exception.
+        Ok(true) => fail(gw, entry, EntryState::Settling, "authorization_used_elsewhere").await,
+        Ok(false) if expired => {
+            let t = Transition::Voided { reason: "recovery_tx_never_landed".to_owned() };
+            let _ = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await;
         }
-        Err(e) => fail(gw, entry, EntryState::Settling, e.reason_code()).await,
+        // Still valid and unused: our transaction was dropped or never broadcast (a crash
+        // between the claim and the send). Send again; the token lets at most one land.
+        Ok(false) => {
+            let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend").await;
+        }
+        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
     }
 }

@@ -222,6 +222,12 @@ const SELECT_DEFERRED: &str = concat!(
     " FROM ledger_entries WHERE mode = 'deferred' AND state = 'forwarded' ORDER BY created_unix_s, id LIMIT $1"
 );
 
+const SELECT_OF_PAYER: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE chain_id = $1 AND asset = $2 AND payer = $3 ORDER BY created_unix_s, id LIMIT $4"
+);
+
 const SELECT_PENDING_SPEND: &str = concat!(
     "SELECT COUNT(*) AS n, ",
     amount_sums!(),
@@ -845,6 +851,34 @@ impl Ledger {
             .bounded(OP, async {
                 on_db!(&self.db, |pool| {
                     sqlx::query_as(SELECT_DEFERRED).bind(i64::from(limit)).fetch_all(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// A payer's entries on (chain, asset), oldest first, at most `limit`.
+    pub async fn entries_of_payer(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        payer: Address,
+        limit: u32,
+    ) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "entries_of_payer";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_OF_PAYER)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .bind(hex_address(payer))
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
                 })
             })
             .await?;

@@ -1,0 +1,5 @@
+//! Tests of the `tollgate` binary as a process.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod crash;
