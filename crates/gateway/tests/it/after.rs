@@ -67,7 +67,7 @@ both_engines!(paid_v1_call, paid_v1_call_settles);
 // Goal: upstream 5xx, 4xx, timeout and unreachable are passed on and never charged: the
 // entry is voided and no transfer happens.
 async fn upstream_failures_are_not_charged(h: &Harness) {
-    for (path, status) in [("/fail", 500u16), ("/missing", 404), ("/slow", 504)] {
+    for (path, status) in [("/fail", 500u16), ("/missing", 404), ("/slow", 504), ("/down", 502)] {
         let b = h.payment(path).await;
         let resp =
             h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();

@@ -54,8 +54,17 @@ async fn upstream_handler(State(up): State<Upstream>, req: Request) -> axum::res
         headers: parts.headers.clone(),
         body: body.clone(),
     });
-    let authorized =
-        parts.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"));
+    let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+    let query = parts.uri.query().unwrap_or_default();
+    let authorized = if path.starts_with("/q/") {
+        // Query injection: exactly one api_key, ours.
+        query.split('&').filter(|p| p.starts_with("api_key=")).collect::<Vec<_>>() == vec![format!("api_key={API_KEY}")]
+    } else if path == "/basic" {
+        use base64::Engine as _;
+        auth == Some(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("svc:{API_KEY}"))))
+    } else {
+        auth == Some(&format!("Bearer {API_KEY}"))
+    };
     if !authorized {
         return (StatusCode::UNAUTHORIZED, "missing or wrong API key").into_response();
     }
@@ -64,7 +73,8 @@ async fn upstream_handler(State(up): State<Upstream>, req: Request) -> axum::res
             let city = p.trim_start_matches("/weather/");
             axum::Json(serde_json::json!({ "city": city, "temp_c": 21 })).into_response()
         }
-        "/echo" => (StatusCode::OK, body).into_response(),
+        "/echo" | "/basic" => (StatusCode::OK, body).into_response(),
+        p if p.starts_with("/q/") => (StatusCode::OK, "query ok").into_response(),
         "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
         "/missing" => (StatusCode::NOT_FOUND, "no such thing").into_response(),
         "/slow" => {
@@ -114,6 +124,8 @@ pub struct Harness {
     pub payee: Address,
     pub clock: Arc<FixedClock>,
     pub now: u64,
+    config_text: String,
+    env: HashMap<&'static str, String>,
     _db_dir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -149,7 +161,7 @@ impl Harness {
         let payee = random_key().address();
         let relayer = anvil_key(9);
         let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts);
-        let env: HashMap<&str, String> = HashMap::from([
+        let env: HashMap<&'static str, String> = HashMap::from([
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
             ("TEST_API_KEY", API_KEY.to_owned()),
         ]);
@@ -157,16 +169,7 @@ impl Harness {
         let now = chain.latest_timestamp().await.unwrap();
         let clock = Arc::new(FixedClock::new(now));
         let gateway = Gateway::start(config, clock.clone()).await.expect("gateway starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let gw = gateway.clone();
-        tokio::spawn(async move {
-            tollgate_gateway::serve(listener, gw, async move {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let (url, tx) = serve_on_free_port(gateway.clone()).await;
         let payer = random_key();
         chain.mint(payer.address(), 1_000_000).await.unwrap();
         Some(Harness {
@@ -179,10 +182,21 @@ impl Harness {
             payee,
             clock,
             now,
+            config_text: text,
+            env,
             _db_dir: db_dir,
             pg,
             shutdown: Some(tx),
         })
+    }
+
+    /// Another gateway process on the same configuration and database (a replica), serving
+    /// on its own port until the returned sender is dropped.
+    pub async fn start_replica(&self) -> (Arc<Gateway>, String, tokio::sync::oneshot::Sender<()>) {
+        let config = Config::parse(&self.config_text, &|k| self.env.get(k).cloned()).expect("config");
+        let gateway = Gateway::start(config, self.clock.clone()).await.expect("replica starts");
+        let (url, tx) = serve_on_free_port(gateway.clone()).await;
+        (gateway, url, tx)
     }
 
     /// Stops the server and drops the Postgres database.
@@ -257,6 +271,19 @@ impl Harness {
     }
 }
 
+async fn serve_on_free_port(gateway: Arc<Gateway>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        tollgate_gateway::serve(listener, gateway, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    (url, tx)
+}
+
 pub fn receipt_of(resp: &reqwest::Response, header: &str) -> SettleResponse {
     let raw = resp.headers().get(header).unwrap_or_else(|| panic!("no {header} header")).as_bytes().to_vec();
     decode_header(&raw, PAYMENT_HEADER_BYTES_MAX).unwrap()
@@ -319,6 +346,38 @@ price_atomic = "{PRICE_ATOMIC}"
 
 [[providers.routes]]
 path = "/redirect"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers]]
+id = "down"
+pay_to = "{payee:#x}"
+upstream = "http://127.0.0.1:1"
+credential = {{ inject = "header", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/down"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers]]
+id = "via-query"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+strip_prefix = "/viaquery"
+credential = {{ inject = "query", param = "api_key", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/viaquery/q/{{x}}"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers]]
+id = "via-basic"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+strip_prefix = "/viabasic"
+credential = {{ inject = "basic", username = "svc", secret_env = "TEST_API_KEY" }}
+
+[[providers.routes]]
+path = "/viabasic/basic"
 price_atomic = "{PRICE_ATOMIC}"
 
 [[providers]]

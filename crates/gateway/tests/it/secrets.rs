@@ -88,3 +88,32 @@ async fn credential_is_injected_and_never_leaks() {
     assert!(!text.contains(API_KEY), "credential leaked into the logs");
     h.stop().await;
 }
+
+// Goal: query-parameter and basic-auth injection reach the upstream, replacing any value
+// the agent supplied under the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_basic_injection() {
+    let h = Harness::start(Engine::Sqlite).await.unwrap();
+    let b = h.payment("/viaquery/q/1").await;
+    let resp = h
+        .http
+        .get(format!("{}/viaquery/q/1?api_key=agent-guess&units=si", h.url))
+        .header("payment-signature", v2_header(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
+    assert!(h.upstream.last().path_and_query.contains("units=si"));
+
+    let b = h.payment("/viabasic/basic").await;
+    let resp = h
+        .http
+        .get(format!("{}/viabasic/basic", h.url))
+        .header("authorization", "Basic YWdlbnQ6Z3Vlc3M=")
+        .header("payment-signature", v2_header(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    h.stop().await;
+}
