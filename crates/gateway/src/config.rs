@@ -189,8 +189,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Public base URL, used in the `resource` of challenges.
-    pub public_url: Url,
+    /// Public base URL, used in the `resource` of challenges. When unset, the request's
+    /// `Host` header is used (how the agent reached us).
+    pub public_url: Option<Url>,
     /// Largest request body forwarded upstream.
     pub body_bytes_max: u64,
     /// Largest upstream response body relayed back.
@@ -430,8 +431,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let listen_s = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8402");
     let listen: SocketAddr = listen_s.parse().map_err(|_| invalid("server.listen", "expected host:port"))?;
     let public_url = match &raw.server.public_url {
-        Some(u) => url("server.public_url", u)?,
-        None => url("server.public_url", &format!("http://{listen}"))?,
+        Some(u) => Some(url("server.public_url", u)?),
+        None => None,
     };
     let server = ServerConfig {
         listen,
@@ -657,6 +658,89 @@ fn credential(key: &str, c: RawCredential, env: &dyn Fn(&str) -> Option<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOOD: &str = r#"
+[settlement]
+relayer_key_env = "KEY"
+
+[[networks]]
+id = "eip155:8453"
+rpc_url = "http://127.0.0.1:8545"
+asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+eip712_name = "USD Coin"
+eip712_version = "2"
+
+[[providers]]
+id = "weather"
+pay_to = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+upstream = "http://127.0.0.1:9000"
+credential = { inject = "header", secret_env = "API" }
+
+[[providers.routes]]
+path = "/weather/{city}"
+price = "0.001"
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEY" => Some("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".to_owned()),
+            "API" => Some("sk-secret-value".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn error_of(text: &str) -> String {
+        match Config::parse(text, &env) {
+            Ok(_) => panic!("config accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    // Goal: a good file parses into the typed values, with the human price converted.
+    #[test]
+    fn good_config_parses() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert_eq!(c.providers[0].routes[0].prices[0].1.get(), 1_000);
+        assert_eq!(c.providers[0].routes[0].settlement, SettlementMode::After);
+        assert!(c.settlement.relayer_key.is_some());
+        assert!(!format!("{c:?}").contains("sk-secret-value"), "secrets are redacted in Debug");
+    }
+
+    // Goal: each kind of bad value is refused with the offending key named and no secret shown.
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (GOOD.replace("price = \"0.001\"", "price = \"-1\""), "providers[0].routes[0].price"),
+            (GOOD.replace("price = \"0.001\"", "price = \"0.0000001\""), "providers[0].routes[0].price"),
+            (GOOD.replace("price = \"0.001\"", "price = \"0\""), "providers[0].routes[0].price"),
+            (GOOD.replace("price = \"0.001\"", "price_atomic = \"1e3\""), "providers[0].routes[0].price_atomic"),
+            (GOOD.replace("0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "0x1234"), "providers[0].pay_to"),
+            (
+                GOOD.replace("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+                "networks[0].asset",
+            ),
+            (GOOD.replace("eip155:8453", "solana:mainnet"), "networks[0].id"),
+            (GOOD.replace("secret_env = \"API\"", "secret_env = \"MISSING\""), "providers[0].credential"),
+            (GOOD.replace("inject = \"header\"", "inject = \"cookie\""), "providers[0].credential.inject"),
+            (GOOD.replace("path = \"/weather/{city}\"", "path = \"/weather/../x\""), "providers[0].routes[0].path"),
+            (GOOD.replace("upstream = \"http://127.0.0.1:9000\"", "upstream = \"ftp://x\""), "providers[0].upstream"),
+            (GOOD.replace("relayer_key_env = \"KEY\"", "relayer_key_env = \"API\""), "settlement.relayer_key"),
+        ];
+        for (text, key) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(!err.contains("sk-secret-value"), "{err}");
+        }
+    }
+
+    // Goal: unknown keys are refused, naming the key.
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = error_of(&GOOD.replace("price = \"0.001\"", "price = \"0.001\"\nprize = 1"));
+        assert!(err.contains("prize"), "{err}");
+        let err = error_of(&format!("{GOOD}\n[serverr]\nlisten = \"x\""));
+        assert!(err.contains("serverr"), "{err}");
+    }
 
     // Goal: human prices convert exactly; malformed, negative and over-precise ones are refused.
     #[test]

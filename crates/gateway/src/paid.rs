@@ -85,7 +85,7 @@ fn match_route<'g>(gw: &'g Gateway, parts: &Parts) -> Result<Ctx<'g>, GatewayErr
             continue;
         }
         let resource = v2::ResourceInfo {
-            url: format!("{}{}", gw.config.server.public_url.as_str().trim_end_matches('/'), path),
+            url: format!("{}{}", public_base(gw, parts), path),
             description: Some(route.description.clone()),
             mime_type: Some(route.mime_type.clone()),
         };
@@ -99,6 +99,21 @@ fn match_route<'g>(gw: &'g Gateway, parts: &Parts) -> Result<Ctx<'g>, GatewayErr
         });
     }
     Err(if method_mismatch { GatewayError::MethodNotAllowed } else { GatewayError::RouteNotFound })
+}
+
+/// The base of resource URLs: the configured public URL, else the `Host` the agent used
+/// (informational only: verification never depends on it), else the listen address.
+fn public_base(gw: &Gateway, parts: &Parts) -> String {
+    if let Some(u) = &gw.config.server.public_url {
+        return u.as_str().trim_end_matches('/').to_owned();
+    }
+    let host = parts.headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).filter(|h| {
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    match host {
+        Some(h) => format!("http://{h}"),
+        None => format!("http://{}", gw.config.server.listen),
+    }
 }
 
 /// Phase 2 (quote) is the absence of this header: the caller answers with the challenge.
@@ -238,12 +253,12 @@ async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode) -> Result<(),
     Ok(())
 }
 
-fn receipt(p: &VerifiedPayment, tx: Option<alloy_primitives::B256>) -> SettleResponse {
+fn receipt(p: &VerifiedPayment, tx: alloy_primitives::B256) -> SettleResponse {
     SettleResponse {
         success: true,
         error_reason: None,
         payer: Some(p.payer()),
-        transaction: tx.map(|t| format!("{t:#x}")).unwrap_or_default(),
+        transaction: format!("{tx:#x}"),
         network: format!("eip155:{}", p.chain_id),
     }
 }
@@ -294,11 +309,11 @@ async fn settle_after(
     }
     forwarded(gw, id, up.status).await?;
     match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after").await {
-        Ok(SettleResult::Settled(s)) => Ok(respond(up, Some(&receipt(p, Some(s.tx_hash))), &[], cap)),
+        Ok(SettleResult::Settled(s)) => Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap)),
         // Sent and simulated, not yet mined: the payment is made; the receipt says so and
         // the entry is resolved by the recovery sweep. The agent must not pay again.
         Ok(SettleResult::Pending(tx)) => {
-            Ok(respond(up, Some(&receipt(p, Some(tx))), &[("tollgate-settlement", "pending".to_owned())], cap))
+            Ok(respond(up, Some(&receipt(p, tx)), &[("tollgate-settlement", "pending".to_owned())], cap))
         }
         Err(e) => Err(settlement_failed(gw, id, p, e).await),
     }
@@ -340,7 +355,7 @@ async fn settle_before(
             return Err(GatewayError::SettlementFailed(failed_receipt(p, reason)));
         }
     };
-    let paid = receipt(p, Some(tx));
+    let paid = receipt(p, tx);
     match forward(gw, ctx, &parts, body, false).await {
         Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &[], cap)),
         Ok(up) => {
@@ -392,8 +407,11 @@ async fn settle_deferred(
         // sweep will settle it.
         tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
     }
+    // No x402 receipt yet: a `success:true` receipt without a transaction would make clients
+    // count the call as settled (and fails the v1 receipt schema). The receipt id tells the
+    // agent where to look; `GET /receipts/{id}` reports the transaction once it is mined.
     let extra = [("tollgate-receipt", id.to_string()), ("tollgate-settlement", "deferred".to_owned())];
-    Ok(respond(up, Some(&receipt(p, None)), &extra, cap))
+    Ok(respond(up, None, &extra, cap))
 }
 
 /// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.

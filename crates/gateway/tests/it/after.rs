@@ -91,3 +91,65 @@ async fn redirect_is_relayed_not_followed(h: &Harness) {
     h.wait_state(&b, EntryState::Settled).await;
 }
 both_engines!(redirect, redirect_is_relayed_not_followed);
+
+// Goal: when settlement fails after the upstream answered (the payer emptied the wallet
+// while the call was in flight), the agent gets 402 with `success:false`, the upstream body
+// is withheld, nothing is charged and the entry is `settle_failed`.
+async fn settlement_failure_withholds_the_body(h: &Harness) {
+    h.chain.fund_gas(h.payer.address()).await.unwrap();
+    let b = h.payment("/slowok").await;
+    let (http, url, header) = (h.http.clone(), format!("{}/slowok", h.url), v2_header(&b));
+    let call = tokio::spawn(async move { http.get(url).header("payment-signature", header).send().await.unwrap() });
+    // While the upstream takes its time, the payer moves everything away.
+    for _ in 0..200 {
+        if h.upstream.calls() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let all = h.chain.balance(h.payer.address()).await.unwrap();
+    let drain = tollgate_test_support::TokenCall::transferCall {
+        to: tollgate_test_support::random_key().address(),
+        value: all,
+    };
+    h.chain.send_as(h.payer.clone(), h.chain.token, alloy_sol_types::SolCall::abi_encode(&drain)).await.unwrap();
+    let resp = call.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let receipt = receipt_of(&resp, "payment-response");
+    assert!(!receipt.success);
+    assert_eq!(receipt.error_reason.as_deref(), Some("invalid_exact_evm_insufficient_balance"));
+    assert_eq!(receipt.transaction, "");
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("slow but fine"), "the upstream body must be withheld");
+    let entry = h.wait_state(&b, EntryState::SettleFailed).await;
+    assert_eq!(entry.upstream_status, Some(200));
+    assert_eq!(h.payee_balance().await, U256::ZERO);
+}
+both_engines!(settlement_failure, settlement_failure_withholds_the_body);
+
+// Goal: a receipt that does not arrive in time is reported as paid with its transaction
+// hash (`Tollgate-Settlement: pending`), never as a failure; the entry stays `settling` and
+// the recovery sweep settles it once the block is mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_receipt_is_pending_then_recovered() {
+    let opts = crate::Options { receipt_timeout_ms: 100 };
+    let h = Harness::start_with(crate::Engine::Sqlite, opts).await.unwrap();
+    h.chain.rpc("evm_setAutomine", serde_json::json!([false])).await.unwrap();
+    let b = h.payment("/weather/quito").await;
+    let resp =
+        h.http.get(format!("{}/weather/quito", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["tollgate-settlement"], "pending");
+    let receipt = receipt_of(&resp, "payment-response");
+    assert!(receipt.success);
+    let entry = h.wait_state(&b, EntryState::Settling).await;
+    assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction.clone()));
+
+    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    h.clock.set(h.now + 7_200); // past the recovery grace period
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    let entry = h.wait_state(&b, EntryState::Settled).await;
+    assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+    h.stop().await;
+}

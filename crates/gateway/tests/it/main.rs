@@ -81,6 +81,10 @@ async fn upstream_handler(State(up): State<Upstream>, req: Request) -> axum::res
             tokio::time::sleep(Duration::from_secs(5)).await;
             "late".into_response()
         }
+        "/slowok" => {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            "slow but fine".into_response()
+        }
         "/redirect" => (StatusCode::FOUND, [("location", "http://127.0.0.1:9/elsewhere")]).into_response(),
         _ => (StatusCode::NOT_FOUND, "unknown upstream path").into_response(),
     }
@@ -132,10 +136,16 @@ pub struct Harness {
 }
 
 /// Extra knobs for a harness.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
-    /// Extra TOML appended to `[settlement]`.
-    pub settlement_toml: String,
+    /// `settlement.receipt_timeout_ms`.
+    pub receipt_timeout_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { receipt_timeout_ms: 10_000 }
+    }
 }
 
 impl Harness {
@@ -303,10 +313,9 @@ url = "{db_url}"
 [settlement]
 relayer_key_env = "TEST_RELAYER_KEY"
 receipt_poll_interval_ms = 5
-receipt_timeout_ms = 10000
+receipt_timeout_ms = {receipt_timeout_ms}
 recovery_interval_ms = 200
 recovery_grace_s = 3600
-{settlement_extra}
 
 [[networks]]
 id = "eip155:8453"
@@ -342,6 +351,10 @@ price_atomic = "{PRICE_ATOMIC}"
 
 [[providers.routes]]
 path = "/slow"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers.routes]]
+path = "/slowok"
 price_atomic = "{PRICE_ATOMIC}"
 
 [[providers.routes]]
@@ -414,7 +427,7 @@ path = "/before/fail"
 price_atomic = "{PRICE_ATOMIC}"
 settlement = "before"
 "#,
-        settlement_extra = opts.settlement_toml
+        receipt_timeout_ms = opts.receipt_timeout_ms
     )
 }
 
