@@ -66,7 +66,7 @@ async fn paid_call(gw: &Gateway, ctx: &Ctx<'_>, parts: Parts, body: Body) -> Res
     match ctx.route.settlement {
         SettlementMode::After => settle_after(gw, ctx, &id, &verified, parts, body).await,
         SettlementMode::Before => settle_before(gw, ctx, &id, &verified, parts, body).await,
-        SettlementMode::Deferred => settle_deferred(gw, ctx, &id, &verified, parts, body).await,
+        SettlementMode::Deferred => settle_deferred(gw, ctx, &id, parts, body).await,
     }
 }
 
@@ -385,7 +385,6 @@ async fn settle_deferred(
     gw: &Gateway,
     ctx: &Ctx<'_>,
     id: &EntryId,
-    p: &VerifiedPayment,
     parts: Parts,
     body: Body,
 ) -> Result<Response, GatewayError> {
