@@ -1,18 +1,51 @@
-//! The `tollgate` binary. `serve` runs the gateway from a configuration file.
+//! The `tollgate` binary: `serve` runs the gateway from a configuration file; `call` and
+//! `wallet` are the agent's side (on `tollgate-client`).
 //!
-//! Errors are printed as one readable line (no backtrace) and exit non-zero.
+//! This file owns argument parsing, the exit codes and the one-line error report; each
+//! command lives in its own module. Errors are printed as one readable line (no
+//! backtrace) and exit with the code of their kind (see [`EXIT_CODES`]).
 
-use std::path::PathBuf;
+mod args;
+mod call;
+mod serve;
+mod wallet;
+
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tollgate_gateway::{Config, Gateway};
-use tollgate_verifier::SystemClock;
+
+/// The exit codes, as shown in `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (2xx answer)
+  1  other failure (spending record, malformed challenge, configuration)
+  2  usage: bad arguments, missing or unreadable key
+  3  payment refused by the server (e.g. invalid_exact_evm_insufficient_balance)
+  4  payment refused locally by a spend limit (nothing signed, nothing sent)
+  5  no acceptable payment requirement (network/asset not allowed)
+  6  transport error, or payment outcome unknown after a lost response
+  7  non-2xx answer after payment handling (nothing charged unless a receipt says so)";
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: other failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: usage.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: refused by the server.
+pub const EXIT_REFUSED: u8 = 3;
+/// Exit code: refused by a local spend limit.
+pub const EXIT_BUDGET: u8 = 4;
+/// Exit code: no acceptable requirement.
+pub const EXIT_NO_REQUIREMENT: u8 = 5;
+/// Exit code: transport error or outcome unknown.
+pub const EXIT_TRANSPORT: u8 = 6;
+/// Exit code: non-2xx answer.
+pub const EXIT_HTTP_STATUS: u8 = 7;
 
 /// Tollgate: a pay-per-call gateway for AI agents (x402, USDC, EIP-3009).
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about)]
+#[command(name = "tollgate", version, about, after_help = TOP_EXAMPLES)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info")]
@@ -20,6 +53,12 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  tollgate serve --config tollgate.toml
+  tollgate wallet new --out agent.key
+  tollgate call --key-file agent.key --budget 0.50 http://gateway:8080/weather/paris";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -30,8 +69,45 @@ enum Command {
     Serve {
         /// The configuration file (see docs/configuration.md).
         #[arg(long, short)]
-        config: PathBuf,
+        config: std::path::PathBuf,
     },
+    /// Call a URL, paying its x402 challenge within your spend limits.
+    ///
+    /// Prints the response body to stdout and the payment (amount, transaction, payer,
+    /// network, state) to stderr. Every signed authorization is recorded in the spending
+    /// record before it is sent; budgets count everything signed or in doubt, across runs.
+    #[command(after_help = call::help())]
+    Call(call::CallArgs),
+    /// Create a wallet, show its address or its token balance.
+    #[command(subcommand, after_help = wallet::help())]
+    Wallet(wallet::WalletCommand),
+}
+
+/// A failed command: its exit code and one line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit code.
+    pub code: u8,
+    /// The message (no key material, ever).
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl std::fmt::Display) -> Failure {
+        Failure { code, message: message.to_string() }
+    }
+
+    /// A usage error (exit 2).
+    pub fn usage(message: impl std::fmt::Display) -> Failure {
+        Failure::new(EXIT_USAGE, message)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::new(EXIT_FAILURE, format!("{e:#}"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,57 +121,18 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tollgate: {e:#}");
-            ExitCode::FAILURE
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("tollgate: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> Result<u8, Failure> {
     match command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve::serve(config).await.map(|()| EXIT_OK).map_err(Failure::from),
+        Command::Call(args) => call::run(args).await,
+        Command::Wallet(cmd) => wallet::run(cmd).await,
     }
-}
-
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
-    let listen = config.server.listen;
-    let gas_warn_wei = config.settlement.gas_warn_wei;
-    let gw = Gateway::start(config, Arc::new(SystemClock)).await?;
-    match gw.relayer() {
-        Some(relayer) => {
-            eprintln!("tollgate: relayer {relayer}");
-            for (chain_id, settler) in &gw.settlers {
-                match settler.gas_balance().await {
-                    Ok(b) if b < alloy_primitives::U256::from(gas_warn_wei) => {
-                        eprintln!("tollgate: WARNING relayer gas balance on chain {chain_id} is low: {b} wei")
-                    }
-                    Ok(_) => {}
-                    Err(e) => eprintln!("tollgate: WARNING cannot read relayer gas balance on chain {chain_id}: {e}"),
-                }
-            }
-        }
-        None => eprintln!("tollgate: WARNING no relayer key configured: paid routes cannot settle"),
-    }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!("tollgate: listening on http://{}", listener.local_addr()?);
-    tollgate_gateway::serve(listener, gw, shutdown_signal()).await?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

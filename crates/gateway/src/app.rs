@@ -124,6 +124,7 @@ impl Gateway {
             LedgerOptions {
                 max_connections: config.database.max_connections,
                 statement_timeout_ms: config.database.statement_timeout_ms,
+                sqlite_synchronous_full: config.database.sqlite_synchronous_full,
                 ..LedgerOptions::default()
             },
         )

@@ -84,6 +84,7 @@ struct RawDatabase {
     url_env: Option<String>,
     max_connections: Option<u32>,
     statement_timeout_ms: Option<u64>,
+    sqlite_durability: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -209,6 +210,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Per-statement timeout.
     pub statement_timeout_ms: u64,
+    /// SQLite: sync every commit to disk (`full`) or only survive process crashes (`normal`).
+    pub sqlite_synchronous_full: bool,
 }
 
 /// `[verification]`.
@@ -456,6 +459,11 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         url: SecretString::from(db_url),
         max_connections: raw.database.max_connections.unwrap_or(8),
         statement_timeout_ms: raw.database.statement_timeout_ms.unwrap_or(5_000),
+        sqlite_synchronous_full: match raw.database.sqlite_durability.as_deref().unwrap_or("full") {
+            "full" => true,
+            "normal" => false,
+            other => return Err(invalid("database.sqlite_durability", format!("`{other}`: expected full or normal"))),
+        },
     };
 
     let verification = VerificationConfig {

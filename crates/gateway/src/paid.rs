@@ -39,7 +39,18 @@ struct Ctx<'g> {
 }
 
 /// The axum handler for every path that is not one of the gateway's own.
+///
+/// The call runs in its own task: if the agent disconnects, axum drops this future, but once
+/// a payment is reserved the entry must reach its next state now (settled, voided), not at
+/// the next recovery sweep.
 pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> Response {
+    match tokio::spawn(run(gw, request)).await {
+        Ok(response) => response,
+        Err(e) => GatewayError::Internal(format!("request task failed: {e}")).rescue(None),
+    }
+}
+
+async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     let ctx = match match_route(&gw, &parts) {
         Ok(ctx) => ctx,

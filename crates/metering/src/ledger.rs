@@ -79,6 +79,10 @@ pub struct LedgerOptions {
     /// replica's migration lock on PostgreSQL). On PostgreSQL each statement, the lock wait
     /// included, is also bounded by `statement_timeout_ms`.
     pub migrate_timeout_ms: u64,
+    /// SQLite only: `synchronous = FULL` (true, the default) syncs the WAL on every commit,
+    /// so a reservation survives a power cut; `NORMAL` (false) survives a process crash but
+    /// may lose the last commits on power loss, for about half the write latency.
+    pub sqlite_synchronous_full: bool,
 }
 
 impl Default for LedgerOptions {
@@ -88,6 +92,7 @@ impl Default for LedgerOptions {
             acquire_timeout_ms: 5_000,
             statement_timeout_ms: 5_000,
             migrate_timeout_ms: 60_000,
+            sqlite_synchronous_full: true,
         }
     }
 }
@@ -461,8 +466,9 @@ impl Ledger {
     /// Connects to the database the URL names and applies the migrations (idempotent: a second
     /// connect to a migrated database changes nothing).
     ///
-    /// SQLite runs in WAL mode with `synchronous = FULL` (a reservation must survive a power
-    /// cut: it is the record that money may move), foreign keys on and `busy_timeout` set to
+    /// SQLite runs in WAL mode with `synchronous = FULL` by default (a reservation must survive
+    /// a power cut: it is the record that money may move; see
+    /// [`LedgerOptions::sqlite_synchronous_full`]), foreign keys on and `busy_timeout` set to
     /// `statement_timeout_ms`. An in-memory SQLite database lives in one connection, never
     /// recycled. PostgreSQL connections get `statement_timeout` at startup.
     pub async fn connect(url: &str, opts: LedgerOptions) -> Result<Ledger, MeteringError> {
@@ -474,7 +480,11 @@ impl Ledger {
                 let in_memory = sqlite_url_is_in_memory(url);
                 let mut connect = SqliteConnectOptions::from_str(url)
                     .map_err(invalid_url)?
-                    .synchronous(SqliteSynchronous::Full)
+                    .synchronous(if opts.sqlite_synchronous_full {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    })
                     .busy_timeout(Duration::from_millis(opts.statement_timeout_ms))
                     .foreign_keys(true);
                 let mut pool = SqlitePoolOptions::new().acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms));

@@ -82,6 +82,7 @@ pub fn test_options() -> LedgerOptions {
         acquire_timeout_ms: 5_000,
         statement_timeout_ms: 5_000,
         migrate_timeout_ms: 30_000,
+        sqlite_synchronous_full: true,
     }
 }
 

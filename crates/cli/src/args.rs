@@ -1,0 +1,171 @@
+//! Arguments shared by the agent commands: where the key comes from, amounts, allowlist
+//! entries, headers, the store path; and how a `ClientError` becomes an exit code.
+//!
+//! This is the only place the agent commands read the environment (the key variable, the
+//! keystore password, `TOLLGATE_HOME`, `HOME`); the client library never does.
+
+use std::path::PathBuf;
+
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, U256};
+use secrecy::SecretString;
+use tollgate_client::{AllowedAsset, ClientError, HeaderName, HeaderValue, keys};
+use tollgate_x402::Network;
+
+use crate::{EXIT_BUDGET, EXIT_FAILURE, EXIT_NO_REQUIREMENT, EXIT_REFUSED, EXIT_TRANSPORT, EXIT_USAGE, Failure};
+
+/// The variable read when no key option is given.
+pub const DEFAULT_KEY_ENV: &str = "TOLLGATE_KEY";
+/// The keystore password variable.
+pub const KEYSTORE_PASSWORD_ENV: &str = "TOLLGATE_KEYSTORE_PASSWORD";
+
+/// Where the agent's key comes from (at most one; default `--key-env TOLLGATE_KEY`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(multiple = false)]
+pub struct KeyArgs {
+    /// Environment variable holding the hex private key [default: TOLLGATE_KEY].
+    #[arg(long, value_name = "NAME")]
+    pub key_env: Option<String>,
+    /// File holding the hex private key (as written by `tollgate wallet new --out`).
+    #[arg(long, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// Encrypted JSON keystore (v3); the password is read from TOLLGATE_KEYSTORE_PASSWORD.
+    #[arg(long, value_name = "PATH")]
+    pub keystore: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    /// Loads the signer; every failure is a usage error and never shows key material.
+    pub fn load(&self) -> Result<PrivateKeySigner, Failure> {
+        let loaded = if let Some(path) = &self.key_file {
+            keys::signer_from_file(path)
+        } else if let Some(path) = &self.keystore {
+            let password = keystore_password()?;
+            keys::signer_from_keystore(path, &password)
+        } else {
+            let name = self.key_env.as_deref().unwrap_or(DEFAULT_KEY_ENV);
+            keys::signer_from_env(name, &|k| std::env::var(k).ok()).map_err(|e| match e {
+                ClientError::Key { reason } if self.key_env.is_none() => ClientError::Key {
+                    reason: format!("{reason} (pass --key-env NAME, --key-file PATH or --keystore PATH)"),
+                },
+                other => other,
+            })
+        };
+        loaded.map_err(client_failure)
+    }
+}
+
+/// The keystore password from its variable (non-empty).
+pub fn keystore_password() -> Result<SecretString, Failure> {
+    match std::env::var(KEYSTORE_PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => Ok(SecretString::from(p)),
+        _ => Err(Failure::usage(format!("set {KEYSTORE_PASSWORD_ENV} to the keystore password"))),
+    }
+}
+
+/// USDC has 6 decimals.
+const USDC_DECIMALS: usize = 6;
+
+/// Parses an amount: human USDC (`0.05`, `1`, up to 6 decimals) or atomic units with the
+/// suffix `atomic` (`50000atomic`).
+pub fn parse_amount(s: &str) -> Result<U256, String> {
+    let bad = || format!("`{s}`: expected USDC like 0.05 or atomic units like 50000atomic");
+    if let Some(atomic) = s.strip_suffix("atomic") {
+        if atomic.is_empty() || !atomic.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        return U256::from_str_radix(atomic, 10).map_err(|_| bad());
+    }
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() && frac.is_empty() || !digits_ok(whole) || !digits_ok(frac) || frac.len() > USDC_DECIMALS {
+        return Err(bad());
+    }
+    let padded = format!("{}{frac:0<width$}", if whole.is_empty() { "0" } else { whole }, width = USDC_DECIMALS);
+    U256::from_str_radix(&padded, 10).map_err(|_| bad())
+}
+
+/// Writes atomic USDC units as a decimal with 6 places (`1000` → `0.001000`).
+pub fn usdc(atomic: U256) -> String {
+    let s = format!("{:0>7}", atomic.to_string());
+    let (whole, frac) = s.split_at(s.len().saturating_sub(USDC_DECIMALS));
+    format!("{whole}.{frac}")
+}
+
+/// Parses `eip155:<chain id>:0x<asset>`.
+pub fn parse_allow(s: &str) -> Result<AllowedAsset, String> {
+    let (network, asset) = s.rsplit_once(':').ok_or_else(|| format!("`{s}`: expected eip155:<chain id>:0x<asset>"))?;
+    let network = Network::parse(network).map_err(|e| format!("`{s}`: {e}"))?;
+    let asset: Address = asset.parse().map_err(|_| format!("`{s}`: the asset is not a 0x address"))?;
+    Ok(AllowedAsset { network, asset })
+}
+
+/// Parses `Name: value`.
+pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected 'Name: value'"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| format!("`{s}`: invalid header name"))?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| format!("`{s}`: invalid header value"))?;
+    Ok((name, value))
+}
+
+/// `--store`, else `$TOLLGATE_HOME/spend.json`, else `~/.tollgate/spend.json`.
+pub fn store_path(explicit: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    if let Some(home) = std::env::var_os("TOLLGATE_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home).join("spend.json"));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".tollgate").join("spend.json")),
+        None => Err(Failure::usage("no HOME or TOLLGATE_HOME: pass --store PATH")),
+    }
+}
+
+/// The exit code and line for a client error.
+pub fn client_failure(e: ClientError) -> Failure {
+    let code = match &e {
+        ClientError::PaymentRejected { .. } => EXIT_REFUSED,
+        ClientError::BudgetExceeded { .. } => EXIT_BUDGET,
+        ClientError::NoAcceptableRequirement { .. } => EXIT_NO_REQUIREMENT,
+        ClientError::Transport { .. } | ClientError::PaymentOutcomeUnknown { .. } => EXIT_TRANSPORT,
+        ClientError::Key { .. } | ClientError::InvalidRequest { .. } => EXIT_USAGE,
+        ClientError::Store { .. } | ClientError::Protocol { .. } | ClientError::ResponseTooLarge { .. } => EXIT_FAILURE,
+    };
+    Failure::new(code, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: amounts parse as USDC with up to 6 decimals or as suffixed atomic units, and
+    // print back with 6 places.
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("0.05"), Ok(U256::from(50_000)));
+        assert_eq!(parse_amount("1"), Ok(U256::from(1_000_000)));
+        assert_eq!(parse_amount(".5"), Ok(U256::from(500_000)));
+        assert_eq!(parse_amount("0.000001"), Ok(U256::from(1)));
+        assert_eq!(parse_amount("50000atomic"), Ok(U256::from(50_000)));
+        for bad in ["", ".", "-1", "0.0000001", "1e6", "atomic", "1.5atomic", "0x10", "1,5"] {
+            assert!(parse_amount(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(usdc(U256::from(1_000)), "0.001000");
+        assert_eq!(usdc(U256::from(12_345_678)), "12.345678");
+        assert_eq!(usdc(U256::ZERO), "0.000000");
+    }
+
+    // Goal: allowlist entries and headers parse, and malformed ones are refused.
+    #[test]
+    fn allow_and_headers() {
+        let a = parse_allow("eip155:8453:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913").unwrap();
+        assert_eq!(a.network, Network::BASE);
+        assert!(parse_allow("eip155:8453").is_err());
+        assert!(parse_allow("base:0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913").is_ok());
+        assert!(parse_allow("eip155:8453:nope").is_err());
+        let (n, v) = parse_header("X-Trace:  abc ").unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-trace", "abc"));
+        assert!(parse_header("no colon").is_err());
+    }
+}

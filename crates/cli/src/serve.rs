@@ -1,0 +1,49 @@
+//! `tollgate serve`: loads the configuration, prints the relayer address and warns on low
+//! gas, serves until SIGINT/SIGTERM. Knows nothing of the agent side.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tollgate_gateway::{Config, Gateway};
+use tollgate_verifier::SystemClock;
+
+pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let listen = config.server.listen;
+    let gas_warn_wei = config.settlement.gas_warn_wei;
+    let gw = Gateway::start(config, Arc::new(SystemClock)).await?;
+    match gw.relayer() {
+        Some(relayer) => {
+            eprintln!("tollgate: relayer {relayer}");
+            for (chain_id, settler) in &gw.settlers {
+                match settler.gas_balance().await {
+                    Ok(b) if b < alloy_primitives::U256::from(gas_warn_wei) => {
+                        eprintln!("tollgate: WARNING relayer gas balance on chain {chain_id} is low: {b} wei")
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("tollgate: WARNING cannot read relayer gas balance on chain {chain_id}: {e}"),
+                }
+            }
+        }
+        None => eprintln!("tollgate: WARNING no relayer key configured: paid routes cannot settle"),
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("tollgate: listening on http://{}", listener.local_addr()?);
+    tollgate_gateway::serve(listener, gw, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

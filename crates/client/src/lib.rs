@@ -1,0 +1,55 @@
+//! The agent's side of x402: an HTTP client that pays `402 Payment Required` challenges with
+//! EIP-3009 `TransferWithAuthorization` signatures, under local spend controls, and keeps a
+//! persisted record of every authorization it signs.
+//!
+//! Owns: reading challenges (v2 `PAYMENT-REQUIRED` header, preferred; v1 JSON body),
+//! choosing an offer from an allowlist of `(network, asset)` pairs, the spend controls
+//! (per call, total, per host — checked *before* signing), signing, the retry rules that
+//! keep one logical request from paying twice, the spending record on disk
+//! ([`SpendStore`]), and loading keys ([`keys`]).
+//!
+//! Must not: know the gateway's internals, its ledger or any database; read the environment
+//! (configuration arrives by value in [`ClientConfig`]; [`keys::signer_from_env`] takes the
+//! lookup as an argument); print or return the private key in any error or `Debug` output;
+//! follow redirects with a payment header attached.
+//!
+//! The whole flow of [`PayingClient::send`]:
+//!
+//! ```text
+//! request ──▶ 402? ──no──▶ response (no payment)
+//!               │yes
+//!               ▼
+//!   challenge (v2 header | v1 body) ──▶ first allowed `exact` offer ──none──▶ NoAcceptableRequirement
+//!               ▼
+//!   store lock: budgets ──over──▶ BudgetExceeded (nothing signed, nothing sent)
+//!               ▼
+//!   sign EIP-3009, record `signed` (fsync) ──▶ record `sent` (fsync) ──▶ request + payment header
+//!               ▼
+//!   transport error / 409 in flight ──▶ same header again (bounded, backoff)
+//!   402 to a first delivery ──▶ `refused`; fresh authorization if a new one can help
+//!   402 after a lost response ──▶ `paid_pending` (in doubt, counted): PaymentOutcomeUnknown
+//!   success receipt ──▶ `paid` (or `paid_pending` when settlement is pending/deferred)
+//!   2xx without a receipt (e.g. a deferred route) ──▶ `paid_pending` (counted)
+//!   other status, no success receipt ──▶ `failed` (the server charged nothing)
+//! ```
+//!
+//! This crate is built without TLS (like the gateway, to keep the dependency tree small):
+//! `https` URLs fail with a transport error. Put a TLS-terminating proxy in front, or enable
+//! a TLS feature of `reqwest` in the final binary.
+
+mod challenge;
+mod client;
+mod config;
+mod error;
+pub mod keys;
+mod sign;
+mod store;
+
+pub use client::{Paid, PayingClient, Spent};
+pub use config::{AllowedAsset, ClientConfig, Clock, SpendLimits, SystemClock, USDC_BASE, USDC_BASE_SEPOLIA};
+pub use error::{Budget, ClientError, Offered};
+pub use store::{PaymentRecord, RecordState, SpendStore};
+
+pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+pub use reqwest::{Method, StatusCode};
+pub use tollgate_x402::facilitator::SettleResponse;

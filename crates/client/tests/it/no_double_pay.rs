@@ -1,0 +1,154 @@
+//! One logical request never pays twice: lost responses re-send the same authorization; a
+//! fresh one is signed only after a definite refusal; a crash leaves the spend counted.
+
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use tollgate_client::{ClientError, HeaderMap, Method, PayingClient, RecordState, StatusCode};
+use tollgate_metering::EntryState;
+
+use crate::harness::{Harness, Lose, PRICE, TestClock, client_config, lossy_proxy};
+
+const NONCE_USED: &str = "invalid_exact_evm_nonce_already_used";
+
+// Goal: the gateway settles but the answer is lost on the way back (the proxy closes the
+// connection): the client re-sends the *same* header, the gateway answers 402
+// nonce_already_used, and the client reports the outcome unknown. Exactly one record
+// (paid_pending, counted), one ledger entry, one on-chain transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_response_resends_the_same_authorization() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let (proxy, lose) = lossy_proxy(h.addr()).await;
+    *lose.lock().unwrap() = Some(Lose::Response);
+    let dir = tempfile::tempdir().unwrap();
+    let client = PayingClient::new(client_config(&payer, &dir.path().join("spend.json"))).unwrap();
+
+    let err = client.send(Method::GET, &format!("{proxy}/weather/lima"), HeaderMap::new(), "").await.unwrap_err();
+
+    let ClientError::PaymentOutcomeUnknown { reason, nonce } = err else { panic!("{err:?}") };
+    assert_eq!(reason, NONCE_USED);
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1, "one authorization for one logical request");
+    assert_eq!((records[0].nonce, records[0].state), (nonce, RecordState::PaidPending));
+    assert_eq!(client.spent().await.unwrap().total_atomic, U256::from(PRICE));
+    let entries = h.entries(payer.address()).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].nonce, entries[0].state), (nonce, EntryState::Settled));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE), "exactly one transfer");
+}
+
+// Goal: the connection drops while the gateway is still working on the paid call: the
+// same header is re-sent, answered 409 payment_in_flight and then 402 nonce_already_used
+// once the first delivery finishes; still one record, one entry, one transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_lost_while_in_flight_polls_with_the_same_header() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let (proxy, lose) = lossy_proxy(h.addr()).await;
+    *lose.lock().unwrap() = Some(Lose::ClientSide);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = client_config(&payer, &dir.path().join("spend.json"));
+    config.retries = 8;
+    config.retry_backoff_initial = Duration::from_millis(100);
+    config.retry_backoff_max = Duration::from_millis(500);
+    let client = PayingClient::new(config).unwrap();
+
+    let err = client.send(Method::GET, &format!("{proxy}/slow"), HeaderMap::new(), "").await.unwrap_err();
+
+    let ClientError::PaymentOutcomeUnknown { reason, nonce } = err else { panic!("{err:?}") };
+    assert_eq!(reason, NONCE_USED);
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::PaidPending);
+    let entries = h.wait_terminal(payer.address()).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0].nonce, entries[0].state), (nonce, EntryState::Settled));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE));
+}
+
+// Goal: a definite refusal (the gateway's settlement failed — the chain moved past the
+// authorization's validBefore while the upstream answered — so 402 settlement_failed and
+// nothing charged) leads to exactly one fresh authorization, which is paid: two records
+// (refused, then paid), ledger settle_failed + settled, one on-chain transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definite_refusal_signs_one_fresh_authorization() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let clock = TestClock::system();
+    *h.upstream.warp.lock().unwrap() = Some((h.chain.anvil.url.clone(), clock.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = client_config(&payer, &dir.path().join("spend.json"));
+    config.clock = clock;
+    let client = PayingClient::new(config).unwrap();
+
+    let paid = client.send(Method::GET, &format!("{}/warp", h.url), HeaderMap::new(), "").await.unwrap();
+
+    assert_eq!(paid.status, StatusCode::OK);
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].state, RecordState::Refused);
+    assert_eq!(records[0].reason.as_deref(), Some("settlement_failed"));
+    assert_eq!(records[1].state, RecordState::Paid);
+    assert_ne!(records[0].nonce, records[1].nonce);
+    assert_eq!(client.spent().await.unwrap().total_atomic, U256::from(PRICE), "the refused one is not counted");
+    let mut states: Vec<_> = h.entries(payer.address()).await.iter().map(|e| e.state).collect();
+    states.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(states, vec![EntryState::SettleFailed, EntryState::Settled]);
+    assert_eq!(h.payee_balance().await, U256::from(PRICE));
+}
+
+// Goal: a refusal a new authorization cannot cure (the payer has no funds) is reported as
+// PaymentRejected with the gateway's code after one attempt; the record is `refused` and
+// not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incurable_refusal_is_rejected_once() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = PayingClient::new(client_config(&payer, &dir.path().join("spend.json"))).unwrap();
+
+    let err = client.send(Method::GET, &format!("{}/weather/x", h.url), HeaderMap::new(), "").await.unwrap_err();
+
+    let ClientError::PaymentRejected { reason } = err else { panic!("{err:?}") };
+    assert_eq!(reason, "invalid_exact_evm_insufficient_balance");
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::Refused);
+    assert_eq!(client.spent().await.unwrap().total_atomic, U256::ZERO);
+}
+
+// Goal: a payment left `sent` (transport failure with retries exhausted, as after a crash)
+// stays counted by a new client on the same store; `resume` lists it, and `resend`
+// re-sends the same header, learning that the first delivery was processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolved_payment_stays_counted_and_can_be_resent() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let (proxy, lose) = lossy_proxy(h.addr()).await;
+    *lose.lock().unwrap() = Some(Lose::Response);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("spend.json");
+    let mut config = client_config(&payer, &store);
+    config.retries = 0;
+    let client = PayingClient::new(config.clone()).unwrap();
+    let err = client.send(Method::GET, &format!("{proxy}/weather/kyiv"), HeaderMap::new(), "").await.unwrap_err();
+    assert!(matches!(err, ClientError::Transport { payment_in_doubt: true, .. }), "{err:?}");
+    drop(client);
+
+    config.limits.total_budget_atomic = Some(U256::from(PRICE + PRICE / 2));
+    let client = PayingClient::new(config).unwrap();
+    let open = client.resume().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, RecordState::Sent);
+    let err = client.send(Method::GET, &format!("{}/weather/kyiv", h.url), HeaderMap::new(), "").await.unwrap_err();
+    assert!(matches!(err, ClientError::BudgetExceeded { .. }), "the sent payment is counted: {err:?}");
+
+    let err = client.resend(open[0].nonce, HeaderMap::new(), "").await.unwrap_err();
+    assert!(matches!(&err, ClientError::PaymentOutcomeUnknown { reason, .. } if reason == NONCE_USED), "{err:?}");
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::PaidPending);
+    assert_eq!(h.entries(payer.address()).await.len(), 1);
+    assert_eq!(h.payee_balance().await, U256::from(PRICE));
+}
