@@ -18,7 +18,8 @@
 //! over direct p50.
 //!
 //! `TOLLGATE_BENCH_REQUESTS` (default 500) and `TOLLGATE_BENCH_CONCURRENCY` (default 8)
-//! override N and C. Run with `cargo bench -p tollgate-gateway --bench paid_load`.
+//! override N and C; `TOLLGATE_BENCH_SQLITE_DURABILITY=normal` runs the ledger without a
+//! disk sync per commit (`database.sqlite_durability`). Run with `cargo bench -p tollgate-gateway --bench paid_load`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
@@ -733,6 +734,8 @@ fn sign_many(payers: &[PrivateKeySigner], offer: &v2::PaymentRequirements, now: 
 }
 
 fn config_text(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, queue: usize) -> String {
+    // `TOLLGATE_BENCH_SQLITE_DURABILITY=normal` measures SQLite without a sync per commit.
+    let durability = std::env::var("TOLLGATE_BENCH_SQLITE_DURABILITY").unwrap_or_else(|_| "full".to_owned());
     format!(
         r#"
 [server]
@@ -741,6 +744,7 @@ public_url = "http://gateway.test"
 
 [database]
 url = "{db_url}"
+sqlite_durability = "{durability}"
 
 [settlement]
 relayer_key_env = "BENCH_RELAYER_KEY"
