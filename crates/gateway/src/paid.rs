@@ -297,6 +297,38 @@ fn respond(up: Upstream, receipt: Option<&SettleResponse>, extra: &[(&'static st
     (up.status, headers, proxy::into_body(up.body, cap)).into_response()
 }
 
+/// What the upstream delivered, for the modes that charge only for a successful delivery.
+enum Delivered {
+    /// 2xx/3xx, read in full; the entry is `forwarded`.
+    Ok(Upstream),
+    /// The upstream's own failure, relayed; the entry is `voided`.
+    Failed(Response),
+}
+
+/// Forwards (body read in full) and records the outcome: `forwarded` on success, `voided`
+/// on an upstream failure or a transport error (returned as the error).
+async fn forward_then_record(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    id: &EntryId,
+    parts: &Parts,
+    body: Body,
+) -> Result<Delivered, GatewayError> {
+    let up = match forward(gw, ctx, parts, body, true).await {
+        Ok(up) => up,
+        Err(e) => {
+            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            return Err(e);
+        }
+    };
+    if !up.succeeded() {
+        void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
+        return Ok(Delivered::Failed(respond(up, None, &[], gw.config.server.response_bytes_max)));
+    }
+    forwarded(gw, id, up.status).await?;
+    Ok(Delivered::Ok(up))
+}
+
 /// Mode `after` (x402 default): forward, then settle only if the upstream succeeded.
 async fn settle_after(
     gw: &Gateway,
@@ -307,18 +339,10 @@ async fn settle_after(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward(gw, ctx, &parts, body, true).await {
-        Ok(up) => up,
-        Err(e) => {
-            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
-            return Err(e);
-        }
+    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
+        Delivered::Ok(up) => up,
+        Delivered::Failed(response) => return Ok(response),
     };
-    if !up.succeeded() {
-        void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
-        return Ok(respond(up, None, &[], cap));
-    }
-    forwarded(gw, id, up.status).await?;
     match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after").await {
         Ok(SettleResult::Settled(s)) => Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap)),
         // Sent and simulated, not yet mined: the payment is made; the receipt says so and
@@ -400,18 +424,10 @@ async fn settle_deferred(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward(gw, ctx, &parts, body, true).await {
-        Ok(up) => up,
-        Err(e) => {
-            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
-            return Err(e);
-        }
+    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
+        Delivered::Ok(up) => up,
+        Delivered::Failed(response) => return Ok(response),
     };
-    if !up.succeeded() {
-        void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
-        return Ok(respond(up, None, &[], cap));
-    }
-    forwarded(gw, id, up.status).await?;
     if gw.deferred_tx.try_send(id.clone()).is_err() {
         // The queue is full: the entry is durable in the ledger and the worker's backlog
         // sweep will settle it.
