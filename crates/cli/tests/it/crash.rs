@@ -3,14 +3,12 @@
 //! transfer, and nothing unsettled was charged.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use alloy::providers::Provider;
 use alloy_primitives::{Address, U256};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tollgate_metering::{EntryState, Ledger, LedgerOptions};
 use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key, v2_header};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
@@ -76,32 +74,10 @@ settlement = "deferred"
     std::fs::write(path, text).unwrap();
 }
 
-/// Starts `tollgate serve` and returns it with its base URL (read from its stderr).
+/// Starts `tollgate serve` and returns it with its base URL.
 async fn spawn_gateway(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("CRASH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes()))
-        .env("CRASH_API_KEY", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split("listening on ").nth(1) {
-                return url.trim().to_owned();
-            }
-        }
-        panic!("gateway exited before listening");
-    })
-    .await
-    .expect("gateway started");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
+    let env = [("CRASH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("CRASH_API_KEY", KEY.to_owned())];
+    crate::spawn_serve(config, &env, Default::default()).await
 }
 
 async fn offer(http: &reqwest::Client, url: &str) -> v2::PaymentRequirements {

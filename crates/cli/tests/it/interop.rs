@@ -19,7 +19,6 @@ use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256, keccak256};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tollgate_metering::{EntryState, Ledger, LedgerOptions};
 use tollgate_test_support::{Deployment, TestChain, anvil_key, random_key};
@@ -261,38 +260,9 @@ description = "Weather, settled in the background"
     std::fs::write(path, text).unwrap();
 }
 
-/// Starts `tollgate serve` and returns it with its base URL (read from its stderr, whose
-/// later lines are kept for failure messages).
 async fn spawn_gateway(config: &Path, log: Arc<Mutex<Vec<String>>>) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("INTEROP_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes()))
-        .env("INTEROP_API_KEY", KEY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split("listening on ").nth(1) {
-                return url.trim().to_owned();
-            }
-            log.lock().unwrap().push(line);
-        }
-        panic!("gateway exited before listening:\n{}", log.lock().unwrap().join("\n"));
-    })
-    .await
-    .expect("gateway started");
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            log.lock().unwrap().push(line);
-        }
-    });
-    (child, url)
+    let env = [("INTEROP_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("INTEROP_API_KEY", KEY.to_owned())];
+    crate::spawn_serve(config, &env, log).await
 }
 
 fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {

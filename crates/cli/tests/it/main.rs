@@ -8,3 +8,42 @@ mod crash;
 #[path = "../../../client/tests/it/harness.rs"]
 mod harness;
 mod interop;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `tollgate serve --config <config>` with `env`, and returns it with its base URL
+/// (read from its `listening on` line). Its other stderr lines go to `log`, for failure
+/// messages.
+pub async fn spawn_serve(config: &Path, env: &[(&str, String)], log: Arc<Mutex<Vec<String>>>) -> (Child, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.args(["serve", "--config"]).arg(config);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.split("listening on ").nth(1) {
+                return url.trim().to_owned();
+            }
+            log.lock().unwrap().push(line);
+        }
+        panic!("gateway exited before listening:\n{}", log.lock().unwrap().join("\n"));
+    })
+    .await
+    .expect("gateway started");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.lock().unwrap().push(line);
+        }
+    });
+    (child, url)
+}
