@@ -1,5 +1,6 @@
-//! The `tollgate` binary: `serve` runs the gateway from a configuration file; `call` and
-//! `wallet` are the agent's side (on `tollgate-client`).
+//! The `tollgate` binary: `serve` runs the gateway from a configuration file; `reconcile`
+//! checks its settlements against the chain; `call` and `wallet` are the agent's side (on
+//! `tollgate-client`).
 //!
 //! This file owns argument parsing, the exit codes and the one-line error report; each
 //! command lives in its own module. Errors are printed as one readable line (no
@@ -7,6 +8,7 @@
 
 mod args;
 mod call;
+mod reconcile;
 mod serve;
 mod wallet;
 
@@ -78,6 +80,14 @@ enum Command {
     /// record before it is sent; budgets count everything signed or in doubt, across runs.
     #[command(after_help = call::help())]
     Call(call::CallArgs),
+    /// Reconcile on-chain settlement against the ledger over a block range.
+    ///
+    /// Records the run in the ledger, prints a summary to stderr, and writes CSV or JSON
+    /// (columns in docs/reconciliation.md).
+    ///
+    /// Example:
+    ///   tollgate reconcile --config tollgate.toml --from-block 100 --to-block 200 --csv run.csv
+    Reconcile(reconcile::ReconcileArgs),
     /// Create a wallet, show its address or its token balance.
     #[command(subcommand, after_help = wallet::help())]
     Wallet(wallet::WalletCommand),
@@ -134,5 +144,6 @@ async fn run(command: Command) -> Result<u8, Failure> {
         Command::Serve { config } => serve::serve(config).await.map(|()| EXIT_OK).map_err(Failure::from),
         Command::Call(args) => call::run(args).await,
         Command::Wallet(cmd) => wallet::run(cmd).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
     }
 }

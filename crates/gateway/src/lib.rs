@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod paid;
 pub mod proxy;
+pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod settlement;

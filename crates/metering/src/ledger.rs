@@ -15,12 +15,13 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::{Address, B256, U256};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::MeteringError;
+use crate::reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun};
 use crate::types::{
     AtomicAmount, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry, PATH_BYTES_MAX,
     PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SpendQuery, SpendTotals, Tally, Transition, check_cause, check_len,
@@ -1005,6 +1006,365 @@ impl Ledger {
             })
         })
         .await
+    }
+}
+
+const SELECT_SETTLED: &str = concat!(
+    "SELECT ",
+    entry_columns!(),
+    " FROM ledger_entries WHERE chain_id = $1 AND asset = $2 AND pay_to = $3 AND (state = 'settling' ",
+    "OR (state IN ('settled', 'refund_owed') AND ($4 IS NULL OR block_number >= $4) ",
+    "AND ($5 IS NULL OR block_number <= $5))) ",
+    // COALESCE: the engines sort NULLs differently, and the order must be the same on both.
+    "ORDER BY COALESCE(block_number, -1), COALESCE(log_index, -1), id LIMIT $6"
+);
+
+const INSERT_RUN: &str = "INSERT INTO recon_runs (chain_id, asset, from_block, to_block, cursor_block, \
+     started_unix_s, finished_unix_s, n_matched, n_ledger_settled_missing_onchain, n_onchain_missing_in_ledger, \
+     n_amount_mismatch, n_payee_mismatch, n_unconfirmed, n_reorged, chain_total, ledger_total, matched_total, \
+     tie_out_holds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+     RETURNING id";
+
+const RUN_COLUMNS: &str = "id, chain_id, asset, from_block, to_block, cursor_block, started_unix_s, \
+     finished_unix_s, n_matched, n_ledger_settled_missing_onchain, n_onchain_missing_in_ledger, n_amount_mismatch, \
+     n_payee_mismatch, n_unconfirmed, n_reorged, chain_total, ledger_total, matched_total, tie_out_holds";
+
+const INSERT_EXCEPTION: &str = "INSERT INTO recon_exceptions (run_id, class, payer, pay_to, chain_to, nonce, \
+     tx_hash, block_number, log_index, entry_id, amount_ledger, amount_chain) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+const SELECT_EXCEPTIONS: &str = "SELECT id, run_id, class, payer, pay_to, chain_to, nonce, tx_hash, block_number, \
+     log_index, entry_id, amount_ledger, amount_chain FROM recon_exceptions WHERE run_id = $1 ORDER BY id";
+
+const INSERT_NOTE: &str =
+    "INSERT INTO recon_notes (exception_id, who, why, at_unix_s) VALUES ($1, $2, $3, $4) RETURNING id";
+
+const SELECT_NOTES: &str =
+    "SELECT id, exception_id, who, why, at_unix_s FROM recon_notes WHERE exception_id = $1 ORDER BY id";
+
+/// A `recon_runs` row as the drivers decode it.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: i64,
+    chain_id: i64,
+    asset: String,
+    from_block: i64,
+    to_block: i64,
+    cursor_block: Option<i64>,
+    started_unix_s: i64,
+    finished_unix_s: i64,
+    n_matched: i64,
+    n_ledger_settled_missing_onchain: i64,
+    n_onchain_missing_in_ledger: i64,
+    n_amount_mismatch: i64,
+    n_payee_mismatch: i64,
+    n_unconfirmed: i64,
+    n_reorged: i64,
+    chain_total: String,
+    ledger_total: String,
+    matched_total: String,
+    tie_out_holds: i64,
+}
+
+/// A `recon_exceptions` row as the drivers decode it.
+#[derive(sqlx::FromRow)]
+struct ExceptionRow {
+    id: i64,
+    run_id: i64,
+    class: String,
+    payer: String,
+    pay_to: String,
+    chain_to: Option<String>,
+    nonce: Option<String>,
+    tx_hash: Option<String>,
+    block_number: Option<i64>,
+    log_index: Option<i64>,
+    entry_id: Option<String>,
+    amount_ledger: Option<String>,
+    amount_chain: Option<String>,
+}
+
+fn decimal_column(column: &'static str, value: &str) -> Result<U256, MeteringError> {
+    U256::from_str_radix(value, 10).map_err(|e| MeteringError::Corrupt { column, reason: e.to_string() })
+}
+
+impl RunRow {
+    fn into_run(self) -> Result<ReconRun, MeteringError> {
+        let counts = [
+            self.n_matched,
+            self.n_ledger_settled_missing_onchain,
+            self.n_onchain_missing_in_ledger,
+            self.n_amount_mismatch,
+            self.n_payee_mismatch,
+            self.n_unconfirmed,
+            self.n_reorged,
+        ];
+        Ok(ReconRun {
+            id: self.id,
+            chain_id: unsigned_column("chain_id", self.chain_id)?,
+            asset: parse_column("asset", &self.asset)?,
+            from_block: unsigned_column("from_block", self.from_block)?,
+            to_block: unsigned_column("to_block", self.to_block)?,
+            cursor_block: self.cursor_block.map(|v| unsigned_column("cursor_block", v)).transpose()?,
+            started_unix_s: unsigned_column("started_unix_s", self.started_unix_s)?,
+            finished_unix_s: unsigned_column("finished_unix_s", self.finished_unix_s)?,
+            counts: ReconClass::ALL
+                .into_iter()
+                .zip(counts)
+                .map(|(class, n)| Ok((class, unsigned_column("count", n)?)))
+                .collect::<Result<_, MeteringError>>()?,
+            chain_total: decimal_column("chain_total", &self.chain_total)?,
+            ledger_total: decimal_column("ledger_total", &self.ledger_total)?,
+            matched_total: decimal_column("matched_total", &self.matched_total)?,
+            tie_out_holds: self.tie_out_holds == 1,
+        })
+    }
+}
+
+impl ExceptionRow {
+    fn into_exception(self) -> Result<ReconException, MeteringError> {
+        Ok(ReconException {
+            id: self.id,
+            run_id: self.run_id,
+            class: parse_column("class", &self.class)?,
+            payer: parse_column("payer", &self.payer)?,
+            pay_to: parse_column("pay_to", &self.pay_to)?,
+            chain_to: self.chain_to.as_deref().map(|v| parse_column("chain_to", v)).transpose()?,
+            nonce: self.nonce.as_deref().map(|v| parse_column("nonce", v)).transpose()?,
+            tx_hash: self.tx_hash.as_deref().map(|v| parse_column("tx_hash", v)).transpose()?,
+            block_number: self.block_number.map(|v| unsigned_column("block_number", v)).transpose()?,
+            log_index: self.log_index.map(|v| unsigned_column("log_index", v)).transpose()?,
+            entry_id: self.entry_id.as_deref().map(|v| parse_column("entry_id", v)).transpose()?,
+            amount_ledger: self.amount_ledger.as_deref().map(|v| parse_column("amount_ledger", v)).transpose()?,
+            amount_chain: self.amount_chain.as_deref().map(|v| decimal_column("amount_chain", v)).transpose()?,
+        })
+    }
+}
+
+/// The stored form of one exception's columns.
+struct ExceptionColumns {
+    class: &'static str,
+    payer: String,
+    pay_to: String,
+    chain_to: Option<String>,
+    nonce: Option<String>,
+    tx_hash: Option<String>,
+    block_number: Option<i64>,
+    log_index: Option<i64>,
+    entry_id: Option<String>,
+    amount_ledger: Option<String>,
+    amount_chain: Option<String>,
+}
+
+impl ExceptionColumns {
+    fn of(i: &ReconItem) -> Result<ExceptionColumns, MeteringError> {
+        Ok(ExceptionColumns {
+            class: i.class.as_str(),
+            payer: hex_address(i.payer),
+            pay_to: hex_address(i.pay_to),
+            chain_to: i.chain_to.map(hex_address),
+            nonce: i.nonce.map(hex_b256),
+            tx_hash: i.tx_hash.map(hex_b256),
+            block_number: i.block_number.map(|v| to_i64("block_number", v)).transpose()?,
+            log_index: i.log_index.map(|v| to_i64("log_index", v)).transpose()?,
+            entry_id: i.entry_id.as_ref().map(|id| id.as_str().to_owned()),
+            amount_ledger: i.amount_ledger.map(|v| v.to_string()),
+            amount_chain: i.amount_chain.map(|v| v.to_string()),
+        })
+    }
+}
+
+/// Reconciliation: the entries to check against the chain, and the record of runs.
+impl Ledger {
+    /// Entries of (chain, asset) paid to `pay_to` that say money moved: `settled` and
+    /// `refund_owed` with their block in `[from_block, to_block]` (either bound optional), and
+    /// every `settling` entry (no block yet). Ordered by block, log index, id; at most `limit`
+    /// (a caller that needs them all treats `limit` rows as "maybe more").
+    pub async fn settled_entries(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        pay_to: Address,
+        from_block: Option<u64>,
+        to_block: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "settled_entries";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let from = from_block.map(|v| to_i64("from_block", v)).transpose()?;
+        let to = to_block.map(|v| to_i64("to_block", v)).transpose()?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_SETTLED)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .bind(hex_address(pay_to))
+                        .bind(from)
+                        .bind(to)
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
+    /// Records a reconciliation run with its counts, totals and every exception (item not
+    /// matched), in one transaction; returns the run's id.
+    pub async fn record_recon_run(&self, run: &NewReconRun<'_>) -> Result<i64, MeteringError> {
+        const OP: &str = "record_recon_run";
+        let scope = run.scope;
+        let chain_id = to_i64("chain_id", scope.chain_id)?;
+        let from = to_i64("from_block", scope.from_block)?;
+        let to = to_i64("to_block", scope.to_block)?;
+        let cursor = run.cursor_block.map(|v| to_i64("cursor_block", v)).transpose()?;
+        let started = to_i64("started_unix_s", run.started_unix_s)?;
+        let finished = to_i64("finished_unix_s", run.finished_unix_s)?;
+        let totals = &run.report.totals;
+        let mut counts = Vec::with_capacity(ReconClass::ALL.len());
+        for class in ReconClass::ALL {
+            counts.push(to_i64("count", totals.counts.get(&class).copied().unwrap_or(0))?);
+        }
+        let holds = i64::from(run.report.tie_out(&scope.pay_to).holds);
+        let exceptions = run.report.exceptions().map(ExceptionColumns::of).collect::<Result<Vec<_>, _>>()?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool, begin| {
+                let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                let mut insert = sqlx::query_scalar(INSERT_RUN)
+                    .bind(chain_id)
+                    .bind(hex_address(scope.asset))
+                    .bind(from)
+                    .bind(to)
+                    .bind(cursor)
+                    .bind(started)
+                    .bind(finished);
+                for n in &counts {
+                    insert = insert.bind(*n);
+                }
+                let id: i64 = insert
+                    .bind(totals.chain_total.to_string())
+                    .bind(totals.ledger_total.to_string())
+                    .bind(totals.matched_total.to_string())
+                    .bind(holds)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                for x in &exceptions {
+                    sqlx::query(INSERT_EXCEPTION)
+                        .bind(id)
+                        .bind(x.class)
+                        .bind(&x.payer)
+                        .bind(&x.pay_to)
+                        .bind(x.chain_to.as_deref())
+                        .bind(x.nonce.as_deref())
+                        .bind(x.tx_hash.as_deref())
+                        .bind(x.block_number)
+                        .bind(x.log_index)
+                        .bind(x.entry_id.as_deref())
+                        .bind(x.amount_ledger.as_deref())
+                        .bind(x.amount_chain.as_deref())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(id)
+            })
+        })
+        .await
+    }
+
+    /// The recorded runs of (chain, asset), oldest first, at most `limit`.
+    pub async fn recon_runs(&self, chain_id: u64, asset: Address, limit: u32) -> Result<Vec<ReconRun>, MeteringError> {
+        const OP: &str = "recon_runs";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let sql =
+            format!("SELECT {RUN_COLUMNS} FROM recon_runs WHERE chain_id = $1 AND asset = $2 ORDER BY id LIMIT $3");
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<RunRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(&sql)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .bind(i64::from(limit))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(RunRow::into_run).collect()
+    }
+
+    /// The exceptions recorded with a run, in recording order.
+    pub async fn recon_exceptions(&self, run_id: i64) -> Result<Vec<ReconException>, MeteringError> {
+        const OP: &str = "recon_exceptions";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<ExceptionRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_EXCEPTIONS).bind(run_id).fetch_all(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(ExceptionRow::into_exception).collect()
+    }
+
+    /// Appends a resolution note to an exception (`who`: 1 to 256 bytes; `why`: 1 to 2048);
+    /// returns the note's id. Notes are never edited or deleted (the schema refuses).
+    pub async fn add_recon_note(
+        &self,
+        exception_id: i64,
+        who: &str,
+        why: &str,
+        now_unix_s: u64,
+    ) -> Result<i64, MeteringError> {
+        const OP: &str = "add_recon_note";
+        for (what, value, max) in [("note author", who, LABEL_BYTES_MAX), ("note", why, REASON_BYTES_MAX)] {
+            if value.is_empty() {
+                return Err(MeteringError::InvalidValue { what, reason: "must not be empty".to_owned() });
+            }
+            check_len(what, value, max)?;
+        }
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool| {
+                sqlx::query_scalar(INSERT_NOTE)
+                    .bind(exception_id)
+                    .bind(who)
+                    .bind(why)
+                    .bind(now)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(err)
+            })
+        })
+        .await
+    }
+
+    /// An exception's notes, oldest first.
+    pub async fn recon_notes(&self, exception_id: i64) -> Result<Vec<ReconNote>, MeteringError> {
+        const OP: &str = "recon_notes";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<(i64, i64, String, String, i64)> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SELECT_NOTES).bind(exception_id).fetch_all(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, exception_id, who, why, at)| {
+                Ok(ReconNote { id, exception_id, who, why, at_unix_s: unsigned_column("at_unix_s", at)? })
+            })
+            .collect()
     }
 }
 

@@ -15,10 +15,15 @@
 
 mod error;
 mod ledger;
+mod reconcile;
 mod types;
 
 pub use error::MeteringError;
 pub use ledger::{Engine, Ledger, LedgerOptions};
+pub use reconcile::{
+    ChainTransfer, NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconReport, ReconRun, ReconScope,
+    ReconTotals, TieOut, reconcile,
+};
 pub use types::{
     AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
     PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, Tally, Transition,

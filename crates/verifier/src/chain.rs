@@ -89,6 +89,10 @@ pub struct LogQuery {
     pub addresses: Vec<Address>,
     /// Event signature (topic 0).
     pub topic0: B256,
+    /// Accepted values of topic 1 (e.g. `Transfer.from`); empty means any.
+    pub topic1: Vec<B256>,
+    /// Accepted values of topic 2 (e.g. `Transfer.to`); empty means any.
+    pub topic2: Vec<B256>,
     /// First block, inclusive.
     pub from_block: u64,
     /// Last block, inclusive.
@@ -307,11 +311,18 @@ impl Chain for AlloyChain {
     }
 
     async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError> {
-        let filter = Filter::new()
+        let mut filter = Filter::new()
             .address(query.addresses.clone())
             .event_signature(query.topic0)
             .from_block(query.from_block)
             .to_block(query.to_block);
+        // An empty set would be sent as "match nothing" by some nodes; leave the topic open.
+        if !query.topic1.is_empty() {
+            filter = filter.topic1(query.topic1.clone());
+        }
+        if !query.topic2.is_empty() {
+            filter = filter.topic2(query.topic2.clone());
+        }
         let logs = self.timed("eth_getLogs", self.provider.get_logs(&filter)).await?;
         Ok(logs.iter().filter_map(convert_log).collect())
     }

@@ -8,6 +8,7 @@ mod after;
 mod concurrency;
 mod deferred_before;
 mod errors;
+mod reconcile;
 mod secrets;
 
 use std::collections::HashMap;

@@ -7,6 +7,7 @@
 mod concurrency;
 mod lifecycle;
 mod queries;
+mod reconcile;
 mod schema;
 
 use std::future::Future;

@@ -1,0 +1,611 @@
+//! Reconciliation of on-chain settlement against the ledger, to the atomic unit: the pure
+//! classification and its tie-out.
+//!
+//! Owns: the input shape of on-chain transfers ([`ChainTransfer`], produced by a caller that can
+//! read a chain), the classes of [`ReconClass`], the join by (payer, nonce) cross-checked by
+//! transaction, amount, payee and block hash, and the totals that must tie out.
+//!
+//! Must not: do IO, read a chain (the caller reads logs and block hashes and passes them in) or
+//! depend on alloy providers. Amounts are never floats.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::str::FromStr;
+
+use alloy_primitives::{Address, B256, U256};
+use serde::Serialize;
+
+use crate::MeteringError;
+use crate::types::{Entry, EntryId, EntryState};
+
+/// How one reconciled item came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconClass {
+    /// The ledger's settlement and the chain's transfer agree in payer, nonce, payee and amount.
+    Matched,
+    /// The ledger says settled (with a confirmed block) but no such transfer is on chain.
+    LedgerSettledMissingOnchain,
+    /// A transfer to a payee of ours that the ledger does not record as settled: an
+    /// authorization settled by someone else, or a plain transfer.
+    OnchainMissingInLedger,
+    /// Same authorization, different amount.
+    AmountMismatch,
+    /// Same authorization, different payee.
+    PayeeMismatch,
+    /// Fewer confirmations than required (or a settlement whose receipt is not recorded yet).
+    Unconfirmed,
+    /// The block hash recorded at settlement is no longer the chain's block at that height.
+    Reorged,
+}
+
+impl ReconClass {
+    /// Every class, in report order.
+    pub const ALL: [ReconClass; 7] = [
+        ReconClass::Matched,
+        ReconClass::LedgerSettledMissingOnchain,
+        ReconClass::OnchainMissingInLedger,
+        ReconClass::AmountMismatch,
+        ReconClass::PayeeMismatch,
+        ReconClass::Unconfirmed,
+        ReconClass::Reorged,
+    ];
+
+    /// The stored and reported name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconClass::Matched => "matched",
+            ReconClass::LedgerSettledMissingOnchain => "ledger_settled_missing_onchain",
+            ReconClass::OnchainMissingInLedger => "onchain_missing_in_ledger",
+            ReconClass::AmountMismatch => "amount_mismatch",
+            ReconClass::PayeeMismatch => "payee_mismatch",
+            ReconClass::Unconfirmed => "unconfirmed",
+            ReconClass::Reorged => "reorged",
+        }
+    }
+}
+
+impl fmt::Display for ReconClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReconClass {
+    type Err = MeteringError;
+
+    fn from_str(s: &str) -> Result<ReconClass, MeteringError> {
+        ReconClass::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| MeteringError::InvalidValue {
+            what: "reconciliation class",
+            reason: format!("unknown class `{}`", s.escape_debug()),
+        })
+    }
+}
+
+/// One `Transfer` log of the asset, joined with the `AuthorizationUsed` log of the same
+/// transaction when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTransfer {
+    /// The transaction.
+    pub tx_hash: B256,
+    /// The `Transfer` log's index in its block.
+    pub log_index: u64,
+    /// Its block.
+    pub block_number: u64,
+    /// Its block's hash.
+    pub block_hash: B256,
+    /// `Transfer.from`.
+    pub from: Address,
+    /// `Transfer.to`.
+    pub to: Address,
+    /// `Transfer.value`.
+    pub value: U256,
+    /// The nonce of the `AuthorizationUsed` log (same transaction, authorizer = `from`), if any.
+    pub authorization_nonce: Option<B256>,
+}
+
+/// What is being reconciled: one asset on one chain, paid to these addresses, over a block range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconScope {
+    /// EVM chain id.
+    pub chain_id: u64,
+    /// The token contract.
+    pub asset: Address,
+    /// Our payees.
+    pub pay_to: Vec<Address>,
+    /// First block, inclusive.
+    pub from_block: u64,
+    /// Last block, inclusive.
+    pub to_block: u64,
+}
+
+/// One classified item: a ledger entry, an on-chain transfer, or both joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconItem {
+    /// The outcome.
+    pub class: ReconClass,
+    /// EVM chain id.
+    pub chain_id: u64,
+    /// The token contract.
+    pub asset: Address,
+    /// The payer (ledger's, else the transfer's `from`).
+    pub payer: Address,
+    /// The payee (ledger's, else the transfer's `to`).
+    pub pay_to: Address,
+    /// The transfer's `to` when it differs from `pay_to` (payee mismatch).
+    pub chain_to: Option<Address>,
+    /// The authorization nonce, if known.
+    pub nonce: Option<B256>,
+    /// The ledger's amount.
+    pub amount_ledger: Option<u64>,
+    /// The chain's amount.
+    pub amount_chain: Option<U256>,
+    /// The transaction (the chain's, else the ledger's).
+    pub tx_hash: Option<B256>,
+    /// The block (the chain's, else the ledger's).
+    pub block_number: Option<u64>,
+    /// The `Transfer` log index (the chain's, else the ledger's).
+    pub log_index: Option<u64>,
+    /// The ledger entry.
+    pub entry_id: Option<EntryId>,
+    /// The provider of the entry.
+    pub provider: Option<String>,
+    /// The route of the entry.
+    pub route: Option<String>,
+}
+
+/// Sums of one report; amounts in atomic units.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconTotals {
+    /// Items per class (every class present, zero included).
+    pub counts: BTreeMap<ReconClass, u64>,
+    /// Sum of every on-chain transfer to a payee of ours in the report.
+    pub chain_total: U256,
+    /// Sum of every ledger entry in the report.
+    pub ledger_total: U256,
+    /// Sum of matched items (ledger and chain agree).
+    pub matched_total: U256,
+    /// Matched sums per provider.
+    pub matched_by_provider: BTreeMap<String, U256>,
+    /// Matched sums per route (the ledger's route name, `provider:pattern`).
+    pub matched_by_route: BTreeMap<String, U256>,
+    /// Matched sums per payer wallet.
+    pub matched_by_payer: BTreeMap<Address, U256>,
+}
+
+/// The classified items and their totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconReport {
+    /// Every item, in a stable order (class, block, log index, entry).
+    pub items: Vec<ReconItem>,
+    /// The totals.
+    pub totals: ReconTotals,
+}
+
+/// The tie-out: the matched ledger sum equals the on-chain sum to our payees, or the difference
+/// is exactly the sum of the exceptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TieOut {
+    /// Sum of on-chain transfers to our payees.
+    pub chain_total: U256,
+    /// Sum of matched items.
+    pub matched_total: U256,
+    /// On-chain amounts (to our payees) of the exceptions.
+    pub explained_chain: U256,
+    /// Whether `matched_total + explained_chain == chain_total`.
+    pub holds: bool,
+}
+
+/// Whether an entry says money moved on chain.
+fn claims_settlement(state: EntryState) -> bool {
+    matches!(state, EntryState::Settling | EntryState::Settled | EntryState::RefundOwed)
+}
+
+fn confirmed(block_number: u64, current_block: u64, confirmations_min: u64) -> bool {
+    block_number <= current_block && current_block - block_number + 1 >= confirmations_min
+}
+
+/// Classifies `entries` against `transfers`.
+///
+/// `entries` are the ledger's entries in scope (any state: an entry that says no money moved
+/// but whose authorization is on chain is reported as `onchain_missing_in_ledger`; entries of
+/// other states without a transfer are not reported). `transfers` are the asset's transfers to
+/// our payees in the range, plus any transfer of an entry's recorded transaction.
+/// `block_hash_at(n)` is the chain's current hash of block `n` (`None` if unknown or absent).
+pub fn reconcile(
+    scope: &ReconScope,
+    entries: &[Entry],
+    transfers: &[ChainTransfer],
+    current_block: u64,
+    confirmations_min: u64,
+    block_hash_at: &dyn Fn(u64) -> Option<B256>,
+) -> ReconReport {
+    let mut by_authorization: HashMap<(Address, B256), usize> = HashMap::new();
+    for (i, t) in transfers.iter().enumerate() {
+        if let Some(nonce) = t.authorization_nonce {
+            // An authorization is used at most once, so a key appears at most once on one chain.
+            by_authorization.entry((t.from, nonce)).or_insert(i);
+        }
+    }
+    let mut used = vec![false; transfers.len()];
+    let mut items = Vec::new();
+    let item = |class, e: Option<&Entry>, t: Option<&ChainTransfer>| {
+        let pay_to = e.map(|e| e.pay_to).or(t.map(|t| t.to)).unwrap_or_default();
+        ReconItem {
+            class,
+            chain_id: scope.chain_id,
+            asset: scope.asset,
+            payer: e.map(|e| e.payer).or(t.map(|t| t.from)).unwrap_or_default(),
+            pay_to,
+            chain_to: t.map(|t| t.to).filter(|to| *to != pay_to),
+            nonce: e.map(|e| e.nonce).or(t.and_then(|t| t.authorization_nonce)),
+            amount_ledger: e.map(|e| e.amount.get()),
+            amount_chain: t.map(|t| t.value),
+            tx_hash: t.map(|t| t.tx_hash).or(e.and_then(|e| e.tx_hash)),
+            block_number: t.map(|t| t.block_number).or(e.and_then(|e| e.block_number)),
+            log_index: t.map(|t| t.log_index).or(e.and_then(|e| e.log_index)),
+            entry_id: e.map(|e| e.id.clone()),
+            provider: e.map(|e| e.provider.clone()),
+            route: e.map(|e| e.route.clone()),
+        }
+    };
+
+    for e in entries {
+        let found = by_authorization.get(&(e.payer, e.nonce)).copied();
+        let t = found.and_then(|i| transfers.get(i));
+        if let Some(i) = found
+            && let Some(slot) = used.get_mut(i)
+        {
+            *slot = true;
+        }
+        let class = match t {
+            Some(t) if !claims_settlement(e.state) => {
+                // The chain moved money the ledger says did not move (voided, failed, or
+                // never forwarded): someone else settled it.
+                if confirmed(t.block_number, current_block, confirmations_min) {
+                    ReconClass::OnchainMissingInLedger
+                } else {
+                    ReconClass::Unconfirmed
+                }
+            }
+            Some(t) => {
+                let recorded_elsewhere = e.block_hash.is_some_and(|h| h != t.block_hash);
+                if !confirmed(t.block_number, current_block, confirmations_min) {
+                    ReconClass::Unconfirmed
+                } else if recorded_elsewhere {
+                    // Re-included in another block than the one recorded: the recorded one is gone.
+                    ReconClass::Reorged
+                } else if t.to != e.pay_to {
+                    ReconClass::PayeeMismatch
+                } else if t.value != U256::from(e.amount.get()) {
+                    ReconClass::AmountMismatch
+                } else {
+                    ReconClass::Matched
+                }
+            }
+            None if !claims_settlement(e.state) => continue,
+            None => match (e.block_number, e.block_hash) {
+                (Some(n), Some(h)) if block_hash_at(n).is_some_and(|now| now != h) => ReconClass::Reorged,
+                (Some(n), _) if !confirmed(n, current_block, confirmations_min) => ReconClass::Unconfirmed,
+                (Some(_), _) => ReconClass::LedgerSettledMissingOnchain,
+                // Settling: the receipt is not recorded yet.
+                (None, _) => ReconClass::Unconfirmed,
+            },
+        };
+        items.push(item(class, Some(e), t));
+    }
+    for (t, _) in transfers.iter().zip(&used).filter(|(_, used)| !**used) {
+        if !scope.pay_to.contains(&t.to) {
+            continue;
+        }
+        let class = if confirmed(t.block_number, current_block, confirmations_min) {
+            ReconClass::OnchainMissingInLedger
+        } else {
+            ReconClass::Unconfirmed
+        };
+        items.push(item(class, None, Some(t)));
+    }
+    items.sort_by(|a, b| {
+        (a.class, a.block_number, a.log_index, &a.entry_id).cmp(&(b.class, b.block_number, b.log_index, &b.entry_id))
+    });
+    let totals = totals_of(scope, transfers, &items);
+    ReconReport { items, totals }
+}
+
+fn totals_of(scope: &ReconScope, transfers: &[ChainTransfer], items: &[ReconItem]) -> ReconTotals {
+    let mut totals =
+        ReconTotals { counts: ReconClass::ALL.into_iter().map(|c| (c, 0)).collect(), ..Default::default() };
+    totals.chain_total = transfers.iter().filter(|t| scope.pay_to.contains(&t.to)).map(|t| t.value).sum();
+    totals.ledger_total = items.iter().filter_map(|i| i.amount_ledger).map(U256::from).sum();
+    for i in items {
+        *totals.counts.entry(i.class).or_insert(0) += 1;
+        if i.class == ReconClass::Matched {
+            let amount = i.amount_chain.unwrap_or_default();
+            totals.matched_total += amount;
+            *totals.matched_by_provider.entry(i.provider.clone().unwrap_or_default()).or_default() += amount;
+            *totals.matched_by_route.entry(i.route.clone().unwrap_or_default()).or_default() += amount;
+            *totals.matched_by_payer.entry(i.payer).or_default() += amount;
+        }
+    }
+    totals
+}
+
+impl ReconReport {
+    /// The tie-out of this report: every on-chain transfer to our payees is either matched or
+    /// an exception, counted once.
+    pub fn tie_out(&self, pay_to: &[Address]) -> TieOut {
+        let explained_chain: U256 = self
+            .items
+            .iter()
+            .filter(|i| i.class != ReconClass::Matched)
+            .filter(|i| pay_to.contains(&i.chain_to.unwrap_or(i.pay_to)))
+            .filter_map(|i| i.amount_chain)
+            .sum();
+        let matched_total = self.totals.matched_total;
+        let chain_total = self.totals.chain_total;
+        TieOut {
+            chain_total,
+            matched_total,
+            explained_chain,
+            holds: matched_total.checked_add(explained_chain) == Some(chain_total),
+        }
+    }
+
+    /// The items that are not `matched`.
+    pub fn exceptions(&self) -> impl Iterator<Item = &ReconItem> {
+        self.items.iter().filter(|i| i.class != ReconClass::Matched)
+    }
+}
+
+/// A reconciliation run to record: its scope, cursor, times and report.
+#[derive(Debug, Clone, Copy)]
+pub struct NewReconRun<'a> {
+    /// What was reconciled.
+    pub scope: &'a ReconScope,
+    /// The last block fully reconciled (confirmed and checked); `None` if none in the range is.
+    pub cursor_block: Option<u64>,
+    /// When the run started.
+    pub started_unix_s: u64,
+    /// When it finished.
+    pub finished_unix_s: u64,
+    /// Its outcome; the exceptions are stored with the run.
+    pub report: &'a ReconReport,
+}
+
+/// A recorded run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconRun {
+    /// Position in the run log (increasing).
+    pub id: i64,
+    /// EVM chain id.
+    pub chain_id: u64,
+    /// The token contract.
+    pub asset: Address,
+    /// First block, inclusive.
+    pub from_block: u64,
+    /// Last block, inclusive.
+    pub to_block: u64,
+    /// The last block fully reconciled.
+    pub cursor_block: Option<u64>,
+    /// When the run started.
+    pub started_unix_s: u64,
+    /// When it finished.
+    pub finished_unix_s: u64,
+    /// Items per class.
+    pub counts: BTreeMap<ReconClass, u64>,
+    /// Sum of on-chain transfers to our payees.
+    pub chain_total: U256,
+    /// Sum of the ledger entries reported.
+    pub ledger_total: U256,
+    /// Sum of matched items.
+    pub matched_total: U256,
+    /// Whether the tie-out held.
+    pub tie_out_holds: bool,
+}
+
+/// A recorded exception (an item of a run that was not matched).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconException {
+    /// The exception's id (notes refer to it).
+    pub id: i64,
+    /// The run it belongs to.
+    pub run_id: i64,
+    /// The class.
+    pub class: ReconClass,
+    /// The payer.
+    pub payer: Address,
+    /// The payee.
+    pub pay_to: Address,
+    /// The transfer's `to` when it differs from `pay_to`.
+    pub chain_to: Option<Address>,
+    /// The authorization nonce.
+    pub nonce: Option<B256>,
+    /// The transaction.
+    pub tx_hash: Option<B256>,
+    /// The block.
+    pub block_number: Option<u64>,
+    /// The log index.
+    pub log_index: Option<u64>,
+    /// The ledger entry.
+    pub entry_id: Option<EntryId>,
+    /// The ledger's amount.
+    pub amount_ledger: Option<u64>,
+    /// The chain's amount.
+    pub amount_chain: Option<U256>,
+}
+
+/// An appended resolution note on an exception.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReconNote {
+    /// The note's id.
+    pub id: i64,
+    /// The exception.
+    pub exception_id: i64,
+    /// Who wrote it.
+    pub who: String,
+    /// Why (the resolution).
+    pub why: String,
+    /// When.
+    pub at_unix_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{AtomicAmount, SettlementMode};
+
+    const PAY_TO: Address = Address::repeat_byte(0xB2);
+    const PAYER: Address = Address::repeat_byte(0xA1);
+    const ASSET: Address = Address::repeat_byte(0x83);
+
+    fn scope() -> ReconScope {
+        ReconScope { chain_id: 8453, asset: ASSET, pay_to: vec![PAY_TO], from_block: 0, to_block: 100 }
+    }
+
+    fn h(n: u8) -> B256 {
+        B256::repeat_byte(n)
+    }
+
+    /// Block `n`'s hash on the canonical chain of these tests.
+    fn block_hash(n: u64) -> B256 {
+        B256::from(U256::from(0xb10c_0000_u64 + n))
+    }
+
+    fn entry(n: u8, state: EntryState, amount: u64, block: Option<u64>) -> Entry {
+        Entry {
+            id: format!("{:032x}", n).parse().unwrap(),
+            chain_id: 8453,
+            asset: ASSET,
+            payer: PAYER,
+            pay_to: PAY_TO,
+            nonce: h(n),
+            amount: AtomicAmount::new(amount).unwrap(),
+            valid_before_unix_s: 10,
+            provider: "weather".to_owned(),
+            route: "weather:/w".to_owned(),
+            method: "GET".to_owned(),
+            path: "/w".to_owned(),
+            mode: SettlementMode::After,
+            state,
+            tx_hash: Some(h(0x70 + n)),
+            block_number: block,
+            block_hash: block.map(block_hash),
+            log_index: block.map(|_| 1),
+            upstream_status: Some(200),
+            reason: None,
+            payment: "{}".to_owned(),
+            created_unix_s: 1,
+            updated_unix_s: 1,
+        }
+    }
+
+    fn transfer(n: u8, to: Address, value: u64, block: u64, nonce: Option<B256>) -> ChainTransfer {
+        ChainTransfer {
+            tx_hash: h(0x70 + n),
+            log_index: 1,
+            block_number: block,
+            block_hash: block_hash(block),
+            from: PAYER,
+            to,
+            value: U256::from(value),
+            authorization_nonce: nonce,
+        }
+    }
+
+    fn run(entries: &[Entry], transfers: &[ChainTransfer]) -> ReconReport {
+        reconcile(&scope(), entries, transfers, 100, 5, &|n| Some(block_hash(n)))
+    }
+
+    fn classes(r: &ReconReport) -> Vec<ReconClass> {
+        r.items.iter().map(|i| i.class).collect()
+    }
+
+    #[test]
+    fn matched_and_tie_out() {
+        // Goal: a settled entry and its transfer match; the tie-out holds with no exception.
+        let r = run(&[entry(1, EntryState::Settled, 1_000, Some(10))], &[transfer(1, PAY_TO, 1_000, 10, Some(h(1)))]);
+        assert_eq!(classes(&r), [ReconClass::Matched]);
+        assert_eq!(r.totals.matched_total, U256::from(1_000));
+        assert_eq!(r.totals.matched_by_payer[&PAYER], U256::from(1_000));
+        assert_eq!(r.totals.counts[&ReconClass::Matched], 1);
+        let tie = r.tie_out(&[PAY_TO]);
+        assert!(tie.holds && tie.explained_chain.is_zero(), "{tie:?}");
+    }
+
+    #[test]
+    fn ledger_settled_missing_onchain() {
+        // Goal: a confirmed settled entry without its transfer is reported; nothing on chain to tie out.
+        let r = run(&[entry(1, EntryState::Settled, 1_000, Some(10))], &[]);
+        assert_eq!(classes(&r), [ReconClass::LedgerSettledMissingOnchain]);
+        assert!(r.tie_out(&[PAY_TO]).holds);
+    }
+
+    #[test]
+    fn onchain_missing_in_ledger() {
+        // Goal: an authorization nobody recorded, a plain transfer, and an authorization the ledger voided are all onchain_missing_in_ledger and explain the whole chain total.
+        let voided = entry(3, EntryState::Voided, 1_000, None);
+        let r = run(
+            std::slice::from_ref(&voided),
+            &[
+                transfer(1, PAY_TO, 7, 10, Some(h(1))),
+                transfer(2, PAY_TO, 9, 11, None),
+                transfer(3, PAY_TO, 1_000, 12, Some(h(3))),
+            ],
+        );
+        assert_eq!(classes(&r), [ReconClass::OnchainMissingInLedger; 3]);
+        assert_eq!(r.items.iter().filter(|i| i.entry_id.as_ref() == Some(&voided.id)).count(), 1);
+        let tie = r.tie_out(&[PAY_TO]);
+        assert!(tie.holds && tie.matched_total.is_zero() && tie.explained_chain == U256::from(1_016), "{tie:?}");
+    }
+
+    #[test]
+    fn amount_and_payee_mismatch() {
+        // Goal: the same authorization with another amount or another payee is flagged, with both sides' values.
+        let other = Address::repeat_byte(0xEE);
+        let r = run(
+            &[entry(1, EntryState::Settled, 1_000, Some(10)), entry(2, EntryState::Settled, 1_000, Some(10))],
+            &[transfer(1, PAY_TO, 999, 10, Some(h(1))), transfer(2, other, 1_000, 10, Some(h(2)))],
+        );
+        assert_eq!(classes(&r), [ReconClass::AmountMismatch, ReconClass::PayeeMismatch]);
+        assert_eq!(r.items[0].amount_chain, Some(U256::from(999)));
+        assert_eq!(r.items[0].amount_ledger, Some(1_000));
+        assert_eq!(r.items[1].chain_to, Some(other));
+        // The mismatched transfer to us is explained; the one to `other` is not ours to tie out.
+        let tie = r.tie_out(&[PAY_TO]);
+        assert!(tie.holds && tie.chain_total == U256::from(999), "{tie:?}");
+    }
+
+    #[test]
+    fn unconfirmed() {
+        // Goal: transfers and settlements with fewer confirmations than required, and settling entries without a receipt, are unconfirmed.
+        let r = run(
+            &[entry(1, EntryState::Settled, 1_000, Some(97)), entry(2, EntryState::Settling, 5, None)],
+            &[transfer(1, PAY_TO, 1_000, 97, Some(h(1))), transfer(3, PAY_TO, 4, 99, None)],
+        );
+        assert_eq!(classes(&r), [ReconClass::Unconfirmed; 3]);
+        // 96 has exactly 5 confirmations at block 100.
+        let r = run(&[entry(1, EntryState::Settled, 1_000, Some(96))], &[transfer(1, PAY_TO, 1_000, 96, Some(h(1)))]);
+        assert_eq!(classes(&r), [ReconClass::Matched]);
+    }
+
+    #[test]
+    fn reorged() {
+        // Goal: a recorded block hash that is no longer canonical is reorged, whether the transfer vanished or was re-included elsewhere.
+        let mut gone = entry(1, EntryState::Settled, 1_000, Some(10));
+        gone.block_hash = Some(h(0xdd));
+        let mut moved = entry(2, EntryState::Settled, 1_000, Some(10));
+        moved.block_hash = Some(h(0xde));
+        let r = run(&[gone, moved], &[transfer(2, PAY_TO, 1_000, 12, Some(h(2)))]);
+        assert_eq!(classes(&r), [ReconClass::Reorged; 2]);
+        assert!(r.tie_out(&[PAY_TO]).holds);
+    }
+
+    #[test]
+    fn class_names_round_trip() {
+        // Goal: every class parses back from its stored name.
+        for c in ReconClass::ALL {
+            assert_eq!(c.as_str().parse::<ReconClass>().unwrap(), c);
+        }
+        assert!("Matched".parse::<ReconClass>().is_err());
+    }
+}
