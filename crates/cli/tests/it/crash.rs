@@ -13,10 +13,10 @@ use tollgate_metering::{EntryState, Ledger, LedgerOptions};
 use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key, v2_header};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
 
-const KEY: &str = "sk-crash-test-upstream-key";
-const PRICE: u64 = 1_000;
+pub(crate) const KEY: &str = "sk-crash-test-upstream-key";
+pub(crate) const PRICE: u64 = 1_000;
 
-async fn slow_upstream() -> String {
+pub(crate) async fn slow_upstream() -> String {
     async fn handler(headers: axum::http::HeaderMap) -> axum::response::Response {
         use axum::response::IntoResponse;
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {KEY}")) {
@@ -32,7 +32,7 @@ async fn slow_upstream() -> String {
     url
 }
 
-fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Address, grace_s: u64) {
+pub(crate) fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Address, grace_s: u64) {
     let text = format!(
         r#"
 [server]
@@ -75,12 +75,12 @@ settlement = "deferred"
 }
 
 /// Starts `tollgate serve` and returns it with its base URL.
-async fn spawn_gateway(config: &Path) -> (Child, String) {
+pub(crate) async fn spawn_gateway(config: &Path) -> (Child, String) {
     let env = [("CRASH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("CRASH_API_KEY", KEY.to_owned())];
     crate::spawn_serve(config, &env, Default::default()).await
 }
 
-async fn offer(http: &reqwest::Client, url: &str) -> v2::PaymentRequirements {
+pub(crate) async fn offer(http: &reqwest::Client, url: &str) -> v2::PaymentRequirements {
     let resp = http.get(url).send().await.unwrap();
     let raw = resp.headers()["payment-required"].as_bytes().to_vec();
     let challenge: v2::PaymentRequired = decode_header(&raw, PAYMENT_HEADER_BYTES_MAX).unwrap();
