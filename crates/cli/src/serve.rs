@@ -25,7 +25,7 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
                 }
             }
         }
-        None => eprintln!("tollgate: WARNING no relayer key configured: paid routes cannot settle"),
+        None => eprintln!("tollgate: no relayer key configured (no priced routes)"),
     }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("tollgate: listening on http://{}", listener.local_addr()?);

@@ -620,6 +620,14 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             routes,
         });
     }
+    if settlement.relayer_key.is_none() && providers.iter().any(|p| !p.routes.is_empty()) {
+        // Without a relayer every paid call would be verified, forwarded and then fail to
+        // settle: refuse to start instead.
+        return Err(invalid(
+            "settlement.relayer_key",
+            "required (relayer_key_env or relayer_key_file) when routes are priced",
+        ));
+    }
     Ok(Config { server, database, verification, settlement, networks, providers })
 }
 
@@ -733,6 +741,7 @@ price = "0.001"
             (GOOD.replace("path = \"/weather/{city}\"", "path = \"/weather/../x\""), "providers[0].routes[0].path"),
             (GOOD.replace("upstream = \"http://127.0.0.1:9000\"", "upstream = \"ftp://x\""), "providers[0].upstream"),
             (GOOD.replace("relayer_key_env = \"KEY\"", "relayer_key_env = \"API\""), "settlement.relayer_key"),
+            (GOOD.replace("relayer_key_env = \"KEY\"", ""), "settlement.relayer_key"),
         ];
         for (text, key) in cases {
             let err = error_of(&text);
