@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use base64_engine::encode_basic;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -295,9 +295,4 @@ mod base64_engine {
     pub fn encode_basic(user: &str, password: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     }
-}
-
-/// A header name known at compile time (for tests and callers).
-pub fn header_name(s: &'static str) -> HeaderName {
-    HeaderName::from_static(s)
 }
