@@ -650,6 +650,9 @@ impl Stack {
                     path: format!("/deferred/weather/probe{i}"),
                     mode: SettlementMode::After,
                     payment: serde_json::to_string(v)?,
+                    price_version: None,
+                    credential: None,
+                    credential_version: None,
                     now_unix_s: gw.clock.now_unix_s(),
                 };
                 Ok(gw.ledger.reserve(&entry).await?)

@@ -135,6 +135,17 @@ pub enum MeteringError {
         /// The generator's description.
         reason: String,
     },
+    /// The payer's wallet policy refuses this call; nothing was reserved.
+    #[error("wallet policy: {0}")]
+    PolicyDenied(crate::control::PolicyDenial),
+    /// A control-plane record (provider, endpoint, credential, token) does not exist.
+    #[error("no {what} `{key}`")]
+    UnknownRecord {
+        /// The kind of record.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
 }
 
 impl MeteringError {
@@ -157,7 +168,9 @@ impl MeteringError {
             | MeteringError::TooLong { .. }
             | MeteringError::OutOfRange { .. }
             | MeteringError::Corrupt { .. }
-            | MeteringError::Randomness { .. } => false,
+            | MeteringError::Randomness { .. }
+            | MeteringError::PolicyDenied(_)
+            | MeteringError::UnknownRecord { .. } => false,
         }
     }
 }

@@ -21,6 +21,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::MeteringError;
+use crate::control::{
+    GLOBAL_SCOPE, LOCK_POLICIES_PG, PolicyCheckRow, SELECT_CAP_SPEND, SELECT_POLICY_CHECK, check_cap, evaluate_policies,
+};
 use crate::reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun};
 use crate::types::{
     AtomicAmount, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry, PATH_BYTES_MAX,
@@ -124,7 +127,7 @@ impl LedgerOptions {
 }
 
 #[derive(Clone)]
-enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -157,7 +160,7 @@ macro_rules! on_db {
 /// The ledger: a handle on the database pools. Cheap to clone; clones share the pools.
 #[derive(Clone)]
 pub struct Ledger {
-    db: Db,
+    pub(crate) db: Db,
     opts: LedgerOptions,
 }
 
@@ -173,7 +176,7 @@ macro_rules! entry_columns {
     () => {
         "id, chain_id, asset, payer, pay_to, nonce, amount, valid_before_unix_s, provider, route, method, path, \
          mode, state, tx_hash, block_number, block_hash, log_index, upstream_status, reason, payment, \
-         created_unix_s, updated_unix_s"
+         price_version, credential, credential_version, created_unix_s, updated_unix_s"
     };
 }
 
@@ -187,8 +190,9 @@ macro_rules! amount_sums {
 }
 
 const INSERT_ENTRY: &str = "INSERT INTO ledger_entries (id, chain_id, asset, payer, pay_to, nonce, amount, \
-     valid_before_unix_s, provider, route, method, path, mode, state, payment, created_unix_s, updated_unix_s) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $15, $15)";
+     valid_before_unix_s, provider, route, method, path, mode, state, payment, price_version, credential, \
+     credential_version, created_unix_s, updated_unix_s) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $16, $17, $18, $15, $15)";
 
 const INSERT_EVENT: &str = "INSERT INTO ledger_events (entry_id, from_state, to_state, cause, detail, tx_hash, \
      at_unix_s) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -280,6 +284,9 @@ struct EntryRow {
     upstream_status: Option<i64>,
     reason: Option<String>,
     payment: String,
+    price_version: Option<i64>,
+    credential: Option<String>,
+    credential_version: Option<i64>,
     created_unix_s: i64,
     updated_unix_s: i64,
 }
@@ -313,17 +320,17 @@ where
     value.parse().map_err(|e: T::Err| MeteringError::Corrupt { column, reason: e.to_string() })
 }
 
-fn unsigned_column(column: &'static str, value: i64) -> Result<u64, MeteringError> {
+pub(crate) fn unsigned_column(column: &'static str, value: i64) -> Result<u64, MeteringError> {
     u64::try_from(value).map_err(|_| MeteringError::Corrupt { column, reason: format!("negative value {value}") })
 }
 
-fn to_i64(field: &'static str, value: u64) -> Result<i64, MeteringError> {
+pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, MeteringError> {
     i64::try_from(value).map_err(|_| MeteringError::OutOfRange { field, value: value.into() })
 }
 
 /// Addresses and hashes are stored as lowercase `0x`-hex: one spelling per value, so the
 /// UNIQUE constraint compares like with like.
-fn hex_address(address: Address) -> String {
+pub(crate) fn hex_address(address: Address) -> String {
     format!("{address:#x}")
 }
 
@@ -364,6 +371,12 @@ impl EntryRow {
                 .transpose()?,
             reason: self.reason,
             payment: self.payment,
+            price_version: self.price_version.map(|v| unsigned_column("price_version", v)).transpose()?,
+            credential: self.credential,
+            credential_version: self
+                .credential_version
+                .map(|v| unsigned_column("credential_version", v))
+                .transpose()?,
             created_unix_s: unsigned_column("created_unix_s", self.created_unix_s)?,
             updated_unix_s: unsigned_column("updated_unix_s", self.updated_unix_s)?,
         })
@@ -549,11 +562,11 @@ impl Ledger {
         on_db!(&self.db, |pool| pool.close().await)
     }
 
-    fn db_error(&self, op: &'static str, e: sqlx::Error) -> MeteringError {
+    pub(crate) fn db_error(&self, op: &'static str, e: sqlx::Error) -> MeteringError {
         db_error(self.engine(), &self.opts, op, e)
     }
 
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: &'static str,
         call: impl Future<Output = Result<T, MeteringError>>,
@@ -579,6 +592,11 @@ impl Ledger {
         let valid_before = to_i64("valid_before_unix_s", e.valid_before_unix_s)?;
         let now = to_i64("now_unix_s", e.now_unix_s)?;
         let (asset, payer, nonce) = (hex_address(e.asset), hex_address(e.payer), hex_b256(e.nonce));
+        let price_version = e.price_version.map(|v| to_i64("price_version", v)).transpose()?;
+        let credential_version = e.credential_version.map(|v| to_i64("credential_version", v)).transpose()?;
+        if let Some(c) = &e.credential {
+            check_len("credential", c, LABEL_BYTES_MAX)?;
+        }
         let id = EntryId::random()?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
 
@@ -586,6 +604,44 @@ impl Ledger {
             .bounded(OP, async {
                 on_db!(&self.db, |pool, begin| {
                     let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                    // Wallet policies, checked in this transaction so that caps hold under
+                    // concurrency: SQLite's write lock is already held (BEGIN IMMEDIATE); on
+                    // PostgreSQL the payer's policy rows are locked before the spend is summed.
+                    let mut rows: Vec<PolicyCheckRow> = sqlx::query_as(SELECT_POLICY_CHECK)
+                        .bind(&payer)
+                        .bind(&e.provider)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    let has_caps = rows.iter().any(|r| r.daily_cap.is_some() || r.monthly_cap.is_some());
+                    if has_caps && matches!(self.engine(), Engine::Postgres) {
+                        sqlx::query(LOCK_POLICIES_PG)
+                            .bind(&payer)
+                            .bind(&e.provider)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                        rows = sqlx::query_as(SELECT_POLICY_CHECK)
+                            .bind(&payer)
+                            .bind(&e.provider)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                    }
+                    let caps = evaluate_policies(&rows, &e.route, e.amount.get(), e.now_unix_s)
+                        .map_err(MeteringError::PolicyDenied)?;
+                    for cap in &caps {
+                        let scope = (cap.scope != GLOBAL_SCOPE).then_some(cap.scope.as_str());
+                        let spent: SumRow = sqlx::query_as(SELECT_CAP_SPEND)
+                            .bind(&payer)
+                            .bind(to_i64("since_unix_s", cap.since_unix_s)?)
+                            .bind(scope)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                        check_cap(cap, spent.into_tally()?.amount, e.amount.get())
+                            .map_err(MeteringError::PolicyDenied)?;
+                    }
                     let insert = sqlx::query(INSERT_ENTRY)
                         .bind(id.as_str())
                         .bind(chain_id)
@@ -602,6 +658,9 @@ impl Ledger {
                         .bind(e.mode.as_str())
                         .bind(&e.payment)
                         .bind(now)
+                        .bind(price_version)
+                        .bind(e.credential.as_deref())
+                        .bind(credential_version)
                         .execute(&mut *tx)
                         .await;
                     match insert {
@@ -1467,6 +1526,9 @@ mod tests {
             path: "/".to_owned(),
             mode: crate::SettlementMode::After,
             payment: "{}".to_owned(),
+            price_version: None,
+            credential: None,
+            credential_version: None,
             now_unix_s: 1,
         };
         let (a, b) = tokio::join!(

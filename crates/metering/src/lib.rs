@@ -13,11 +13,20 @@
 //! it stores, read the environment (configuration arrives by value), or put the database URL
 //! in errors or `Debug` output. Every call has a time limit ([`LedgerOptions`]).
 
-mod error;
+// First: its `on_db!` macro is used by the modules after it.
+#[macro_use]
 mod ledger;
+
+mod control;
+mod error;
 mod reconcile;
 mod types;
 
+pub use control::{
+    Actor, AdminToken, AuditQuery, AuditRecord, AuditVerification, CONTROL_CHANNEL, ControlState, CredentialVersion,
+    Decision, EndpointRecord, EndpointWrite, GLOBAL_SCOPE, NewAuditRecord, PolicyDenial, PriceVersion, ProviderRecord,
+    Role, Source, WalletPolicy, audit_hash, period_starts, token_hash,
+};
 pub use error::MeteringError;
 pub use ledger::{Engine, Ledger, LedgerOptions};
 pub use reconcile::{

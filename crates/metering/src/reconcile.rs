@@ -494,6 +494,9 @@ mod tests {
             upstream_status: Some(200),
             reason: None,
             payment: "{}".to_owned(),
+            price_version: None,
+            credential: None,
+            credential_version: None,
             created_unix_s: 1,
             updated_unix_s: 1,
         }

@@ -28,6 +28,13 @@ pub const PATH_BYTES_MAX: usize = 8 * 1024;
 /// Longest reason stored on an entry.
 pub const REASON_BYTES_MAX: usize = 2 * 1024;
 
+/// `N` bytes from the operating system's generator.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MeteringError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| MeteringError::Randomness { reason: e.to_string() })?;
+    Ok(bytes)
+}
+
 pub(crate) fn check_len(field: &'static str, value: &str, max_bytes: usize) -> Result<(), MeteringError> {
     if value.len() > max_bytes {
         return Err(MeteringError::TooLong { field, len_bytes: value.len(), max_bytes });
@@ -58,9 +65,7 @@ impl EntryId {
 
     /// A fresh random id from the operating system's generator.
     pub(crate) fn random() -> Result<EntryId, MeteringError> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| MeteringError::Randomness { reason: e.to_string() })?;
-        Ok(EntryId(hex::encode(bytes)))
+        Ok(EntryId(hex::encode(random_bytes::<16>()?)))
     }
 
     /// The 32 hex characters.
@@ -318,6 +323,13 @@ pub struct NewEntry {
     pub mode: SettlementMode,
     /// Opaque JSON the gateway needs to settle later; stored, never parsed.
     pub payment: String,
+    /// The price version the call was quoted (`price_versions.id`), when the route has one.
+    pub price_version: Option<u64>,
+    /// The credential that serves the call (`vault:NAME`, `env:NAME`, `file:PATH`), never
+    /// its value.
+    pub credential: Option<String>,
+    /// The vault version of that credential.
+    pub credential_version: Option<u64>,
     /// Now, from the caller's clock.
     pub now_unix_s: u64,
 }
@@ -430,6 +442,12 @@ pub struct Entry {
     pub reason: Option<String>,
     /// The opaque payment JSON.
     pub payment: String,
+    /// The price version the call was quoted.
+    pub price_version: Option<u64>,
+    /// The credential that served the call (never its value).
+    pub credential: Option<String>,
+    /// Its vault version.
+    pub credential_version: Option<u64>,
     /// When the entry was reserved.
     pub created_unix_s: u64,
     /// When the entry last changed state.

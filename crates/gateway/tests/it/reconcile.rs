@@ -112,6 +112,9 @@ async fn exceptions_are_classified(h: &Harness) {
             path: "/weather/ghost".to_owned(),
             mode: SettlementMode::After,
             payment: "{}".to_owned(),
+            price_version: None,
+            credential: None,
+            credential_version: None,
             now_unix_s: h.now,
         })
         .await

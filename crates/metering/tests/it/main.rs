@@ -5,6 +5,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod concurrency;
+mod control;
 mod lifecycle;
 mod queries;
 mod reconcile;
@@ -220,6 +221,9 @@ pub fn new_entry(n: u64, amount: u64, now_unix_s: u64) -> NewEntry {
         path: "/v1/chat/completions".to_owned(),
         mode: SettlementMode::After,
         payment: r#"{"x402Version":2,"payload":{"signature":"0x00"}}"#.to_owned(),
+        price_version: None,
+        credential: None,
+        credential_version: None,
         now_unix_s,
     }
 }
