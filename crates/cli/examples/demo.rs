@@ -62,6 +62,9 @@ fn config_text(db_url: &str, rpc: &str, upstream: &str, pay_to: Address) -> Stri
 [server]
 listen = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [database]
 url = "{db_url}"
 

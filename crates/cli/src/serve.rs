@@ -27,9 +27,36 @@ pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
         }
         None => eprintln!("tollgate: no relayer key configured (no priced routes)"),
     }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    // The admin API first: its address is printed before the line tests and scripts wait for.
+    let admin = if gw.config.admin.enabled {
+        let admin_listener = tokio::net::TcpListener::bind(gw.config.admin.listen).await?;
+        eprintln!("tollgate: admin API on http://{}", admin_listener.local_addr()?);
+        Some(tokio::spawn(tollgate_gateway::serve_admin(admin_listener, gw.clone(), stopped())))
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("tollgate: listening on http://{}", listener.local_addr()?);
-    tollgate_gateway::serve(listener, gw, shutdown_signal()).await?;
+    let serving = tollgate_gateway::serve(listener, gw, stopped());
+    tokio::pin!(serving);
+    tokio::select! {
+        r = &mut serving => r?,
+        () = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            serving.await?;
+        }
+    }
+    let _ = stop_tx.send(true);
+    if let Some(a) = admin {
+        a.await??;
+    }
     Ok(())
 }
 

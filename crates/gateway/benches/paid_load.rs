@@ -502,7 +502,10 @@ impl Stack {
                     provider.strip_prefix.as_deref(),
                     None,
                 ),
-                credential: provider.credential.as_ref(),
+                credential: provider.credential.as_ref().and_then(|c| match &c.secret {
+                    tollgate_gateway::config::SecretSource::Static { secret, .. } => Some((&c.injection, secret)),
+                    tollgate_gateway::config::SecretSource::Vault { .. } => None,
+                }),
                 timeout: route.upstream_timeout,
                 body_bytes_max: route.body_bytes_max,
                 response_bytes_max: gw.config.server.response_bytes_max,
@@ -622,10 +625,15 @@ impl Stack {
         };
         let n = verified.len();
         let (token, busy_payer) = (self.chain.token, self.payers[0].address());
-        let provider_index =
-            gw.config.providers.iter().position(|p| p.id == DEFERRED_PROVIDER).context("deferred provider")?;
-        let route_name =
-            gw.routes.iter().find(|r| r.provider == provider_index).context("deferred route entry")?.name.clone();
+        let route_name = gw
+            .live
+            .get()
+            .routes
+            .iter()
+            .find(|r| r.provider.id == DEFERRED_PROVIDER)
+            .context("deferred route entry")?
+            .name
+            .clone();
         let route_name = &route_name;
 
         // A load payer, whose many entries the sum has to go through, as under load.

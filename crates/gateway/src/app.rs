@@ -1,6 +1,7 @@
 //! The gateway's shared state, built once from the configuration at startup.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,11 +9,11 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, U256};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
-use tollgate_metering::{EntryId, Ledger, LedgerOptions};
+use tollgate_metering::{EntryId, Ledger, LedgerOptions, NewAuditRecord};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
-use tollgate_x402::{DecimalU256, v2};
 
-use crate::config::{Config, ProviderConfig, RouteConfig};
+use crate::config::Config;
+use crate::control::Live;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +34,6 @@ pub enum StartError {
     Config(String),
 }
 
-/// One priced route, flattened out of its provider.
-#[derive(Debug)]
-pub struct RouteEntry {
-    /// Index into `config.providers`.
-    pub provider: usize,
-    /// Index into that provider's routes.
-    pub route: usize,
-    /// Our offers for this route, one per accepted network.
-    pub offers: Vec<v2::PaymentRequirements>,
-    /// Stable name for the ledger: `provider:path-pattern`.
-    pub name: String,
-}
-
 /// (chain id, asset, payer).
 pub type BalanceKey = (u64, Address, Address);
 
@@ -53,8 +41,18 @@ pub type BalanceKey = (u64, Address, Address);
 pub struct Gateway {
     /// The configuration.
     pub config: Config,
-    /// Priced routes in match order.
-    pub routes: Vec<RouteEntry>,
+    /// The control plane in use: route table and live credentials.
+    pub live: Live,
+    /// Set once the first snapshot is loaded.
+    pub loaded: AtomicBool,
+    /// One reload at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Audit records waiting for the writer.
+    pub audit_tx: mpsc::Sender<NewAuditRecord>,
+    /// Audit records queued and not yet committed.
+    pub audit_pending: Arc<AtomicU64>,
+    /// The writer's end of the queue (taken by `serve`).
+    pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
     /// Payment verification.
     pub verifier: Verifier,
     /// One settler per chain id (absent without a relayer key).
@@ -77,7 +75,10 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("routes", &self.routes.len()).field("instance", &self.instance).finish()
+        f.debug_struct("Gateway")
+            .field("routes", &self.live.get().routes.len())
+            .field("instance", &self.instance)
+            .finish()
     }
 }
 
@@ -136,12 +137,18 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| StartError::Config(format!("HTTP client: {e}")))?;
-        let routes = route_table(&config)?;
+        crate::control::seed(&config, &ledger, clock.now_unix_s()).await?;
         let (deferred_tx, deferred_rx) = mpsc::channel(config.settlement.deferred_queue_capacity);
+        let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
         let instance = hex::encode(rand::random::<[u8; 8]>());
-        Ok(Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             config,
-            routes,
+            live: Live::default(),
+            loaded: AtomicBool::new(false),
+            reload_lock: tokio::sync::Mutex::new(()),
+            audit_tx,
+            audit_pending: Arc::new(AtomicU64::new(0)),
+            audit_rx: Mutex::new(Some(audit_rx)),
             verifier,
             settlers,
             ledger,
@@ -151,53 +158,13 @@ impl Gateway {
             deferred_rx: Mutex::new(Some(deferred_rx)),
             balances: Mutex::new(HashMap::new()),
             instance,
-        }))
-    }
-
-    /// The provider and route of a table entry.
-    pub fn route(&self, entry: &RouteEntry) -> Option<(&ProviderConfig, &RouteConfig)> {
-        let p = self.config.providers.get(entry.provider)?;
-        Some((p, p.routes.get(entry.route)?))
+        });
+        crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
+        Ok(gw)
     }
 
     /// The relayer's address, when a key is configured.
     pub fn relayer(&self) -> Option<Address> {
         self.settlers.values().next().map(|s| s.address())
     }
-}
-
-const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz"];
-
-fn route_table(config: &Config) -> Result<Vec<RouteEntry>, StartError> {
-    let mut out = Vec::new();
-    for (pi, p) in config.providers.iter().enumerate() {
-        for (ri, r) in p.routes.iter().enumerate() {
-            let path = r.pattern.to_string();
-            if RESERVED_PREFIXES.iter().any(|x| path == *x || path.starts_with(&format!("{x}/"))) {
-                return Err(StartError::Config(format!(
-                    "providers[{pi}].routes[{ri}].path: {path} is reserved by the gateway"
-                )));
-            }
-            let mut offers = Vec::new();
-            for (network, amount) in &r.prices {
-                let n = config
-                    .network(*network)
-                    .ok_or_else(|| StartError::Config(format!("route {path}: network {network} not configured")))?;
-                let mut extra = serde_json::Map::new();
-                extra.insert("name".into(), n.eip712_name.clone().into());
-                extra.insert("version".into(), n.eip712_version.clone().into());
-                offers.push(v2::PaymentRequirements {
-                    scheme: tollgate_x402::SCHEME_EXACT.to_owned(),
-                    network: *network,
-                    amount: DecimalU256::from(amount.get()),
-                    asset: n.asset,
-                    pay_to: p.pay_to,
-                    max_timeout_seconds: r.max_timeout_seconds,
-                    extra,
-                });
-            }
-            out.push(RouteEntry { provider: pi, route: ri, offers, name: format!("{}:{}", p.id, path) });
-        }
-    }
-    Ok(out)
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tollgate_metering::{AtomicAmount, SettlementMode};
 use tollgate_x402::Network;
 
@@ -65,6 +65,34 @@ struct RawConfig {
     networks: Vec<RawNetwork>,
     #[serde(default)]
     providers: Vec<RawProvider>,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    vault: RawVault,
+    #[serde(default)]
+    control: RawControl,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    body_bytes_max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    master_key_env: Option<String>,
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    poll_interval_ms: Option<u64>,
+    audit_queue_capacity: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -124,45 +152,85 @@ struct RawNetwork {
     rpc_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A provider as written in the file (and as stored, JSON, in the control plane).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawProvider {
-    id: String,
-    pay_to: String,
-    upstream: String,
-    strip_prefix: Option<String>,
-    credential: Option<RawCredential>,
-    upstream_timeout_ms: Option<u64>,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
+pub struct RawProvider {
+    /// Stable id.
+    pub id: String,
+    /// Payee address.
+    pub pay_to: String,
+    /// Upstream base URL.
+    pub upstream: String,
+    /// Prefix removed before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// How the upstream credential is injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<RawCredential>,
+    /// Default upstream timeout of its routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Priced routes (the file only; stored separately as endpoints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A credential injection as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawCredential {
-    inject: String,
-    secret_env: Option<String>,
-    secret_file: Option<PathBuf>,
-    header: Option<String>,
-    template: Option<String>,
-    param: Option<String>,
-    username: Option<String>,
+pub struct RawCredential {
+    /// `header`, `query` or `basic`.
+    pub inject: String,
+    /// Secret from this environment variable (file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Secret from this file (file only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// Secret from the vault: the latest unrevoked version of this credential name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
+    /// Header name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Header value template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Query parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// Basic-auth user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A priced route as written (and as stored, JSON, in the control plane).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    path: String,
-    methods: Option<Vec<String>>,
-    price: Option<String>,
-    price_atomic: Option<String>,
-    networks: Option<Vec<String>>,
-    description: Option<String>,
-    mime_type: Option<String>,
-    settlement: Option<String>,
-    max_timeout_seconds: Option<u64>,
-    upstream_timeout_ms: Option<u64>,
-    body_bytes_max: Option<u64>,
+#[allow(missing_docs)]
+pub struct RawRoute {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_atomic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes_max: Option<u64>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,8 +249,47 @@ pub struct Config {
     pub settlement: SettlementConfig,
     /// Chains and their assets.
     pub networks: Vec<NetworkConfig>,
-    /// Providers and their priced routes.
+    /// Providers and their priced routes, as the file gives them (validated). The served
+    /// table is the control plane's, which the file seeds at startup.
     pub providers: Vec<ProviderConfig>,
+    /// The providers as written, seeded into the control plane at startup.
+    pub raw_providers: Vec<RawProvider>,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The credential vault's master key (absent: vault credentials cannot be used).
+    pub vault_key: Option<VaultKey>,
+    /// Control-plane propagation and audit.
+    pub control: ControlConfig,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Whether `serve` opens the admin listener.
+    pub enabled: bool,
+    /// Its address (loopback by default).
+    pub listen: SocketAddr,
+    /// Largest admin request body.
+    pub body_bytes_max: usize,
+}
+
+/// The vault's AES-256 master key. Never printed; never stored in the database.
+pub struct VaultKey(pub secrecy::SecretBox<[u8; 32]>);
+
+impl std::fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VaultKey([redacted])")
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// How often a replica checks the change counter (the PostgreSQL notification usually
+    /// arrives first).
+    pub poll_interval: Duration,
+    /// Capacity of the audit writer's queue.
+    pub audit_queue_capacity: usize,
 }
 
 /// `[server]`.
@@ -291,15 +398,30 @@ pub enum Injection {
     },
 }
 
+/// Where a credential's secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// Read once from the environment or a file (`source` is `env:NAME` / `file:PATH`).
+    Static {
+        /// The secret.
+        secret: SecretString,
+        /// Its origin, for audit and logs.
+        source: String,
+    },
+    /// The latest unrevoked version of a vault credential of the provider.
+    Vault {
+        /// The credential's name.
+        name: String,
+    },
+}
+
 /// An upstream credential.
 #[derive(Debug, Clone)]
 pub struct Credential {
     /// Where it goes.
     pub injection: Injection,
-    /// The secret itself.
-    pub secret: SecretString,
-    /// Where it came from (`env:NAME` / `file:PATH`), for audit and logs.
-    pub source: String,
+    /// Where the secret comes from.
+    pub secret: SecretSource,
 }
 
 /// One `[[providers]]` entry.
@@ -315,6 +437,8 @@ pub struct ProviderConfig {
     pub strip_prefix: Option<String>,
     /// Injected credential.
     pub credential: Option<Credential>,
+    /// Upstream timeout of routes that set none.
+    pub default_upstream_timeout: Duration,
     /// Priced routes.
     pub routes: Vec<RouteConfig>,
 }
@@ -521,104 +645,17 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     }
 
     let mut providers: Vec<ProviderConfig> = Vec::new();
-    for (pi, p) in raw.providers.into_iter().enumerate() {
-        let pkey = |k: &str| format!("providers[{pi}].{k}");
-        if p.id.is_empty() || !p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(invalid(pkey("id"), "use letters, digits, '-' and '_'"));
-        }
+    for (pi, p) in raw.providers.iter().enumerate() {
+        let pkey = format!("providers[{pi}]");
         if providers.iter().any(|q| q.id == p.id) {
-            return Err(invalid(pkey("id"), format!("provider `{}` is defined twice", p.id)));
+            return Err(invalid(format!("{pkey}.id"), format!("provider `{}` is defined twice", p.id)));
         }
-        let credential = match p.credential {
-            None => None,
-            Some(c) => Some(credential(&pkey("credential"), c, env)?),
-        };
-        let provider_timeout_ms = p.upstream_timeout_ms.unwrap_or(10_000);
-        let mut routes = Vec::new();
-        for (ri, r) in p.routes.into_iter().enumerate() {
-            let rkey = |k: &str| format!("providers[{pi}].routes[{ri}].{k}");
-            let pattern = PathPattern::parse(&r.path).map_err(|e| invalid(rkey("path"), e))?;
-            if let Some(prefix) = &p.strip_prefix
-                && !r.path.starts_with(prefix.as_str())
-            {
-                return Err(invalid(
-                    rkey("path"),
-                    format!("does not start with the provider's strip_prefix `{prefix}`"),
-                ));
-            }
-            let methods: BTreeSet<String> = r
-                .methods
-                .unwrap_or_else(|| vec!["GET".to_owned()])
-                .into_iter()
-                .map(|m| m.to_ascii_uppercase())
-                .collect();
-            for m in &methods {
-                if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") {
-                    return Err(invalid(rkey("methods"), format!("unknown method `{m}`")));
-                }
-            }
-            let route_networks: Vec<&NetworkConfig> = match &r.networks {
-                None => networks.iter().collect(),
-                Some(ids) => {
-                    let mut out = Vec::new();
-                    for id in ids {
-                        let n = Network::parse(id).map_err(|e| invalid(rkey("networks"), e.to_string()))?;
-                        let cfg = networks.iter().find(|c| c.network == n).ok_or_else(|| {
-                            invalid(rkey("networks"), format!("{n} is not configured under [[networks]]"))
-                        })?;
-                        out.push(cfg);
-                    }
-                    out
-                }
-            };
-            if route_networks.is_empty() {
-                return Err(invalid(rkey("networks"), "no network to accept payment on"));
-            }
-            let mut prices = Vec::new();
-            for n in route_networks {
-                let atomic = match (&r.price, &r.price_atomic) {
-                    (Some(_), Some(_)) => return Err(invalid(rkey("price"), "give either price or price_atomic")),
-                    (Some(h), None) => parse_human_amount(h, n.decimals).map_err(|e| invalid(rkey("price"), e))?,
-                    (None, Some(a)) => {
-                        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()) {
-                            return Err(invalid(rkey("price_atomic"), format!("`{a}` is not a whole number")));
-                        }
-                        a.parse::<u64>().map_err(|_| invalid(rkey("price_atomic"), format!("`{a}` is too large")))?
-                    }
-                    (None, None) => return Err(invalid(rkey("price"), "missing (price or price_atomic)")),
-                };
-                let amount = AtomicAmount::new(atomic)
-                    .ok_or_else(|| invalid(rkey("price"), "must be greater than zero and below 2^63"))?;
-                prices.push((n.network, amount));
-            }
-            let settlement = match r.settlement.as_deref().unwrap_or("after") {
-                "after" => SettlementMode::After,
-                "before" => SettlementMode::Before,
-                "deferred" => SettlementMode::Deferred,
-                other => {
-                    return Err(invalid(rkey("settlement"), format!("`{other}`: expected after, before or deferred")));
-                }
-            };
-            routes.push(RouteConfig {
-                pattern,
-                methods,
-                prices,
-                description: r.description.unwrap_or_default(),
-                mime_type: r.mime_type.unwrap_or_else(|| "application/json".to_owned()),
-                settlement,
-                max_timeout_seconds: r.max_timeout_seconds.unwrap_or(60),
-                upstream_timeout: ms(r.upstream_timeout_ms, provider_timeout_ms),
-                body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
-            });
+        let mut provider = build_provider(&pkey, p, env, true)?;
+        for (ri, r) in p.routes.iter().enumerate() {
+            let route = build_route(&format!("{pkey}.routes[{ri}]"), r, &provider, &networks, &server)?;
+            provider.routes.push(route);
         }
-        providers.push(ProviderConfig {
-            id: p.id,
-            pay_to: address(&pkey("pay_to"), &p.pay_to)?,
-            upstream: url(&pkey("upstream"), &p.upstream)?,
-            strip_prefix: p.strip_prefix,
-            credential,
-            routes,
-        });
+        providers.push(provider);
     }
     if settlement.relayer_key.is_none() && providers.iter().any(|p| !p.routes.is_empty()) {
         // Without a relayer every paid call would be verified, forwarded and then fail to
@@ -628,12 +665,190 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             "required (relayer_key_env or relayer_key_file) when routes are priced",
         ));
     }
-    Ok(Config { server, database, verification, settlement, networks, providers })
+    let admin = AdminConfig {
+        enabled: raw.admin.enabled.unwrap_or(true),
+        listen: raw
+            .admin
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8403")
+            .parse()
+            .map_err(|_| invalid("admin.listen", "expected host:port"))?,
+        body_bytes_max: raw.admin.body_bytes_max.unwrap_or(64 * 1024),
+    };
+    let vault_key = match secret_from(
+        "vault.master_key",
+        raw.vault.master_key_env.as_deref(),
+        raw.vault.master_key_file.as_deref(),
+        env,
+    )? {
+        None => None,
+        Some((key, _)) => Some(parse_master_key(key.expose_secret()).map_err(|r| invalid("vault.master_key", r))?),
+    };
+    let control = ControlConfig {
+        poll_interval: ms(raw.control.poll_interval_ms, 250),
+        audit_queue_capacity: raw.control.audit_queue_capacity.unwrap_or(4096).max(1),
+    };
+    Ok(Config {
+        server,
+        database,
+        verification,
+        settlement,
+        networks,
+        providers,
+        raw_providers: raw.providers,
+        admin,
+        vault_key,
+        control,
+    })
 }
 
-fn credential(key: &str, c: RawCredential, env: &dyn Fn(&str) -> Option<String>) -> Result<Credential, ConfigError> {
-    let (secret, source) = secret_from(key, c.secret_env.as_deref(), c.secret_file.as_deref(), env)?
-        .ok_or_else(|| invalid(key, "secret_env or secret_file is required"))?;
+/// A 32-byte key as 64 hex digits (optionally `0x`-prefixed).
+fn parse_master_key(s: &str) -> Result<VaultKey, &'static str> {
+    let bytes = hex::decode(s.trim().trim_start_matches("0x")).map_err(|_| "expected 64 hex digits")?;
+    let key: [u8; 32] = bytes.try_into().map_err(|_| "expected 32 bytes (64 hex digits)")?;
+    Ok(VaultKey(secrecy::SecretBox::new(Box::new(key))))
+}
+
+/// Validates a provider (without its routes). `static_secrets`: whether the credential may be
+/// read from the environment or a file (the file may; the admin API may only name a vault
+/// credential).
+pub fn build_provider(
+    pkey: &str,
+    p: &RawProvider,
+    env: &dyn Fn(&str) -> Option<String>,
+    static_secrets: bool,
+) -> Result<ProviderConfig, ConfigError> {
+    let key = |k: &str| format!("{pkey}.{k}");
+    if p.id.is_empty() || p.id.len() > 64 || !p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(key("id"), "use 1 to 64 letters, digits, '-' and '_'"));
+    }
+    let credential = match &p.credential {
+        None => None,
+        Some(c) => Some(credential(&key("credential"), c.clone(), env, static_secrets)?),
+    };
+    Ok(ProviderConfig {
+        id: p.id.clone(),
+        pay_to: address(&key("pay_to"), &p.pay_to)?,
+        upstream: url(&key("upstream"), &p.upstream)?,
+        strip_prefix: p.strip_prefix.clone(),
+        credential,
+        default_upstream_timeout: ms(p.upstream_timeout_ms, 10_000),
+        routes: Vec::new(),
+    })
+}
+
+/// Validates one route of `provider`.
+pub fn build_route(
+    rkey: &str,
+    r: &RawRoute,
+    provider: &ProviderConfig,
+    networks: &[NetworkConfig],
+    server: &ServerConfig,
+) -> Result<RouteConfig, ConfigError> {
+    let key = |k: &str| format!("{rkey}.{k}");
+    let pattern = PathPattern::parse(&r.path).map_err(|e| invalid(key("path"), e))?;
+    if let Some(prefix) = &provider.strip_prefix
+        && !r.path.starts_with(prefix.as_str())
+    {
+        return Err(invalid(key("path"), format!("does not start with the provider's strip_prefix `{prefix}`")));
+    }
+    let methods: BTreeSet<String> = r
+        .methods
+        .clone()
+        .unwrap_or_else(|| vec!["GET".to_owned()])
+        .into_iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect();
+    for m in &methods {
+        if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") {
+            return Err(invalid(key("methods"), format!("unknown method `{m}`")));
+        }
+    }
+    if methods.is_empty() {
+        return Err(invalid(key("methods"), "at least one method"));
+    }
+    let route_networks: Vec<&NetworkConfig> = match &r.networks {
+        None => networks.iter().collect(),
+        Some(ids) => {
+            let mut out = Vec::new();
+            for id in ids {
+                let n = Network::parse(id).map_err(|e| invalid(key("networks"), e.to_string()))?;
+                let cfg = networks
+                    .iter()
+                    .find(|c| c.network == n)
+                    .ok_or_else(|| invalid(key("networks"), format!("{n} is not configured under [[networks]]")))?;
+                out.push(cfg);
+            }
+            out
+        }
+    };
+    if route_networks.is_empty() {
+        return Err(invalid(key("networks"), "no network to accept payment on"));
+    }
+    let mut prices = Vec::new();
+    for n in route_networks {
+        let atomic = match (&r.price, &r.price_atomic) {
+            (Some(_), Some(_)) => return Err(invalid(key("price"), "give either price or price_atomic")),
+            (Some(h), None) => parse_human_amount(h, n.decimals).map_err(|e| invalid(key("price"), e))?,
+            (None, Some(a)) => {
+                if a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid(key("price_atomic"), format!("`{a}` is not a whole number")));
+                }
+                a.parse::<u64>().map_err(|_| invalid(key("price_atomic"), format!("`{a}` is too large")))?
+            }
+            (None, None) => return Err(invalid(key("price"), "missing (price or price_atomic)")),
+        };
+        let amount = AtomicAmount::new(atomic)
+            .ok_or_else(|| invalid(key("price"), "must be greater than zero and below 2^63"))?;
+        prices.push((n.network, amount));
+    }
+    let settlement = match r.settlement.as_deref().unwrap_or("after") {
+        "after" => SettlementMode::After,
+        "before" => SettlementMode::Before,
+        "deferred" => SettlementMode::Deferred,
+        other => return Err(invalid(key("settlement"), format!("`{other}`: expected after, before or deferred"))),
+    };
+    Ok(RouteConfig {
+        pattern,
+        methods,
+        prices,
+        description: r.description.clone().unwrap_or_default(),
+        mime_type: r.mime_type.clone().unwrap_or_else(|| "application/json".to_owned()),
+        settlement,
+        max_timeout_seconds: r.max_timeout_seconds.unwrap_or(60),
+        upstream_timeout: r.upstream_timeout_ms.map(Duration::from_millis).unwrap_or(provider.default_upstream_timeout),
+        body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
+    })
+}
+
+fn credential(
+    key: &str,
+    c: RawCredential,
+    env: &dyn Fn(&str) -> Option<String>,
+    static_secrets: bool,
+) -> Result<Credential, ConfigError> {
+    let secret = match (&c.vault, c.secret_env.is_some() || c.secret_file.is_some()) {
+        (Some(_), true) => return Err(invalid(key, "give either vault or secret_env/secret_file")),
+        (Some(name), false) => {
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(invalid(format!("{key}.vault"), "use 1 to 64 letters, digits, '-', '_' and '.'"));
+            }
+            SecretSource::Vault { name: name.clone() }
+        }
+        (None, _) if !static_secrets => {
+            return Err(invalid(format!("{key}.vault"), "required: over the admin API secrets come from the vault"));
+        }
+        (None, _) => {
+            let (secret, source) = secret_from(key, c.secret_env.as_deref(), c.secret_file.as_deref(), env)?
+                .ok_or_else(|| invalid(key, "vault, secret_env or secret_file is required"))?;
+            SecretSource::Static { secret, source }
+        }
+    };
     let unexpected = |field: &str, present: bool| {
         if present {
             Err(invalid(format!("{key}.{field}"), format!("not used with inject = \"{}\"", c.inject)))
@@ -668,7 +883,7 @@ fn credential(key: &str, c: RawCredential, env: &dyn Fn(&str) -> Option<String>)
         }
         other => return Err(invalid(format!("{key}.inject"), format!("`{other}`: expected header, query or basic"))),
     };
-    Ok(Credential { injection, secret, source })
+    Ok(Credential { injection, secret })
 }
 
 #[cfg(test)]

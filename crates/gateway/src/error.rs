@@ -79,6 +79,41 @@ pub enum GatewayError {
     /// No receipt has this id.
     #[error("receipt not found")]
     ReceiptNotFound,
+    /// The payer's wallet policy refuses the call (nothing reserved).
+    #[error("{0}")]
+    PolicyDenied(tollgate_metering::PolicyDenial),
+    /// The provider's credential has no usable version (none uploaded, all revoked, or the
+    /// vault is not configured): nothing is verified or charged.
+    #[error("the upstream credential is unavailable")]
+    CredentialUnavailable,
+    /// Admin API: no bearer token, or one that is unknown or revoked.
+    #[error("admin token missing, unknown or revoked")]
+    AdminUnauthorized,
+    /// Admin API: the token's role (or provider) may not do this.
+    #[error("this token may not {action}")]
+    AdminForbidden {
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// Admin API: a field of the request is invalid (named).
+    #[error("{field}: {reason}")]
+    AdminInvalid {
+        /// The field (dotted path).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Admin API: the record does not exist.
+    #[error("no {what} `{key}`")]
+    AdminNotFound {
+        /// The kind of record.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// Admin API: the request needs something the gateway is not configured for.
+    #[error("{0}")]
+    AdminUnavailable(&'static str),
     /// A bug or misconfiguration of ours.
     #[error("internal: {0}")]
     Internal(String),
@@ -122,9 +157,17 @@ impl GatewayError {
             UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),
             SettlementFailed(_) => c(StatusCode::PAYMENT_REQUIRED, "settlement_failed", true),
+            Ledger(MeteringError::PolicyDenied(d)) => c(StatusCode::FORBIDDEN, d.code(), false),
             Ledger(e) if e.is_retryable() => c(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", true),
             Ledger(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
             ReceiptNotFound => c(StatusCode::NOT_FOUND, "receipt_not_found", false),
+            PolicyDenied(d) => c(StatusCode::FORBIDDEN, d.code(), false),
+            CredentialUnavailable => c(StatusCode::SERVICE_UNAVAILABLE, "credential_unavailable", true),
+            AdminUnauthorized => c(StatusCode::UNAUTHORIZED, "admin_unauthorized", false),
+            AdminForbidden { .. } => c(StatusCode::FORBIDDEN, "admin_forbidden", false),
+            AdminInvalid { .. } => c(StatusCode::BAD_REQUEST, "invalid_request", false),
+            AdminNotFound { .. } => c(StatusCode::NOT_FOUND, "not_found", false),
+            AdminUnavailable(_) => c(StatusCode::CONFLICT, "not_configured", false),
             Internal(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
         }
     }
@@ -136,6 +179,7 @@ impl GatewayError {
             Verify(e) if e.fault() == Fault::Client => e.to_string(),
             Verify(e) if e.fault() == Fault::Chain => "the chain could not be reached; retry later".to_owned(),
             Verify(_) | Internal(_) => "the gateway is misconfigured; the operator has been told".to_owned(),
+            Ledger(MeteringError::PolicyDenied(d)) => format!("wallet policy: {d}"),
             Ledger(_) => "the ledger is unavailable; nothing was charged, retry later".to_owned(),
             UpstreamUnavailable { .. } => "the upstream could not be reached; nothing was charged".to_owned(),
             SettlementFailed(_) => "settlement failed; nothing was charged".to_owned(),
@@ -179,6 +223,9 @@ impl GatewayError {
 
 impl From<MeteringError> for GatewayError {
     fn from(e: MeteringError) -> Self {
-        GatewayError::Ledger(e)
+        match e {
+            MeteringError::PolicyDenied(d) => GatewayError::PolicyDenied(d),
+            other => GatewayError::Ledger(other),
+        }
     }
 }

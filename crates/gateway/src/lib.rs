@@ -9,9 +9,11 @@
 //! reservation, charge when the upstream failed, print a credential (secrets live in
 //! `secrecy` types; injected headers are marked sensitive), or panic on any request input.
 
+pub mod admin;
 pub mod app;
 pub mod challenge;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod paid;
 pub mod proxy;
@@ -19,8 +21,9 @@ pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod settlement;
+pub mod vault;
 
 pub use app::{Gateway, StartError};
 pub use config::{Config, ConfigError};
 pub use error::GatewayError;
-pub use server::{router, serve};
+pub use server::{router, serve, serve_admin};

@@ -15,27 +15,50 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tollgate_metering::{AtomicAmount, EntryId, EntryState, MeteringError, NewEntry, SettlementMode, Transition};
+use tollgate_metering::{
+    AtomicAmount, Decision, EntryId, EntryState, MeteringError, NewAuditRecord, NewEntry, SettlementMode, Transition,
+};
 use tollgate_verifier::{VerifiedPayment, VerifyError};
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::{PaymentPayload, find_offer, v2};
 
-use crate::app::{Gateway, RouteEntry};
+use crate::app::Gateway;
 use crate::challenge::{Challenge, attach_receipt};
-use crate::config::{ProviderConfig, RouteConfig};
+use crate::config::{Injection, SecretSource};
+use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::check_request_path;
 use crate::settlement::{SettleError, SettleResult, settle_entry};
 
 /// What one request carries through its phases.
-struct Ctx<'g> {
-    entry: &'g RouteEntry,
-    provider: &'g ProviderConfig,
-    route: &'g RouteConfig,
+struct Ctx {
+    entry: Arc<RouteEntry>,
+    credential: Option<Served>,
     challenge: Challenge,
+    method: String,
     path: String,
     query: Option<String>,
+}
+
+/// The credential that serves this call, resolved when the route matched (a rotation
+/// after that point applies to the next request).
+struct Served {
+    injection: Injection,
+    secret: secrecy::SecretString,
+    /// `vault:NAME`, `env:NAME` or `file:PATH` — recorded, never the value.
+    id: String,
+    version: Option<u64>,
+}
+
+/// What the audit record of a paid attempt needs, filled in as the phases run.
+#[derive(Default)]
+struct Trail {
+    wallet: Option<alloy_primitives::Address>,
+    accepted: bool,
+    entry_id: Option<String>,
+    tx_hash: Option<String>,
+    upstream_status: Option<u16>,
 }
 
 /// The axum handler for every path that is not one of the gateway's own.
@@ -57,37 +80,86 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
         Err(e) => return e.rescue(None),
     };
     let started = Instant::now();
-    match paid_call(&gw, &ctx, parts, body).await {
+    let paying = payment_header(&parts.headers).is_some();
+    let mut trail = Trail::default();
+    let result = paid_call(&gw, &ctx, &mut trail, parts, body).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (response, reason) = match result {
         Ok(response) => {
-            tracing::info!(route = %ctx.entry.name, status = response.status().as_u16(),
-                latency_ms = started.elapsed().as_millis() as u64, "paid call");
-            response
+            tracing::info!(route = %ctx.entry.name, status = response.status().as_u16(), latency_ms, "paid call");
+            trail.upstream_status = trail.upstream_status.or(Some(response.status().as_u16()));
+            (response, "ok")
         }
-        Err(e) => e.rescue(Some(&ctx.challenge)),
+        Err(e) => {
+            let code = e.code();
+            (e.rescue(Some(&ctx.challenge)), code)
+        }
+    };
+    // A quote (no payment header) is not an attempt; everything that carried a payment is.
+    if paying {
+        audit(&gw, &ctx, trail, reason, latency_ms).await;
+    }
+    response
+}
+
+/// Queues the attempt's audit record. Waits for room when the queue is full (bounded), so
+/// records are not dropped.
+async fn audit(gw: &Gateway, ctx: &Ctx, trail: Trail, reason: &str, latency_ms: u64) {
+    let record = NewAuditRecord {
+        at_unix_ms: gw.clock.now_unix_s().saturating_mul(1000),
+        wallet: trail.wallet,
+        provider: Some(ctx.entry.provider.id.clone()),
+        endpoint: Some(ctx.entry.name.clone()),
+        method: ctx.method.clone(),
+        path: ctx.path.clone(),
+        price_version: ctx.entry.price_version,
+        decision: if trail.accepted { Decision::Accepted } else { Decision::Denied },
+        reason: reason.to_owned(),
+        credential: ctx.credential.as_ref().map(|c| c.id.clone()),
+        credential_version: ctx.credential.as_ref().and_then(|c| c.version),
+        upstream_status: trail.upstream_status,
+        latency_ms,
+        entry_id: trail.entry_id,
+        tx_hash: trail.tx_hash,
+    };
+    gw.audit_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    if gw.audit_tx.send(record).await.is_err() {
+        gw.audit_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        tracing::error!("audit writer is gone; record lost");
     }
 }
 
 /// The phases, in order.
-async fn paid_call(gw: &Gateway, ctx: &Ctx<'_>, parts: Parts, body: Body) -> Result<Response, GatewayError> {
+async fn paid_call(
+    gw: &Gateway,
+    ctx: &Ctx,
+    trail: &mut Trail,
+    parts: Parts,
+    body: Body,
+) -> Result<Response, GatewayError> {
     let raw = payment_header(&parts.headers).ok_or(GatewayError::PaymentRequired)?;
     let payment = decode(gw, raw)?;
+    trail.wallet = Some(payment.exact().authorization.from);
     let offer = find_offer(&ctx.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?;
     let verified = verify(gw, ctx, offer, &payment).await?;
     let id = reserve(gw, ctx, &parts, &verified).await?;
-    match ctx.route.settlement {
-        SettlementMode::After => settle_after(gw, ctx, &id, &verified, parts, body).await,
-        SettlementMode::Before => settle_before(gw, ctx, &id, &verified, parts, body).await,
+    trail.accepted = true;
+    trail.entry_id = Some(id.to_string());
+    match ctx.entry.route.settlement {
+        SettlementMode::After => settle_after(gw, ctx, trail, &id, &verified, parts, body).await,
+        SettlementMode::Before => settle_before(gw, ctx, trail, &id, &verified, parts, body).await,
         SettlementMode::Deferred => settle_deferred(gw, ctx, &id, parts, body).await,
     }
 }
 
 /// Phase 1: the route, by path then method. Unknown paths are 404, never 402.
-fn match_route<'g>(gw: &'g Gateway, parts: &Parts) -> Result<Ctx<'g>, GatewayError> {
+fn match_route(gw: &Gateway, parts: &Parts) -> Result<Ctx, GatewayError> {
     let path = parts.uri.path();
     check_request_path(path).map_err(|reason| GatewayError::PathRefused { reason })?;
+    let snapshot = gw.live.get();
     let mut method_mismatch = false;
-    for entry in &gw.routes {
-        let Some((provider, route)) = gw.route(entry) else { continue };
+    for entry in &snapshot.routes {
+        let route = &entry.route;
         if !route.pattern.matches(path) {
             continue;
         }
@@ -100,16 +172,41 @@ fn match_route<'g>(gw: &'g Gateway, parts: &Parts) -> Result<Ctx<'g>, GatewayErr
             description: Some(route.description.clone()),
             mime_type: Some(route.mime_type.clone()),
         };
+        let credential = served_credential(&snapshot, entry)?;
         return Ok(Ctx {
-            entry,
-            provider,
-            route,
+            entry: entry.clone(),
+            credential,
             challenge: Challenge { offers: entry.offers.clone(), resource },
+            method: parts.method.as_str().to_owned(),
             path: path.to_owned(),
             query: parts.uri.query().map(str::to_owned),
         });
     }
     Err(if method_mismatch { GatewayError::MethodNotAllowed } else { GatewayError::RouteNotFound })
+}
+
+/// The provider's credential as of this request: a file/environment secret, or the vault's
+/// latest unrevoked version. A vault credential with no usable version refuses the call
+/// before anything is quoted or charged.
+fn served_credential(snapshot: &Snapshot, entry: &RouteEntry) -> Result<Option<Served>, GatewayError> {
+    let Some(c) = &entry.provider.credential else { return Ok(None) };
+    Ok(Some(match &c.secret {
+        SecretSource::Static { secret, source } => {
+            Served { injection: c.injection.clone(), secret: secret.clone(), id: source.clone(), version: None }
+        }
+        SecretSource::Vault { name } => {
+            let live = snapshot
+                .secrets
+                .get(&(entry.provider.id.clone(), name.clone()))
+                .ok_or(GatewayError::CredentialUnavailable)?;
+            Served {
+                injection: c.injection.clone(),
+                secret: live.secret.clone(),
+                id: format!("vault:{name}"),
+                version: Some(live.version),
+            }
+        }
+    }))
 }
 
 /// The base of resource URLs: the configured public URL, else the `Host` the agent used
@@ -141,11 +238,11 @@ fn decode(gw: &Gateway, raw: &[u8]) -> Result<PaymentPayload, GatewayError> {
 /// check against this payer's pending spend (no RPC per request once cached).
 async fn verify(
     gw: &Gateway,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx,
     offer: &v2::PaymentRequirements,
     payment: &PaymentPayload,
 ) -> Result<VerifiedPayment, GatewayError> {
-    if ctx.route.settlement != SettlementMode::Deferred {
+    if ctx.entry.route.settlement != SettlementMode::Deferred {
         return gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify);
     }
     let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
@@ -182,7 +279,7 @@ async fn cached_balance(gw: &Gateway, p: &VerifiedPayment) -> Result<alloy_primi
 /// Phase 6: the spend is recorded before anything is forwarded. The database's unique
 /// key on (chain, asset, payer, nonce) makes this the single point where a replay loses,
 /// across every replica sharing the database.
-async fn reserve(gw: &Gateway, ctx: &Ctx<'_>, parts: &Parts, p: &VerifiedPayment) -> Result<EntryId, GatewayError> {
+async fn reserve(gw: &Gateway, ctx: &Ctx, parts: &Parts, p: &VerifiedPayment) -> Result<EntryId, GatewayError> {
     let a = &p.authorization;
     let amount = AtomicAmount::from_u256(a.value)
         .ok_or_else(|| GatewayError::Internal("price does not fit the ledger's amount range".to_owned()))?;
@@ -195,12 +292,15 @@ async fn reserve(gw: &Gateway, ctx: &Ctx<'_>, parts: &Parts, p: &VerifiedPayment
         nonce: a.nonce,
         amount,
         valid_before_unix_s: u64::try_from(a.valid_before).unwrap_or(i64::MAX as u64).min(i64::MAX as u64),
-        provider: ctx.provider.id.clone(),
+        provider: ctx.entry.provider.id.clone(),
         route: ctx.entry.name.clone(),
         method: parts.method.as_str().to_owned(),
         path: ctx.path.clone(),
-        mode: ctx.route.settlement,
+        mode: ctx.entry.route.settlement,
         payment,
+        price_version: ctx.entry.price_version,
+        credential: ctx.credential.as_ref().map(|c| c.id.clone()),
+        credential_version: ctx.credential.as_ref().and_then(|c| c.version),
         now_unix_s: gw.clock.now_unix_s(),
     };
     match gw.ledger.reserve(&entry).await {
@@ -214,24 +314,18 @@ async fn reserve(gw: &Gateway, ctx: &Ctx<'_>, parts: &Parts, p: &VerifiedPayment
 }
 
 /// Phase 7: forward with the credential injected.
-async fn forward(
-    gw: &Gateway,
-    ctx: &Ctx<'_>,
-    parts: &Parts,
-    body: Body,
-    buffer: bool,
-) -> Result<Upstream, GatewayError> {
+async fn forward(gw: &Gateway, ctx: &Ctx, parts: &Parts, body: Body, buffer: bool) -> Result<Upstream, GatewayError> {
     let url = proxy::upstream_url(
-        &ctx.provider.upstream,
+        &ctx.entry.provider.upstream,
         &ctx.path,
-        ctx.provider.strip_prefix.as_deref(),
+        ctx.entry.provider.strip_prefix.as_deref(),
         ctx.query.as_deref(),
     );
     let target = Target {
         url,
-        credential: ctx.provider.credential.as_ref(),
-        timeout: ctx.route.upstream_timeout,
-        body_bytes_max: ctx.route.body_bytes_max,
+        credential: ctx.credential.as_ref().map(|c| (&c.injection, &c.secret)),
+        timeout: ctx.entry.route.upstream_timeout,
+        body_bytes_max: ctx.entry.route.body_bytes_max,
         response_bytes_max: gw.config.server.response_bytes_max,
     };
     proxy::forward(&gw.http, target, parts.method.clone(), &parts.headers, body, buffer).await
@@ -309,7 +403,7 @@ enum Delivered {
 /// on an upstream failure or a transport error (returned as the error).
 async fn forward_then_record(
     gw: &Gateway,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx,
     id: &EntryId,
     parts: &Parts,
     body: Body,
@@ -332,7 +426,8 @@ async fn forward_then_record(
 /// Mode `after` (x402 default): forward, then settle only if the upstream succeeded.
 async fn settle_after(
     gw: &Gateway,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx,
+    trail: &mut Trail,
     id: &EntryId,
     p: &VerifiedPayment,
     parts: Parts,
@@ -343,11 +438,16 @@ async fn settle_after(
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
+    trail.upstream_status = Some(up.status.as_u16());
     match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after").await {
-        Ok(SettleResult::Settled(s)) => Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap)),
+        Ok(SettleResult::Settled(s)) => {
+            trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
+            Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
+        }
         // Sent and simulated, not yet mined: the payment is made; the receipt says so and
         // the entry is resolved by the recovery sweep. The agent must not pay again.
         Ok(SettleResult::Pending(tx)) => {
+            trail.tx_hash = Some(format!("{tx:#x}"));
             Ok(respond(up, Some(&receipt(p, tx)), &[("tollgate-settlement", "pending".to_owned())], cap))
         }
         Err(e) => Err(settlement_failed(gw, id, p, e).await),
@@ -371,7 +471,8 @@ async fn settlement_failed(gw: &Gateway, id: &EntryId, p: &VerifiedPayment, e: S
 /// recorded as a refund owed to the payer.
 async fn settle_before(
     gw: &Gateway,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx,
+    trail: &mut Trail,
     id: &EntryId,
     p: &VerifiedPayment,
     parts: Parts,
@@ -390,6 +491,7 @@ async fn settle_before(
             return Err(GatewayError::SettlementFailed(failed_receipt(p, reason)));
         }
     };
+    trail.tx_hash = Some(format!("{tx:#x}"));
     let paid = receipt(p, tx);
     match forward(gw, ctx, &parts, body, false).await {
         Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &[], cap)),
@@ -418,7 +520,7 @@ async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {
 /// Mode `deferred`: answer right after the upstream succeeds; a background worker settles.
 async fn settle_deferred(
     gw: &Gateway,
-    ctx: &Ctx<'_>,
+    ctx: &Ctx,
     id: &EntryId,
     parts: Parts,
     body: Body,

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use secrecy::ExposeSecret;
 
-use crate::config::{Credential, Injection};
+use crate::config::Injection;
 use crate::error::GatewayError;
 
 /// Request headers never forwarded: hop-by-hop headers (RFC 9110 §7.6.1), the agent's own
@@ -59,8 +59,8 @@ const STRIPPED_RESPONSE: &[&str] = &[
 pub struct Target<'a> {
     /// Full upstream URL (base from config, path checked, agent query).
     pub url: String,
-    /// The credential to inject.
-    pub credential: Option<&'a Credential>,
+    /// The credential to inject: where, and the secret (resolved for this call).
+    pub credential: Option<(&'a Injection, &'a secrecy::SecretString)>,
     /// Whole-exchange timeout.
     pub timeout: Duration,
     /// Request body cap.
@@ -146,9 +146,14 @@ pub fn upstream_url(base: &reqwest::Url, path: &str, strip_prefix: Option<&str>,
     }
 }
 
-fn inject(url: &mut reqwest::Url, headers: &mut HeaderMap, credential: &Credential) -> Result<(), GatewayError> {
-    let secret = credential.secret.expose_secret();
-    match &credential.injection {
+fn inject(
+    url: &mut reqwest::Url,
+    headers: &mut HeaderMap,
+    injection: &Injection,
+    secret: &secrecy::SecretString,
+) -> Result<(), GatewayError> {
+    let secret = secret.expose_secret();
+    match injection {
         Injection::Header { name, template } => {
             let mut value = HeaderValue::from_str(&template.replace("{secret}", secret))
                 .map_err(|_| GatewayError::Internal("credential is not a valid header value".to_owned()))?;
@@ -191,8 +196,8 @@ pub async fn forward(
     let mut url = reqwest::Url::parse(&target.url)
         .map_err(|_| GatewayError::Internal("upstream URL does not parse".to_owned()))?;
     let mut headers = forwardable_request_headers(agent_headers);
-    if let Some(c) = target.credential {
-        inject(&mut url, &mut headers, c)?;
+    if let Some((injection, secret)) = target.credential {
+        inject(&mut url, &mut headers, injection, secret)?;
     }
     if let Some(len) = agent_headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && len > target.body_bytes_max

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::app::Gateway;
 use crate::paid;
 use crate::settlement;
+use crate::{admin, control};
 
 /// The HTTP router.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -29,16 +30,44 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let recovery = tokio::spawn(settlement::recovery_loop(gw.clone()));
+    let watcher = tokio::spawn(control::watch(gw.clone()));
+    let audit = gw
+        .audit_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take())
+        .map(|rx| tokio::spawn(control::audit_writer(gw.ledger.clone(), rx, gw.audit_pending.clone())));
     let worker = gw
         .deferred_rx
         .lock()
         .ok()
         .and_then(|mut rx| rx.take())
         .map(|rx| tokio::spawn(settlement::deferred_worker(gw.clone(), rx)));
-    let result = axum::serve(listener, router(gw)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown).await;
     recovery.abort();
+    watcher.abort();
     if let Some(w) = worker {
         w.abort();
     }
+    // Let the audit writer commit what the last requests queued (bounded wait).
+    if let Some(a) = audit {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while gw.audit_pending.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        a.abort();
+    }
     result
+}
+
+/// Serves the admin API on its own listener until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let body_max = gw.config.admin.body_bytes_max;
+    let app = admin::router(gw).layer(axum::extract::DefaultBodyLimit::max(body_max));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -192,6 +192,19 @@ pub struct CredentialVersion {
     pub revoked_unix_s: Option<u64>,
 }
 
+/// One line of a provider's revenue report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevenueLine {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Ledger state (`settled` is revenue; `reserved`..`settling` is pending; the rest is not).
+    pub state: String,
+    /// Entries.
+    pub count: u64,
+    /// Sum in atomic units (decimal string).
+    pub amount: String,
+}
+
 /// Which wallets a policy covers calls of: every provider (`*`) or one.
 pub const GLOBAL_SCOPE: &str = "*";
 
@@ -626,7 +639,7 @@ impl AuditRow {
                 credential_version: opt("credential_version", self.credential_version)?,
                 upstream_status: self
                     .upstream_status
-                    .map(|v| u16::try_from(v))
+                    .map(u16::try_from)
                     .transpose()
                     .map_err(|_| MeteringError::Corrupt { column: "upstream_status", reason: "range".to_owned() })?,
                 latency_ms: unsigned_column("latency_ms", self.latency_ms)?,
@@ -773,11 +786,45 @@ macro_rules! record_change {
     }};
 }
 
+/// Wakes on `NOTIFY tollgate_control` (PostgreSQL only).
+pub struct ControlListener(sqlx::postgres::PgListener);
+
+impl fmt::Debug for ControlListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ControlListener")
+    }
+}
+
+impl ControlListener {
+    /// Waits for the next change notification.
+    pub async fn recv(&mut self) -> Result<(), MeteringError> {
+        self.0.recv().await.map(|_| ()).map_err(|e| MeteringError::Database {
+            op: "control_listener",
+            reason: e.to_string(),
+            retryable: true,
+        })
+    }
+}
+
 fn opt_i64(field: &'static str, v: Option<u64>) -> Result<Option<i64>, MeteringError> {
     v.map(|v| to_i64(field, v)).transpose()
 }
 
 impl Ledger {
+    /// A listener for control-plane changes: `Some` on PostgreSQL, `None` on SQLite (which
+    /// has no notifications; replicas poll [`Ledger::control_state`]).
+    pub async fn control_listener(&self) -> Result<Option<ControlListener>, MeteringError> {
+        const OP: &str = "control_listener";
+        let Db::Postgres(pool) = &self.db else { return Ok(None) };
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            let mut l = sqlx::postgres::PgListener::connect_with(pool).await.map_err(err)?;
+            l.listen(CONTROL_CHANNEL).await.map_err(err)?;
+            Ok(Some(ControlListener(l)))
+        })
+        .await
+    }
+
     /// Stores a new admin token's hash and returns its record.
     pub async fn create_admin_token(
         &self,
@@ -1326,6 +1373,81 @@ impl Ledger {
             })
         })
         .await
+    }
+
+    /// Revokes or reinstates a wallet in a scope, creating its policy if it has none (other
+    /// fields untouched).
+    pub async fn set_wallet_revoked(
+        &self,
+        scope: &str,
+        wallet: Address,
+        revoked: bool,
+        actor: &Actor,
+        now_unix_s: u64,
+    ) -> Result<(), MeteringError> {
+        const OP: &str = "set_wallet_revoked";
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let wallet = hex_address(wallet);
+        let target = format!("{scope}/{wallet}");
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool, begin| {
+                let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                sqlx::query(
+                    "INSERT INTO wallet_policies (scope, wallet, revoked, registered, updated_unix_s)                      VALUES ($1, $2, $3, 0, $4) ON CONFLICT (scope, wallet) DO UPDATE SET                      revoked = excluded.revoked, updated_unix_s = excluded.updated_unix_s",
+                )
+                .bind(scope)
+                .bind(&wallet)
+                .bind(i64::from(revoked))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+                let action = if revoked { "wallet.revoke" } else { "wallet.reinstate" };
+                record_change!(self, tx, err, actor, action, &target, None::<&str>, now);
+                tx.commit().await.map_err(err)
+            })
+        })
+        .await
+    }
+
+    /// A provider's revenue by endpoint and state, for entries reserved in `[from, to)`.
+    pub async fn revenue(
+        &self,
+        provider: &str,
+        from_unix_s: u64,
+        to_unix_s: u64,
+    ) -> Result<Vec<RevenueLine>, MeteringError> {
+        const OP: &str = "revenue";
+        let (from, to) = (to_i64("from_unix_s", from_unix_s)?, to_i64("to_unix_s", to_unix_s)?);
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<(String, String, i64, i64, i64)> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(
+                        "SELECT route, state, COUNT(*) AS n,                          CAST(COALESCE(SUM(amount / 4294967296), 0) AS BIGINT) AS hi,                          CAST(COALESCE(SUM(amount % 4294967296), 0) AS BIGINT) AS lo                          FROM ledger_entries WHERE provider = $1 AND created_unix_s >= $2 AND created_unix_s < $3                          GROUP BY route, state ORDER BY route, state",
+                    )
+                    .bind(provider)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(endpoint, state, n, hi, lo)| {
+                let hi = u128::from(unsigned_column("sum", hi)?);
+                let lo = u128::from(unsigned_column("sum", lo)?);
+                Ok(RevenueLine {
+                    endpoint,
+                    state,
+                    count: unsigned_column("count", n)?,
+                    amount: ((hi << 32) + lo).to_string(),
+                })
+            })
+            .collect()
     }
 
     /// Wallet policies, optionally of one scope and/or one wallet.

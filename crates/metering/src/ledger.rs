@@ -955,6 +955,47 @@ impl Ledger {
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
+    /// Entries reserved in `[from, to)`, optionally of one provider and/or payer, in
+    /// reservation order, `limit` at most after skipping `offset` (read-only views for finance).
+    pub async fn entries_page(
+        &self,
+        provider: Option<&str>,
+        payer: Option<Address>,
+        from_unix_s: u64,
+        to_unix_s: u64,
+        offset: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "entries_page";
+        const SQL: &str = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger_entries WHERE ($1 IS NULL OR provider = $1) AND ($2 IS NULL OR payer = $2) ",
+            "AND created_unix_s >= $3 AND created_unix_s < $4 ORDER BY created_unix_s, id LIMIT $5 OFFSET $6"
+        );
+        let (from, to) = (to_i64("from_unix_s", from_unix_s)?, to_i64("to_unix_s", to_unix_s)?);
+        let offset = to_i64("offset", offset)?;
+        let payer = payer.map(hex_address);
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SQL)
+                        .bind(provider)
+                        .bind(payer.as_deref())
+                        .bind(from)
+                        .bind(to)
+                        .bind(i64::from(limit.clamp(1, 1000)))
+                        .bind(offset)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
     /// Sum of the amounts of this payer's entries on (chain, asset) in `reserved`, `forwarded`
     /// or `settling`: money that may still move.
     pub async fn pending_spend(&self, chain_id: u64, asset: Address, payer: Address) -> Result<u128, MeteringError> {

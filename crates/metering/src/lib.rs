@@ -23,9 +23,9 @@ mod reconcile;
 mod types;
 
 pub use control::{
-    Actor, AdminToken, AuditQuery, AuditRecord, AuditVerification, CONTROL_CHANNEL, ControlState, CredentialVersion,
-    Decision, EndpointRecord, EndpointWrite, GLOBAL_SCOPE, NewAuditRecord, PolicyDenial, PriceVersion, ProviderRecord,
-    Role, Source, WalletPolicy, audit_hash, period_starts, token_hash,
+    Actor, AdminToken, AuditQuery, AuditRecord, AuditVerification, CONTROL_CHANNEL, ControlListener, ControlState,
+    CredentialVersion, Decision, EndpointRecord, EndpointWrite, GLOBAL_SCOPE, NewAuditRecord, PolicyDenial,
+    PriceVersion, ProviderRecord, RevenueLine, Role, Source, WalletPolicy, audit_hash, period_starts, token_hash,
 };
 pub use error::MeteringError;
 pub use ledger::{Engine, Ledger, LedgerOptions};

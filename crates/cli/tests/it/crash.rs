@@ -38,6 +38,9 @@ pub(crate) fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str,
 [server]
 listen = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [database]
 url = "{db_url}"
 

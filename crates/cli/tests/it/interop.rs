@@ -223,6 +223,9 @@ fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Add
 [server]
 listen = "127.0.0.1:0"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [database]
 url = "{db_url}"
 

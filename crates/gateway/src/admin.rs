@@ -1,0 +1,869 @@
+//! The admin API: its own listener (loopback by default), bearer tokens with roles, and every
+//! control-plane operation. Documented in `docs/admin-api.md`; `GET /admin/openapi.json`
+//! serves the OpenAPI document.
+//!
+//! Roles: **operator** (everything), **provider** (only its own endpoints, credentials,
+//! wallet policies in its scope, revenue and audit), **finance** (read-only ledger, audit,
+//! revenue and reconciliation). Tokens are 256-bit random values shown once; the database
+//! keeps their SHA-256, compared in constant time; revocation is immediate.
+//!
+//! Every change is one database transaction (nothing partially applied), bumps the change
+//! counter, and reloads this process's snapshot before answering, so it applies on the next
+//! request here and, through the watcher, within about a poll interval on every replica.
+//!
+//! Must not: return a credential (uploads are write-only), a token after its creation, or
+//! anything of another provider to a provider token; accept unknown fields.
+
+use std::sync::Arc;
+
+use alloy_primitives::Address;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tollgate_metering::{
+    Actor, AuditQuery, Decision, GLOBAL_SCOPE, MeteringError, Role, Source, WalletPolicy, token_hash,
+};
+
+use crate::app::Gateway;
+use crate::config::{RawProvider, RawRoute, build_provider, build_route};
+use crate::control::{self, prices_json, reserved_path_check};
+use crate::error::GatewayError;
+use crate::vault;
+
+/// Prefix of admin tokens (so a leaked one is recognisable by secret scanners).
+pub const TOKEN_PREFIX: &str = "tgadm_";
+
+/// A fresh admin token: the prefix and 32 random bytes in hex.
+pub fn new_token() -> String {
+    format!("{TOKEN_PREFIX}{}", hex::encode(rand::random::<[u8; 32]>()))
+}
+
+/// An error of the admin API, rendered by the gateway's one mapping.
+#[derive(Debug)]
+pub struct AdminError(GatewayError);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        self.0.rescue(None)
+    }
+}
+
+impl From<GatewayError> for AdminError {
+    fn from(e: GatewayError) -> Self {
+        AdminError(e)
+    }
+}
+
+impl From<MeteringError> for AdminError {
+    fn from(e: MeteringError) -> Self {
+        AdminError(match e {
+            MeteringError::UnknownRecord { what, key } => GatewayError::AdminNotFound { what, key },
+            MeteringError::InvalidValue { what, reason } => {
+                GatewayError::AdminInvalid { field: what.to_owned(), reason }
+            }
+            MeteringError::TooLong { field, max_bytes, .. } => {
+                GatewayError::AdminInvalid { field: field.to_owned(), reason: format!("at most {max_bytes} bytes") }
+            }
+            other => GatewayError::from(other),
+        })
+    }
+}
+
+type AdminResult = Result<Response, AdminError>;
+
+fn invalid(field: &str, reason: impl Into<String>) -> AdminError {
+    AdminError(GatewayError::AdminInvalid { field: field.to_owned(), reason: reason.into() })
+}
+
+fn forbidden(action: &'static str) -> AdminError {
+    AdminError(GatewayError::AdminForbidden { action })
+}
+
+fn ok(value: serde_json::Value) -> AdminResult {
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], axum::Json(value)).into_response())
+}
+
+/// The caller, from a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Token id.
+    pub token_id: String,
+    /// Role.
+    pub role: Role,
+    /// Provider of a provider token.
+    pub provider: Option<String>,
+}
+
+impl Principal {
+    fn actor(&self) -> Actor {
+        Actor(format!("token:{}", self.token_id))
+    }
+
+    fn require(&self, roles: &[Role], action: &'static str) -> Result<(), AdminError> {
+        if roles.contains(&self.role) { Ok(()) } else { Err(forbidden(action)) }
+    }
+
+    /// Operators, or the provider's own token.
+    fn require_provider(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
+        match self.role {
+            Role::Operator => Ok(()),
+            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
+            _ => Err(forbidden(action)),
+        }
+    }
+
+    /// Operators, finance, or the provider's own token (read-only views).
+    fn require_reader_of(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
+        match self.role {
+            Role::Operator | Role::Finance => Ok(()),
+            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
+            Role::Provider => Err(forbidden(action)),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Gateway>> for Principal {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+        let unauthorized = || AdminError(GatewayError::AdminUnauthorized);
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(unauthorized)?;
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(unauthorized)?.trim();
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 256 {
+            return Err(unauthorized());
+        }
+        let hash = token_hash(token);
+        let record = gw.ledger.admin_token_by_hash(&hash).await?.ok_or_else(unauthorized)?;
+        // The lookup is by hash already; compare again in constant time so that no code path
+        // branches on a partial match of secret material.
+        if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) || record.revoked_unix_s.is_some() {
+            return Err(unauthorized());
+        }
+        Ok(Principal { token_id: record.id, role: record.role, provider: record.provider })
+    }
+}
+
+/// A JSON body: at most `admin.body_bytes_max` bytes, unknown fields refused, errors naming
+/// the field (400, never 413 or 422).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for JsonBody<T> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+        let cap = gw.config.admin.body_bytes_max;
+        let bytes = Bytes::from_request(req, gw)
+            .await
+            .map_err(|_| invalid("body", format!("larger than {cap} bytes or unreadable")))?;
+        if bytes.len() > cap {
+            return Err(invalid("body", format!("larger than {cap} bytes")));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de).map(JsonBody).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "body".to_owned() } else { path };
+            invalid(&field, e.into_inner().to_string())
+        })
+    }
+}
+
+fn now(gw: &Gateway) -> u64 {
+    gw.clock.now_unix_s()
+}
+
+async fn applied(gw: &Gateway) -> Result<(), AdminError> {
+    control::refresh(gw, true).await?;
+    Ok(())
+}
+
+fn parse_wallet(field: &str, s: &str) -> Result<Address, AdminError> {
+    let hex = s.strip_prefix("0x").ok_or_else(|| invalid(field, "expected a 0x-prefixed address"))?;
+    if hex.len() != 40 {
+        return Err(invalid(field, "expected 20 bytes (40 hex digits)"));
+    }
+    hex.parse::<Address>().map_err(|_| invalid(field, "not a hex address"))
+}
+
+fn parse_atomic(field: &str, s: &Option<String>) -> Result<Option<u64>, AdminError> {
+    match s {
+        None => Ok(None),
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(Some)
+            .ok_or_else(|| invalid(field, "too large")),
+        Some(v) => Err(invalid(field, format!("`{v}` is not a whole number of atomic units"))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Router.
+
+/// The admin router (mounted on its own listener by `serve_admin`).
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .route("/admin/whoami", get(whoami))
+        .route("/admin/tokens", get(list_tokens).post(create_token))
+        .route("/admin/tokens/{id}/revoke", post(revoke_token))
+        .route("/admin/providers", get(list_providers))
+        .route("/admin/providers/{id}", put(put_provider))
+        .route("/admin/providers/{id}/endpoints", get(list_endpoints).put(put_endpoint))
+        .route("/admin/providers/{id}/endpoints/disable", post(disable_endpoint))
+        .route("/admin/providers/{id}/endpoints/enable", post(enable_endpoint))
+        .route("/admin/providers/{id}/endpoints/prices", get(endpoint_prices))
+        .route("/admin/providers/{id}/credentials", get(list_credentials))
+        .route("/admin/providers/{id}/credentials/{name}", post(upload_credential))
+        .route("/admin/providers/{id}/credentials/{name}/{version}/revoke", post(revoke_credential))
+        .route("/admin/providers/{id}/revenue", get(revenue))
+        .route("/admin/wallets", get(list_wallets))
+        .route("/admin/wallets/{wallet}", put(put_wallet))
+        .route("/admin/wallets/{wallet}/revoke", post(revoke_wallet))
+        .route("/admin/wallets/{wallet}/reinstate", post(reinstate_wallet))
+        .route("/admin/settings", get(get_settings).put(put_settings))
+        .route("/admin/audit", get(audit_query))
+        .route("/admin/audit/export", get(audit_export))
+        .route("/admin/audit/verify", get(audit_verify))
+        .route("/admin/ledger/entries", get(ledger_entries))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// Every admin route as (method, path template): the auth test walks this list, and a test
+/// checks it against the OpenAPI document.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/openapi.json"),
+    ("GET", "/admin/whoami"),
+    ("GET", "/admin/tokens"),
+    ("POST", "/admin/tokens"),
+    ("POST", "/admin/tokens/{id}/revoke"),
+    ("GET", "/admin/providers"),
+    ("PUT", "/admin/providers/{id}"),
+    ("GET", "/admin/providers/{id}/endpoints"),
+    ("PUT", "/admin/providers/{id}/endpoints"),
+    ("POST", "/admin/providers/{id}/endpoints/disable"),
+    ("POST", "/admin/providers/{id}/endpoints/enable"),
+    ("GET", "/admin/providers/{id}/endpoints/prices"),
+    ("GET", "/admin/providers/{id}/credentials"),
+    ("POST", "/admin/providers/{id}/credentials/{name}"),
+    ("POST", "/admin/providers/{id}/credentials/{name}/{version}/revoke"),
+    ("GET", "/admin/providers/{id}/revenue"),
+    ("GET", "/admin/wallets"),
+    ("PUT", "/admin/wallets/{wallet}"),
+    ("POST", "/admin/wallets/{wallet}/revoke"),
+    ("POST", "/admin/wallets/{wallet}/reinstate"),
+    ("GET", "/admin/settings"),
+    ("PUT", "/admin/settings"),
+    ("GET", "/admin/audit"),
+    ("GET", "/admin/audit/export"),
+    ("GET", "/admin/audit/verify"),
+    ("GET", "/admin/ledger/entries"),
+];
+
+async fn not_found() -> Response {
+    GatewayError::AdminNotFound { what: "admin route", key: "requested".to_owned() }.rescue(None)
+}
+
+async fn openapi(_p: Principal) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn whoami(p: Principal) -> AdminResult {
+    ok(json!({ "token_id": p.token_id, "role": p.role, "provider": p.provider }))
+}
+
+// --- tokens -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTokenBody {
+    role: String,
+    provider: Option<String>,
+    label: Option<String>,
+}
+
+async fn list_tokens(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+    p.require(&[Role::Operator], "list tokens")?;
+    ok(json!({ "tokens": gw.ledger.admin_tokens().await? }))
+}
+
+/// Creates a token: shown once in the response, stored as its hash.
+pub async fn create_token_record(
+    gw: &Gateway,
+    role: Role,
+    provider: Option<&str>,
+    label: &str,
+    actor: &Actor,
+) -> Result<(tollgate_metering::AdminToken, String), AdminError> {
+    if let Some(id) = provider
+        && !gw.ledger.providers().await?.iter().any(|x| x.id == id)
+    {
+        return Err(AdminError(GatewayError::AdminNotFound { what: "provider", key: id.to_owned() }));
+    }
+    let token = new_token();
+    let record = gw.ledger.create_admin_token(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
+    Ok((record, token))
+}
+
+async fn create_token(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    JsonBody(b): JsonBody<NewTokenBody>,
+) -> AdminResult {
+    p.require(&[Role::Operator], "create tokens")?;
+    let role = Role::parse(&b.role).ok_or_else(|| invalid("role", "expected operator, provider or finance"))?;
+    if (role == Role::Provider) != b.provider.is_some() {
+        return Err(invalid("provider", "required for provider tokens and only for them"));
+    }
+    let label = b.label.unwrap_or_default();
+    if label.len() > 128 {
+        return Err(invalid("label", "at most 128 bytes"));
+    }
+    let (record, token) = create_token_record(&gw, role, b.provider.as_deref(), &label, &p.actor()).await?;
+    ok(json!({ "token": token, "record": record }))
+}
+
+async fn revoke_token(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+    p.require(&[Role::Operator], "revoke tokens")?;
+    let revoked = gw.ledger.revoke_admin_token(&id, &p.actor(), now(&gw)).await?;
+    if !revoked && !gw.ledger.admin_tokens().await?.iter().any(|t| t.id == id) {
+        return Err(AdminError(GatewayError::AdminNotFound { what: "token", key: id }));
+    }
+    ok(json!({ "id": id, "revoked": true }))
+}
+
+// --- providers and endpoints --------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderBody {
+    pay_to: String,
+    upstream: String,
+    strip_prefix: Option<String>,
+    credential: Option<crate::config::RawCredential>,
+    upstream_timeout_ms: Option<u64>,
+}
+
+async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+    p.require(&[Role::Operator, Role::Provider], "list providers")?;
+    let mut list = gw.ledger.providers().await?;
+    if p.role == Role::Provider {
+        list.retain(|x| Some(&x.id) == p.provider.as_ref());
+    }
+    let providers: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|r| {
+            let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or(serde_json::Value::Null);
+            json!({ "id": r.id, "spec": spec, "source": r.source, "updated_unix_s": r.updated_unix_s })
+        })
+        .collect();
+    ok(json!({ "providers": providers }))
+}
+
+async fn put_provider(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ProviderBody>,
+) -> AdminResult {
+    p.require(&[Role::Operator], "create or change providers")?;
+    let raw = RawProvider {
+        id: id.clone(),
+        pay_to: b.pay_to,
+        upstream: b.upstream,
+        strip_prefix: b.strip_prefix,
+        credential: b.credential,
+        upstream_timeout_ms: b.upstream_timeout_ms,
+        routes: Vec::new(),
+    };
+    // The same validation as the file, except that secrets must come from the vault.
+    build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
+    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    gw.ledger.put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
+    applied(&gw).await?;
+    ok(json!({ "id": id, "spec": raw }))
+}
+
+fn config_error(e: crate::config::ConfigError) -> AdminError {
+    match e {
+        crate::config::ConfigError::Invalid { key, reason } => {
+            let field = key.split_once('.').map(|(_, f)| f.to_owned()).unwrap_or(key);
+            invalid(&field, reason)
+        }
+        other => invalid("body", other.to_string()),
+    }
+}
+
+async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+    p.require_provider(&id, "read another provider's endpoints")?;
+    let endpoints: Vec<serde_json::Value> = gw
+        .ledger
+        .endpoints(Some(&id))
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id, "name": format!("{}:{}", e.provider, e.path), "path": e.path,
+                "spec": serde_json::from_str::<serde_json::Value>(&e.spec).unwrap_or(serde_json::Value::Null),
+                "enabled": e.enabled, "source": e.source, "price_version": e.price_version,
+                "prices": serde_json::from_str::<serde_json::Value>(&e.prices).unwrap_or(serde_json::Value::Null),
+                "updated_unix_s": e.updated_unix_s,
+            })
+        })
+        .collect();
+    ok(json!({ "endpoints": endpoints }))
+}
+
+async fn put_endpoint(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    JsonBody(raw): JsonBody<RawRoute>,
+) -> AdminResult {
+    p.require_provider(&id, "change another provider's endpoints")?;
+    let snapshot = gw.live.get();
+    let provider = snapshot
+        .providers
+        .iter()
+        .find(|x| x.id == id)
+        .ok_or_else(|| AdminError(GatewayError::AdminNotFound { what: "provider", key: id.clone() }))?;
+    let route =
+        build_route("endpoint", &raw, provider, &gw.config.networks, &gw.config.server).map_err(config_error)?;
+    reserved_path_check(&raw.path).map_err(|r| invalid("path", r))?;
+    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let w = gw
+        .ledger
+        .put_endpoint(&id, &raw.path, &spec, &prices_json(&route.prices), Source::Admin, &p.actor(), now(&gw))
+        .await?;
+    applied(&gw).await?;
+    ok(json!({
+        "name": format!("{id}:{}", raw.path), "endpoint_id": w.endpoint_id,
+        "price_version": w.price_version, "new_price_version": w.new_price_version,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathBody {
+    path: String,
+}
+
+async fn set_enabled(gw: &Gateway, p: &Principal, id: &str, path: &str, enabled: bool) -> AdminResult {
+    p.require_provider(id, "change another provider's endpoints")?;
+    let changed = gw.ledger.set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
+    if !changed && !gw.ledger.endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
+        return Err(AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{path}") }));
+    }
+    applied(gw).await?;
+    ok(json!({ "name": format!("{id}:{path}"), "enabled": enabled }))
+}
+
+async fn disable_endpoint(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<PathBody>,
+) -> AdminResult {
+    set_enabled(&gw, &p, &id, &b.path, false).await
+}
+
+async fn enable_endpoint(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<PathBody>,
+) -> AdminResult {
+    set_enabled(&gw, &p, &id, &b.path, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PathQuery {
+    path: String,
+}
+
+async fn endpoint_prices(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> AdminResult {
+    p.require_reader_of(&id, "read another provider's prices")?;
+    let e =
+        gw.ledger.endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
+            AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{}", q.path) })
+        })?;
+    let versions: Vec<serde_json::Value> = gw
+        .ledger
+        .price_versions(e.id)
+        .await?
+        .into_iter()
+        .map(|v| {
+            json!({ "price_version": v.id, "created_unix_s": v.created_unix_s,
+                "prices": serde_json::from_str::<serde_json::Value>(&v.prices).unwrap_or(serde_json::Value::Null) })
+        })
+        .collect();
+    ok(json!({ "name": format!("{id}:{}", q.path), "current": e.price_version, "versions": versions }))
+}
+
+// --- credentials --------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    secret: SecretString,
+}
+
+async fn list_credentials(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+    p.require_provider(&id, "read another provider's credentials")?;
+    // Metadata only: CredentialVersion skips nonce and ciphertext when serialized.
+    ok(json!({ "credentials": gw.ledger.credential_versions(Some(&id)).await? }))
+}
+
+async fn upload_credential(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path((id, name)): Path<(String, String)>,
+    JsonBody(b): JsonBody<SecretBody>,
+) -> AdminResult {
+    p.require_provider(&id, "change another provider's credentials")?;
+    let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
+        "the vault has no master key (vault.master_key_env or vault.master_key_file)",
+    ))?;
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) {
+        return Err(invalid("name", "use 1 to 64 letters, digits, '-', '_' and '.'"));
+    }
+    let len = secrecy::ExposeSecret::expose_secret(&b.secret).len();
+    if len == 0 || len > 8192 {
+        return Err(invalid("secret", "must be 1 to 8192 bytes"));
+    }
+    if secrecy::ExposeSecret::expose_secret(&b.secret).bytes().any(|c| c.is_ascii_control()) {
+        return Err(invalid("secret", "must not contain control characters"));
+    }
+    let (nonce, ct) = vault::seal(key, &id, &name, &b.secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let version = gw.ledger.add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
+    applied(&gw).await?;
+    ok(json!({ "provider": id, "name": name, "version": version }))
+}
+
+async fn revoke_credential(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path((id, name, version)): Path<(String, String, String)>,
+) -> AdminResult {
+    p.require_provider(&id, "change another provider's credentials")?;
+    let version: u64 = version.parse().map_err(|_| invalid("version", "expected a version number"))?;
+    let revoked = gw.ledger.revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
+    if !revoked
+        && !gw.ledger.credential_versions(Some(&id)).await?.iter().any(|v| v.name == name && v.version == version)
+    {
+        return Err(AdminError(GatewayError::AdminNotFound {
+            what: "credential version",
+            key: format!("{id}/{name}/{version}"),
+        }));
+    }
+    applied(&gw).await?;
+    ok(json!({ "provider": id, "name": name, "version": version, "revoked": true }))
+}
+
+// --- revenue, ledger ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    from_unix_s: Option<u64>,
+    to_unix_s: Option<u64>,
+}
+
+async fn revenue(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> AdminResult {
+    p.require_reader_of(&id, "read another provider's revenue")?;
+    let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
+    ok(
+        json!({ "provider": id, "from_unix_s": from, "to_unix_s": to, "lines": gw.ledger.revenue(&id, from, to).await? }),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntriesQuery {
+    provider: Option<String>,
+    payer: Option<String>,
+    from_unix_s: Option<u64>,
+    to_unix_s: Option<u64>,
+    offset: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<EntriesQuery>) -> AdminResult {
+    let provider = match p.role {
+        Role::Operator | Role::Finance => q.provider,
+        Role::Provider => {
+            if q.provider.is_some() && q.provider != p.provider {
+                return Err(forbidden("read another provider's ledger"));
+            }
+            p.provider.clone()
+        }
+    };
+    let payer = q.payer.as_deref().map(|w| parse_wallet("payer", w)).transpose()?;
+    let entries = gw
+        .ledger
+        .entries_page(
+            provider.as_deref(),
+            payer,
+            q.from_unix_s.unwrap_or(0),
+            q.to_unix_s.unwrap_or(i64::MAX as u64),
+            q.offset.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
+        .await?;
+    // The stored payment (signature included) is not part of the view.
+    let entries: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(&e).unwrap_or(serde_json::Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                o.remove("payment");
+            }
+            v
+        })
+        .collect();
+    ok(json!({ "entries": entries }))
+}
+
+// --- wallets ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeQuery {
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletsQuery {
+    scope: Option<String>,
+    wallet: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(default)]
+    revoked: bool,
+    #[serde(default)]
+    registered: bool,
+    endpoints: Option<Vec<String>>,
+    per_call_max: Option<String>,
+    daily_cap: Option<String>,
+    monthly_cap: Option<String>,
+}
+
+/// The scope a caller acts in: operators choose (default `*`); a provider token always acts
+/// in its own provider's scope.
+fn scope_for(p: &Principal, asked: Option<String>, action: &'static str) -> Result<String, AdminError> {
+    match p.role {
+        Role::Operator => Ok(asked.unwrap_or_else(|| GLOBAL_SCOPE.to_owned())),
+        Role::Provider => {
+            let own = p.provider.clone().ok_or_else(|| forbidden(action))?;
+            match asked {
+                Some(s) if s != own => Err(forbidden(action)),
+                _ => Ok(own),
+            }
+        }
+        Role::Finance => Err(forbidden(action)),
+    }
+}
+
+async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError> {
+    if scope != GLOBAL_SCOPE && !gw.ledger.providers().await?.iter().any(|x| x.id == scope) {
+        return Err(invalid("scope", format!("`{scope}` is neither `*` nor a provider")));
+    }
+    Ok(())
+}
+
+async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<WalletsQuery>) -> AdminResult {
+    let scope = match p.role {
+        Role::Operator => q.scope,
+        _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
+    };
+    let wallet = q.wallet.as_deref().map(|w| parse_wallet("wallet", w)).transpose()?;
+    ok(json!({ "policies": gw.ledger.wallet_policies(scope.as_deref(), wallet).await? }))
+}
+
+async fn put_wallet(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(wallet): Path<String>,
+    Query(q): Query<ScopeQuery>,
+    JsonBody(b): JsonBody<PolicyBody>,
+) -> AdminResult {
+    let scope = scope_for(&p, q.scope, "set wallet policies")?;
+    check_scope_exists(&gw, &scope).await?;
+    let wallet = parse_wallet("wallet", &wallet)?;
+    if let Some(list) = &b.endpoints {
+        if list.len() > 1000 {
+            return Err(invalid("endpoints", "at most 1000 endpoints"));
+        }
+        if scope != GLOBAL_SCOPE
+            && let Some(other) = list.iter().find(|e| !e.starts_with(&format!("{scope}:")))
+        {
+            return Err(invalid("endpoints", format!("`{other}` is not an endpoint of provider {scope}")));
+        }
+    }
+    let policy = WalletPolicy {
+        scope,
+        wallet,
+        revoked: b.revoked,
+        registered: b.registered,
+        endpoints: b.endpoints,
+        per_call_max: parse_atomic("per_call_max", &b.per_call_max)?,
+        daily_cap: parse_atomic("daily_cap", &b.daily_cap)?,
+        monthly_cap: parse_atomic("monthly_cap", &b.monthly_cap)?,
+        updated_unix_s: now(&gw),
+    };
+    gw.ledger.put_wallet_policy(&policy, &p.actor()).await?;
+    ok(json!({ "policy": policy }))
+}
+
+async fn set_revoked(gw: &Gateway, p: &Principal, wallet: &str, scope: Option<String>, revoked: bool) -> AdminResult {
+    let scope = scope_for(p, scope, "revoke or reinstate wallets")?;
+    check_scope_exists(gw, &scope).await?;
+    let wallet = parse_wallet("wallet", wallet)?;
+    gw.ledger.set_wallet_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
+    ok(json!({ "scope": scope, "wallet": format!("{wallet:#x}"), "revoked": revoked }))
+}
+
+async fn revoke_wallet(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(wallet): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> AdminResult {
+    set_revoked(&gw, &p, &wallet, q.scope, true).await
+}
+
+async fn reinstate_wallet(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(wallet): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> AdminResult {
+    set_revoked(&gw, &p, &wallet, q.scope, false).await
+}
+
+// --- settings -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    allowlist_mode: bool,
+}
+
+async fn get_settings(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+    p.require(&[Role::Operator], "read settings")?;
+    let s = gw.ledger.control_state().await?;
+    ok(json!({ "allowlist_mode": s.allowlist_mode, "version": s.version }))
+}
+
+async fn put_settings(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    JsonBody(b): JsonBody<SettingsBody>,
+) -> AdminResult {
+    p.require(&[Role::Operator], "change settings")?;
+    gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
+    ok(json!({ "allowlist_mode": b.allowlist_mode }))
+}
+
+// --- audit --------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    wallet: Option<String>,
+    endpoint: Option<String>,
+    provider: Option<String>,
+    from_unix_ms: Option<u64>,
+    to_unix_ms: Option<u64>,
+    decision: Option<String>,
+    after_seq: Option<u64>,
+    limit: Option<u32>,
+}
+
+fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError> {
+    let provider = match p.role {
+        Role::Operator | Role::Finance => q.provider,
+        Role::Provider => {
+            if q.provider.is_some() && q.provider != p.provider {
+                return Err(forbidden("read another provider's audit trail"));
+            }
+            p.provider.clone()
+        }
+    };
+    Ok(AuditQuery {
+        wallet: q.wallet.as_deref().map(|w| parse_wallet("wallet", w)).transpose()?,
+        endpoint: q.endpoint,
+        provider,
+        from_unix_ms: q.from_unix_ms,
+        to_unix_ms: q.to_unix_ms,
+        decision: q
+            .decision
+            .as_deref()
+            .map(|d| Decision::parse(d).ok_or_else(|| invalid("decision", "expected accepted or denied")))
+            .transpose()?,
+        after_seq: q.after_seq,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    })
+}
+
+async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+    let filter = audit_filter(&p, q)?;
+    let records = gw.ledger.audit(&filter).await?;
+    let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
+    ok(json!({ "records": records, "next_after_seq": next }))
+}
+
+/// JSON lines, every matching record (paged internally, at most 1,000,000 records).
+async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+    let mut filter = audit_filter(&p, q)?;
+    filter.limit = 1000;
+    let mut out = String::new();
+    for _ in 0..1000 {
+        let page = gw.ledger.audit(&filter).await?;
+        for r in &page {
+            out.push_str(&serde_json::to_string(r).map_err(|e| GatewayError::Internal(e.to_string()))?);
+            out.push('\n');
+        }
+        match page.last() {
+            Some(last) if page.len() == 1000 => filter.after_seq = Some(last.seq),
+            _ => break,
+        }
+    }
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")], out)
+        .into_response())
+}
+
+async fn audit_verify(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
+    ok(serde_json::to_value(gw.ledger.verify_audit().await?).unwrap_or(serde_json::Value::Null))
+}

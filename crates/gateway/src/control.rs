@@ -1,0 +1,335 @@
+//! The live control plane: the route table and the decrypted credentials, rebuilt from the
+//! database whenever it changes, and the audit writer.
+//!
+//! Owns: seeding the database from the TOML file at startup; building a [`Snapshot`]
+//! (providers, priced endpoints with their current price version, the latest unrevoked vault
+//! version of every credential) and swapping it in atomically; watching for changes made by
+//! any process (PostgreSQL `NOTIFY`, plus a poll of the change counter on every engine, so a
+//! change reaches every replica within about one poll interval); the bounded audit queue and
+//! its writer, which appends records to the hash chain in batches.
+//!
+//! Must not: serve a half-built table (a snapshot is built completely, then swapped), log a
+//! secret, or stop serving because one stored record became invalid (that endpoint is left
+//! out and the error logged).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditRecord, Source};
+use tollgate_x402::{DecimalU256, Network, v2};
+
+use crate::app::{Gateway, StartError};
+use crate::config::{
+    Config, NetworkConfig, ProviderConfig, RawProvider, RawRoute, RouteConfig, build_provider, build_route,
+};
+use crate::vault;
+
+/// Paths the gateway serves itself; no endpoint may take them.
+pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz"];
+
+/// One priced endpoint, ready to match and quote.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Its provider.
+    pub provider: Arc<ProviderConfig>,
+    /// The route.
+    pub route: RouteConfig,
+    /// Our offers for it, one per accepted network.
+    pub offers: Vec<v2::PaymentRequirements>,
+    /// Stable name for the ledger and policies: `provider:path-pattern`.
+    pub name: String,
+    /// The price version these offers quote.
+    pub price_version: Option<u64>,
+}
+
+/// A vault credential's current version, decrypted.
+#[derive(Clone)]
+pub struct LiveSecret {
+    /// Its version.
+    pub version: u64,
+    /// The secret.
+    pub secret: SecretString,
+}
+
+impl std::fmt::Debug for LiveSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSecret").field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+/// Everything a request reads from the control plane, consistent at one change counter.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The change counter this snapshot reflects.
+    pub version: u64,
+    /// Providers by id.
+    pub providers: Vec<Arc<ProviderConfig>>,
+    /// Endpoints in match order.
+    pub routes: Vec<Arc<RouteEntry>>,
+    /// Latest unrevoked vault version per (provider, name).
+    pub secrets: HashMap<(String, String), LiveSecret>,
+}
+
+/// The route table and secrets in use, swapped whole on change.
+#[derive(Debug, Default)]
+pub struct Live {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Live {
+    /// The snapshot in use.
+    pub fn get(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, s: Snapshot) {
+        let s = Arc::new(s);
+        match self.current.write() {
+            Ok(mut g) => *g = s,
+            Err(poisoned) => *poisoned.into_inner() = s,
+        }
+    }
+}
+
+/// A route's prices as stored in a price version: `[{"network": "eip155:8453", "amount": "1000"}]`.
+pub fn prices_json(prices: &[(Network, AtomicAmount)]) -> String {
+    let list: Vec<serde_json::Value> = prices
+        .iter()
+        .map(|(n, a)| serde_json::json!({ "network": n.caip2(), "amount": a.get().to_string() }))
+        .collect();
+    serde_json::Value::Array(list).to_string()
+}
+
+fn parse_prices(text: &str) -> Option<Vec<(Network, AtomicAmount)>> {
+    let list: Vec<serde_json::Value> = serde_json::from_str(text).ok()?;
+    list.iter()
+        .map(|v| {
+            let network = Network::parse(v.get("network")?.as_str()?).ok()?;
+            let amount = AtomicAmount::new(v.get("amount")?.as_str()?.parse().ok()?)?;
+            Some((network, amount))
+        })
+        .collect()
+}
+
+/// Seeds providers and endpoints from the file: created or updated (a changed price makes a
+/// new price version); endpoints seeded earlier by the file and no longer in it are disabled.
+/// Records made through the admin API are kept.
+pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(), StartError> {
+    let actor = Actor("config".to_owned());
+    let db = |e: MeteringError| StartError::Database(e.to_string());
+    for (raw, typed) in config.raw_providers.iter().zip(&config.providers) {
+        let spec = RawProvider { routes: Vec::new(), ..raw.clone() };
+        let spec = serde_json::to_string(&spec).map_err(|e| StartError::Config(e.to_string()))?;
+        ledger.put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
+        for (r, route) in raw.routes.iter().zip(&typed.routes) {
+            reserved_path_check(&r.path).map_err(StartError::Config)?;
+            let spec = serde_json::to_string(r).map_err(|e| StartError::Config(e.to_string()))?;
+            ledger
+                .put_endpoint(&raw.id, &r.path, &spec, &prices_json(&route.prices), Source::Config, &actor, now_unix_s)
+                .await
+                .map_err(db)?;
+        }
+        for e in ledger.endpoints(Some(&raw.id)).await.map_err(db)? {
+            if e.source == Source::Config && e.enabled && !raw.routes.iter().any(|r| r.path == e.path) {
+                ledger.set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses paths the gateway serves itself.
+pub fn reserved_path_check(path: &str) -> Result<(), String> {
+    if RESERVED_PREFIXES.iter().any(|x| path == *x || path.starts_with(&format!("{x}/"))) {
+        return Err(format!("path {path} is reserved by the gateway"));
+    }
+    Ok(())
+}
+
+/// Builds a snapshot from the database. Records that no longer validate (a network removed
+/// from the file, an environment variable gone) are left out and logged.
+pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, MeteringError> {
+    let state = ledger.control_state().await?;
+    // Secrets from the environment or a file were read once, with the file; they are taken
+    // from the loaded configuration, never re-read here.
+    let no_env = |_: &str| None;
+    let mut providers: Vec<Arc<ProviderConfig>> = Vec::new();
+    for rec in ledger.providers().await? {
+        let mut raw: RawProvider = match serde_json::from_str(&rec.spec) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(provider = %rec.id, error = %e, "stored provider does not parse; left out");
+                continue;
+            }
+        };
+        let static_credential = match &raw.credential {
+            Some(c) if c.vault.is_none() => {
+                match config.providers.iter().find(|p| p.id == rec.id).and_then(|p| p.credential.clone()) {
+                    Some(c) => Some(c),
+                    None => {
+                        tracing::error!(provider = %rec.id, "stored provider names a file secret the file no longer has; left out");
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
+        if static_credential.is_some() {
+            raw.credential = None;
+        }
+        match build_provider(&format!("provider {}", rec.id), &raw, &no_env, false) {
+            Ok(mut p) => {
+                if static_credential.is_some() {
+                    p.credential = static_credential;
+                }
+                providers.push(Arc::new(p));
+            }
+            Err(e) => tracing::error!(provider = %rec.id, error = %e, "stored provider is invalid; left out"),
+        }
+    }
+    let mut routes = Vec::new();
+    for e in ledger.endpoints(None).await? {
+        if !e.enabled {
+            continue;
+        }
+        let Some(provider) = providers.iter().find(|p| p.id == e.provider) else { continue };
+        let entry = serde_json::from_str::<RawRoute>(&e.spec)
+            .map_err(|x| x.to_string())
+            .and_then(|raw| {
+                build_route(
+                    &format!("endpoint {}:{}", e.provider, e.path),
+                    &raw,
+                    provider,
+                    &config.networks,
+                    &config.server,
+                )
+                .map_err(|x| x.to_string())
+            })
+            .and_then(|mut route| {
+                route.prices = parse_prices(&e.prices).ok_or("stored prices do not parse")?;
+                Ok(route)
+            })
+            .and_then(|route| route_entry(config, provider.clone(), route, Some(e.price_version)));
+        match entry {
+            Ok(entry) => routes.push(Arc::new(entry)),
+            Err(reason) => {
+                tracing::error!(endpoint = %format!("{}:{}", e.provider, e.path), %reason, "stored endpoint is invalid; left out");
+            }
+        }
+    }
+    let mut secrets = HashMap::new();
+    if let Some(key) = &config.vault_key {
+        for v in ledger.credential_versions(None).await? {
+            if v.revoked_unix_s.is_some() {
+                continue;
+            }
+            match vault::open(key, &v.provider, &v.name, v.version, &v.nonce, &v.ciphertext) {
+                // Ordered by version: the last unrevoked one wins.
+                Ok(secret) => {
+                    secrets.insert((v.provider.clone(), v.name.clone()), LiveSecret { version: v.version, secret });
+                }
+                Err(e) => tracing::error!(error = %e, "credential version left out"),
+            }
+        }
+    }
+    Ok(Snapshot { version: state.version, providers, routes, secrets })
+}
+
+fn route_entry(
+    config: &Config,
+    provider: Arc<ProviderConfig>,
+    route: RouteConfig,
+    price_version: Option<u64>,
+) -> Result<RouteEntry, String> {
+    let path = route.pattern.to_string();
+    reserved_path_check(&path)?;
+    let mut offers = Vec::new();
+    for (network, amount) in &route.prices {
+        let n: &NetworkConfig = config.network(*network).ok_or_else(|| format!("network {network} not configured"))?;
+        let mut extra = serde_json::Map::new();
+        extra.insert("name".into(), n.eip712_name.clone().into());
+        extra.insert("version".into(), n.eip712_version.clone().into());
+        offers.push(v2::PaymentRequirements {
+            scheme: tollgate_x402::SCHEME_EXACT.to_owned(),
+            network: *network,
+            amount: DecimalU256::from(amount.get()),
+            asset: n.asset,
+            pay_to: provider.pay_to,
+            max_timeout_seconds: route.max_timeout_seconds,
+            extra,
+        });
+    }
+    let name = format!("{}:{}", provider.id, path);
+    Ok(RouteEntry { provider, route, offers, name, price_version })
+}
+
+/// Reloads the snapshot if the change counter moved (or `force`). Returns whether it did.
+pub async fn refresh(gw: &Gateway, force: bool) -> Result<bool, MeteringError> {
+    let _guard = gw.reload_lock.lock().await;
+    let version = gw.ledger.control_state().await?.version;
+    if !force && version == gw.live.get().version && gw.loaded.load(Ordering::Acquire) {
+        return Ok(false);
+    }
+    let snapshot = load(&gw.config, &gw.ledger).await?;
+    tracing::info!(version = snapshot.version, routes = snapshot.routes.len(), "control plane loaded");
+    gw.live.set(snapshot);
+    gw.loaded.store(true, Ordering::Release);
+    Ok(true)
+}
+
+/// Keeps the snapshot current: woken by PostgreSQL notifications, and polls the change
+/// counter every `control.poll_interval` (the fallback, and SQLite's only way).
+pub async fn watch(gw: Arc<Gateway>) {
+    let mut listener = match gw.ledger.control_listener().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "control-plane notifications unavailable; polling only");
+            None
+        }
+    };
+    let poll = gw.config.control.poll_interval;
+    loop {
+        match listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    r = l.recv() => if let Err(e) = r {
+                        tracing::warn!(error = %e, "control-plane notification stream broke; polling only");
+                        listener = None;
+                    },
+                    () = tokio::time::sleep(poll) => {}
+                }
+            }
+            None => tokio::time::sleep(poll).await,
+        }
+        if let Err(e) = refresh(&gw, false).await {
+            tracing::warn!(error = %e, "control-plane refresh failed; keeping the current table");
+        }
+    }
+}
+
+/// The audit writer: drains the queue in batches of up to 256 and appends each batch to the
+/// chain in one transaction, retrying a failed batch with backoff (records are not dropped
+/// while the process lives).
+pub async fn audit_writer(ledger: Ledger, mut rx: mpsc::Receiver<NewAuditRecord>, pending: Arc<AtomicU64>) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        if rx.recv_many(&mut batch, 256).await == 0 {
+            return;
+        }
+        let mut delay = Duration::from_millis(50);
+        while let Err(e) = ledger.append_audit(&batch).await {
+            tracing::error!(error = %e, records = batch.len(), "audit append failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        pending.fetch_sub(batch.len() as u64, Ordering::AcqRel);
+        batch.clear();
+    }
+}
