@@ -80,13 +80,17 @@ enum Command {
     /// record before it is sent; budgets count everything signed or in doubt, across runs.
     #[command(after_help = call::help())]
     Call(call::CallArgs),
-    /// Reconcile on-chain settlement against the ledger over a block range.
+    /// Reconcile on-chain settlement against the ledger over a block range, a time range, or
+    /// from the last run's cursor to the chain head.
     ///
     /// Records the run in the ledger, prints a summary to stderr, and writes CSV or JSON
     /// (columns in docs/reconciliation.md).
     ///
-    /// Example:
+    /// Examples:
     ///   tollgate reconcile --config tollgate.toml --from-block 100 --to-block 200 --csv run.csv
+    ///   tollgate reconcile --config tollgate.toml --from-time 2026-01-01T00:00:00Z \
+    ///       --to-time 2026-02-01T00:00:00Z --totals-csv january.csv
+    ///   tollgate reconcile --config tollgate.toml --resume --json
     Reconcile(reconcile::ReconcileArgs),
     /// Create a wallet, show its address or its token balance.
     #[command(subcommand, after_help = wallet::help())]

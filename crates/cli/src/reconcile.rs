@@ -1,11 +1,15 @@
-//! `tollgate reconcile`: reconciles one network's settlements over a block range against the
-//! ledger, records the run, prints a summary and writes CSV or JSON (docs/reconciliation.md).
-//! Knows nothing of the classification: that is `tollgate_gateway::reconcile`.
+//! `tollgate reconcile`: reconciles one network's settlements over a block range, a time range,
+//! or from the stored cursor to the head, against the ledger; records the run, prints a summary
+//! and writes CSV or JSON (docs/reconciliation.md). Knows nothing of the classification: that
+//! is `tollgate_gateway::reconcile`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tollgate_gateway::reconcile::{ReconcileOptions, reconcile_range, render_csv, render_json};
+use tollgate_gateway::reconcile::{
+    ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
+    render_totals_csv,
+};
 use tollgate_gateway::{Config, Gateway};
 use tollgate_verifier::SystemClock;
 use tollgate_x402::Network;
@@ -18,27 +22,47 @@ pub struct ReconcileArgs {
     /// The gateway's configuration file (database, networks, payees).
     #[arg(long, short)]
     pub config: PathBuf,
-    /// First block, inclusive.
-    #[arg(long, value_name = "N")]
-    pub from_block: u64,
+    /// First block, inclusive (with --to-block).
+    #[arg(long, value_name = "N", requires = "to_block", conflicts_with_all = ["from_time", "resume"])]
+    pub from_block: Option<u64>,
     /// Last block, inclusive (at most the chain head).
-    #[arg(long, value_name = "N")]
-    pub to_block: u64,
+    #[arg(long, value_name = "N", requires = "from_block")]
+    pub to_block: Option<u64>,
+    /// Start time, inclusive: RFC 3339 (2026-01-01T00:00:00Z) or unix seconds (with --to-time).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "to_time", conflicts_with = "resume")]
+    pub from_time: Option<u64>,
+    /// End time, exclusive: the range ends with the last block before it.
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "from_time")]
+    pub to_time: Option<u64>,
+    /// From the last stored cursor + 1 (or [reconciliation] start_block) to the chain head.
+    #[arg(long)]
+    pub resume: bool,
     /// The network (CAIP-2, e.g. eip155:8453); required when several are configured.
     #[arg(long, value_name = "CAIP2", value_parser = parse_network)]
     pub network: Option<Network>,
-    /// Confirmations a transfer needs, its own block included.
-    #[arg(long, value_name = "N", default_value_t = ReconcileOptions::default().confirmations_min)]
-    pub confirmations: u64,
-    /// Blocks per eth_getLogs call.
-    #[arg(long, value_name = "N", default_value_t = ReconcileOptions::default().chunk_blocks)]
-    pub chunk_blocks: u64,
+    /// Confirmations a transfer needs, its own block included [default: [reconciliation]
+    /// confirmations, 10].
+    #[arg(long, value_name = "N")]
+    pub confirmations: Option<u64>,
+    /// Blocks per eth_getLogs call [default: [reconciliation] chunk_blocks, 2000].
+    #[arg(long, value_name = "N")]
+    pub chunk_blocks: Option<u64>,
     /// Write the items as CSV (RFC 4180) to this file.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Write the totals per UTC day, UTC month, provider, route and payer as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub totals_csv: Option<PathBuf>,
     /// Print the run as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which range a run covers.
+enum Range {
+    Blocks((u64, u64)),
+    Times((u64, u64)),
+    Resume,
 }
 
 fn parse_network(s: &str) -> Result<Network, String> {
@@ -54,19 +78,43 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         (None, [only]) => only.network,
         (None, _) => return Err(Failure::usage("several networks are configured: pass --network eip155:<chain id>")),
     };
-    let gw = Gateway::start(config, Arc::new(SystemClock)).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+    let defaults = ReconcileOptions::from_config(&config.reconciliation);
     let opts = ReconcileOptions {
-        confirmations_min: args.confirmations,
-        chunk_blocks: args.chunk_blocks,
-        ..ReconcileOptions::default()
+        confirmations_min: args.confirmations.unwrap_or(defaults.confirmations_min),
+        chunk_blocks: args.chunk_blocks.unwrap_or(defaults.chunk_blocks),
+        ..defaults
     };
-    let outcome = reconcile_range(&gw, network, args.from_block, args.to_block, opts)
-        .await
-        .map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+    let (start_block, blocks_max) = (config.reconciliation.start_block, config.reconciliation.run_blocks_max);
+    let range = match (args.from_block.zip(args.to_block), args.from_time.zip(args.to_time), args.resume) {
+        (Some(blocks), None, false) => Range::Blocks(blocks),
+        (None, Some(times), false) => Range::Times(times),
+        (None, None, true) => Range::Resume,
+        _ => {
+            return Err(Failure::usage(
+                "give one range: --from-block N --to-block M, --from-time T --to-time U, or --resume",
+            ));
+        }
+    };
+    let gw = Gateway::start(config, Arc::new(SystemClock)).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+    let outcome = match range {
+        Range::Blocks((from, to)) => reconcile_range(&gw, network, from, to, opts).await.map(Some),
+        Range::Times((from, to)) => reconcile_times(&gw, network, from, to, opts).await.map(Some),
+        Range::Resume => reconcile_resume(&gw, network, start_block, blocks_max, opts).await,
+    };
     gw.ledger.close().await;
+    let Some(outcome) = outcome.map_err(|e| Failure::new(EXIT_FAILURE, e))? else {
+        eprintln!("tollgate: nothing to reconcile: no block after the stored cursor (or start_block) yet");
+        return Ok(EXIT_OK);
+    };
+    let write = |path: &PathBuf, text: String| {
+        std::fs::write(path, text)
+            .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot write {}: {e}", path.display())))
+    };
     if let Some(path) = &args.csv {
-        std::fs::write(path, render_csv(&outcome.report))
-            .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot write {}: {e}", path.display())))?;
+        write(path, render_csv(&outcome.report))?;
+    }
+    if let Some(path) = &args.totals_csv {
+        write(path, render_totals_csv(&outcome.breakdown))?;
     }
     let r = &outcome.report;
     let tie = r.tie_out(&outcome.scope.pay_to);

@@ -66,6 +66,8 @@ struct RawConfig {
     #[serde(default)]
     providers: Vec<RawProvider>,
     #[serde(default)]
+    reconciliation: RawReconciliation,
+    #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
     vault: RawVault,
@@ -137,6 +139,17 @@ struct RawSettlement {
     relayer_lease_wait_ms: Option<u64>,
     relayer_lease_ttl_s: Option<u64>,
     gas_warn_wei: Option<u128>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReconciliation {
+    interval_s: Option<u64>,
+    confirmations: Option<u64>,
+    chunk_blocks: Option<u64>,
+    start_block: Option<u64>,
+    run_blocks_max: Option<u64>,
+    lease_ttl_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +265,8 @@ pub struct Config {
     /// Providers and their priced routes, as the file gives them (validated). The served
     /// table is the control plane's, which the file seeds at startup.
     pub providers: Vec<ProviderConfig>,
+    /// Reconciliation defaults and the optional periodic job.
+    pub reconciliation: ReconciliationConfig,
     /// The providers as written, seeded into the control plane at startup.
     pub raw_providers: Vec<RawProvider>,
     /// The admin API.
@@ -290,6 +305,23 @@ pub struct ControlConfig {
     pub poll_interval: Duration,
     /// Capacity of the audit writer's queue.
     pub audit_queue_capacity: usize,
+}
+
+/// `[reconciliation]`: the defaults of `tollgate reconcile` and the optional periodic job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconciliationConfig {
+    /// Time between runs of the periodic job; `None` (the default) disables it.
+    pub interval: Option<Duration>,
+    /// Confirmations a transfer needs, its own block included.
+    pub confirmations: u64,
+    /// Blocks per `eth_getLogs` call.
+    pub chunk_blocks: u64,
+    /// First block of a network's first run (when no run has stored a cursor).
+    pub start_block: u64,
+    /// Most blocks one job run covers; a longer backlog is caught up over several runs.
+    pub run_blocks_max: u64,
+    /// How long the job's lease lasts (renewed before each network).
+    pub lease_ttl_s: u64,
 }
 
 /// `[server]`.
@@ -700,6 +732,22 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         admin,
         vault_key,
         control,
+        reconciliation: reconciliation(raw.reconciliation)?,
+    })
+}
+
+fn reconciliation(r: RawReconciliation) -> Result<ReconciliationConfig, ConfigError> {
+    let at_least_1 = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => Err(invalid(format!("reconciliation.{key}"), "must be at least 1")),
+        v => Ok(v.unwrap_or(default)),
+    };
+    Ok(ReconciliationConfig {
+        interval: r.interval_s.map(|s| at_least_1("interval_s", Some(s), 1).map(Duration::from_secs)).transpose()?,
+        confirmations: at_least_1("confirmations", r.confirmations, 10)?,
+        chunk_blocks: at_least_1("chunk_blocks", r.chunk_blocks, 2_000)?,
+        start_block: r.start_block.unwrap_or(0),
+        run_blocks_max: at_least_1("run_blocks_max", r.run_blocks_max, 100_000)?,
+        lease_ttl_s: at_least_1("lease_ttl_s", r.lease_ttl_s, 300)?,
     })
 }
 
@@ -963,6 +1011,39 @@ price = "0.001"
             assert!(err.contains(key), "{key}: {err}");
             assert!(!err.contains("sk-secret-value"), "{err}");
         }
+    }
+
+    // Goal: [reconciliation] is optional (job disabled, documented defaults), parses its keys, and refuses zeros and unknown keys by name.
+    #[test]
+    fn reconciliation_section() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert_eq!(
+            c.reconciliation,
+            ReconciliationConfig {
+                interval: None,
+                confirmations: 10,
+                chunk_blocks: 2_000,
+                start_block: 0,
+                run_blocks_max: 100_000,
+                lease_ttl_s: 300,
+            }
+        );
+        let text = format!(
+            "{GOOD}\n[reconciliation]\ninterval_s = 60\nconfirmations = 3\nchunk_blocks = 500\nstart_block = 7\n\
+             run_blocks_max = 9000\nlease_ttl_s = 30\n"
+        );
+        let r = Config::parse(&text, &env).unwrap().reconciliation;
+        assert_eq!(r.interval, Some(Duration::from_secs(60)));
+        assert_eq!(
+            (r.confirmations, r.chunk_blocks, r.start_block, r.run_blocks_max, r.lease_ttl_s),
+            (3, 500, 7, 9_000, 30)
+        );
+        for key in ["interval_s", "confirmations", "chunk_blocks", "run_blocks_max", "lease_ttl_s"] {
+            let err = error_of(&format!("{GOOD}\n[reconciliation]\n{key} = 0\n"));
+            assert!(err.contains(&format!("reconciliation.{key}")), "{err}");
+        }
+        let err = error_of(&format!("{GOOD}\n[reconciliation]\nintervall_s = 5\n"));
+        assert!(err.contains("intervall_s"), "{err}");
     }
 
     // Goal: unknown keys are refused, naming the key.

@@ -43,9 +43,15 @@ pub async fn serve(
         .ok()
         .and_then(|mut rx| rx.take())
         .map(|rx| tokio::spawn(settlement::deferred_worker(gw.clone(), rx)));
+    // The periodic reconciliation, when `[reconciliation] interval_s` is set.
+    let recon = crate::reconcile::spawn_job(&gw);
     let result = axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown).await;
     recovery.abort();
     watcher.abort();
+    if let Some(r) = recon {
+        // A run cut short records nothing (its run is one transaction); its lease expires.
+        r.abort();
+    }
     if let Some(w) = worker {
         w.abort();
     }

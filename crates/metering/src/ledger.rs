@@ -1129,6 +1129,8 @@ const RUN_COLUMNS: &str = "id, chain_id, asset, from_block, to_block, cursor_blo
      finished_unix_s, n_matched, n_ledger_settled_missing_onchain, n_onchain_missing_in_ledger, n_amount_mismatch, \
      n_payee_mismatch, n_unconfirmed, n_reorged, chain_total, ledger_total, matched_total, tie_out_holds";
 
+const SELECT_CURSOR: &str = "SELECT MAX(cursor_block) FROM recon_runs WHERE chain_id = $1 AND asset = $2";
+
 const INSERT_EXCEPTION: &str = "INSERT INTO recon_exceptions (run_id, class, payer, pay_to, chain_to, nonce, \
      tx_hash, block_number, log_index, entry_id, amount_ledger, amount_chain) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -1400,6 +1402,34 @@ impl Ledger {
             })
             .await?;
         rows.into_iter().map(RunRow::into_run).collect()
+    }
+
+    /// The cursor to resume (chain, asset) from: the highest `cursor_block` of its recorded
+    /// runs (the last block fully reconciled), or `None` when no run has one.
+    pub async fn recon_cursor(&self, chain_id: u64, asset: Address) -> Result<Option<u64>, MeteringError> {
+        const OP: &str = "recon_cursor";
+        let chain_id = to_i64("chain_id", chain_id)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let cursor: Option<i64> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_scalar(SELECT_CURSOR)
+                        .bind(chain_id)
+                        .bind(hex_address(asset))
+                        .fetch_one(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        cursor
+            .map(|c| {
+                u64::try_from(c).map_err(|_| MeteringError::InvalidValue {
+                    what: "recon_runs.cursor_block",
+                    reason: format!("negative: {c}"),
+                })
+            })
+            .transpose()
     }
 
     /// The exceptions recorded with a run, in recording order.

@@ -30,8 +30,9 @@ pub use control::{
 pub use error::MeteringError;
 pub use ledger::{Engine, Ledger, LedgerOptions};
 pub use reconcile::{
-    ChainTransfer, NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconReport, ReconRun, ReconScope,
-    ReconTotals, TieOut, reconcile,
+    ChainTransfer, NewReconRun, PERIOD_UNKNOWN, ReconBreakdown, ReconClass, ReconException, ReconItem, ReconNote,
+    ReconReport, ReconRun, ReconScope, ReconSums, ReconTotals, TieOut, breakdown, reconcile, unix_s_of_utc, utc_day,
+    utc_month,
 };
 pub use types::{
     AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,

@@ -152,6 +152,9 @@ pub struct ReconItem {
     pub provider: Option<String>,
     /// The route of the entry.
     pub route: Option<String>,
+    /// The entry's state when it was reconciled (`settling`, `settled` and `refund_owed` say
+    /// money moved: their amount is expected on chain).
+    pub ledger_state: Option<EntryState>,
 }
 
 /// Sums of one report; amounts in atomic units.
@@ -247,6 +250,7 @@ pub fn reconcile(
             entry_id: e.map(|e| e.id.clone()),
             provider: e.map(|e| e.provider.clone()),
             route: e.map(|e| e.route.clone()),
+            ledger_state: e.map(|e| e.state),
         }
     };
 
@@ -355,6 +359,125 @@ impl ReconReport {
     pub fn exceptions(&self) -> impl Iterator<Item = &ReconItem> {
         self.items.iter().filter(|i| i.class != ReconClass::Matched)
     }
+}
+
+/// Sums of one group of a report, in atomic units. `expected = matched + outstanding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconSums {
+    /// Ledger amounts of the items whose entry says money moved (`settling`, `settled`,
+    /// `refund_owed`): what the ledger expects to find on chain.
+    pub expected: U256,
+    /// The part of `expected` that is matched on chain.
+    pub matched: U256,
+    /// The part of `expected` that is not (yet) matched: unconfirmed, missing on chain,
+    /// mismatched or reorged.
+    pub outstanding: U256,
+}
+
+/// A report's sums grouped by UTC period and by who. Amounts on chain that no entry expects
+/// (`onchain_missing_in_ledger`) are exceptions of the report, not part of these sums.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconBreakdown {
+    /// Per UTC day (`YYYY-MM-DD`, or [`PERIOD_UNKNOWN`]).
+    pub by_day: BTreeMap<String, ReconSums>,
+    /// Per UTC month (`YYYY-MM`, or [`PERIOD_UNKNOWN`]).
+    pub by_month: BTreeMap<String, ReconSums>,
+    /// Per provider.
+    pub by_provider: BTreeMap<String, ReconSums>,
+    /// Per route (`provider:pattern`).
+    pub by_route: BTreeMap<String, ReconSums>,
+    /// Per payer wallet.
+    pub by_payer: BTreeMap<Address, ReconSums>,
+}
+
+/// The period of an item whose time is not known.
+pub const PERIOD_UNKNOWN: &str = "unknown";
+
+/// Groups the expected items of a report (those whose entry says money moved) by UTC day,
+/// UTC month, provider, route and payer. `time_of` gives an item's time (unix seconds); the
+/// caller chooses it (the gateway uses the block's timestamp, else the entry's creation).
+pub fn breakdown(items: &[ReconItem], time_of: &dyn Fn(&ReconItem) -> Option<u64>) -> ReconBreakdown {
+    let mut out = ReconBreakdown::default();
+    for i in items {
+        if !i.ledger_state.is_some_and(claims_settlement) {
+            continue;
+        }
+        let amount = U256::from(i.amount_ledger.unwrap_or(0));
+        let matched = i.class == ReconClass::Matched;
+        let add = |sums: &mut ReconSums| {
+            sums.expected += amount;
+            if matched {
+                sums.matched += amount;
+            } else {
+                sums.outstanding += amount;
+            }
+        };
+        let time = time_of(i);
+        add(out.by_day.entry(time.map_or_else(|| PERIOD_UNKNOWN.to_owned(), utc_day)).or_default());
+        add(out.by_month.entry(time.map_or_else(|| PERIOD_UNKNOWN.to_owned(), utc_month)).or_default());
+        add(out.by_provider.entry(i.provider.clone().unwrap_or_default()).or_default());
+        add(out.by_route.entry(i.route.clone().unwrap_or_default()).or_default());
+        add(out.by_payer.entry(i.payer).or_default());
+    }
+    out
+}
+
+const DAY_S: u64 = 86_400;
+
+/// (year, month, day) of a count of days since 1970-01-01 (proleptic Gregorian; H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Days since 1970-01-01 of a valid date on or after it (`days_from_civil`).
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
+    let y = if month <= 2 { year.checked_sub(1)? } else { year };
+    let era = y / 400;
+    let yoe = y % 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).checked_sub(719_468)
+}
+
+/// The UTC day of `unix_s` as `YYYY-MM-DD`.
+pub fn utc_day(unix_s: u64) -> String {
+    let (y, m, d) = civil_from_days(unix_s / DAY_S);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The UTC month of `unix_s` as `YYYY-MM`.
+pub fn utc_month(unix_s: u64) -> String {
+    let (y, m, _) = civil_from_days(unix_s / DAY_S);
+    format!("{y:04}-{m:02}")
+}
+
+/// Unix seconds of a UTC date and time, or `None` when a field is out of range (month 13,
+/// February 30, hour 24, ...) or the time is before 1970.
+pub fn unix_s_of_utc(year: u64, month: u64, day: u64, hour: u64, minute: u64, second: u64) -> Option<u64> {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || year > 9_999 || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day)?;
+    Some(days * DAY_S + hour * 3_600 + minute * 60 + second)
 }
 
 /// A reconciliation run to record: its scope, cursor, times and report.
@@ -601,6 +724,61 @@ mod tests {
         let r = run(&[gone, moved], &[transfer(2, PAY_TO, 1_000, 12, Some(h(2)))]);
         assert_eq!(classes(&r), [ReconClass::Reorged; 2]);
         assert!(r.tie_out(&[PAY_TO]).holds);
+    }
+
+    #[test]
+    fn breakdown_by_period_and_who() {
+        // Goal: expected = matched + outstanding per UTC day, month, provider, route and payer; chain-only items and entries that say no money moved are not expected; an item without a time is in the unknown period.
+        let stranger = transfer(9, PAY_TO, 5, 30, None);
+        let r = run(
+            &[
+                entry(1, EntryState::Settled, 1_000, Some(10)),
+                entry(2, EntryState::Settled, 300, Some(20)),
+                entry(3, EntryState::Settling, 40, None),
+                entry(4, EntryState::Voided, 7, None),
+            ],
+            &[transfer(1, PAY_TO, 1_000, 10, Some(h(1))), transfer(4, PAY_TO, 7, 12, Some(h(4))), stranger],
+        );
+        // Block 10 on 2024-02-29 (leap day) 23:59:59, block 20 on 2024-03-01 00:00:00.
+        let time_of = |i: &ReconItem| match i.block_number {
+            Some(10) => Some(1_709_251_199),
+            Some(20) => Some(1_709_251_200),
+            _ => None,
+        };
+        let b = breakdown(&r.items, &time_of);
+        let sums = |e: u64, m: u64, o: u64| ReconSums {
+            expected: U256::from(e),
+            matched: U256::from(m),
+            outstanding: U256::from(o),
+        };
+        assert_eq!(b.by_day["2024-02-29"], sums(1_000, 1_000, 0));
+        assert_eq!(b.by_day["2024-03-01"], sums(300, 0, 300));
+        assert_eq!(b.by_day[PERIOD_UNKNOWN], sums(40, 0, 40));
+        assert_eq!(b.by_day.len(), 3);
+        assert_eq!(b.by_month["2024-02"], sums(1_000, 1_000, 0));
+        assert_eq!(b.by_month["2024-03"], sums(300, 0, 300));
+        assert_eq!(b.by_provider["weather"], sums(1_340, 1_000, 340));
+        assert_eq!(b.by_route["weather:/w"], sums(1_340, 1_000, 340));
+        assert_eq!(b.by_payer[&PAYER], sums(1_340, 1_000, 340));
+    }
+
+    #[test]
+    fn utc_calendar() {
+        // Goal: UTC days and months are labelled correctly across leap days, month and year ends; invalid dates are refused.
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400), "2000-02-29");
+        assert_eq!(utc_day(1_735_689_599), "2024-12-31");
+        assert_eq!(utc_month(1_735_689_600), "2025-01");
+        assert_eq!(unix_s_of_utc(2024, 2, 29, 23, 59, 59), Some(1_709_251_199));
+        assert_eq!(unix_s_of_utc(1970, 1, 1, 0, 0, 0), Some(0));
+        for n in [0, 59, 86_399, 86_400, 951_782_400, 4_102_444_800] {
+            let (y, m, d) = civil_from_days(n / DAY_S);
+            assert_eq!(unix_s_of_utc(y, m, d, 0, 0, 0), Some(n - n % DAY_S), "{n}");
+        }
+        for (y, m, d, hh) in [(2023, 2, 29, 0), (2024, 13, 1, 0), (2024, 4, 31, 0), (2024, 1, 0, 0), (2024, 1, 1, 24)] {
+            assert_eq!(unix_s_of_utc(y, m, d, hh, 0, 0), None, "{y}-{m}-{d} {hh}h");
+        }
+        assert_eq!(unix_s_of_utc(1969, 12, 31, 0, 0, 0), None);
     }
 
     #[test]

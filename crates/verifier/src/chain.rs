@@ -124,6 +124,9 @@ pub trait Chain: Send + Sync + 'static {
     async fn block_number(&self) -> Result<u64, VerifyError>;
     /// Hash of the block at `number`, if it exists.
     async fn block_hash(&self, number: u64) -> Result<Option<B256>, VerifyError>;
+    /// Timestamp (unix seconds) of the block at `number`, if it exists (reconciliation by time
+    /// and per-period totals).
+    async fn block_timestamp(&self, number: u64) -> Result<Option<u64>, VerifyError>;
     /// `eth_getLogs` over a bounded range.
     async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError>;
 }
@@ -308,6 +311,12 @@ impl Chain for AlloyChain {
         let block =
             self.timed("eth_getBlockByNumber", self.provider.get_block_by_number(number.into()).into_future()).await?;
         Ok(block.map(|b| b.header.hash))
+    }
+
+    async fn block_timestamp(&self, number: u64) -> Result<Option<u64>, VerifyError> {
+        let block =
+            self.timed("eth_getBlockByNumber", self.provider.get_block_by_number(number.into()).into_future()).await?;
+        Ok(block.map(|b| b.header.timestamp))
     }
 
     async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError> {

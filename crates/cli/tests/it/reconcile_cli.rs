@@ -56,4 +56,37 @@ async fn reconcile_reports_what_serve_settled() {
     let csv = std::fs::read_to_string(csv).unwrap();
     assert!(csv.starts_with("class,"), "{csv}");
     assert_eq!(csv.lines().count(), 3, "header + 2 items: {csv}");
+
+    let reconcile = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["reconcile", "--config"])
+            .arg(&config)
+            .args(args)
+            .env("CRASH_RELAYER_KEY", format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes()))
+            .env("CRASH_API_KEY", crate::crash::KEY)
+            .output()
+            .unwrap()
+    };
+    // Goal (continued): `--resume` after a run whose cursor is the head has nothing to do;
+    // a time range (unix seconds to RFC 3339) covers the same blocks and `--totals-csv`
+    // writes the per-period totals; no range at all is a usage error.
+    let out = reconcile(&["--resume", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to reconcile"));
+    assert!(out.stdout.is_empty());
+    let totals = dir.path().join("totals.csv");
+    let totals_arg = totals.to_str().unwrap();
+    let args = ["--from-time", "0", "--to-time", "2100-01-01T00:00:00Z", "--confirmations", "1", "--json"];
+    let out = reconcile(&[&args[..], &["--totals-csv", totals_arg]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["from_block"].as_u64(), report["to_block"].as_u64()), (Some(0), Some(head)), "{report:#}");
+    assert_eq!(report["counts"]["matched"], 2);
+    let days = report["totals"]["by_day"].as_object().unwrap();
+    assert_eq!(days.len(), 1, "{report:#}");
+    assert_eq!(days.values().next().unwrap()["matched"], (2 * PRICE).to_string());
+    let totals = std::fs::read_to_string(totals).unwrap();
+    assert!(totals.starts_with("group,key,expected,matched,outstanding\r\nday,"), "{totals}");
+    let out = reconcile(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -132,7 +132,7 @@ both_engines!(settlement_failure, settlement_failure_withholds_the_body);
 // the recovery sweep settles it once the block is mined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_receipt_is_pending_then_recovered() {
-    let opts = crate::Options { receipt_timeout_ms: 100 };
+    let opts = crate::Options { receipt_timeout_ms: 100, ..Default::default() };
     let h = Harness::start_with(crate::Engine::Sqlite, opts).await.unwrap();
     h.chain.rpc("evm_setAutomine", serde_json::json!([false])).await.unwrap();
     let b = h.payment("/weather/quito").await;

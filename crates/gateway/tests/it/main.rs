@@ -141,11 +141,13 @@ pub struct Harness {
 pub struct Options {
     /// `settlement.receipt_timeout_ms`.
     pub receipt_timeout_ms: u64,
+    /// TOML appended to the configuration (e.g. a `[reconciliation]` section).
+    pub extra_config: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { receipt_timeout_ms: 10_000 }
+        Options { receipt_timeout_ms: 10_000, extra_config: String::new() }
     }
 }
 
@@ -171,7 +173,7 @@ impl Harness {
         let (upstream, upstream_url) = Upstream::start().await;
         let payee = random_key().address();
         let relayer = anvil_key(9);
-        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts);
+        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts) + &opts.extra_config;
         let env: HashMap<&'static str, String> = HashMap::from([
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
             ("TEST_API_KEY", API_KEY.to_owned()),

@@ -1,14 +1,23 @@
 //! Reconciliation against a real chain: paid calls tie out; settlements the ledger does not
-//! know, and ledger settlements the chain does not know, are classified; re-runs agree.
+//! know, and ledger settlements the chain does not know, are classified; re-runs agree; ranges
+//! by time, resumes from the cursor, totals per UTC day and month, and the periodic job.
+
+use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
 use alloy_sol_types::SolCall;
-use tollgate_gateway::reconcile::{ReconcileOptions, ReconcileOutcome, reconcile_range, render_csv, render_json};
-use tollgate_metering::{AtomicAmount, NewEntry, ReconClass, SettlementMode, Transition};
-use tollgate_test_support::{TokenCall, random_key, v2_header};
+use tollgate_gateway::reconcile::{
+    JOB_LEASE, JobSettings, JobTick, ReconcileOptions, ReconcileOutcome, blocks_of_times, job_tick, reconcile_range,
+    reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
+};
+use tollgate_metering::{
+    AtomicAmount, NewEntry, ReconClass, ReconSums, SettlementMode, Transition, utc_day, utc_month,
+};
+use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
+use tollgate_verifier::Clock;
 use tollgate_x402::Network;
 
-use crate::{Harness, PRICE_ATOMIC, both_engines};
+use crate::{Engine, Harness, Options, PRICE_ATOMIC, both_engines};
 
 fn opts() -> ReconcileOptions {
     // Small chunks so that a run crosses several eth_getLogs calls.
@@ -176,3 +185,192 @@ async fn reorg_is_detected(h: &Harness) {
     assert!(o.report.tie_out(&o.scope.pay_to).holds);
 }
 both_engines!(reorg, reorg_is_detected);
+
+/// A paid call with the gateway's clock (and the payment's validity) at `now`.
+async fn paid_call_at(h: &Harness, city: &str, now: u64) {
+    h.clock.set(now);
+    let b = PaymentBuilder::new(&h.offer(&format!("/weather/{city}")).await, &h.payer, now);
+    let resp = h
+        .http
+        .get(format!("{}/weather/{city}", h.url))
+        .header("payment-signature", v2_header(&b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+fn sums(expected: u64, matched: u64) -> ReconSums {
+    ReconSums {
+        expected: U256::from(expected),
+        matched: U256::from(matched),
+        outstanding: U256::from(expected - matched),
+    }
+}
+
+// Goal: a range given by times resolves, by binary search over block timestamps, to the
+// blocks made in [from, to); the report's totals per UTC day and month count each settlement
+// on the day of its block (expected = matched), in JSON and in the totals CSV.
+async fn time_range_and_days(h: &Harness) {
+    let t0 = h.chain.latest_timestamp().await.unwrap();
+    let day = (t0 / 86_400 + 1) * 86_400;
+    let (d1, d2, d3) = (day, day + 86_400, day + 2 * 86_400);
+    h.chain.warp_to(d1 + 3_600).await.unwrap();
+    let first_of_d1 = head(h).await;
+    paid_call_at(h, "accra", d1 + 3_600).await;
+    h.chain.warp_to(d2 + 3_600).await.unwrap();
+    let first_of_d2 = head(h).await;
+    paid_call_at(h, "lagos", d2 + 3_600).await;
+    paid_call_at(h, "dakar", d2 + 3_600).await;
+    h.chain.warp_to(d3 + 3_600).await.unwrap();
+    let first_of_d3 = head(h).await;
+
+    let gw = &h.gateway;
+    assert_eq!(blocks_of_times(gw, Network::BASE, d1, d3, opts()).await.unwrap(), (first_of_d1, first_of_d3 - 1));
+    assert_eq!(blocks_of_times(gw, Network::BASE, d2, d3, opts()).await.unwrap(), (first_of_d2, first_of_d3 - 1));
+    // An end beyond the head takes the head; a range with no block, or backwards, is refused.
+    assert_eq!(blocks_of_times(gw, Network::BASE, d3, d3 + 86_400, opts()).await.unwrap(), (first_of_d3, first_of_d3));
+    assert!(blocks_of_times(gw, Network::BASE, d3 + 86_400, d3 + 2 * 86_400, opts()).await.is_err());
+    assert!(blocks_of_times(gw, Network::BASE, d1 + 7_200, d1 + 7_300, opts()).await.is_err());
+    assert!(blocks_of_times(gw, Network::BASE, d2, d1, opts()).await.is_err());
+
+    let o = reconcile_times(gw, Network::BASE, d1, d3, opts()).await.unwrap();
+    assert_eq!((o.scope.from_block, o.scope.to_block), (first_of_d1, first_of_d3 - 1));
+    assert_eq!(count(&o, ReconClass::Matched), 3, "{:#?}", o.report.items);
+    let b = &o.breakdown;
+    assert_eq!(b.by_day[&utc_day(d1)], sums(PRICE_ATOMIC, PRICE_ATOMIC));
+    assert_eq!(b.by_day[&utc_day(d2)], sums(2 * PRICE_ATOMIC, 2 * PRICE_ATOMIC));
+    assert_eq!(b.by_day.len(), 2, "{b:#?}");
+    let month_total: U256 = b.by_month.values().map(|s| s.matched).sum();
+    assert_eq!(month_total, U256::from(3 * PRICE_ATOMIC));
+    assert!(b.by_month[&utc_month(d1)].expected >= U256::from(PRICE_ATOMIC));
+    assert_eq!(b.by_provider["weather"], sums(3 * PRICE_ATOMIC, 3 * PRICE_ATOMIC));
+    assert_eq!(b.by_payer[&h.payer.address()], sums(3 * PRICE_ATOMIC, 3 * PRICE_ATOMIC));
+    let json = render_json(&o);
+    assert_eq!(json["totals"]["by_day"][utc_day(d2)]["matched"], (2 * PRICE_ATOMIC).to_string());
+    assert_eq!(json["totals"]["by_day"][utc_day(d2)]["outstanding"], "0");
+    let csv = render_totals_csv(b);
+    assert!(csv.starts_with("group,key,expected,matched,outstanding\r\n"), "{csv}");
+    let p = PRICE_ATOMIC;
+    assert!(csv.contains(&format!("\r\nday,{},{},{},0\r\n", utc_day(d2), 2 * p, 2 * p)), "{csv}");
+
+    let second_day = reconcile_times(gw, Network::BASE, d2, d3, opts()).await.unwrap();
+    assert_eq!(count(&second_day, ReconClass::Matched), 2);
+    assert_eq!(second_day.report.items.len(), 2);
+}
+both_engines!(recon_by_time, time_range_and_days);
+
+// Goal: resuming starts at the stored cursor + 1 (or the start block when there is none) and
+// ends at the head; a settlement with too few confirmations stays behind the cursor and is
+// matched by the next resume once confirmed; with no new block there is nothing to do.
+async fn resume_from_cursor(h: &Harness) {
+    let gw = &h.gateway;
+    let start = head(h).await + 1;
+    let two = ReconcileOptions { confirmations_min: 2, ..opts() };
+    assert!(gw.ledger.recon_cursor(8453, h.chain.token).await.unwrap().is_none());
+    paid_call(h, "quito").await;
+    paid_call(h, "cusco").await;
+    let last = head(h).await;
+    let o = reconcile_resume(gw, Network::BASE, start, 1_000, two).await.unwrap().expect("a run");
+    assert_eq!((o.scope.from_block, o.scope.to_block, o.cursor_block), (start, last, Some(last - 1)));
+    assert_eq!(count(&o, ReconClass::Matched), 1, "{:#?}", o.report.items);
+    assert_eq!(count(&o, ReconClass::Unconfirmed), 1);
+    assert_eq!(gw.ledger.recon_cursor(8453, h.chain.token).await.unwrap(), Some(last - 1));
+
+    // One more block confirms the second settlement: the resume covers only its block onwards.
+    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    let o = reconcile_resume(gw, Network::BASE, start, 1_000, two).await.unwrap().expect("a run");
+    assert_eq!((o.scope.from_block, o.scope.to_block, o.cursor_block), (last, last + 1, Some(last)));
+    assert_eq!(count(&o, ReconClass::Matched), 1, "{:#?}", o.report.items);
+    assert_eq!(o.report.items.len(), 1);
+
+    // Confirmations 1: the cursor reaches the head; then nothing is new.
+    let o = reconcile_resume(gw, Network::BASE, start, 1_000, opts()).await.unwrap().expect("a run");
+    assert_eq!((o.scope.from_block, o.cursor_block), (last + 1, Some(last + 1)));
+    assert!(reconcile_resume(gw, Network::BASE, start, 1_000, opts()).await.unwrap().is_none());
+
+    // A run is at most `blocks_max` blocks; the next resume continues.
+    paid_call(h, "lima").await;
+    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    let o = reconcile_resume(gw, Network::BASE, start, 1, opts()).await.unwrap().expect("a run");
+    assert_eq!((o.scope.from_block, o.scope.to_block), (last + 2, last + 2));
+    assert_eq!(count(&o, ReconClass::Matched), 1);
+    let o = reconcile_resume(gw, Network::BASE, start, 1, opts()).await.unwrap().expect("a run");
+    assert_eq!((o.scope.from_block, o.scope.to_block, o.report.items.len()), (last + 3, last + 3, 0));
+}
+both_engines!(recon_resume, resume_from_cursor);
+
+fn job(interval: Duration) -> JobSettings {
+    JobSettings { interval, start_block: 0, run_blocks_max: 1_000, lease_ttl_s: 60, options: opts() }
+}
+
+// Goal: a job tick runs only while this process can take the reconciliation lease (another
+// replica holding it means no run), reconciles every network from its cursor, and releases
+// the lease afterwards.
+async fn job_tick_takes_the_lease(h: &Harness) {
+    let gw = &h.gateway;
+    paid_call(h, "nairobi").await;
+    let now = h.clock.now_unix_s();
+    assert!(gw.ledger.try_lease(JOB_LEASE, "other-replica", 60, now).await.unwrap());
+    let tick = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap();
+    assert!(matches!(tick, JobTick::LeaseBusy), "{tick:?}");
+    assert!(gw.ledger.recon_runs(8453, h.chain.token, 10).await.unwrap().is_empty());
+    gw.ledger.release_lease(JOB_LEASE, "other-replica").await.unwrap();
+
+    let JobTick::Ran(results) = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap() else {
+        panic!("the lease was free");
+    };
+    assert_eq!(results.len(), 1);
+    let (network, outcome) = &results[0];
+    let o = outcome.as_ref().unwrap().as_ref().expect("a run");
+    assert_eq!((*network, o.scope.from_block, o.scope.to_block), (Network::BASE, 0, head(h).await));
+    assert_eq!(count(o, ReconClass::Matched), 1);
+    // Released: another replica can take it at once.
+    assert!(gw.ledger.try_lease(JOB_LEASE, "other-replica", 60, now).await.unwrap());
+}
+both_engines!(recon_job_lease, job_tick_takes_the_lease);
+
+const JOB_CONFIG: &str = "\n[reconciliation]\ninterval_s = 1\nconfirmations = 1\nchunk_blocks = 5\n";
+
+// Goal: a gateway serving with [reconciliation] interval_s set runs the job in the
+// background: after paid calls settle, the runs it records cover contiguous ranges from block
+// 0 and count every settlement matched, with the tie-out holding.
+async fn periodic_job_records_runs(engine: Engine) {
+    let opts = Options { extra_config: JOB_CONFIG.to_owned(), ..Options::default() };
+    let Some(h) = Harness::start_with(engine, opts).await else { return };
+    for city in ["hanoi", "hue", "vinh"] {
+        paid_call(&h, city).await;
+    }
+    let settled_head = head(&h).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let runs = h.gateway.ledger.recon_runs(8453, h.chain.token, 1_000).await.unwrap();
+        if runs.last().and_then(|r| r.cursor_block) >= Some(settled_head) {
+            break runs;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the job recorded no run up to {settled_head}: {runs:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(runs[0].from_block, 0);
+    for pair in runs.windows(2) {
+        assert_eq!(Some(pair[1].from_block), pair[0].cursor_block.map(|c| c + 1), "{runs:#?}");
+    }
+    let matched: u64 = runs.iter().map(|r| r.counts[&ReconClass::Matched]).sum();
+    assert_eq!(matched, 3, "{runs:#?}");
+    assert!(runs.iter().all(|r| r.tie_out_holds), "{runs:#?}");
+    h.stop().await;
+}
+
+mod recon_periodic_job {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        periodic_job_records_runs(Engine::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        periodic_job_records_runs(Engine::Postgres).await;
+    }
+}

@@ -145,3 +145,29 @@ async fn runs_exceptions_and_notes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recon_cursor_is_the_highest_stored() {
+    // Goal: the resume cursor of (chain, asset) is the highest cursor of its runs, ignoring runs without one and other assets; none before any run.
+    each_engine(|db| async move {
+        let ledger = db.ledger;
+        ensure!(ledger.recon_cursor(CHAIN_ID, asset()).await?.is_none(), "no run yet");
+        let report = reconcile(&scope(0, 0), &[], &[], 10, 1, &|_| None);
+        for (from, to, cursor) in [(1_000, 1_010, Some(1_010)), (1_011, 1_020, None), (0, 50, Some(50))] {
+            let scope = scope(from, to);
+            let run = NewReconRun {
+                scope: &scope,
+                cursor_block: cursor,
+                started_unix_s: 1,
+                finished_unix_s: 1,
+                report: &report,
+            };
+            ledger.record_recon_run(&run).await?;
+        }
+        ensure!(ledger.recon_cursor(CHAIN_ID, asset()).await? == Some(1_010));
+        ensure!(ledger.recon_cursor(CHAIN_ID, Address::repeat_byte(0x55)).await?.is_none(), "other asset");
+        ensure!(ledger.recon_cursor(CHAIN_ID + 1, asset()).await?.is_none(), "other chain");
+        Ok(())
+    })
+    .await;
+}
