@@ -19,9 +19,9 @@ use std::sync::Arc;
 use alloy_primitives::Address;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use secrecy::SecretString;
@@ -152,11 +152,11 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
     }
 }
 
-/// A JSON body: at most `admin.body_bytes_max` bytes, unknown fields refused, errors naming
-/// the field (400, never 413 or 422).
-pub struct JsonBody<T>(pub T);
+/// A request body, at most `admin.body_bytes_max` bytes; parsed by the handler *after* the
+/// permission check, so a caller without the right learns nothing from body errors.
+pub struct AdminBody(Bytes);
 
-impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for JsonBody<T> {
+impl FromRequest<Arc<Gateway>> for AdminBody {
     type Rejection = AdminError;
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
@@ -167,13 +167,26 @@ impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for JsonBody<T> {
         if bytes.len() > cap {
             return Err(invalid("body", format!("larger than {cap} bytes")));
         }
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(JsonBody).map_err(|e| {
+        Ok(AdminBody(bytes))
+    }
+}
+
+impl AdminBody {
+    /// The body as `T`: unknown fields refused, errors naming the field (400).
+    fn json<T: DeserializeOwned>(&self) -> Result<T, AdminError> {
+        let de = &mut serde_json::Deserializer::from_slice(&self.0);
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "body".to_owned() } else { path };
             invalid(&field, e.into_inner().to_string())
         })
     }
+}
+
+/// The query string as `T` (unknown parameters refused), parsed after the permission check.
+fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AdminError> {
+    let q = uri.query().unwrap_or("");
+    serde_urlencoded::from_str(q).map_err(|e| invalid("query", e.to_string()))
 }
 
 fn now(gw: &Gateway) -> u64 {
@@ -320,12 +333,9 @@ pub async fn create_token_record(
     Ok((record, token))
 }
 
-async fn create_token(
-    State(gw): State<Arc<Gateway>>,
-    p: Principal,
-    JsonBody(b): JsonBody<NewTokenBody>,
-) -> AdminResult {
+async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "create tokens")?;
+    let b: NewTokenBody = body.json()?;
     let role = Role::parse(&b.role).ok_or_else(|| invalid("role", "expected operator, provider or finance"))?;
     if (role == Role::Provider) != b.provider.is_some() {
         return Err(invalid("provider", "required for provider tokens and only for them"));
@@ -379,9 +389,10 @@ async fn put_provider(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    JsonBody(b): JsonBody<ProviderBody>,
+    body: AdminBody,
 ) -> AdminResult {
     p.require(&[Role::Operator], "create or change providers")?;
+    let b: ProviderBody = body.json()?;
     let raw = RawProvider {
         id: id.clone(),
         pay_to: b.pay_to,
@@ -433,9 +444,10 @@ async fn put_endpoint(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    JsonBody(raw): JsonBody<RawRoute>,
+    body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's endpoints")?;
+    let raw: RawRoute = body.json()?;
     let snapshot = gw.live.get();
     let provider = snapshot
         .providers
@@ -477,8 +489,10 @@ async fn disable_endpoint(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    JsonBody(b): JsonBody<PathBody>,
+    body: AdminBody,
 ) -> AdminResult {
+    p.require_provider(&id, "change another provider's endpoints")?;
+    let b: PathBody = body.json()?;
     set_enabled(&gw, &p, &id, &b.path, false).await
 }
 
@@ -486,8 +500,10 @@ async fn enable_endpoint(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    JsonBody(b): JsonBody<PathBody>,
+    body: AdminBody,
 ) -> AdminResult {
+    p.require_provider(&id, "change another provider's endpoints")?;
+    let b: PathBody = body.json()?;
     set_enabled(&gw, &p, &id, &b.path, true).await
 }
 
@@ -501,9 +517,10 @@ async fn endpoint_prices(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    uri: Uri,
 ) -> AdminResult {
     p.require_reader_of(&id, "read another provider's prices")?;
+    let q: PathQuery = query(&uri)?;
     let e =
         gw.ledger.endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
             AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{}", q.path) })
@@ -539,9 +556,10 @@ async fn upload_credential(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path((id, name)): Path<(String, String)>,
-    JsonBody(b): JsonBody<SecretBody>,
+    body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
+    let b: SecretBody = body.json()?;
     let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
         "the vault has no master key (vault.master_key_env or vault.master_key_file)",
     ))?;
@@ -590,13 +608,9 @@ struct RangeQuery {
     to_unix_s: Option<u64>,
 }
 
-async fn revenue(
-    State(gw): State<Arc<Gateway>>,
-    p: Principal,
-    Path(id): Path<String>,
-    Query(q): Query<RangeQuery>,
-) -> AdminResult {
+async fn revenue(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>, uri: Uri) -> AdminResult {
     p.require_reader_of(&id, "read another provider's revenue")?;
+    let q: RangeQuery = query(&uri)?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
     ok(
         json!({ "provider": id, "from_unix_s": from, "to_unix_s": to, "lines": gw.ledger.revenue(&id, from, to).await? }),
@@ -614,7 +628,8 @@ struct EntriesQuery {
     limit: Option<u32>,
 }
 
-async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<EntriesQuery>) -> AdminResult {
+async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+    let q: EntriesQuery = query(&uri)?;
     let provider = match p.role {
         Role::Operator | Role::Finance => q.provider,
         Role::Provider => {
@@ -701,7 +716,9 @@ async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError>
     Ok(())
 }
 
-async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<WalletsQuery>) -> AdminResult {
+async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+    p.require(&[Role::Operator, Role::Provider], "read wallet policies")?;
+    let q: WalletsQuery = query(&uri)?;
     let scope = match p.role {
         Role::Operator => q.scope,
         _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
@@ -714,10 +731,13 @@ async fn put_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
-    JsonBody(b): JsonBody<PolicyBody>,
+    uri: Uri,
+    body: AdminBody,
 ) -> AdminResult {
+    p.require(&[Role::Operator, Role::Provider], "set wallet policies")?;
+    let q: ScopeQuery = query(&uri)?;
     let scope = scope_for(&p, q.scope, "set wallet policies")?;
+    let b: PolicyBody = body.json()?;
     check_scope_exists(&gw, &scope).await?;
     let wallet = parse_wallet("wallet", &wallet)?;
     if let Some(list) = &b.endpoints {
@@ -757,8 +777,10 @@ async fn revoke_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    uri: Uri,
 ) -> AdminResult {
+    p.require(&[Role::Operator, Role::Provider], "revoke wallets")?;
+    let q: ScopeQuery = query(&uri)?;
     set_revoked(&gw, &p, &wallet, q.scope, true).await
 }
 
@@ -766,8 +788,10 @@ async fn reinstate_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    uri: Uri,
 ) -> AdminResult {
+    p.require(&[Role::Operator, Role::Provider], "reinstate wallets")?;
+    let q: ScopeQuery = query(&uri)?;
     set_revoked(&gw, &p, &wallet, q.scope, false).await
 }
 
@@ -785,12 +809,9 @@ async fn get_settings(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResu
     ok(json!({ "allowlist_mode": s.allowlist_mode, "version": s.version }))
 }
 
-async fn put_settings(
-    State(gw): State<Arc<Gateway>>,
-    p: Principal,
-    JsonBody(b): JsonBody<SettingsBody>,
-) -> AdminResult {
+async fn put_settings(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "change settings")?;
+    let b: SettingsBody = body.json()?;
     gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
     ok(json!({ "allowlist_mode": b.allowlist_mode }))
 }
@@ -836,7 +857,8 @@ fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError>
     })
 }
 
-async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+    let q: AuditParams = query(&uri)?;
     let filter = audit_filter(&p, q)?;
     let records = gw.ledger.audit(&filter).await?;
     let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
@@ -844,7 +866,8 @@ async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Que
 }
 
 /// JSON lines, every matching record (paged internally, at most 1,000,000 records).
-async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+    let q: AuditParams = query(&uri)?;
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
     let mut out = String::new();

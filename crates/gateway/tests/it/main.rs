@@ -6,6 +6,7 @@
 
 mod after;
 mod concurrency;
+mod control;
 mod deferred_before;
 mod errors;
 mod reconcile;
@@ -21,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use tollgate_gateway::{Config, Gateway};
-use tollgate_metering::{Entry, EntryState};
+use tollgate_metering::{Entry, EntryState, Role};
 use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key};
 use tollgate_verifier::FixedClock;
 use tollgate_x402::facilitator::SettleResponse;
@@ -29,6 +30,8 @@ use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
 
 pub const API_KEY: &str = "sk-upstream-7f3a9c1e5b2d4f6a8c0e";
 pub const PRICE_ATOMIC: u64 = 1_000;
+/// The vault's master key in tests (64 hex digits).
+pub const VAULT_KEY: &str = "4f1c2e7a9b3d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -55,6 +58,10 @@ async fn upstream_handler(State(up): State<Upstream>, req: Request) -> axum::res
         headers: parts.headers.clone(),
         body: body.clone(),
     });
+    // Vault-served routes: any key is accepted; the tests read what was injected.
+    if path.starts_with("/anykey/") {
+        return (StatusCode::OK, "served").into_response();
+    }
     let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
     let query = parts.uri.query().unwrap_or_default();
     let authorized = if path.starts_with("/q/") {
@@ -129,6 +136,10 @@ pub struct Harness {
     pub payee: Address,
     pub clock: Arc<FixedClock>,
     pub now: u64,
+    /// The admin API of this gateway.
+    pub admin_url: String,
+    /// An operator token (created directly in the database, as `tollgate admin bootstrap` does).
+    pub operator: String,
     config_text: String,
     env: HashMap<&'static str, String>,
     _db_dir: Option<tempfile::TempDir>,
@@ -177,12 +188,15 @@ impl Harness {
         let env: HashMap<&'static str, String> = HashMap::from([
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
             ("TEST_API_KEY", API_KEY.to_owned()),
+            ("TEST_VAULT_KEY", VAULT_KEY.to_owned()),
         ]);
         let config = Config::parse(&text, &|k| env.get(k).cloned()).expect("config");
         let now = chain.latest_timestamp().await.unwrap();
         let clock = Arc::new(FixedClock::new(now));
         let gateway = Gateway::start(config, clock.clone()).await.expect("gateway starts");
         let (url, tx) = serve_on_free_port(gateway.clone()).await;
+        let admin_url = serve_admin_on_free_port(gateway.clone()).await;
+        let operator = admin_token(&gateway, Role::Operator, None).await;
         let payer = random_key();
         chain.mint(payer.address(), 1_000_000).await.unwrap();
         Some(Harness {
@@ -195,6 +209,8 @@ impl Harness {
             payee,
             clock,
             now,
+            admin_url,
+            operator,
             config_text: text,
             env,
             _db_dir: db_dir,
@@ -210,6 +226,24 @@ impl Harness {
         let gateway = Gateway::start(config, self.clock.clone()).await.expect("replica starts");
         let (url, tx) = serve_on_free_port(gateway.clone()).await;
         (gateway, url, tx)
+    }
+
+    /// A replica with its admin API: (gateway, url, admin url, stop sender).
+    pub async fn start_replica_with_admin(&self) -> (Arc<Gateway>, String, String, tokio::sync::oneshot::Sender<()>) {
+        let (gw, url, tx) = self.start_replica().await;
+        let admin = serve_admin_on_free_port(gw.clone()).await;
+        (gw, url, admin, tx)
+    }
+
+    /// Calls the admin API: (status, JSON body or Null).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        admin_call(&self.http, &self.admin_url, method, path, token, body).await
     }
 
     /// Stops the server and drops the Postgres database.
@@ -297,6 +331,41 @@ async fn serve_on_free_port(gateway: Arc<Gateway>) -> (String, tokio::sync::ones
     (url, tx)
 }
 
+/// The admin router on a free port, for the life of the test.
+pub async fn serve_admin_on_free_port(gateway: Arc<Gateway>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(tollgate_gateway::serve_admin(listener, gateway, std::future::pending()));
+    url
+}
+
+/// A token of `role` made directly in the database.
+pub async fn admin_token(gw: &Gateway, role: Role, provider: Option<&str>) -> String {
+    let actor = tollgate_metering::Actor("test".to_owned());
+    tollgate_gateway::admin::create_token_record(gw, role, provider, "test", &actor).await.unwrap().1
+}
+
+pub async fn admin_call(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = http.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
 pub fn receipt_of(resp: &reqwest::Response, header: &str) -> SettleResponse {
     let raw = resp.headers().get(header).unwrap_or_else(|| panic!("no {header} header")).as_bytes().to_vec();
     decode_header(&raw, PAYMENT_HEADER_BYTES_MAX).unwrap()
@@ -312,6 +381,12 @@ body_bytes_max = 4096
 
 [database]
 url = "{db_url}"
+
+[vault]
+master_key_env = "TEST_VAULT_KEY"
+
+[control]
+poll_interval_ms = 100
 
 [settlement]
 relayer_key_env = "TEST_RELAYER_KEY"
@@ -362,6 +437,17 @@ price_atomic = "{PRICE_ATOMIC}"
 
 [[providers.routes]]
 path = "/redirect"
+price_atomic = "{PRICE_ATOMIC}"
+
+[[providers]]
+id = "vaulted"
+pay_to = "{payee:#x}"
+upstream = "{upstream_url}"
+strip_prefix = "/vaulted"
+credential = {{ inject = "header", vault = "main" }}
+
+[[providers.routes]]
+path = "/vaulted/anykey/{{x}}"
 price_atomic = "{PRICE_ATOMIC}"
 
 [[providers]]

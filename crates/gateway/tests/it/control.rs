@@ -1,0 +1,458 @@
+//! The control plane end to end: admin API permissions, wallet policies at the paid call,
+//! credential rotation from the vault, price versions, the audit trail, bad admin input, and
+//! propagation to a replica sharing the database.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tollgate_metering::{EntryState, Role};
+use tollgate_test_support::v2_header;
+
+use crate::{Harness, PRICE_ATOMIC, admin_call, admin_token, both_engines};
+
+/// Who may call a route: `(method, path, operator, provider (own), finance)`. A provider
+/// route is tried with another provider's token too; it must be refused.
+const MATRIX: &[(&str, &str, bool, bool, bool)] = &[
+    ("GET", "/admin/openapi.json", true, true, true),
+    ("GET", "/admin/whoami", true, true, true),
+    ("GET", "/admin/tokens", true, false, false),
+    ("POST", "/admin/tokens", true, false, false),
+    ("POST", "/admin/tokens/{id}/revoke", true, false, false),
+    ("GET", "/admin/providers", true, true, false),
+    ("PUT", "/admin/providers/{id}", true, false, false),
+    ("GET", "/admin/providers/{id}/endpoints", true, true, false),
+    ("PUT", "/admin/providers/{id}/endpoints", true, true, false),
+    ("POST", "/admin/providers/{id}/endpoints/disable", true, true, false),
+    ("POST", "/admin/providers/{id}/endpoints/enable", true, true, false),
+    ("GET", "/admin/providers/{id}/endpoints/prices", true, true, true),
+    ("GET", "/admin/providers/{id}/credentials", true, true, false),
+    ("POST", "/admin/providers/{id}/credentials/{name}", true, true, false),
+    ("POST", "/admin/providers/{id}/credentials/{name}/{version}/revoke", true, true, false),
+    ("GET", "/admin/providers/{id}/revenue", true, true, true),
+    ("GET", "/admin/wallets", true, true, false),
+    ("PUT", "/admin/wallets/{wallet}", true, true, false),
+    ("POST", "/admin/wallets/{wallet}/revoke", true, true, false),
+    ("POST", "/admin/wallets/{wallet}/reinstate", true, true, false),
+    ("GET", "/admin/settings", true, false, false),
+    ("PUT", "/admin/settings", true, false, false),
+    ("GET", "/admin/audit", true, true, true),
+    ("GET", "/admin/audit/export", true, true, true),
+    ("GET", "/admin/audit/verify", true, false, true),
+    ("GET", "/admin/ledger/entries", true, true, true),
+];
+
+/// The concrete path of a route for provider `weather`, with the query that makes a
+/// provider-scoped read name that provider (so another provider's token must be refused).
+fn concrete(path: &str) -> String {
+    let p = path
+        .replace("{id}", "weather")
+        .replace("{name}", "main")
+        .replace("{version}", "1")
+        .replace("{wallet}", "0x00000000000000000000000000000000000000aa");
+    match path {
+        "/admin/wallets"
+        | "/admin/wallets/{wallet}"
+        | "/admin/wallets/{wallet}/revoke"
+        | "/admin/wallets/{wallet}/reinstate" => format!("{p}?scope=weather"),
+        "/admin/audit" | "/admin/audit/export" | "/admin/ledger/entries" => format!("{p}?provider=weather"),
+        "/admin/providers/{id}/endpoints/prices" => format!("{p}?path=/weather/%7Bcity%7D"),
+        _ => p,
+    }
+}
+
+// Goal: the permission matrix covers every admin route; each route refuses a missing, an
+// unknown and a revoked token (401), every role it does not allow (403), and another
+// provider's token where it is provider-scoped (403).
+async fn admin_routes_enforce_roles(h: &Harness) {
+    let routes: Vec<(&str, &str)> = MATRIX.iter().map(|(m, p, ..)| (*m, *p)).collect();
+    assert_eq!(routes, tollgate_gateway::admin::ROUTES.to_vec(), "the matrix must list every admin route");
+    let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
+    let other = admin_token(&h.gateway, Role::Provider, Some("vaulted")).await;
+    let finance = admin_token(&h.gateway, Role::Finance, None).await;
+    let revoked = admin_token(&h.gateway, Role::Finance, None).await;
+    let (_, who) = h.admin(Method::GET, "/admin/whoami", Some(&revoked), None).await;
+    let id = who["token_id"].as_str().unwrap().to_owned();
+    let (s, _) = h.admin(Method::POST, &format!("/admin/tokens/{id}/revoke"), Some(&h.operator), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let unknown = format!("tgadm_{}", "ab".repeat(32));
+    for (method, path, operator, own, fin) in MATRIX {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let url = concrete(path);
+        for (label, token) in [("missing", None), ("unknown", Some(unknown.as_str())), ("revoked", Some(&revoked))] {
+            let (s, body) = h.admin(m.clone(), &url, token, None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} with a {label} token");
+            assert_eq!(body["error"]["code"], "admin_unauthorized");
+        }
+        for (allowed, role, token) in
+            [(*operator, "operator", &h.operator), (*own, "provider", &provider), (*fin, "finance", &finance)]
+        {
+            if !allowed {
+                let (s, body) = h.admin(m.clone(), &url, Some(token), None).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path} as {role}: {body}");
+                assert_eq!(body["error"]["code"], "admin_forbidden");
+            }
+        }
+        let scoped = path.contains("{id}") || url.contains("=weather");
+        if *own && scoped {
+            let (s, body) = h.admin(m.clone(), &url, Some(&other), None).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path} with another provider's token: {body}");
+        }
+    }
+    // Tokens are never listed in clear.
+    let (_, list) = h.admin(Method::GET, "/admin/tokens", Some(&h.operator), None).await;
+    let text = list.to_string();
+    assert!(!text.contains(&provider) && !text.contains(&h.operator) && !text.contains("token_hash"));
+}
+both_engines!(admin_roles, admin_routes_enforce_roles);
+
+async fn pay(h: &Harness, path: &str) -> (reqwest::Response, tollgate_test_support::PaymentBuilder) {
+    let b = h.payment(path).await;
+    let resp = h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    (resp, b)
+}
+
+// Goal: a revoked wallet is refused with 403 wallet_revoked on the very next request, before
+// anything reaches the upstream or the ledger; reinstating lets it pay again; both attempts are
+// in the audit trail (denied with the reason, accepted with entry, price version and tx).
+async fn revoked_wallet_is_denied_at_once(h: &Harness) {
+    let wallet = format!("{:#x}", h.payer.address());
+    let (resp, _) = pay(h, "/weather/oslo").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (s, _) = h.admin(Method::POST, &format!("/admin/wallets/{wallet}/revoke"), Some(&h.operator), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let calls = h.upstream.calls();
+    let (resp, b) = pay(h, "/weather/oslo").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "wallet_revoked");
+    assert_eq!(h.upstream.calls(), calls, "a revoked wallet's call never reaches the upstream");
+    assert!(h.entry_for(&b).await.is_none(), "nothing reserved");
+    let (s, _) = h.admin(Method::POST, &format!("/admin/wallets/{wallet}/reinstate"), Some(&h.operator), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (resp, b) = pay(h, "/weather/oslo").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let entry = h.entry_for(&b).await.unwrap();
+    assert!(entry.price_version.is_some());
+    assert_eq!(entry.credential.as_deref(), Some("env:TEST_API_KEY"));
+
+    let records = wait_audit(h, &format!("/admin/audit?wallet={wallet}"), 3).await;
+    assert_eq!(records[0]["decision"], "accepted");
+    assert_eq!(records[1]["decision"], "denied");
+    assert_eq!(records[1]["reason"], "wallet_revoked");
+    assert!(records[1]["entry_id"].is_null());
+    let last = &records[2];
+    assert_eq!(last["decision"], "accepted");
+    assert_eq!(last["reason"], "ok");
+    assert_eq!(last["entry_id"], entry.id.to_string());
+    assert_eq!(last["tx_hash"], entry.tx_hash.map(|t| format!("{t:#x}")).unwrap());
+    assert_eq!(last["price_version"], entry.price_version.unwrap());
+    assert_eq!(last["upstream_status"], 200);
+    assert_eq!(last["endpoint"], "weather:/weather/{city}");
+    assert_eq!(last["path"], "/weather/oslo");
+    let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&h.operator), None).await;
+    assert_eq!(v["intact"], true, "{v}");
+}
+both_engines!(wallet_revocation, revoked_wallet_is_denied_at_once);
+
+/// Polls the audit query until it returns at least `n` records (the writer is asynchronous).
+async fn wait_audit(h: &Harness, query: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, body) = h.admin(Method::GET, query, Some(&h.operator), None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let records = body["records"].as_array().cloned().unwrap_or_default();
+        if records.len() >= n || Instant::now() > deadline {
+            assert!(records.len() >= n, "audit records: {records:?}");
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn injected(h: &Harness) -> String {
+    h.upstream.last().headers["authorization"].to_str().unwrap().to_owned()
+}
+
+// Goal: a vault credential is refused (503, nothing charged) until uploaded; an upload is
+// used on the next request and recorded by version on the ledger entry; a rotation switches
+// the next request to the new version with no restart; revoking the newest falls back to the
+// previous one; the secret never appears in an admin response; a provider token cannot
+// touch another provider's credentials.
+async fn vault_rotation_applies_on_next_request(h: &Harness) {
+    // No usable version: refused before anything is quoted, so nothing can be paid.
+    let resp = h.http.get(format!("{}/vaulted/anykey/1", h.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "credential_unavailable");
+    let provider = admin_token(&h.gateway, Role::Provider, Some("vaulted")).await;
+    let upload = |secret: &str| json!({ "secret": secret });
+    let (s, v) = h
+        .admin(Method::POST, "/admin/providers/vaulted/credentials/main", Some(&provider), Some(upload("vk-one")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["version"], 1);
+    assert!(!v.to_string().contains("vk-one"));
+    let (resp, b) = pay(h, "/vaulted/anykey/2").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(injected(h), "Bearer vk-one");
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!((e.credential.as_deref(), e.credential_version), (Some("vault:main"), Some(1)));
+
+    let (s, v) = h
+        .admin(Method::POST, "/admin/providers/vaulted/credentials/main", Some(&provider), Some(upload("vk-two")))
+        .await;
+    assert_eq!((s, v["version"].clone()), (StatusCode::OK, json!(2)));
+    let (resp, b) = pay(h, "/vaulted/anykey/3").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(injected(h), "Bearer vk-two");
+    assert_eq!(h.entry_for(&b).await.unwrap().credential_version, Some(2));
+
+    let (s, _) =
+        h.admin(Method::POST, "/admin/providers/vaulted/credentials/main/2/revoke", Some(&provider), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (resp, _) = pay(h, "/vaulted/anykey/4").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(injected(h), "Bearer vk-one", "revoking the newest version falls back to the previous");
+
+    let (s, list) = h.admin(Method::GET, "/admin/providers/vaulted/credentials", Some(&provider), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = list.to_string();
+    assert!(!text.contains("vk-one") && !text.contains("vk-two") && !text.contains("ciphertext"), "{text}");
+    assert_eq!(list["credentials"].as_array().unwrap().len(), 2);
+    let stored: Vec<String> = h
+        .gateway
+        .ledger
+        .credential_versions(Some("vaulted"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.ciphertext)
+        .collect();
+    assert!(stored.iter().all(|c| !c.contains(&hex::encode("vk-one")) && !c.contains(&hex::encode("vk-two"))));
+
+    let weather = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
+    let (s, _) =
+        h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", Some(&weather), Some(upload("evil"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+both_engines!(vault_rotation, vault_rotation_applies_on_next_request);
+
+// Goal: a price change through the admin API makes a new price version, quoted by the next
+// 402 and recorded on the next ledger entry; the version history keeps both.
+async fn price_change_makes_a_new_version(h: &Harness) {
+    let (resp, b) = pay(h, "/weather/rome").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = h.entry_for(&b).await.unwrap().price_version.unwrap();
+    let spec = json!({ "path": "/weather/{city}", "price_atomic": "2500", "description": "Weather" });
+    let (s, v) = h.admin(Method::PUT, "/admin/providers/weather/endpoints", Some(&h.operator), Some(spec)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["new_price_version"], true);
+    let second = v["price_version"].as_u64().unwrap();
+    assert!(second > first);
+    let offer = h.offer("/weather/rome").await;
+    assert_eq!(offer.amount.to_string(), "2500");
+    let (resp, b) = pay(h, "/weather/rome").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!((e.price_version, e.amount.get()), (Some(second), 2500));
+    let (_, history) = h
+        .admin(
+            Method::GET,
+            "/admin/providers/weather/endpoints/prices?path=/weather/%7Bcity%7D",
+            Some(&h.operator),
+            None,
+        )
+        .await;
+    let versions = history["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{history}");
+    assert_eq!(versions[0]["prices"][0]["amount"], PRICE_ATOMIC.to_string());
+    assert_eq!(versions[1]["prices"][0]["amount"], "2500");
+    // Disabling the endpoint removes it at once: 404, never a 402.
+    let (s, _) = h
+        .admin(
+            Method::POST,
+            "/admin/providers/weather/endpoints/disable",
+            Some(&h.operator),
+            Some(json!({ "path": "/weather/{city}" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = h.http.get(format!("{}/weather/rome", h.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+both_engines!(price_versions, price_change_makes_a_new_version);
+
+// Goal: a wallet's daily cap and scope are enforced at the paid call with their 403 codes, and
+// a provider token can set a policy only in its own scope and for its own endpoints.
+async fn caps_and_scopes_at_the_paid_call(h: &Harness) {
+    let wallet = format!("{:#x}", h.payer.address());
+    let policy = json!({ "daily_cap": (2 * PRICE_ATOMIC).to_string() });
+    let (s, v) =
+        h.admin(Method::PUT, &format!("/admin/wallets/{wallet}?scope=weather"), Some(&h.operator), Some(policy)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    for _ in 0..2 {
+        assert_eq!(pay(h, "/weather/kyiv").await.0.status(), StatusCode::OK);
+    }
+    let (resp, _) = pay(h, "/weather/kyiv").await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "daily_cap_exceeded");
+    // Another provider is not covered by weather's cap.
+    let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
+    let scoped = json!({ "endpoints": ["weather:/echo"] });
+    let (s, _) = h.admin(Method::PUT, &format!("/admin/wallets/{wallet}"), Some(&provider), Some(scoped.clone())).await;
+    assert_eq!(s, StatusCode::OK, "a provider's policy lands in its own scope");
+    let (resp, _) = pay(h, "/weather/kyiv").await;
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "endpoint_not_in_wallet_scope");
+    let foreign = json!({ "endpoints": ["vaulted:/vaulted/anykey/{x}"] });
+    let (s, body) = h.admin(Method::PUT, &format!("/admin/wallets/{wallet}"), Some(&provider), Some(foreign)).await;
+    assert_eq!((s, body["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+    let (s, _) = h.admin(Method::PUT, &format!("/admin/wallets/{wallet}?scope=*"), Some(&provider), Some(scoped)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+both_engines!(caps_and_scopes, caps_and_scopes_at_the_paid_call);
+
+// Goal: bad admin input gets 400 invalid_request naming the field — invalid address, malformed
+// and negative prices, unknown fields, an oversized body — and nothing is applied.
+async fn bad_admin_input_is_refused_whole(h: &Harness) {
+    let before = h.gateway.ledger.control_state().await.unwrap().version;
+    let op = Some(h.operator.as_str());
+    let cases: Vec<(Method, &str, Value, &str)> = vec![
+        (
+            Method::PUT,
+            "/admin/providers/newco",
+            json!({ "pay_to": "0x1234", "upstream": "http://127.0.0.1:9" }),
+            "pay_to",
+        ),
+        (
+            Method::PUT,
+            "/admin/providers/newco",
+            json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://x", "colour": 1 }),
+            "colour",
+        ),
+        (
+            Method::PUT,
+            "/admin/providers/newco",
+            json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9",
+                    "credential": { "inject": "header", "secret_env": "HOME" } }),
+            "credential.vault",
+        ),
+        (Method::PUT, "/admin/providers/weather/endpoints", json!({ "path": "/w/x", "price": "-1" }), "price"),
+        (Method::PUT, "/admin/providers/weather/endpoints", json!({ "path": "/w/x", "price": "1.2.3" }), "price"),
+        (Method::PUT, "/admin/providers/weather/endpoints", json!({ "path": "/w/../x", "price": "1" }), "path"),
+        (Method::PUT, "/admin/providers/weather/endpoints", json!({ "path": "/w/x", "price": 1 }), "price"),
+        (Method::PUT, "/admin/wallets/0xnothex", json!({}), "wallet"),
+        (
+            Method::PUT,
+            "/admin/wallets/0x00000000000000000000000000000000000000aa",
+            json!({ "daily_cap": "-5" }),
+            "daily_cap",
+        ),
+        (Method::PUT, "/admin/settings", json!({ "allowlist_mode": "yes" }), "allowlist_mode"),
+        (Method::POST, "/admin/tokens", json!({ "role": "root" }), "role"),
+    ];
+    for (m, path, body, field) in cases {
+        let (s, out) = h.admin(m.clone(), path, op, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{m} {path} {body}: {out}");
+        assert_eq!(out["error"]["code"], "invalid_request");
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{m} {path}: `{message}` should name `{field}`");
+    }
+    let huge = json!({ "secret": "x".repeat(100 * 1024) });
+    let (s, out) = h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", op, Some(huge)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
+    assert!(out["error"]["message"].as_str().unwrap().contains("body"));
+    assert_eq!(h.gateway.ledger.control_state().await.unwrap().version, before, "nothing was applied");
+    assert!(h.gateway.ledger.providers().await.unwrap().iter().all(|p| p.id != "newco"));
+}
+both_engines!(bad_admin_input, bad_admin_input_is_refused_whole);
+
+// Goal: a replica sharing the database (its own pool, its own snapshot) applies a revocation
+// and a credential rotation made through the other gateway's admin API within one second.
+async fn replica_sees_changes_within_a_second(h: &Harness) {
+    let (_replica, replica_url, _admin, _stop) = h.start_replica_with_admin().await;
+    let wallet = format!("{:#x}", h.payer.address());
+    let pay_at = |base: String, path: &'static str| async move {
+        let b = h.payment(path).await;
+        h.http.get(format!("{base}{path}")).header("payment-signature", v2_header(&b)).send().await.unwrap()
+    };
+    assert_eq!(pay_at(replica_url.clone(), "/weather/lima").await.status(), StatusCode::OK);
+    let (s, _) = h.admin(Method::POST, &format!("/admin/wallets/{wallet}/revoke"), Some(&h.operator), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let changed = Instant::now();
+    let r = pay_at(replica_url.clone(), "/weather/lima").await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "policies are read at reservation: no delay at all");
+    assert!(changed.elapsed() < Duration::from_secs(1));
+    h.admin(Method::POST, &format!("/admin/wallets/{wallet}/reinstate"), Some(&h.operator), None).await;
+
+    let upload = |s: &str| Some(json!({ "secret": s }));
+    h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", Some(&h.operator), upload("rk-1")).await;
+    // Wait for the replica to serve version 1, then rotate and time how long it takes to switch.
+    wait_injected(h, &replica_url, "Bearer rk-1", Duration::from_secs(5)).await;
+    h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", Some(&h.operator), upload("rk-2")).await;
+    let rotated = Instant::now();
+    let b = wait_injected(h, &replica_url, "Bearer rk-2", Duration::from_secs(1)).await;
+    let took = rotated.elapsed();
+    assert!(took < Duration::from_secs(1), "rotation reached the replica after {took:?}");
+    let entry = h.entry_for(&b).await.unwrap();
+    assert_eq!((entry.state, entry.credential_version), (EntryState::Settled, Some(2)));
+}
+
+/// Pays the vaulted route on `base` until the upstream sees `expected` (or the deadline).
+async fn wait_injected(
+    h: &Harness,
+    base: &str,
+    expected: &str,
+    within: Duration,
+) -> tollgate_test_support::PaymentBuilder {
+    let deadline = Instant::now() + within;
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let path = format!("/vaulted/anykey/w{n}");
+        let b = h.payment(&path).await;
+        let r = h.http.get(format!("{base}{path}")).header("payment-signature", v2_header(&b)).send().await.unwrap();
+        if r.status() == StatusCode::OK && injected(h) == expected {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "{base} still injects {} (status {})", injected(h), r.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+both_engines!(replica_propagation, replica_sees_changes_within_a_second);
+
+// Goal: the audit export is JSON lines of every record; a finance token can verify the chain
+// and read the ledger but not change anything; a provider token sees only its own records.
+async fn audit_export_and_views(h: &Harness) {
+    pay(h, "/weather/nice").await;
+    let b = h.payment("/weather/nice").await;
+    // A replay of a used authorization: denied, audited.
+    let header = v2_header(&b);
+    for _ in 0..2 {
+        h.http.get(format!("{}/weather/nice", h.url)).header("payment-signature", header.clone()).send().await.unwrap();
+    }
+    wait_audit(h, "/admin/audit", 3).await;
+    let finance = admin_token(&h.gateway, Role::Finance, None).await;
+    let resp = h
+        .http
+        .get(format!("{}/admin/audit/export?provider=weather", h.admin_url))
+        .bearer_auth(&finance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let text = resp.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["decision"], "denied", "the replay: {}", lines[2]);
+    assert!(lines[2]["reason"].as_str().unwrap().contains("nonce"), "{}", lines[2]);
+    let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&finance), None).await;
+    assert_eq!((v["intact"].clone(), v["records"].clone()), (json!(true), json!(3)));
+    let (s, entries) = h.admin(Method::GET, "/admin/ledger/entries", Some(&finance), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(entries["entries"][0].get("payment").is_none(), "the signed payment is not shown");
+    let other = admin_token(&h.gateway, Role::Provider, Some("vaulted")).await;
+    let (_, mine) = admin_call(&h.http, &h.admin_url, Method::GET, "/admin/audit", Some(&other), None).await;
+    assert_eq!(mine["records"].as_array().unwrap().len(), 0, "vaulted has no records");
+}
+both_engines!(audit_views, audit_export_and_views);
