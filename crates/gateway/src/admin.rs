@@ -37,6 +37,10 @@ use crate::app::Gateway;
 use crate::config::{RawProvider, RawRoute, build_provider, build_route};
 use crate::control::{self, prices_json, reserved_path_check};
 use crate::error::GatewayError;
+use crate::reconcile::{
+    ReconcileError, ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv,
+    render_json,
+};
 use crate::vault;
 
 /// Prefix of admin tokens (so a leaked one is recognisable by secret scanners).
@@ -248,6 +252,10 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/admin/audit/export", get(audit_export))
         .route("/admin/audit/verify", get(audit_verify))
         .route("/admin/ledger/entries", get(ledger_entries))
+        .route("/admin/reconcile", post(reconcile))
+        .route("/admin/reconcile/runs", get(recon_runs))
+        .route("/admin/reconcile/runs/{id}/exceptions", get(recon_exceptions))
+        .route("/admin/reconcile/exceptions/{id}/notes", get(recon_notes).post(add_recon_note))
         .fallback(not_found)
         .with_state(gw)
 }
@@ -281,6 +289,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/audit/export"),
     ("GET", "/admin/audit/verify"),
     ("GET", "/admin/ledger/entries"),
+    ("POST", "/admin/reconcile"),
+    ("GET", "/admin/reconcile/runs"),
+    ("GET", "/admin/reconcile/runs/{id}/exceptions"),
+    ("GET", "/admin/reconcile/exceptions/{id}/notes"),
+    ("POST", "/admin/reconcile/exceptions/{id}/notes"),
 ];
 
 async fn not_found() -> Response {
@@ -889,4 +902,150 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
 async fn audit_verify(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
     ok(serde_json::to_value(gw.ledger.verify_audit().await?).unwrap_or(serde_json::Value::Null))
+}
+
+// --- reconciliation (finance) -----------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileBody {
+    network: Option<String>,
+    from_block: Option<u64>,
+    to_block: Option<u64>,
+    from_time: Option<String>,
+    to_time: Option<String>,
+    #[serde(default)]
+    resume: bool,
+    confirmations: Option<u64>,
+    chunk_blocks: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+fn network_of(gw: &Gateway, asked: Option<&str>) -> Result<tollgate_x402::Network, AdminError> {
+    match (asked, gw.config.networks.as_slice()) {
+        (Some(n), _) => {
+            let n = tollgate_x402::Network::parse(n).map_err(|e| invalid("network", e.to_string()))?;
+            gw.config.network(n).map(|c| c.network).ok_or_else(|| invalid("network", format!("{n} is not configured")))
+        }
+        (None, [only]) => Ok(only.network),
+        (None, _) => Err(invalid("network", "required: several networks are configured")),
+    }
+}
+
+fn recon_error(e: ReconcileError) -> AdminError {
+    match e {
+        ReconcileError::Chain(v) => AdminError(GatewayError::Verify(v)),
+        ReconcileError::Ledger(m) => AdminError(GatewayError::from(m)),
+        other => invalid("range", other.to_string()),
+    }
+}
+
+/// Runs a reconciliation (blocks, times, or resume from the cursor), records it, and answers
+/// with the report as JSON, or its items as CSV with `?format=csv`.
+async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body: AdminBody) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "run reconciliations")?;
+    let f: FormatQuery = query(&uri)?;
+    let csv = match f.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return Err(invalid("format", format!("`{other}`: expected json or csv"))),
+    };
+    let b: ReconcileBody = body.json()?;
+    let network = network_of(&gw, b.network.as_deref())?;
+    let mut opts = ReconcileOptions::from_config(&gw.config.reconciliation);
+    if let Some(c) = b.confirmations {
+        opts.confirmations_min = c.max(1);
+    }
+    if let Some(c) = b.chunk_blocks {
+        opts.chunk_blocks = c.clamp(1, 100_000);
+    }
+    let outcome = match (b.from_block, b.to_block, b.from_time, b.to_time, b.resume) {
+        (Some(from), Some(to), None, None, false) => reconcile_range(&gw, network, from, to, opts).await,
+        (None, None, Some(from), Some(to), false) => {
+            let from = parse_time(&from).map_err(|e| invalid("from_time", e))?;
+            let to = parse_time(&to).map_err(|e| invalid("to_time", e))?;
+            reconcile_times(&gw, network, from, to, opts).await
+        }
+        (None, None, None, None, true) => {
+            let c = &gw.config.reconciliation;
+            match reconcile_resume(&gw, network, c.start_block, c.run_blocks_max, opts).await {
+                Ok(Some(o)) => Ok(o),
+                Ok(None) => return ok(json!({ "run": null, "reason": "no new block since the last run" })),
+                Err(e) => Err(e),
+            }
+        }
+        _ => {
+            return Err(invalid("range", "give from_block and to_block, or from_time and to_time, or resume: true"));
+        }
+    }
+    .map_err(recon_error)?;
+    if csv {
+        let text = render_csv(&outcome.report);
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv"), (header::CACHE_CONTROL, "no-store")], text)
+            .into_response());
+    }
+    ok(render_json(&outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    network: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn recon_runs(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "read reconciliation runs")?;
+    let q: RunsQuery = query(&uri)?;
+    let network = network_of(&gw, q.network.as_deref())?;
+    let asset = gw.config.network(network).map(|n| n.asset).ok_or_else(|| invalid("network", "not configured"))?;
+    let runs = gw.ledger.recon_runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    ok(json!({ "network": network.caip2(), "runs": runs }))
+}
+
+async fn recon_exceptions(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
+    let id: i64 = id.parse().map_err(|_| invalid("id", "expected a run id"))?;
+    ok(json!({ "run_id": id, "exceptions": gw.ledger.recon_exceptions(id).await? }))
+}
+
+async fn recon_notes(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "read reconciliation notes")?;
+    let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
+    ok(json!({ "exception_id": id, "notes": gw.ledger.recon_notes(id).await? }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    why: String,
+}
+
+/// Appends a resolution note (who = the token) to an exception; notes are never edited.
+async fn add_recon_note(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "annotate reconciliation exceptions")?;
+    let b: NoteBody = body.json()?;
+    let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
+    if b.why.trim().is_empty() {
+        return Err(invalid("why", "must not be empty"));
+    }
+    let who = p.actor().0;
+    let note_id = gw.ledger.add_recon_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
+        // A foreign-key failure: no such exception.
+        MeteringError::Database { retryable: false, .. } => {
+            AdminError(GatewayError::AdminNotFound { what: "reconciliation exception", key: id.to_string() })
+        }
+        other => AdminError::from(other),
+    })?;
+    ok(json!({ "exception_id": id, "note_id": note_id, "who": who }))
 }

@@ -41,6 +41,11 @@ const MATRIX: &[(&str, &str, bool, bool, bool)] = &[
     ("GET", "/admin/audit/export", true, true, true),
     ("GET", "/admin/audit/verify", true, false, true),
     ("GET", "/admin/ledger/entries", true, true, true),
+    ("POST", "/admin/reconcile", true, false, true),
+    ("GET", "/admin/reconcile/runs", true, false, true),
+    ("GET", "/admin/reconcile/runs/{id}/exceptions", true, false, true),
+    ("GET", "/admin/reconcile/exceptions/{id}/notes", true, false, true),
+    ("POST", "/admin/reconcile/exceptions/{id}/notes", true, false, true),
 ];
 
 /// The concrete path of a route for provider `weather`, with the query that makes a
@@ -456,3 +461,68 @@ async fn audit_export_and_views(h: &Harness) {
     assert_eq!(mine["records"].as_array().unwrap().len(), 0, "vaulted has no records");
 }
 both_engines!(audit_views, audit_export_and_views);
+
+// Goal: finance reconciles over the admin API: a run by blocks returns the report (matched
+// calls and a plain transfer to the payee listed as an exception), the run is listed, its
+// exceptions are readable, a note is appended with the token as author, and CSV is served;
+// a provider token may not run it.
+async fn finance_reconciles_over_the_api(h: &Harness) {
+    let head = || async { h.gateway.verifier.chain(8453).unwrap().block_number().await.unwrap() };
+    let from = head().await + 1;
+    for city in ["a", "b"] {
+        assert_eq!(pay(h, &format!("/weather/{city}")).await.0.status(), StatusCode::OK);
+    }
+    h.chain.fund_gas(h.payer.address()).await.unwrap();
+    let plain =
+        tollgate_test_support::TokenCall::transferCall { to: h.payee, value: alloy_primitives::U256::from(7u64) };
+    use alloy_sol_types::SolCall as _;
+    h.chain.send_as(h.payer.clone(), h.chain.token, plain.abi_encode()).await.unwrap();
+    let to = head().await;
+    let finance = admin_token(&h.gateway, Role::Finance, None).await;
+    let range = json!({ "from_block": from, "to_block": to, "confirmations": 1 });
+    let (s, report) = h.admin(Method::POST, "/admin/reconcile", Some(&finance), Some(range.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["counts"]["matched"], 2, "{report}");
+    assert_eq!(report["counts"]["onchain_missing_in_ledger"], 1, "{report}");
+    assert_eq!(report["totals"]["matched"], (2 * PRICE_ATOMIC).to_string());
+    let run_id = report["run_id"].as_i64().unwrap();
+
+    let (_, runs) = h.admin(Method::GET, "/admin/reconcile/runs", Some(&finance), None).await;
+    assert!(runs["runs"].as_array().unwrap().iter().any(|r| r["id"] == run_id), "{runs}");
+    let (_, ex) =
+        h.admin(Method::GET, &format!("/admin/reconcile/runs/{run_id}/exceptions"), Some(&finance), None).await;
+    let exceptions = ex["exceptions"].as_array().unwrap();
+    assert_eq!(exceptions.len(), 1, "{ex}");
+    let ex_id = exceptions[0]["id"].as_i64().unwrap();
+    let note = json!({ "why": "customer top-up, booked manually" });
+    let (s, n) =
+        h.admin(Method::POST, &format!("/admin/reconcile/exceptions/{ex_id}/notes"), Some(&finance), Some(note)).await;
+    assert_eq!(s, StatusCode::OK, "{n}");
+    let (_, notes) =
+        h.admin(Method::GET, &format!("/admin/reconcile/exceptions/{ex_id}/notes"), Some(&finance), None).await;
+    assert_eq!(notes["notes"][0]["why"], "customer top-up, booked manually");
+    assert!(notes["notes"][0]["who"].as_str().unwrap().starts_with("token:"));
+    let (s, _) = h
+        .admin(Method::POST, "/admin/reconcile/exceptions/999999/notes", Some(&finance), Some(json!({ "why": "x" })))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let csv = h
+        .http
+        .post(format!("{}/admin/reconcile?format=csv", h.admin_url))
+        .bearer_auth(&finance)
+        .json(&range)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv");
+    let text = csv.text().await.unwrap();
+    assert_eq!(text.split("\r\n").filter(|l| l.starts_with("matched,")).count(), 2, "{text}");
+
+    let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
+    let (s, _) = h.admin(Method::POST, "/admin/reconcile", Some(&provider), Some(range)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, bad) = h.admin(Method::POST, "/admin/reconcile", Some(&finance), Some(json!({ "from_block": 5 }))).await;
+    assert_eq!((s, bad["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+}
+both_engines!(finance_api, finance_reconciles_over_the_api);
