@@ -8,6 +8,9 @@ use tollgate_test_support::v2_header;
 
 use crate::{API_KEY, Engine, Harness};
 
+const VAULT_SECRET: &str = "vk-live-3b9d1f7a5c2e8b4d6f0a";
+const VAULT_SECRET_2: &str = "vk-live-9e7c5a3b1d8f6e4c2a0b";
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -40,7 +43,8 @@ fn captured_logs() -> Captured {
 
 // Goal: the agent's Authorization, Proxy-Authorization, Cookie and payment headers never
 // reach the upstream; the injected credential replaces the agent's; the credential appears
-// in no response and in no log line (captured at TRACE) of paid, failed and refused calls.
+// in no response and in no log line (captured at TRACE) of paid, failed and refused calls;
+// the same for vault credentials through upload, rotation, use and every admin listing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_is_injected_and_never_leaks() {
     let logs = captured_logs();
@@ -79,13 +83,43 @@ async fn credential_is_injected_and_never_leaks() {
     let b = h.payment("/fail").await;
     let resp = h.http.get(format!("{}/fail", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
     agent_saw.push_str(&resp.text().await.unwrap());
+    // A vault credential: uploaded, listed, rotated, used, revoked.
+    for (i, secret) in [VAULT_SECRET, VAULT_SECRET_2].iter().enumerate() {
+        let (status, out) = h
+            .admin(
+                reqwest::Method::POST,
+                "/admin/providers/vaulted/credentials/main",
+                Some(&h.operator),
+                Some(serde_json::json!({ "secret": secret })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        agent_saw.push_str(&out.to_string());
+        let path = format!("/vaulted/anykey/{i}");
+        let b = h.payment(&path).await;
+        let resp =
+            h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        agent_saw.push_str(&format!("{:?}", resp.headers()));
+        agent_saw.push_str(&resp.text().await.unwrap());
+    }
+    assert_eq!(h.upstream.last().headers["authorization"], format!("Bearer {VAULT_SECRET_2}"));
+    for path in ["/admin/providers/vaulted/credentials", "/admin/providers", "/admin/audit/export"] {
+        let (_, out) = h.admin(reqwest::Method::GET, path, Some(&h.operator), None).await;
+        agent_saw.push_str(&out.to_string());
+    }
     agent_saw.push_str(&format!("{:?}", h.gateway));
     agent_saw.push_str(&format!("{:?}", h.gateway.config));
+    agent_saw.push_str(&format!("{:?}", h.gateway.live.get()));
 
-    assert!(!agent_saw.contains(API_KEY), "credential leaked to the agent or Debug output");
+    for secret in [API_KEY, VAULT_SECRET, VAULT_SECRET_2] {
+        assert!(!agent_saw.contains(secret), "credential leaked to the agent, the admin API or Debug output");
+    }
     let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
     assert!(text.contains("paid call"), "log capture is live");
-    assert!(!text.contains(API_KEY), "credential leaked into the logs");
+    for secret in [API_KEY, VAULT_SECRET, VAULT_SECRET_2] {
+        assert!(!text.contains(secret), "credential leaked into the logs");
+    }
     h.stop().await;
 }
 
