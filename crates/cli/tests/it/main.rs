@@ -8,6 +8,7 @@ mod crash;
 #[path = "../../../client/tests/it/harness.rs"]
 mod harness;
 mod interop;
+mod propagation;
 mod reconcile_cli;
 
 use std::path::Path;
