@@ -176,6 +176,25 @@ impl<T: DeserializeOwned> FromRequest<Arc<Gateway>> for JsonBody<T> {
     }
 }
 
+/// Query parameters: unknown ones refused, errors naming the parameter, rendered by the one
+/// error mapping (400 `invalid_request`), not as axum's plain-text rejection.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<Arc<Gateway>> for QueryParams<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, _gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+        Query::try_from_uri(&parts.uri).map(|Query(q)| QueryParams(q)).map_err(|e| {
+            let text = e.body_text();
+            let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+            match detail.split_once(": ") {
+                Some((field, reason)) if !field.is_empty() && !field.contains(' ') => invalid(field, reason),
+                _ => invalid("query", detail),
+            }
+        })
+    }
+}
+
 fn now(gw: &Gateway) -> u64 {
     gw.clock.now_unix_s()
 }
@@ -501,7 +520,7 @@ async fn endpoint_prices(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    QueryParams(q): QueryParams<PathQuery>,
 ) -> AdminResult {
     p.require_reader_of(&id, "read another provider's prices")?;
     let e =
@@ -594,7 +613,7 @@ async fn revenue(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(id): Path<String>,
-    Query(q): Query<RangeQuery>,
+    QueryParams(q): QueryParams<RangeQuery>,
 ) -> AdminResult {
     p.require_reader_of(&id, "read another provider's revenue")?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
@@ -614,7 +633,11 @@ struct EntriesQuery {
     limit: Option<u32>,
 }
 
-async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<EntriesQuery>) -> AdminResult {
+async fn ledger_entries(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    QueryParams(q): QueryParams<EntriesQuery>,
+) -> AdminResult {
     let provider = match p.role {
         Role::Operator | Role::Finance => q.provider,
         Role::Provider => {
@@ -701,7 +724,11 @@ async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError>
     Ok(())
 }
 
-async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<WalletsQuery>) -> AdminResult {
+async fn list_wallets(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    QueryParams(q): QueryParams<WalletsQuery>,
+) -> AdminResult {
     let scope = match p.role {
         Role::Operator => q.scope,
         _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
@@ -714,7 +741,7 @@ async fn put_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    QueryParams(q): QueryParams<ScopeQuery>,
     JsonBody(b): JsonBody<PolicyBody>,
 ) -> AdminResult {
     let scope = scope_for(&p, q.scope, "set wallet policies")?;
@@ -757,7 +784,7 @@ async fn revoke_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    QueryParams(q): QueryParams<ScopeQuery>,
 ) -> AdminResult {
     set_revoked(&gw, &p, &wallet, q.scope, true).await
 }
@@ -766,7 +793,7 @@ async fn reinstate_wallet(
     State(gw): State<Arc<Gateway>>,
     p: Principal,
     Path(wallet): Path<String>,
-    Query(q): Query<ScopeQuery>,
+    QueryParams(q): QueryParams<ScopeQuery>,
 ) -> AdminResult {
     set_revoked(&gw, &p, &wallet, q.scope, false).await
 }
@@ -836,7 +863,11 @@ fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError>
     })
 }
 
-async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+async fn audit_query(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    QueryParams(q): QueryParams<AuditParams>,
+) -> AdminResult {
     let filter = audit_filter(&p, q)?;
     let records = gw.ledger.audit(&filter).await?;
     let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
@@ -844,7 +875,11 @@ async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Que
 }
 
 /// JSON lines, every matching record (paged internally, at most 1,000,000 records).
-async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, Query(q): Query<AuditParams>) -> AdminResult {
+async fn audit_export(
+    State(gw): State<Arc<Gateway>>,
+    p: Principal,
+    QueryParams(q): QueryParams<AuditParams>,
+) -> AdminResult {
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
     let mut out = String::new();
