@@ -1,11 +1,12 @@
 //! The `tollgate` binary: `serve` runs the gateway from a configuration file; `reconcile`
-//! checks its settlements against the chain; `call` and `wallet` are the agent's side (on
-//! `tollgate-client`).
+//! checks its settlements against the chain; `admin` drives the admin API (and bootstraps its
+//! first token); `call` and `wallet` are the agent's side (on `tollgate-client`).
 //!
 //! This file owns argument parsing, the exit codes and the one-line error report; each
 //! command lives in its own module. Errors are printed as one readable line (no
 //! backtrace) and exit with the code of their kind (see [`EXIT_CODES`]).
 
+mod admin;
 mod args;
 mod call;
 mod reconcile;
@@ -26,7 +27,8 @@ Exit codes:
   4  payment refused locally by a spend limit (nothing signed, nothing sent)
   5  no acceptable payment requirement (network/asset not allowed)
   6  transport error, or payment outcome unknown after a lost response
-  7  non-2xx answer after payment handling (nothing charged unless a receipt says so)";
+  7  non-2xx answer after payment handling (nothing charged unless a receipt says so)
+  8  audit chain broken (tollgate admin audit verify)";
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -44,10 +46,12 @@ pub const EXIT_NO_REQUIREMENT: u8 = 5;
 pub const EXIT_TRANSPORT: u8 = 6;
 /// Exit code: non-2xx answer.
 pub const EXIT_HTTP_STATUS: u8 = 7;
+/// Exit code: the audit hash chain is broken.
+pub const EXIT_AUDIT_BROKEN: u8 = 8;
 
 /// Tollgate: a pay-per-call gateway for AI agents (x402, USDC, EIP-3009).
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about, after_help = TOP_EXAMPLES)]
+#[command(name = "tollgate", version, about, after_help = top_help())]
 struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info")]
@@ -56,11 +60,19 @@ struct Cli {
     command: Command,
 }
 
-const TOP_EXAMPLES: &str = "\
+fn top_help() -> String {
+    format!(
+        "\
 Examples:
   tollgate serve --config tollgate.toml
   tollgate wallet new --out agent.key
-  tollgate call --key-file agent.key --budget 0.50 http://gateway:8080/weather/paris";
+  tollgate call --key-file agent.key --budget 0.50 http://gateway:8080/weather/paris
+  tollgate admin bootstrap --config tollgate.toml --out admin.token
+  TOLLGATE_ADMIN_TOKEN=$(cat admin.token) tollgate admin endpoint list weather
+
+{EXIT_CODES}"
+    )
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -95,6 +107,12 @@ enum Command {
     /// Create a wallet, show its address or its token balance.
     #[command(subcommand, after_help = wallet::help())]
     Wallet(wallet::WalletCommand),
+    /// Drive the admin API: tokens, providers, endpoints and prices, vault credentials,
+    /// wallet policies, settings, audit trail, revenue and ledger (docs/admin-api.md).
+    ///
+    /// The token comes from TOLLGATE_ADMIN_TOKEN or --token-file; the URL from --url or
+    /// TOLLGATE_ADMIN_URL (default http://127.0.0.1:8403). Answers print as JSON on stdout.
+    Admin(admin::AdminArgs),
 }
 
 /// A failed command: its exit code and one line for stderr.
@@ -149,5 +167,6 @@ async fn run(command: Command) -> Result<u8, Failure> {
         Command::Call(args) => call::run(args).await,
         Command::Wallet(cmd) => wallet::run(cmd).await,
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Admin(args) => admin::run(args).await,
     }
 }
