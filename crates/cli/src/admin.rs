@@ -150,9 +150,88 @@ enum AdminCommand {
     /// Ledger entries (read-only; the signed payment is not shown).
     #[command(subcommand, after_help = "Example:\n  tollgate admin ledger entries --provider weather --limit 20")]
     Ledger(LedgerCommand),
+    /// Reconciliation over the API (finance, operator): run, list runs, exceptions, notes.
+    #[command(subcommand, after_help = RECONCILE_HELP)]
+    Reconcile(ReconcileCommand),
     /// Print the admin API's OpenAPI 3.1 document.
     #[command(after_help = "Example:\n  tollgate admin openapi > tollgate-admin.openapi.json")]
     Openapi,
+}
+
+const RECONCILE_HELP: &str = "\
+Examples:
+  tollgate admin reconcile run --from-block 100 --to-block 200 --confirmations 3
+  tollgate admin reconcile run --from-time 2026-11-01T00:00:00Z --to-time 2026-12-01T00:00:00Z
+  tollgate admin reconcile run --resume --csv > items.csv
+  tollgate admin reconcile runs
+  tollgate admin reconcile exceptions 7
+  tollgate admin reconcile note 12 --why 'plain transfer: customer top-up, booked by hand'
+  tollgate admin reconcile notes 12";
+
+#[derive(Debug, clap::Subcommand)]
+enum ReconcileCommand {
+    /// Run a reconciliation on the gateway and record it (the report as JSON, or --csv items).
+    #[command(after_help = RECONCILE_HELP)]
+    Run {
+        /// Network (CAIP-2); required when several are configured.
+        #[arg(long, value_name = "CAIP2")]
+        network: Option<String>,
+        /// First block, inclusive (with --to-block).
+        #[arg(long, value_name = "N", requires = "to_block", conflicts_with_all = ["from_time", "resume"])]
+        from_block: Option<u64>,
+        /// Last block, inclusive.
+        #[arg(long, value_name = "N", requires = "from_block")]
+        to_block: Option<u64>,
+        /// Start time, inclusive: RFC 3339 or unix seconds (with --to-time).
+        #[arg(long, value_name = "TIME", requires = "to_time", conflicts_with = "resume")]
+        from_time: Option<String>,
+        /// End time, exclusive.
+        #[arg(long, value_name = "TIME", requires = "from_time")]
+        to_time: Option<String>,
+        /// From the stored cursor + 1 to the chain head.
+        #[arg(long)]
+        resume: bool,
+        /// Confirmations a transfer needs.
+        #[arg(long, value_name = "N")]
+        confirmations: Option<u64>,
+        /// Blocks per eth_getLogs call.
+        #[arg(long, value_name = "N")]
+        chunk_blocks: Option<u64>,
+        /// Print the items as CSV (RFC 4180) instead of the JSON report.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Recorded runs of a network.
+    #[command(after_help = "Example:\n  tollgate admin reconcile runs --network eip155:8453 --limit 20")]
+    Runs {
+        /// Network (CAIP-2); required when several are configured.
+        #[arg(long, value_name = "CAIP2")]
+        network: Option<String>,
+        /// Most runs listed [default: 100].
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// A run's exceptions.
+    #[command(after_help = "Example:\n  tollgate admin reconcile exceptions 7")]
+    Exceptions {
+        /// The run id.
+        run: i64,
+    },
+    /// An exception's resolution notes.
+    #[command(after_help = "Example:\n  tollgate admin reconcile notes 12")]
+    Notes {
+        /// The exception id.
+        exception: i64,
+    },
+    /// Append a resolution note to an exception (notes are never edited; the author is your token).
+    #[command(after_help = "Example:\n  tollgate admin reconcile note 12 --why 'refunded by hand, ticket 4411'")]
+    Note {
+        /// The exception id.
+        exception: i64,
+        /// Why it is resolved.
+        #[arg(long)]
+        why: String,
+    },
 }
 
 const TOKEN_HELP: &str = "\
@@ -611,6 +690,7 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
                 [("from_unix_s", from_unix_s.map(|v| v.to_string())), ("to_unix_s", to_unix_s.map(|v| v.to_string()))];
             api.show(Method::GET, &["providers", &provider, "revenue"], &query, None).await
         }
+        AdminCommand::Reconcile(cmd) => reconcile(&api, cmd).await,
         AdminCommand::Ledger(LedgerCommand::Entries { provider, payer, from_unix_s, to_unix_s, offset, limit }) => {
             let query = [
                 ("provider", provider),
@@ -621,6 +701,58 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
                 ("limit", limit.map(|v| v.to_string())),
             ];
             api.show(Method::GET, &["ledger", "entries"], &query, None).await
+        }
+    }
+}
+
+async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
+    match cmd {
+        ReconcileCommand::Run {
+            network,
+            from_block,
+            to_block,
+            from_time,
+            to_time,
+            resume,
+            confirmations,
+            chunk_blocks,
+            csv,
+        } => {
+            let mut body = json!({});
+            put_opt(&mut body, "network", network.map(Value::String));
+            put_opt(&mut body, "from_block", from_block.map(Value::from));
+            put_opt(&mut body, "to_block", to_block.map(Value::from));
+            put_opt(&mut body, "from_time", from_time.map(Value::String));
+            put_opt(&mut body, "to_time", to_time.map(Value::String));
+            if resume {
+                put_opt(&mut body, "resume", Some(Value::Bool(true)));
+            }
+            put_opt(&mut body, "confirmations", confirmations.map(Value::from));
+            put_opt(&mut body, "chunk_blocks", chunk_blocks.map(Value::from));
+            if csv {
+                let query = [("format", Some("csv".to_owned()))];
+                let resp = api.send(Method::POST, &["reconcile"], &query, Some(body)).await?;
+                let bytes = read_capped(resp, ANSWER_BYTES_MAX).await.map_err(|e| api.transport(e))?;
+                std::io::stdout()
+                    .write_all(&bytes)
+                    .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot write the CSV: {e}")))?;
+                return Ok(EXIT_OK);
+            }
+            api.show(Method::POST, &["reconcile"], &[], Some(body)).await
+        }
+        ReconcileCommand::Runs { network, limit } => {
+            let query = [("network", network), ("limit", limit.map(|v| v.to_string()))];
+            api.show(Method::GET, &["reconcile", "runs"], &query, None).await
+        }
+        ReconcileCommand::Exceptions { run } => {
+            api.show(Method::GET, &["reconcile", "runs", &run.to_string(), "exceptions"], &[], None).await
+        }
+        ReconcileCommand::Notes { exception } => {
+            api.show(Method::GET, &["reconcile", "exceptions", &exception.to_string(), "notes"], &[], None).await
+        }
+        ReconcileCommand::Note { exception, why } => {
+            let body = json!({ "why": why });
+            api.show(Method::POST, &["reconcile", "exceptions", &exception.to_string(), "notes"], &[], Some(body)).await
         }
     }
 }

@@ -190,7 +190,16 @@ impl AdminBody {
 /// The query string as `T` (unknown parameters refused), parsed after the permission check.
 fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AdminError> {
     let q = uri.query().unwrap_or("");
-    serde_urlencoded::from_str(q).map_err(|e| invalid("query", e.to_string()))
+    serde_urlencoded::from_str(q).map_err(|e| {
+        let message = e.to_string();
+        // Name the parameter when the decoder says which one (`unknown field `x``).
+        let field = message
+            .split_once("field `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+            .unwrap_or_else(|| "query".to_owned());
+        invalid(&field, message)
+    })
 }
 
 fn now(gw: &Gateway) -> u64 {
