@@ -19,8 +19,8 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 use tollgate_metering::{
-    ChainTransfer, Entry, EntryId, MeteringError, NewReconRun, ReconBreakdown, ReconItem, ReconReport, ReconScope,
-    ReconSums, breakdown, reconcile, unix_s_of_utc,
+    ChainTransfer, Entry, EntryId, EntryState, MeteringError, NewReconRun, ReconBreakdown, ReconClass, ReconItem,
+    ReconReport, ReconScope, ReconSums, breakdown, reconcile, unix_s_of_utc,
 };
 use tollgate_verifier::{AUTHORIZATION_USED_TOPIC, Chain, Fault, LogQuery, ReceiptLog, TRANSFER_TOPIC, VerifyError};
 use tollgate_x402::Network;
@@ -132,6 +132,8 @@ pub struct ReconcileOutcome {
     pub report: ReconReport,
     /// Expected, matched and outstanding sums per UTC day, UTC month, provider, route and payer.
     pub breakdown: ReconBreakdown,
+    /// Settled entries this run found reorged, moved back to `settling` and re-checked.
+    pub reopened: Vec<EntryId>,
 }
 
 /// Reconciles `network`'s asset, paid to every configured provider's `pay_to`, over
@@ -209,7 +211,25 @@ pub async fn reconcile_range(
         report: &report,
     };
     let run_id = gw.ledger.record_recon_run(&run).await?;
-    Ok(ReconcileOutcome { run_id, scope, cursor_block, current_block, report, breakdown })
+    let reopened = reopen_reorged(gw, &report, &entries).await?;
+    Ok(ReconcileOutcome { run_id, scope, cursor_block, current_block, report, breakdown, reopened })
+}
+
+/// Settled entries whose block was reorged away go back to `settling` and are re-checked at
+/// once: where the transaction landed now is recorded (the next run matches it), or, if it
+/// landed nowhere, the recovery sweep resends or voids it like any unfinished settlement.
+async fn reopen_reorged(gw: &Gateway, report: &ReconReport, entries: &[Entry]) -> Result<Vec<EntryId>, ReconcileError> {
+    let mut reopened = Vec::new();
+    for item in report.items.iter().filter(|i| i.class == ReconClass::Reorged) {
+        let Some(entry) = item.entry_id.as_ref().and_then(|id| entries.iter().find(|e| &e.id == id)) else { continue };
+        let (EntryState::Settled, Some(block_hash)) = (entry.state, entry.block_hash) else { continue };
+        if gw.ledger.reopen_reorged(&entry.id, block_hash, gw.clock.now_unix_s()).await? {
+            tracing::warn!(id = %entry.id, block = ?entry.block_number, "settlement reorged away; re-checking");
+            crate::settlement::recheck(gw, &entry.id).await;
+            reopened.push(entry.id.clone());
+        }
+    }
+    Ok(reopened)
 }
 
 /// The chain handle of a configured network and its asset.
@@ -849,6 +869,7 @@ pub fn render_json(outcome: &ReconcileOutcome) -> Value {
         "to_block": outcome.scope.to_block,
         "cursor_block": outcome.cursor_block,
         "current_block": outcome.current_block,
+        "reopened": outcome.reopened.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
         "counts": t.counts.iter().map(|(c, n)| (c.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "totals": {
             "chain": t.chain_total.to_string(),

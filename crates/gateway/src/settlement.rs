@@ -309,6 +309,32 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
     }
 }
 
+/// Looks now for where a `settling` entry's recorded transactions landed and records the
+/// one that did (used after a reorg moved a settled entry back to `settling`). Resending or
+/// voiding is left to the recovery sweep, after its grace period.
+pub async fn recheck(gw: &Gateway, id: &EntryId) {
+    let entry = match gw.ledger.entry(id).await {
+        Ok(Some(e)) if e.state == EntryState::Settling => e,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "re-check: ledger unavailable; the recovery sweep will");
+            return;
+        }
+    };
+    let Some(payment) = stored_payment(&entry) else { return };
+    let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
+    let hashes = match gw.ledger.events(id).await {
+        Ok(events) => events.iter().filter_map(|e| e.tx_hash).chain(entry.tx_hash).collect::<Vec<_>>(),
+        Err(_) => return,
+    };
+    for tx_hash in hashes {
+        if let Ok(Some(s)) = settler.check_receipt(&payment, tx_hash).await {
+            let _ = record_settled(gw, id, &s).await;
+            return;
+        }
+    }
+}
+
 /// One or more transactions were recorded for this entry (a replacement may have followed
 /// the first): find out what became of them.
 async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {

@@ -835,6 +835,58 @@ impl Ledger {
         row.into_entry()
     }
 
+    /// A settled entry whose recorded block is no longer the chain's (a reorg) goes back to
+    /// `settling` with its block, block hash and log index cleared, keeping its transaction,
+    /// so that the receipt is checked again (where the transaction landed now, if anywhere).
+    /// Conditional on the entry still being `settled` in `recorded_block_hash`: `false` when
+    /// it moved meanwhile. The event (cause `reorged`) keeps the old block in its detail.
+    pub async fn reopen_reorged(
+        &self,
+        id: &EntryId,
+        recorded_block_hash: B256,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        const OP: &str = "reopen_reorged";
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let recorded = hex_b256(recorded_block_hash);
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool, begin| {
+                let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                let row: Option<(Option<String>,)> = sqlx::query_as(
+                    "UPDATE ledger_entries SET state = 'settling', block_number = NULL, block_hash = NULL, \
+                     log_index = NULL, updated_unix_s = $1 WHERE id = $2 AND state = 'settled' AND block_hash = $3 \
+                     RETURNING tx_hash",
+                )
+                .bind(now)
+                .bind(id.as_str())
+                .bind(&recorded)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+                let Some((tx_hash,)) = row else {
+                    let _ = tx.rollback().await;
+                    return Ok(false);
+                };
+                let detail = format!("{{\"reorged_block_hash\":\"{recorded}\"}}");
+                sqlx::query(INSERT_EVENT)
+                    .bind(id.as_str())
+                    .bind(Some(EntryState::Settled.as_str()))
+                    .bind(EntryState::Settling.as_str())
+                    .bind("reorged")
+                    .bind(Some(detail.as_str()))
+                    .bind(tx_hash.as_deref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                tx.commit().await.map_err(err)?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     /// The entry with this id.
     pub async fn entry(&self, id: &EntryId) -> Result<Option<Entry>, MeteringError> {
         const OP: &str = "entry";

@@ -273,6 +273,9 @@ impl EntryState {
                 | (Forwarded, Settling | SettleFailed | Voided)
                 | (Settling, Settling | Settled | SettleFailed | Voided | RefundOwed)
                 | (Settled, RefundOwed)
+                // Only when the settlement's block was reorged away: back to be re-checked
+                // (Ledger::reopen_reorged).
+                | (Settled, Settling)
         )
     }
 }

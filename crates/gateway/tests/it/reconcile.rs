@@ -11,7 +11,7 @@ use tollgate_gateway::reconcile::{
     reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
 };
 use tollgate_metering::{
-    AtomicAmount, NewEntry, ReconClass, ReconSums, SettlementMode, Transition, utc_day, utc_month,
+    AtomicAmount, EntryState, NewEntry, ReconClass, ReconSums, SettlementMode, Transition, utc_day, utc_month,
 };
 use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
 use tollgate_verifier::Clock;
@@ -185,6 +185,47 @@ async fn reorg_is_detected(h: &Harness) {
     assert!(o.report.tie_out(&o.scope.pay_to).holds);
 }
 both_engines!(reorg, reorg_is_detected);
+
+// Goal: a matched settlement whose block is reorged away and whose transaction is re-included
+// in a later block is reported reorged; the entry goes back to settling (event `reorged`) and
+// is re-checked at once, landing settled at its new block; the next run matches it again.
+async fn reorged_settlement_is_matched_again(h: &Harness) {
+    let from = head(h).await + 1;
+    let snapshot = h.chain.rpc("evm_snapshot", serde_json::json!([])).await.unwrap();
+    let b = h.payment("/weather/quito").await;
+    let resp =
+        h.http.get(format!("{}/weather/quito", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let before = h.entry_for(&b).await.unwrap();
+    let (tx, old_block, old_hash) = (before.tx_hash.unwrap(), before.block_number.unwrap(), before.block_hash.unwrap());
+    let o = run(h, from, head(h).await).await;
+    assert_eq!((count(&o, ReconClass::Matched), o.report.items.len()), (1, 1));
+
+    // The reorg: the chain goes back before the settlement, mines an empty block at its height,
+    // then includes the same signed transaction one block later.
+    let raw = h.chain.rpc("eth_getRawTransactionByHash", serde_json::json!([format!("{tx:#x}")])).await.unwrap();
+    h.chain.rpc("evm_revert", serde_json::json!([snapshot])).await.unwrap();
+    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    h.chain.rpc("eth_sendRawTransaction", serde_json::json!([raw])).await.unwrap();
+    let o = run(h, from, head(h).await).await;
+    assert_eq!(o.report.items.len(), 1, "{:#?}", o.report.items);
+    assert_eq!(o.report.items[0].class, ReconClass::Reorged);
+    assert_eq!(o.reopened, vec![before.id.clone()]);
+    let after = h.entry_for(&b).await.unwrap();
+    assert_eq!(after.state, EntryState::Settled, "re-checked at once");
+    assert_eq!(after.tx_hash, Some(tx));
+    assert_eq!(after.block_number, Some(old_block + 1));
+    assert_ne!(after.block_hash, Some(old_hash));
+    let events = h.gateway.ledger.events(&before.id).await.unwrap();
+    let causes: Vec<&str> = events.iter().map(|e| e.cause.as_str()).collect();
+    assert!(causes.contains(&"reorged"), "{causes:?}");
+
+    let o = run(h, from, head(h).await).await;
+    assert_eq!((count(&o, ReconClass::Matched), o.report.items.len()), (1, 1), "{:#?}", o.report.items);
+    assert!(o.reopened.is_empty());
+    assert!(o.report.tie_out(&o.scope.pay_to).holds);
+}
+both_engines!(reorg_rematched, reorged_settlement_is_matched_again);
 
 /// A paid call with the gateway's clock (and the payment's validity) at `now`.
 async fn paid_call_at(h: &Harness, city: &str, now: u64) {
