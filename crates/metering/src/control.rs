@@ -1038,15 +1038,34 @@ impl Ledger {
                 if known.is_none() {
                     return Err(MeteringError::UnknownRecord { what: "provider", key: provider.to_owned() });
                 }
-                let existing: Option<(i64, String, String, i64)> =
-                    sqlx::query_as("SELECT id, spec, source, enabled FROM endpoints WHERE provider = $1 AND path = $2")
+                // Insert if absent; replicas seeding the same file at once wait on each other
+                // here (the UNIQUE key), then see the committed row below.
+                let inserted: Option<(i64,)> = sqlx::query_as(
+                    "INSERT INTO endpoints (provider, path, spec, source, enabled, created_unix_s, updated_unix_s) \
+                     VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (provider, path) DO NOTHING RETURNING id",
+                )
+                .bind(provider)
+                .bind(path)
+                .bind(spec)
+                .bind(source.as_str())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(err)?;
+                let (endpoint_id, mut changed) = match inserted {
+                    Some((id,)) => (id, true),
+                    None => {
+                        // Locked until commit (PostgreSQL), so that two writers of one endpoint
+                        // compare prices one after the other and make at most one new version.
+                        let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
+                        let (id, old_spec, old_source, enabled): (i64, String, String, i64) = sqlx::query_as(&format!(
+                            "SELECT id, spec, source, enabled FROM endpoints WHERE provider = $1 AND path = $2{lock}"
+                        ))
                         .bind(provider)
                         .bind(path)
-                        .fetch_optional(&mut *tx)
+                        .fetch_one(&mut *tx)
                         .await
                         .map_err(err)?;
-                let (endpoint_id, mut changed) = match existing {
-                    Some((id, old_spec, old_source, enabled)) => {
                         let changed = old_spec != spec || old_source != source.as_str() || enabled != 1;
                         if changed {
                             sqlx::query(
@@ -1062,21 +1081,6 @@ impl Ledger {
                             .map_err(err)?;
                         }
                         (id, changed)
-                    }
-                    None => {
-                        let (id,): (i64,) = sqlx::query_as(
-                            "INSERT INTO endpoints (provider, path, spec, source, enabled, created_unix_s, \
-                             updated_unix_s) VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id",
-                        )
-                        .bind(provider)
-                        .bind(path)
-                        .bind(spec)
-                        .bind(source.as_str())
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                        (id, true)
                     }
                 };
                 let current: Option<(i64, String)> = sqlx::query_as(

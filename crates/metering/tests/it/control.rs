@@ -274,3 +274,40 @@ async fn tokens_endpoints_credentials_and_the_change_counter() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_seeding_at_once_make_one_endpoint_and_one_price_version() {
+    // Goal: 10 concurrent writers of the same endpoint and price over two pools (replicas starting together) all succeed, leaving one endpoint and one price version; a concurrent price change leaves exactly one more.
+    each_engine(|db| async move {
+        db.ledger.put_provider("p", "{}", Source::Config, &actor(), NOW).await?;
+        let replica = match db.engine {
+            Engine::Postgres => Ledger::connect(&db.url, test_options()).await?,
+            Engine::Sqlite => db.ledger.clone(),
+        };
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let l = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
+            tasks.push(tokio::spawn(async move {
+                l.put_endpoint("p", "/x", "{}", "[1]", Source::Config, &actor(), NOW).await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        ensure!(db.raw.count("SELECT COUNT(*) FROM endpoints").await == 1);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM price_versions").await == 1);
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let l = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
+            tasks.push(tokio::spawn(async move {
+                l.put_endpoint("p", "/x", "{}", "[2]", Source::Admin, &actor(), NOW).await
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        ensure!(db.raw.count("SELECT COUNT(*) FROM price_versions").await == 2);
+        Ok(())
+    })
+    .await;
+}
