@@ -189,21 +189,24 @@ macro_rules! amount_sums {
     };
 }
 
+// The AFTER INSERT trigger (migration 0006) appends the `reserved` event from `last_cause`.
 const INSERT_ENTRY: &str = "INSERT INTO ledger_entries (id, chain_id, asset, payer, pay_to, nonce, amount, \
      valid_before_unix_s, provider, route, method, path, mode, state, payment, price_version, credential, \
-     credential_version, created_unix_s, updated_unix_s) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $16, $17, $18, $15, $15)";
-
-const INSERT_EVENT: &str = "INSERT INTO ledger_events (entry_id, from_state, to_state, cause, detail, tx_hash, \
-     at_unix_s) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+     credential_version, created_unix_s, updated_unix_s, last_cause) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $16, $17, $18, $15, $15, \
+     'reserved')";
 
 const SELECT_STATE: &str = "SELECT state, tx_hash FROM ledger_entries WHERE id = $1";
 
+// One statement per transition: the AFTER UPDATE trigger (migration 0006) appends the event
+// from `last_cause` / `last_detail`. The last condition refuses `settling -> settling` with the
+// transaction already recorded (a replacement must record a new hash).
 const UPDATE_ENTRY: &str = concat!(
     "UPDATE ledger_entries SET state = $1, upstream_status = COALESCE($2, upstream_status), ",
     "tx_hash = COALESCE($3, tx_hash), block_number = COALESCE($4, block_number), ",
     "block_hash = COALESCE($5, block_hash), log_index = COALESCE($6, log_index), reason = COALESCE($7, reason), ",
-    "updated_unix_s = $8 WHERE id = $9 AND state = $10 RETURNING ",
+    "updated_unix_s = $8, last_cause = $11, last_detail = $12 WHERE id = $9 AND state = $10 ",
+    "AND NOT ($1 = 'settling' AND state = 'settling' AND tx_hash IS NOT DISTINCT FROM $3) RETURNING ",
     entry_columns!()
 );
 
@@ -603,31 +606,66 @@ impl Ledger {
         let inserted = self
             .bounded(OP, async {
                 on_db!(&self.db, |pool, begin| {
-                    let mut tx = pool.begin_with(begin).await.map_err(err)?;
-                    // Wallet policies, checked in this transaction so that caps hold under
-                    // concurrency: SQLite's write lock is already held (BEGIN IMMEDIATE); on
-                    // PostgreSQL the payer's policy rows are locked before the spend is summed.
-                    let mut rows: Vec<PolicyCheckRow> = sqlx::query_as(SELECT_POLICY_CHECK)
+                    let insert = || {
+                        sqlx::query(INSERT_ENTRY)
+                            .bind(id.as_str())
+                            .bind(chain_id)
+                            .bind(&asset)
+                            .bind(&payer)
+                            .bind(hex_address(e.pay_to))
+                            .bind(&nonce)
+                            .bind(e.amount.to_i64())
+                            .bind(valid_before)
+                            .bind(&e.provider)
+                            .bind(&e.route)
+                            .bind(&e.method)
+                            .bind(&e.path)
+                            .bind(e.mode.as_str())
+                            .bind(&e.payment)
+                            .bind(now)
+                            .bind(price_version)
+                            .bind(e.credential.as_deref())
+                            .bind(credential_version)
+                    };
+                    // A duplicate is detected by the UNIQUE key at insert time: `Ok(false)`.
+                    let outcome = |r: Result<_, sqlx::Error>| match r {
+                        Ok(_) => Ok(true),
+                        Err(sqlx::Error::Database(ref db)) if db.is_unique_violation() => Ok(false),
+                        Err(x) => Err(err(x)),
+                    };
+                    // The payer's policies (revocation, allowlist, scope, per-call maximum) are
+                    // read first. Without caps the reservation is then one statement (entry and
+                    // event, by trigger). A policy committed between the read and the insert
+                    // applies from the next call.
+                    let rows: Vec<PolicyCheckRow> = sqlx::query_as(SELECT_POLICY_CHECK)
                         .bind(&payer)
                         .bind(&e.provider)
-                        .fetch_all(&mut *tx)
+                        .fetch_all(pool)
                         .await
                         .map_err(err)?;
-                    let has_caps = rows.iter().any(|r| r.daily_cap.is_some() || r.monthly_cap.is_some());
-                    if has_caps && matches!(self.engine(), Engine::Postgres) {
+                    if !rows.iter().any(|r| r.daily_cap.is_some() || r.monthly_cap.is_some()) {
+                        evaluate_policies(&rows, &e.route, e.amount.get(), e.now_unix_s)
+                            .map_err(MeteringError::PolicyDenied)?;
+                        return outcome(insert().execute(pool).await);
+                    }
+                    // Caps: checked and reserved in one transaction so that concurrent calls and
+                    // replicas cannot overspend. SQLite holds its write lock (BEGIN IMMEDIATE);
+                    // PostgreSQL locks the payer's policy rows before the spend is summed.
+                    let mut tx = pool.begin_with(begin).await.map_err(err)?;
+                    if matches!(self.engine(), Engine::Postgres) {
                         sqlx::query(LOCK_POLICIES_PG)
                             .bind(&payer)
                             .bind(&e.provider)
                             .execute(&mut *tx)
                             .await
                             .map_err(err)?;
-                        rows = sqlx::query_as(SELECT_POLICY_CHECK)
-                            .bind(&payer)
-                            .bind(&e.provider)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(err)?;
                     }
+                    let rows: Vec<PolicyCheckRow> = sqlx::query_as(SELECT_POLICY_CHECK)
+                        .bind(&payer)
+                        .bind(&e.provider)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(err)?;
                     let caps = evaluate_policies(&rows, &e.route, e.amount.get(), e.now_unix_s)
                         .map_err(MeteringError::PolicyDenied)?;
                     for cap in &caps {
@@ -642,50 +680,15 @@ impl Ledger {
                         check_cap(cap, spent.into_tally()?.amount, e.amount.get())
                             .map_err(MeteringError::PolicyDenied)?;
                     }
-                    let insert = sqlx::query(INSERT_ENTRY)
-                        .bind(id.as_str())
-                        .bind(chain_id)
-                        .bind(&asset)
-                        .bind(&payer)
-                        .bind(hex_address(e.pay_to))
-                        .bind(&nonce)
-                        .bind(e.amount.to_i64())
-                        .bind(valid_before)
-                        .bind(&e.provider)
-                        .bind(&e.route)
-                        .bind(&e.method)
-                        .bind(&e.path)
-                        .bind(e.mode.as_str())
-                        .bind(&e.payment)
-                        .bind(now)
-                        .bind(price_version)
-                        .bind(e.credential.as_deref())
-                        .bind(credential_version)
-                        .execute(&mut *tx)
-                        .await;
-                    match insert {
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(ref db)) if db.is_unique_violation() => {
-                            // The transaction is dead on PostgreSQL; nothing was written. A failed
-                            // rollback only means the connection is dropped, which sqlx handles.
-                            let _ = tx.rollback().await;
-                            return Ok(false);
-                        }
-                        Err(e) => return Err(err(e)),
+                    let inserted = outcome(insert().execute(&mut *tx).await)?;
+                    if inserted {
+                        tx.commit().await.map_err(err)?;
+                    } else {
+                        // The transaction is dead on PostgreSQL; nothing was written. A failed
+                        // rollback only means the connection is dropped, which sqlx handles.
+                        let _ = tx.rollback().await;
                     }
-                    sqlx::query(INSERT_EVENT)
-                        .bind(id.as_str())
-                        .bind(None::<&str>)
-                        .bind(EntryState::Reserved.as_str())
-                        .bind("reserved")
-                        .bind(None::<&str>)
-                        .bind(None::<&str>)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                    tx.commit().await.map_err(err)?;
-                    Ok(true)
+                    Ok(inserted)
                 })
             })
             .await?;
@@ -738,11 +741,58 @@ impl Ledger {
         detail: Option<&str>,
         now_unix_s: u64,
     ) -> Result<bool, MeteringError> {
-        match self.apply(id, Some(expected), t, cause, detail, now_unix_s).await {
-            Ok(_) => Ok(true),
-            Err(MeteringError::StaleState { .. } | MeteringError::NotAReplacement { .. }) => Ok(false),
-            Err(e) => Err(e),
+        const OP: &str = "transition";
+        let to = t.to_state();
+        if !expected.can_go_to(to) {
+            // Reports the illegal transition (or the stale state) exactly as `transition` does.
+            return match self.apply(id, Some(expected), t, cause, detail, now_unix_s).await {
+                Ok(_) => Ok(true),
+                Err(MeteringError::StaleState { .. } | MeteringError::NotAReplacement { .. }) => Ok(false),
+                Err(e) => Err(e),
+            };
         }
+        check_cause(cause)?;
+        if let Some(detail) = detail {
+            check_len("detail", detail, DETAIL_BYTES_MAX)?;
+        }
+        let columns = TransitionColumns::of(&t)?;
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        // One conditional statement: the state change and (by trigger) its event.
+        let applied = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    let updated: Option<EntryRow> = sqlx::query_as(UPDATE_ENTRY)
+                        .bind(to.as_str())
+                        .bind(columns.upstream_status)
+                        .bind(columns.tx_hash.as_deref())
+                        .bind(columns.block_number)
+                        .bind(columns.block_hash.as_deref())
+                        .bind(columns.log_index)
+                        .bind(columns.reason.as_deref())
+                        .bind(now)
+                        .bind(id.as_str())
+                        .bind(expected.as_str())
+                        .bind(cause)
+                        .bind(detail)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(err)?;
+                    if updated.is_some() {
+                        return Ok(true);
+                    }
+                    // Not applied: another state (a racer won), the same transaction already
+                    // recorded, or no such entry.
+                    let found: Option<(String, Option<String>)> =
+                        sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(pool).await.map_err(err)?;
+                    match found {
+                        Some(_) => Ok(false),
+                        None => Err(MeteringError::NotFound { id: id.clone() }),
+                    }
+                })
+            })
+            .await?;
+        Ok(applied)
     }
 
     async fn apply(
@@ -798,6 +848,8 @@ impl Ledger {
                         .bind(now)
                         .bind(id.as_str())
                         .bind(from.as_str())
+                        .bind(cause)
+                        .bind(detail)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(err)?;
@@ -816,17 +868,6 @@ impl Ledger {
                             None => Err(MeteringError::NotFound { id: id.clone() }),
                         };
                     };
-                    sqlx::query(INSERT_EVENT)
-                        .bind(id.as_str())
-                        .bind(Some(from.as_str()))
-                        .bind(to.as_str())
-                        .bind(cause)
-                        .bind(detail)
-                        .bind(columns.tx_hash.as_deref())
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(err)?;
                     tx.commit().await.map_err(err)?;
                     Ok(updated)
                 })
@@ -851,37 +892,23 @@ impl Ledger {
         let recorded = hex_b256(recorded_block_hash);
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
-                let mut tx = pool.begin_with(begin).await.map_err(err)?;
-                let row: Option<(Option<String>,)> = sqlx::query_as(
+            on_db!(&self.db, |pool| {
+                let detail = format!("{{\"reorged_block_hash\":\"{recorded}\"}}");
+                let done = sqlx::query(
                     "UPDATE ledger_entries SET state = 'settling', block_number = NULL, block_hash = NULL, \
-                     log_index = NULL, updated_unix_s = $1 WHERE id = $2 AND state = 'settled' AND block_hash = $3 \
-                     RETURNING tx_hash",
+                     log_index = NULL, updated_unix_s = $1, last_cause = 'reorged', last_detail = $4 \
+                     WHERE id = $2 AND state = 'settled' AND block_hash = $3",
                 )
                 .bind(now)
                 .bind(id.as_str())
                 .bind(&recorded)
-                .fetch_optional(&mut *tx)
+                .bind(&detail)
+                .execute(pool)
                 .await
-                .map_err(err)?;
-                let Some((tx_hash,)) = row else {
-                    let _ = tx.rollback().await;
-                    return Ok(false);
-                };
-                let detail = format!("{{\"reorged_block_hash\":\"{recorded}\"}}");
-                sqlx::query(INSERT_EVENT)
-                    .bind(id.as_str())
-                    .bind(Some(EntryState::Settled.as_str()))
-                    .bind(EntryState::Settling.as_str())
-                    .bind("reorged")
-                    .bind(Some(detail.as_str()))
-                    .bind(tx_hash.as_deref())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                tx.commit().await.map_err(err)?;
-                Ok(true)
+                .map_err(err)?
+                .rows_affected()
+                    == 1;
+                Ok(done)
             })
         })
         .await

@@ -561,10 +561,13 @@ mod tests {
 
     #[test]
     fn terminal_states_lead_nowhere_but_refund() {
-        // Goal: terminal states allow no transition except settled -> refund_owed.
+        // Goal: terminal states allow no transition except settled -> refund_owed, and settled
+        // -> settling when a reorg removed the settlement's block.
         for from in EntryState::ALL.into_iter().filter(|s| s.is_terminal()) {
             for to in EntryState::ALL {
-                assert_eq!(from.can_go_to(to), from == EntryState::Settled && to == EntryState::RefundOwed);
+                let allowed =
+                    from == EntryState::Settled && matches!(to, EntryState::RefundOwed | EntryState::Settling);
+                assert_eq!(from.can_go_to(to), allowed, "{from} -> {to}");
             }
         }
     }

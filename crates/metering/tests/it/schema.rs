@@ -159,8 +159,8 @@ fn insert_sql(id: &str, nonce: u64, amount: &str, state: &str) -> String {
     format!(
         "INSERT INTO ledger_entries (id, chain_id, asset, payer, pay_to, nonce, amount, valid_before_unix_s, \
          provider, route, method, path, mode, state, tx_hash, block_number, block_hash, log_index, payment, \
-         created_unix_s, updated_unix_s) VALUES ('{id}', 8453, '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913', \
+         created_unix_s, updated_unix_s, last_cause) VALUES ('{id}', 8453, '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913', \
          '0xa1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1', '0xb2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', '0x{nonce:064x}', \
-         {amount}, 400, 'openai', 'chat', 'POST', '/v1', 'after', '{state}', '{TX}', 1, '{BLOCK}', 0, '{{}}', 100, 100)"
+         {amount}, 400, 'openai', 'chat', 'POST', '/v1', 'after', '{state}', '{TX}', 1, '{BLOCK}', 0, '{{}}', 100, 100, 'reserved')"
     )
 }
