@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use tollgate_metering::{Entry, EntryId, EntryState, MeteringError, SettlementMode, Transition};
+use tollgate_metering::{
+    Decision, Entry, EntryId, EntryState, MeteringError, NewAuditRecord, SettlementMode, Transition,
+};
 use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, VerifyError};
 
 use crate::app::Gateway;
@@ -268,7 +270,64 @@ pub async fn recover_once(gw: &Gateway) -> Result<usize, MeteringError> {
     for entry in stuck {
         recover_entry(gw, &entry).await;
     }
+    backfill_audit(gw, cutoff).await?;
     Ok(count)
+}
+
+/// How far back the sweep looks for accepted calls that lost their audit record.
+const AUDIT_BACKFILL_WINDOW_S: u64 = 7 * 86_400;
+
+/// Accepted calls whose audit record was still queued when a process died have a ledger entry
+/// but no record: append one (reason `recovered_after_restart`, from the entry). Only entries
+/// older than the recovery grace period, so records still queued by a live replica are not
+/// duplicated.
+pub async fn backfill_audit(gw: &Gateway, before_unix_s: u64) -> Result<usize, MeteringError> {
+    const LEASE: &str = "audit_backfill";
+    let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
+    let missing = gw.ledger.entries_without_audit(since, before_unix_s, 500).await?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    // One replica at a time, so that two sweeps do not both append the same record.
+    // The holder is unique per sweep, so two sweeps of one process exclude each other too.
+    let holder = format!("{}-{}", gw.instance, hex::encode(rand::random::<[u8; 4]>()));
+    if !gw.ledger.try_lease(LEASE, &holder, 60, gw.clock.now_unix_s()).await? {
+        return Ok(0);
+    }
+    let result = append_recovered(gw, since, before_unix_s).await;
+    let _ = gw.ledger.release_lease(LEASE, &holder).await;
+    result
+}
+
+async fn append_recovered(gw: &Gateway, since: u64, before_unix_s: u64) -> Result<usize, MeteringError> {
+    // Read again under the lease: another replica may have just appended them.
+    let missing = gw.ledger.entries_without_audit(since, before_unix_s, 500).await?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<NewAuditRecord> = missing
+        .iter()
+        .map(|e| NewAuditRecord {
+            at_unix_ms: e.created_unix_s.saturating_mul(1000),
+            wallet: Some(e.payer),
+            provider: Some(e.provider.clone()),
+            endpoint: Some(e.route.clone()),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            price_version: e.price_version,
+            decision: Decision::Accepted,
+            reason: "recovered_after_restart".to_owned(),
+            credential: e.credential.clone(),
+            credential_version: e.credential_version,
+            upstream_status: e.upstream_status,
+            latency_ms: 0,
+            entry_id: Some(e.id.to_string()),
+            tx_hash: e.tx_hash.map(|t| format!("{t:#x}")),
+        })
+        .collect();
+    gw.ledger.append_audit(&records).await?;
+    tracing::warn!(records = records.len(), "audit records recovered from the ledger");
+    Ok(records.len())
 }
 
 async fn recover_entry(gw: &Gateway, entry: &Entry) {

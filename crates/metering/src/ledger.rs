@@ -1075,6 +1075,39 @@ impl Ledger {
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
+    /// Entries reserved in `[since, before)` that have no audit record: their record was still
+    /// queued when the process that served them died. Oldest first, at most `limit`.
+    pub async fn entries_without_audit(
+        &self,
+        since_unix_s: u64,
+        before_unix_s: u64,
+        limit: u32,
+    ) -> Result<Vec<Entry>, MeteringError> {
+        const OP: &str = "entries_without_audit";
+        const SQL: &str = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM ledger_entries e WHERE e.created_unix_s >= $1 AND e.created_unix_s < $2 ",
+            "AND NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.entry_id = e.id) ORDER BY e.created_unix_s, e.id LIMIT $3"
+        );
+        let (since, before) = (to_i64("since_unix_s", since_unix_s)?, to_i64("before_unix_s", before_unix_s)?);
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<EntryRow> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as(SQL)
+                        .bind(since)
+                        .bind(before)
+                        .bind(i64::from(limit.clamp(1, 10_000)))
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        rows.into_iter().map(EntryRow::into_entry).collect()
+    }
+
     /// Sum of the amounts of this payer's entries on (chain, asset) in `reserved`, `forwarded`
     /// or `settling`: money that may still move.
     pub async fn pending_spend(&self, chain_id: u64, asset: Address, payer: Address) -> Result<u128, MeteringError> {

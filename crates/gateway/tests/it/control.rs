@@ -526,3 +526,57 @@ async fn finance_reconciles_over_the_api(h: &Harness) {
     assert_eq!((s, bad["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
 }
 both_engines!(finance_api, finance_reconciles_over_the_api);
+
+// Goal: an accepted call whose audit record was lost (still queued when the process died) gets
+// a record rebuilt from its ledger entry by the recovery sweep once the grace period has passed;
+// a call that was audited normally is not audited twice; the chain stays intact.
+async fn lost_audit_records_are_recovered(h: &Harness) {
+    let (resp, audited) = pay(h, "/weather/bonn").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    wait_audit(h, "/admin/audit", 1).await;
+    // A reservation made without the gateway's audit path: what a killed process leaves.
+    let b = h.payment("/weather/riga").await;
+    let lost = h
+        .gateway
+        .ledger
+        .reserve(&tollgate_metering::NewEntry {
+            chain_id: 8453,
+            asset: h.chain.token,
+            payer: b.from,
+            pay_to: b.to,
+            nonce: b.nonce,
+            amount: tollgate_metering::AtomicAmount::new(PRICE_ATOMIC).unwrap(),
+            valid_before_unix_s: h.now + 600,
+            provider: "weather".to_owned(),
+            route: "weather:/weather/{city}".to_owned(),
+            method: "GET".to_owned(),
+            path: "/weather/riga".to_owned(),
+            mode: tollgate_metering::SettlementMode::After,
+            payment: "{}".to_owned(),
+            price_version: Some(1),
+            credential: Some("env:TEST_API_KEY".to_owned()),
+            credential_version: None,
+            now_unix_s: h.now,
+        })
+        .await
+        .unwrap();
+    // Within the grace period nothing is backfilled (a live replica may still be writing it).
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    assert_eq!(wait_audit(h, "/admin/audit", 1).await.len(), 1);
+    h.clock.set(h.now + 3 * 3600);
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    let records = wait_audit(h, "/admin/audit", 2).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    let recovered = &records[1];
+    assert_eq!(recovered["entry_id"], lost.to_string());
+    assert_eq!(recovered["reason"], "recovered_after_restart");
+    assert_eq!(recovered["decision"], "accepted");
+    assert_eq!(recovered["path"], "/weather/riga");
+    assert_eq!(recovered["credential"], "env:TEST_API_KEY");
+    let first = h.entry_for(&audited).await.unwrap();
+    assert_eq!(records[0]["entry_id"], first.id.to_string());
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&h.operator), None).await;
+    assert_eq!((v["intact"].clone(), v["records"].clone()), (json!(true), json!(2)), "no duplicates: {v}");
+}
+both_engines!(audit_backfill, lost_audit_records_are_recovered);

@@ -153,7 +153,7 @@ async fn migrations_are_idempotent() {
         let third = Ledger::connect(&db.url, test_options()).await?;
         ensure!(second.engine() == db.engine && third.engine() == db.engine);
         ensure!(third.entry(&id).await?.is_some());
-        ensure!(db.raw.count("SELECT COUNT(*) FROM _sqlx_migrations").await == 6, "each migration applied once");
+        ensure!(db.raw.count("SELECT COUNT(*) FROM _sqlx_migrations").await == 7, "each migration applied once");
         let debug = format!("{second:?}");
         ensure!(!debug.contains(&db.url) && !debug.contains("127.0.0.1") && !debug.contains("ledger.db"), "{debug}");
         second.close().await;

@@ -1,0 +1,3 @@
+-- The recovery sweep looks for ledger entries without an audit record (their record was still
+-- queued when a process died): Ledger::entries_without_audit. Same as ../sqlite/0007.
+CREATE INDEX audit_log_entry ON audit_log (entry_id);
