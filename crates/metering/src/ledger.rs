@@ -421,6 +421,15 @@ struct TransitionColumns {
 }
 
 impl TransitionColumns {
+    /// The columns of `t`, after checking the cause and detail that go with it.
+    fn checked(t: &Transition, cause: &str, detail: Option<&str>) -> Result<TransitionColumns, MeteringError> {
+        check_cause(cause)?;
+        if let Some(detail) = detail {
+            check_len("detail", detail, DETAIL_BYTES_MAX)?;
+        }
+        Self::of(t)
+    }
+
     fn of(t: &Transition) -> Result<TransitionColumns, MeteringError> {
         let mut columns = TransitionColumns {
             upstream_status: None,
@@ -708,14 +717,14 @@ impl Ledger {
         }
     }
 
-    /// Applies a transition and appends its event (`cause`, `detail` JSON, and the transaction
-    /// hash the transition records) in one transaction, and returns the updated entry.
+    /// Applies a transition and (by trigger) appends its event (`cause`, `detail` JSON, and the
+    /// transaction hash the transition records), and returns the updated entry.
     ///
-    /// The UPDATE is conditional on the state read in the same transaction
-    /// (`WHERE id = ? AND state = ?`), so of two processes racing on one entry only one wins;
-    /// the other gets [`MeteringError::StaleState`]. A transition the current state does not
-    /// allow is [`MeteringError::IllegalTransition`]; `settling -> settling` with the hash
-    /// already recorded is [`MeteringError::NotAReplacement`]; an unknown id is
+    /// The UPDATE is conditional on the state read just before (`WHERE id = ? AND state = ?`),
+    /// so of two processes racing on one entry only one wins; the other gets
+    /// [`MeteringError::StaleState`]. A transition the current state does not allow is
+    /// [`MeteringError::IllegalTransition`]; `settling -> settling` with the hash already
+    /// recorded is [`MeteringError::NotAReplacement`]; an unknown id is
     /// [`MeteringError::NotFound`]. `cause` is 1 to 64 characters of `[a-z0-9_]`.
     pub async fn transition(
         &self,
@@ -725,13 +734,32 @@ impl Ledger {
         detail: Option<&str>,
         now_unix_s: u64,
     ) -> Result<Entry, MeteringError> {
-        self.apply(id, None, t, cause, detail, now_unix_s).await
+        let columns = TransitionColumns::checked(&t, cause, detail)?;
+        let (from, current_tx_hash) = self.current_state(id).await?;
+        let to = t.to_state();
+        if !from.can_go_to(to) {
+            return Err(MeteringError::IllegalTransition { id: id.clone(), from, to });
+        }
+        if let (EntryState::Settling, Transition::Settling { tx_hash }) = (from, &t)
+            && current_tx_hash == columns.tx_hash
+        {
+            return Err(MeteringError::NotAReplacement { id: id.clone(), tx_hash: *tx_hash });
+        }
+        match self.update_if(id, from, to, &columns, cause, detail, now_unix_s).await? {
+            Some(row) => row.into_entry(),
+            // Another writer moved the entry after our read. Report what it is now.
+            None => {
+                let (found, _) = self.current_state(id).await?;
+                Err(MeteringError::StaleState { id: id.clone(), expected: from, found })
+            }
+        }
     }
 
     /// Applies `t` only if the entry is in state `expected`: `Ok(true)` when applied,
     /// `Ok(false)` when the entry is in another state (including a racer having moved it
     /// first, or the same transaction hash already recorded). This is the claim primitive:
-    /// of several workers calling it with the same `expected`, exactly one gets `true`.
+    /// of several workers calling it with the same `expected`, exactly one gets `true`. One
+    /// conditional statement: the state change and (by trigger) its event.
     pub async fn transition_from(
         &self,
         id: &EntryId,
@@ -741,139 +769,77 @@ impl Ledger {
         detail: Option<&str>,
         now_unix_s: u64,
     ) -> Result<bool, MeteringError> {
-        const OP: &str = "transition";
+        let columns = TransitionColumns::checked(&t, cause, detail)?;
         let to = t.to_state();
         if !expected.can_go_to(to) {
-            // Reports the illegal transition (or the stale state) exactly as `transition` does.
-            return match self.apply(id, Some(expected), t, cause, detail, now_unix_s).await {
-                Ok(_) => Ok(true),
-                Err(MeteringError::StaleState { .. } | MeteringError::NotAReplacement { .. }) => Ok(false),
-                Err(e) => Err(e),
+            // Illegal from `expected`: an error if the entry is there, a lost race otherwise.
+            let (from, _) = self.current_state(id).await?;
+            return if from == expected {
+                Err(MeteringError::IllegalTransition { id: id.clone(), from, to })
+            } else {
+                Ok(false)
             };
         }
-        check_cause(cause)?;
-        if let Some(detail) = detail {
-            check_len("detail", detail, DETAIL_BYTES_MAX)?;
+        if self.update_if(id, expected, to, &columns, cause, detail, now_unix_s).await?.is_some() {
+            return Ok(true);
         }
-        let columns = TransitionColumns::of(&t)?;
-        let now = to_i64("now_unix_s", now_unix_s)?;
+        // Not applied: another state (a racer won) or the same transaction already recorded;
+        // `NotFound` if there is no such entry.
+        self.current_state(id).await.map(|_| false)
+    }
+
+    /// The entry's state and transaction hash, or `NotFound`.
+    async fn current_state(&self, id: &EntryId) -> Result<(EntryState, Option<String>), MeteringError> {
+        const OP: &str = "transition";
         let err = |e: sqlx::Error| self.db_error(OP, e);
-        // One conditional statement: the state change and (by trigger) its event.
-        let applied = self
+        let found: Option<(String, Option<String>)> = self
             .bounded(OP, async {
                 on_db!(&self.db, |pool| {
-                    let updated: Option<EntryRow> = sqlx::query_as(UPDATE_ENTRY)
-                        .bind(to.as_str())
-                        .bind(columns.upstream_status)
-                        .bind(columns.tx_hash.as_deref())
-                        .bind(columns.block_number)
-                        .bind(columns.block_hash.as_deref())
-                        .bind(columns.log_index)
-                        .bind(columns.reason.as_deref())
-                        .bind(now)
-                        .bind(id.as_str())
-                        .bind(expected.as_str())
-                        .bind(cause)
-                        .bind(detail)
-                        .fetch_optional(pool)
-                        .await
-                        .map_err(err)?;
-                    if updated.is_some() {
-                        return Ok(true);
-                    }
-                    // Not applied: another state (a racer won), the same transaction already
-                    // recorded, or no such entry.
-                    let found: Option<(String, Option<String>)> =
-                        sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(pool).await.map_err(err)?;
-                    match found {
-                        Some(_) => Ok(false),
-                        None => Err(MeteringError::NotFound { id: id.clone() }),
-                    }
+                    sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(pool).await.map_err(err)
                 })
             })
             .await?;
-        Ok(applied)
+        let (state, tx_hash) = found.ok_or_else(|| MeteringError::NotFound { id: id.clone() })?;
+        Ok((parse_column("state", &state)?, tx_hash))
     }
 
-    async fn apply(
+    /// The one conditional UPDATE of a transition (`UPDATE_ENTRY`): the updated row, or `None`
+    /// when the entry is not in `from` (or the replacement hash is already recorded).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_if(
         &self,
         id: &EntryId,
-        expected: Option<EntryState>,
-        t: Transition,
+        from: EntryState,
+        to: EntryState,
+        columns: &TransitionColumns,
         cause: &str,
         detail: Option<&str>,
         now_unix_s: u64,
-    ) -> Result<Entry, MeteringError> {
+    ) -> Result<Option<EntryRow>, MeteringError> {
         const OP: &str = "transition";
-        check_cause(cause)?;
-        if let Some(detail) = detail {
-            check_len("detail", detail, DETAIL_BYTES_MAX)?;
-        }
-        let to = t.to_state();
-        let columns = TransitionColumns::of(&t)?;
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
-
-        let row = self
-            .bounded(OP, async {
-                on_db!(&self.db, |pool, begin| {
-                    let mut tx = pool.begin_with(begin).await.map_err(err)?;
-                    let current: Option<(String, Option<String>)> =
-                        sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(&mut *tx).await.map_err(err)?;
-                    let Some((from, current_tx_hash)) = current else {
-                        return Err(MeteringError::NotFound { id: id.clone() });
-                    };
-                    let from: EntryState = parse_column("state", &from)?;
-                    if let Some(expected) = expected
-                        && expected != from
-                    {
-                        return Err(MeteringError::StaleState { id: id.clone(), expected, found: from });
-                    }
-                    if !from.can_go_to(to) {
-                        return Err(MeteringError::IllegalTransition { id: id.clone(), from, to });
-                    }
-                    if let (EntryState::Settling, Transition::Settling { tx_hash }) = (from, &t)
-                        && current_tx_hash == columns.tx_hash
-                    {
-                        return Err(MeteringError::NotAReplacement { id: id.clone(), tx_hash: *tx_hash });
-                    }
-                    let updated: Option<EntryRow> = sqlx::query_as(UPDATE_ENTRY)
-                        .bind(to.as_str())
-                        .bind(columns.upstream_status)
-                        .bind(columns.tx_hash.as_deref())
-                        .bind(columns.block_number)
-                        .bind(columns.block_hash.as_deref())
-                        .bind(columns.log_index)
-                        .bind(columns.reason.as_deref())
-                        .bind(now)
-                        .bind(id.as_str())
-                        .bind(from.as_str())
-                        .bind(cause)
-                        .bind(detail)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                    let Some(updated) = updated else {
-                        // Another writer moved the entry after our read (PostgreSQL re-checks the
-                        // WHERE clause once the winner commits). Report what it is now.
-                        let _ = tx.rollback().await;
-                        let found: Option<(String, Option<String>)> =
-                            sqlx::query_as(SELECT_STATE).bind(id.as_str()).fetch_optional(pool).await.map_err(err)?;
-                        return match found {
-                            Some((found, _)) => Err(MeteringError::StaleState {
-                                id: id.clone(),
-                                expected: from,
-                                found: parse_column("state", &found)?,
-                            }),
-                            None => Err(MeteringError::NotFound { id: id.clone() }),
-                        };
-                    };
-                    tx.commit().await.map_err(err)?;
-                    Ok(updated)
-                })
+        self.bounded(OP, async {
+            on_db!(&self.db, |pool| {
+                sqlx::query_as(UPDATE_ENTRY)
+                    .bind(to.as_str())
+                    .bind(columns.upstream_status)
+                    .bind(columns.tx_hash.as_deref())
+                    .bind(columns.block_number)
+                    .bind(columns.block_hash.as_deref())
+                    .bind(columns.log_index)
+                    .bind(columns.reason.as_deref())
+                    .bind(now)
+                    .bind(id.as_str())
+                    .bind(from.as_str())
+                    .bind(cause)
+                    .bind(detail)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(err)
             })
-            .await?;
-        row.into_entry()
+        })
+        .await
     }
 
     /// A settled entry whose recorded block is no longer the chain's (a reorg) goes back to
