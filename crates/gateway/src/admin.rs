@@ -426,6 +426,11 @@ async fn put_provider(
     };
     // The same validation as the file, except that secrets must come from the vault.
     build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
+    if raw.credential.as_ref().is_some_and(|c| c.vault.is_some()) && gw.config.vault_key.is_none() {
+        return Err(AdminError(GatewayError::AdminUnavailable(
+            "the vault has no master key (vault.master_key_env or vault.master_key_file)",
+        )));
+    }
     let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
     gw.ledger.put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
@@ -470,6 +475,11 @@ async fn put_endpoint(
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's endpoints")?;
     let raw: RawRoute = body.json()?;
+    if gw.settlers.is_empty() {
+        return Err(AdminError(GatewayError::AdminUnavailable(
+            "no relayer key is configured (settlement.relayer_key_env or relayer_key_file): priced endpoints could not settle",
+        )));
+    }
     let snapshot = gw.live.get();
     let provider = snapshot
         .providers

@@ -65,6 +65,9 @@ master_key_env = "{VAULT_ENV}"
 [control]
 poll_interval_ms = 100
 
+[settlement]
+relayer_key_env = "ADMIN_TEST_RELAYER_KEY"
+
 [[networks]]
 id = "eip155:8453"
 rpc_url = "{rpc}"
@@ -85,7 +88,9 @@ eip712_version = "2"
         assert_eq!(created["record"]["role"], "operator");
 
         let log: Arc<Mutex<Vec<String>>> = Default::default();
-        let served = crate::spawn_serve_with_admin(&config, &[(VAULT_ENV, VAULT_KEY.to_owned())], log.clone()).await;
+        let relayer = format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes());
+        let env = [(VAULT_ENV, VAULT_KEY.to_owned()), ("ADMIN_TEST_RELAYER_KEY", relayer)];
+        let served = crate::spawn_serve_with_admin(&config, &env, log.clone()).await;
         let admin_url = served.admin_url.expect("admin API line");
         Fixture { dir, config, db_url, admin_url, operator, _gateway: served.child, log }
     }
@@ -139,7 +144,12 @@ eip712_version = "2"
 
 async fn run_cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    command.args(args).env(VAULT_ENV, VAULT_KEY).env_remove("TOLLGATE_ADMIN_TOKEN").env_remove("TOLLGATE_ADMIN_URL");
+    command
+        .args(args)
+        .env(VAULT_ENV, VAULT_KEY)
+        .env("ADMIN_TEST_RELAYER_KEY", format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes()))
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("TOLLGATE_ADMIN_URL");
     for (k, v) in env {
         command.env(k, v);
     }

@@ -580,3 +580,31 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     assert_eq!((v["intact"].clone(), v["records"].clone()), (json!(true), json!(2)), "no duplicates: {v}");
 }
 both_engines!(audit_backfill, lost_audit_records_are_recovered);
+
+// Goal: the admin API refuses what the gateway could not serve — a provider naming a vault
+// credential when no master key is configured, an endpoint when no relayer key is — with 409
+// not_configured, applying nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_refuses_what_cannot_be_served() {
+    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    // A second gateway on the same database without vault key and relayer key.
+    let text = h.config_text_for_test().replace("[vault]\nmaster_key_env = \"TEST_VAULT_KEY\"\n", "");
+    let text = text.replace("relayer_key_env = \"TEST_RELAYER_KEY\"\n", "");
+    let text = text.split("[[providers]]").next().unwrap().to_owned();
+    let config = tollgate_gateway::Config::parse(&text, &|_| None).expect("config without keys");
+    let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
+    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
+    let before = gw.ledger.control_state().await.unwrap().version;
+    let provider = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9",
+        "credential": { "inject": "header", "vault": "main" } });
+    let (s, out) =
+        admin_call(&h.http, &admin, Method::PUT, "/admin/providers/newco", Some(&h.operator), Some(provider)).await;
+    assert_eq!((s, out["error"]["code"].clone()), (StatusCode::CONFLICT, json!("not_configured")), "{out}");
+    let spec = json!({ "path": "/weather/x", "price": "0.001" });
+    let (s, out) =
+        admin_call(&h.http, &admin, Method::PUT, "/admin/providers/weather/endpoints", Some(&h.operator), Some(spec))
+            .await;
+    assert_eq!((s, out["error"]["code"].clone()), (StatusCode::CONFLICT, json!("not_configured")), "{out}");
+    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+    h.stop().await;
+}

@@ -235,6 +235,11 @@ impl Harness {
         (gw, url, admin, tx)
     }
 
+    /// The configuration text this harness started with.
+    pub fn config_text_for_test(&self) -> String {
+        self.config_text.clone()
+    }
+
     /// Calls the admin API: (status, JSON body or Null).
     pub async fn admin(
         &self,
