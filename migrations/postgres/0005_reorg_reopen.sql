@@ -44,6 +44,11 @@ BEGIN
     THEN
         RAISE EXCEPTION 'tollgate: illegal state transition % -> % on entry %', OLD.state, NEW.state, OLD.id;
     END IF;
+    IF OLD.state = 'settled' AND NEW.state = 'settling'
+        AND (NEW.block_number IS NOT NULL OR NEW.block_hash IS NOT NULL OR NEW.log_index IS NOT NULL)
+    THEN
+        RAISE EXCEPTION 'tollgate: settled -> settling only clears a reorged block (entry %)', OLD.id;
+    END IF;
     RETURN NEW;
 END
 $$;

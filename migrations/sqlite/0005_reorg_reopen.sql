@@ -32,4 +32,7 @@ BEGIN
         'forwarded>settling', 'forwarded>settle_failed', 'forwarded>voided',
         'settling>settling', 'settling>settled', 'settling>settle_failed', 'settling>voided',
         'settling>refund_owed', 'settled>refund_owed', 'settled>settling');
+    SELECT RAISE(ABORT, 'tollgate: settled -> settling only clears a reorged block')
+    WHERE OLD.state = 'settled' AND NEW.state = 'settling'
+        AND (NEW.block_number IS NOT NULL OR NEW.block_hash IS NOT NULL OR NEW.log_index IS NOT NULL);
 END;

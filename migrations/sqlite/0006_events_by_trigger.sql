@@ -1,8 +1,10 @@
 -- Every state change writes its event in the same statement: the reservation's INSERT and each
 -- transition's UPDATE carry the event's cause and detail (`last_cause`, `last_detail`), and these
 -- triggers append the event. A ledger commit is then one statement (fewer round trips on the hot
--- path), and no code path can change a state without its event: an UPDATE that does not set a
--- cause fails on the event's NOT NULL cause. Same semantics as ../postgres/0006_events_by_trigger.sql.
+-- path), and no state changes without an event. Every UPDATE must set `last_cause` (the Rust
+-- code always does): one that did not would record the previous cause again, and a row
+-- inserted without a cause fails on the event's NOT NULL cause.
+-- Same semantics as ../postgres/0006_events_by_trigger.sql.
 
 ALTER TABLE ledger_entries ADD COLUMN last_cause TEXT NULL;
 ALTER TABLE ledger_entries ADD COLUMN last_detail TEXT NULL;

@@ -732,10 +732,14 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
             if csv {
                 let query = [("format", Some("csv".to_owned()))];
                 let resp = api.send(Method::POST, &["reconcile"], &query, Some(body)).await?;
-                let bytes = read_capped(resp, ANSWER_BYTES_MAX).await.map_err(|e| api.transport(e))?;
-                std::io::stdout()
-                    .write_all(&bytes)
-                    .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot write the CSV: {e}")))?;
+                // Streamed: a large report is never cut short.
+                let mut resp = resp;
+                let mut out = std::io::stdout().lock();
+                let fail = |e: std::io::Error| Failure::new(EXIT_FAILURE, format!("cannot write the CSV: {e}"));
+                while let Some(chunk) = resp.chunk().await.map_err(|e| api.transport(e))? {
+                    out.write_all(&chunk).map_err(fail)?;
+                }
+                out.flush().map_err(fail)?;
                 return Ok(EXIT_OK);
             }
             api.show(Method::POST, &["reconcile"], &[], Some(body)).await
@@ -1105,7 +1109,8 @@ impl Api {
     }
 }
 
-/// Reads a body of at most `cap` bytes (larger is a failure, not a truncation).
+/// Reads a body of at most `cap` bytes; a larger one is cut at the cap (then fails to parse as
+/// JSON, or is an error message shown cut). Large answers (CSV, JSON lines) are streamed instead.
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = response.chunk().await? {

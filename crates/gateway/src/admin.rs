@@ -41,6 +41,7 @@ use crate::reconcile::{
     ReconcileError, ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv,
     render_json,
 };
+use crate::routes::PathPattern;
 use crate::vault;
 
 /// Prefix of admin tokens (so a leaked one is recognisable by secret scanners).
@@ -73,6 +74,9 @@ impl From<MeteringError> for AdminError {
             MeteringError::UnknownRecord { what, key } => GatewayError::AdminNotFound { what, key },
             MeteringError::InvalidValue { what, reason } => {
                 GatewayError::AdminInvalid { field: what.to_owned(), reason }
+            }
+            MeteringError::OutOfRange { field, .. } => {
+                GatewayError::AdminInvalid { field: field.to_owned(), reason: "out of range".to_owned() }
             }
             MeteringError::TooLong { field, max_bytes, .. } => {
                 GatewayError::AdminInvalid { field: field.to_owned(), reason: format!("at most {max_bytes} bytes") }
@@ -178,8 +182,12 @@ impl FromRequest<Arc<Gateway>> for AdminBody {
 impl AdminBody {
     /// The body as `T`: unknown fields refused, errors naming the field (400).
     fn json<T: DeserializeOwned>(&self) -> Result<T, AdminError> {
-        let de = &mut serde_json::Deserializer::from_slice(&self.0);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let value: serde_json::Value =
+            serde_json::from_slice(&self.0).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+        if let Some(field) = control_character_at(&value, String::new()) {
+            return Err(invalid(if field.is_empty() { "body" } else { &field }, "contains a control character"));
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { "body".to_owned() } else { path };
             invalid(&field, e.into_inner().to_string())
@@ -187,9 +195,30 @@ impl AdminBody {
     }
 }
 
+/// The path of the first string (or key) holding a control character, if any: such text is
+/// refused everywhere (PostgreSQL cannot even store NUL).
+fn control_character_at(v: &serde_json::Value, path: String) -> Option<String> {
+    let bad = |s: &str| s.chars().any(char::is_control);
+    match v {
+        serde_json::Value::String(s) if bad(s) => Some(path),
+        serde_json::Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, x)| control_character_at(x, format!("{path}[{i}]")))
+        }
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, x)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            if bad(k) { Some(p) } else { control_character_at(x, p) }
+        }),
+        _ => None,
+    }
+}
+
 /// The query string as `T` (unknown parameters refused), parsed after the permission check.
 fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, AdminError> {
     let q = uri.query().unwrap_or("");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).map_err(|e| invalid("query", e.to_string()))?;
+    if let Some((k, _)) = pairs.iter().find(|(k, v)| k.chars().chain(v.chars()).any(char::is_control)) {
+        return Err(invalid(k, "contains a control character"));
+    }
     serde_urlencoded::from_str(q).map_err(|e| {
         let message = e.to_string();
         // Name the parameter when the decoder says which one (`unknown field `x``).
@@ -372,6 +401,9 @@ async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminB
 
 async fn revoke_token(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator], "revoke tokens")?;
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid("id", "expected a token id (16 hex digits)"));
+    }
     let revoked = gw.ledger.revoke_admin_token(&id, &p.actor(), now(&gw)).await?;
     if !revoked && !gw.ledger.admin_tokens().await?.iter().any(|t| t.id == id) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "token", key: id }));
@@ -489,6 +521,26 @@ async fn put_endpoint(
     let route =
         build_route("endpoint", &raw, provider, &gw.config.networks, &gw.config.server).map_err(config_error)?;
     reserved_path_check(&raw.path).map_err(|r| invalid("path", r))?;
+    // A provider token works inside the path prefix its operator gave it (`strip_prefix`),
+    // whole segments only: it cannot claim paths that callers of another provider use.
+    if p.role == Role::Provider {
+        let inside = provider.strip_prefix.as_deref().is_some_and(|prefix| {
+            raw.path == prefix || raw.path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+        });
+        if !inside {
+            return Err(forbidden("create an endpoint outside its provider's path prefix (strip_prefix)"));
+        }
+    }
+    // No endpoint may overlap another provider's (enabled or not): the first match would take
+    // the other's callers, and their payments.
+    for other in gw.ledger.endpoints(None).await? {
+        if other.provider == id {
+            continue;
+        }
+        if PathPattern::parse(&other.path).is_ok_and(|o| o.overlaps(&route.pattern)) {
+            return Err(invalid("path", "overlaps an endpoint of another provider"));
+        }
+    }
     let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let w = gw
         .ledger
@@ -591,7 +643,8 @@ async fn upload_credential(
     body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
-    let b: SecretBody = body.json()?;
+    // Never echo what was sent: a malformed secret field may be the secret itself.
+    let b: SecretBody = body.json().map_err(|_| invalid("secret", "expected {\"secret\": \"...\"} with a string"))?;
     let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
         "the vault has no master key (vault.master_key_env or vault.master_key_file)",
     ))?;
@@ -715,8 +768,8 @@ struct WalletsQuery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
-    #[serde(default)]
-    revoked: bool,
+    /// Absent: the wallet's current revocation is kept (a PUT of caps never reinstates).
+    revoked: Option<bool>,
     #[serde(default)]
     registered: bool,
     endpoints: Option<Vec<String>>,
@@ -782,10 +835,14 @@ async fn put_wallet(
             return Err(invalid("endpoints", format!("`{other}` is not an endpoint of provider {scope}")));
         }
     }
+    let revoked = match b.revoked {
+        Some(r) => r,
+        None => gw.ledger.wallet_policies(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
+    };
     let policy = WalletPolicy {
         scope,
         wallet,
-        revoked: b.revoked,
+        revoked,
         registered: b.registered,
         endpoints: b.endpoints,
         per_call_max: parse_atomic("per_call_max", &b.per_call_max)?,

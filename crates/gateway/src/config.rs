@@ -718,7 +718,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         Some((key, _)) => Some(parse_master_key(key.expose_secret()).map_err(|r| invalid("vault.master_key", r))?),
     };
     let control = ControlConfig {
-        poll_interval: ms(raw.control.poll_interval_ms, 250),
+        // At least 10 ms: the poll is a database read.
+        poll_interval: ms(raw.control.poll_interval_ms.map(|v| v.max(10)), 250),
         audit_queue_capacity: raw.control.audit_queue_capacity.unwrap_or(4096).max(1),
     };
     Ok(Config {
@@ -797,6 +798,13 @@ pub fn build_route(
 ) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("{rkey}.{k}");
     let pattern = PathPattern::parse(&r.path).map_err(|e| invalid(key("path"), e))?;
+    // The endpoint's name (`provider:path`) is what the ledger records; it must fit there.
+    if provider.id.len() + 1 + r.path.len() > tollgate_metering::LABEL_BYTES_MAX {
+        return Err(invalid(
+            key("path"),
+            format!("too long (`{}:path` is at most {} bytes)", provider.id, tollgate_metering::LABEL_BYTES_MAX),
+        ));
+    }
     if let Some(prefix) = &provider.strip_prefix
         && !r.path.starts_with(prefix.as_str())
     {

@@ -102,6 +102,9 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     response
 }
 
+/// Longest a request waits for room in the audit queue.
+const AUDIT_SEND_WAIT: Duration = Duration::from_secs(1);
+
 /// Queues the attempt's audit record. Waits for room when the queue is full (bounded), so
 /// records are not dropped.
 async fn audit(gw: &Gateway, ctx: &Ctx, trail: Trail, reason: &str, latency_ms: u64) {
@@ -123,9 +126,17 @@ async fn audit(gw: &Gateway, ctx: &Ctx, trail: Trail, reason: &str, latency_ms: 
         tx_hash: trail.tx_hash,
     };
     gw.audit_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    if gw.audit_tx.send(record).await.is_err() {
+    // Bounded wait: when the writer cannot keep up (the database is down), the answer is not
+    // held hostage. An accepted call's record is rebuilt from its ledger entry later
+    // (settlement::backfill_audit); a denied attempt's is lost, and said so in the log.
+    if let Err(e) = gw.audit_tx.send_timeout(record, AUDIT_SEND_WAIT).await {
         gw.audit_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        tracing::error!("audit writer is gone; record lost");
+        let record = match e {
+            tokio::sync::mpsc::error::SendTimeoutError::Timeout(r)
+            | tokio::sync::mpsc::error::SendTimeoutError::Closed(r) => r,
+        };
+        tracing::error!(decision = ?record.decision, reason = %record.reason, entry = ?record.entry_id,
+            "audit queue full; record dropped");
     }
 }
 

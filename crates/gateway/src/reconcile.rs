@@ -9,8 +9,9 @@
 //! blocks, blocks to UTC days), and the job's lease (one replica at a time).
 //!
 //! Must not: classify (that is the metering crate's pure function, so the rules are unit-tested
-//! without a chain), change ledger entries (reconciliation only reports; resolutions are notes),
-//! or know HTTP.
+//! without a chain), change ledger entries beyond one correction — a settled entry whose block
+//! was reorged away goes back to `settling` and is re-checked (Ledger::reopen_reorged) —
+//! (otherwise reconciliation only reports; resolutions are notes), or know HTTP.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

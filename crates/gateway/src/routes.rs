@@ -47,13 +47,29 @@ impl PathPattern {
                     return Err(format!("bad parameter name in `{part}`"));
                 }
                 segments.push(Segment::Param(name.to_owned()));
-            } else if part.is_empty() || part == "." || part == ".." || part.contains(['{', '}', '*', '%', '\\']) {
+            } else if part.is_empty()
+                || part == "."
+                || part == ".."
+                || part.contains(['{', '}', '*', '%', '\\'])
+                || part.chars().any(char::is_control)
+            {
                 return Err(format!("bad segment `{part}`"));
             } else {
                 segments.push(Segment::Literal(part.to_owned()));
             }
         }
         Ok(PathPattern { raw: raw.to_owned(), segments, wildcard })
+    }
+
+    /// Whether some request path matches both patterns (used to refuse an endpoint that would
+    /// shadow, or be shadowed by, another provider's).
+    pub fn overlaps(&self, other: &PathPattern) -> bool {
+        let compatible = self.segments.iter().zip(other.segments.iter()).all(|pair| match pair {
+            (Segment::Literal(a), Segment::Literal(b)) => a == b,
+            _ => true,
+        });
+        let (a, b) = (self.segments.len(), other.segments.len());
+        compatible && (a == b || (a < b && self.wildcard) || (b < a && other.wildcard))
     }
 
     /// Whether the (already checked) request path matches.
@@ -143,6 +159,27 @@ mod tests {
         for bad in ["weather", "/a/*/b", "/a/{}", "/a/../b", "/a/%2e", "/a//b"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    // Goal: overlap is exact: patterns sharing a matching path overlap, disjoint ones do not.
+    #[test]
+    fn overlaps() {
+        let p = |s: &str| PathPattern::parse(s).unwrap();
+        for (a, b) in [
+            ("/*", "/acme/x"),
+            ("/acme/*", "/acme"),
+            ("/acme/*", "/acme/{id}/y"),
+            ("/a/{x}", "/a/b"),
+            ("/a/{x}/c", "/a/{y}/c"),
+            ("/a", "/a"),
+        ] {
+            assert!(p(a).overlaps(&p(b)) && p(b).overlaps(&p(a)), "{a} ~ {b}");
+        }
+        for (a, b) in [("/a/b", "/a/c"), ("/a/{x}", "/a"), ("/a/{x}", "/a/b/c"), ("/acme/*", "/evil/*"), ("/a", "/b/*")]
+        {
+            assert!(!p(a).overlaps(&p(b)) && !p(b).overlaps(&p(a)), "{a} !~ {b}");
+        }
+        assert!(PathPattern::parse("/a/b\u{0}c").is_err());
     }
 
     // Goal: traversal in any spelling is refused; ordinary paths pass.

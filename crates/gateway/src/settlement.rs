@@ -279,28 +279,17 @@ const AUDIT_BACKFILL_WINDOW_S: u64 = 7 * 86_400;
 
 /// Accepted calls whose audit record was still queued when a process died have a ledger entry
 /// but no record: append one (reason `recovered_after_restart`, from the entry). Only entries
-/// older than the recovery grace period, so records still queued by a live replica are not
-/// duplicated.
+/// that ended more than the recovery grace period ago (a live process queues its record when
+/// the call ends), reserved since the audit trail began; at most one sweep a minute across
+/// replicas (a lease, held until it expires).
 pub async fn backfill_audit(gw: &Gateway, before_unix_s: u64) -> Result<usize, MeteringError> {
     const LEASE: &str = "audit_backfill";
-    let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
-    let missing = gw.ledger.entries_without_audit(since, before_unix_s, 500).await?;
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    // One replica at a time, so that two sweeps do not both append the same record.
     // The holder is unique per sweep, so two sweeps of one process exclude each other too.
     let holder = format!("{}-{}", gw.instance, hex::encode(rand::random::<[u8; 4]>()));
     if !gw.ledger.try_lease(LEASE, &holder, 60, gw.clock.now_unix_s()).await? {
         return Ok(0);
     }
-    let result = append_recovered(gw, since, before_unix_s).await;
-    let _ = gw.ledger.release_lease(LEASE, &holder).await;
-    result
-}
-
-async fn append_recovered(gw: &Gateway, since: u64, before_unix_s: u64) -> Result<usize, MeteringError> {
-    // Read again under the lease: another replica may have just appended them.
+    let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
     let missing = gw.ledger.entries_without_audit(since, before_unix_s, 500).await?;
     if missing.is_empty() {
         return Ok(0);

@@ -1239,11 +1239,15 @@ impl Ledger {
             .bounded(OP, async {
                 on_db!(&self.db, |pool, begin| {
                     let mut tx = pool.begin_with(begin).await.map_err(err)?;
-                    let known: Option<(String,)> = sqlx::query_as("SELECT id FROM providers WHERE id = $1")
-                        .bind(provider)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(err)?;
+                    // The provider row is locked (PostgreSQL; SQLite holds its write lock) so that
+                    // concurrent uploads number their versions one after the other.
+                    let lock = if matches!(self.db, Db::Postgres(_)) { " FOR UPDATE" } else { "" };
+                    let known: Option<(String,)> =
+                        sqlx::query_as(&format!("SELECT id FROM providers WHERE id = $1{lock}"))
+                            .bind(provider)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(err)?;
                     if known.is_none() {
                         return Err(MeteringError::UnknownRecord { what: "provider", key: provider.to_owned() });
                     }
@@ -1625,16 +1629,27 @@ impl Ledger {
             broken_at_seq: Some(seq),
             problem: Some(problem),
         };
+        // The head first: records appended while the walk runs are beyond it and not judged.
+        let (head_seq, head_hash): (i64, String) = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await.map_err(err)
+                })
+            })
+            .await?;
+        let head_seq = unsigned_column("seq", head_seq)?;
         let mut expected_seq: u64 = 1;
         let mut prev = ZERO_HASH.to_owned();
         let mut records: u64 = 0;
-        loop {
+        while expected_seq <= head_seq {
             let after = to_i64("seq", expected_seq - 1)?;
-            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
+            let head = to_i64("seq", head_seq)?;
+            let sql =
+                format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $3 ORDER BY seq LIMIT $2");
             let rows: Vec<AuditRow> = self
                 .bounded(OP, async {
                     on_db!(&self.db, |pool| {
-                        sqlx::query_as(&sql).bind(after).bind(PAGE).fetch_all(pool).await.map_err(err)
+                        sqlx::query_as(&sql).bind(after).bind(PAGE).bind(head).fetch_all(pool).await.map_err(err)
                     })
                 })
                 .await?;
@@ -1658,14 +1673,6 @@ impl Ledger {
                 break;
             }
         }
-        let (head_seq, head_hash): (i64, String) = self
-            .bounded(OP, async {
-                on_db!(&self.db, |pool| {
-                    sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(pool).await.map_err(err)
-                })
-            })
-            .await?;
-        let head_seq = unsigned_column("seq", head_seq)?;
         if head_seq != expected_seq - 1 || head_hash != prev {
             return Ok(broken(
                 records,

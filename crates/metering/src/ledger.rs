@@ -1041,8 +1041,10 @@ impl Ledger {
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
-    /// Entries reserved in `[since, before)` that have no audit record: their record was still
-    /// queued when the process that served them died. Oldest first, at most `limit`.
+    /// Entries that ended (settled, voided, failed, refund owed) in `[since, before)` and have no
+    /// audit record: their record was still queued when the process that served them died.
+    /// Only entries reserved since the first audit record count (older ones predate the audit
+    /// trail). Oldest first, at most `limit`.
     pub async fn entries_without_audit(
         &self,
         since_unix_s: u64,
@@ -1053,8 +1055,10 @@ impl Ledger {
         const SQL: &str = concat!(
             "SELECT ",
             entry_columns!(),
-            " FROM ledger_entries e WHERE e.created_unix_s >= $1 AND e.created_unix_s < $2 ",
-            "AND NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.entry_id = e.id) ORDER BY e.created_unix_s, e.id LIMIT $3"
+            " FROM ledger_entries e WHERE e.updated_unix_s >= $1 AND e.updated_unix_s < $2 ",
+            "AND e.state IN ('settled', 'voided', 'settle_failed', 'refund_owed') ",
+            "AND e.created_unix_s * 1000 >= (SELECT COALESCE(MIN(at_unix_ms), 9223372036854775807) FROM audit_log) ",
+            "AND NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.entry_id = e.id) ORDER BY e.updated_unix_s, e.id LIMIT $3"
         );
         let (since, before) = (to_i64("since_unix_s", since_unix_s)?, to_i64("before_unix_s", before_unix_s)?);
         let err = |e: sqlx::Error| self.db_error(OP, e);

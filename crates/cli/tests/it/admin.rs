@@ -465,7 +465,10 @@ async fn audit_query_export_and_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_token_is_confined_to_its_provider() {
     let f = Fixture::start().await;
-    f.provider("weather").await;
+    // A provider token adds endpoints only under the path prefix its operator gave it.
+    let put =
+        ["provider", "put", "weather", "--pay-to", PAY_TO, "--upstream", "http://127.0.0.1:9", "--strip-prefix", "/w"];
+    f.ok(&f.operator, &put).await;
     f.provider("maps").await;
     let weather = f.token("provider", Some("weather")).await;
     f.ok(&weather, &["endpoint", "put", "weather", "--path", "/w", "--price-atomic", "1000"]).await;

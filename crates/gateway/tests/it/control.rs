@@ -355,9 +355,15 @@ async fn bad_admin_input_is_refused_whole(h: &Harness) {
         ),
         (Method::PUT, "/admin/settings", json!({ "allowlist_mode": "yes" }), "allowlist_mode"),
         (Method::POST, "/admin/tokens", json!({ "role": "root" }), "role"),
+        (Method::POST, "/admin/tokens", json!({ "role": "finance", "label": "a\u{0}b" }), "label"),
+        (Method::PUT, "/admin/providers/weather/endpoints", json!({ "path": "/w/\u{1}", "price": "1" }), "path"),
+        (Method::GET, "/admin/providers/weather/revenue?to_unix_s=9223372036854775808", Value::Null, "to_unix_s"),
+        (Method::GET, "/admin/audit?after_seq=18446744073709551615", Value::Null, "after_seq"),
+        (Method::GET, "/admin/audit?provider=a%00b", Value::Null, "provider"),
+        (Method::POST, "/admin/tokens/zz/revoke", Value::Null, "id"),
     ];
     for (m, path, body, field) in cases {
-        let (s, out) = h.admin(m.clone(), path, op, Some(body.clone())).await;
+        let (s, out) = h.admin(m.clone(), path, op, (!body.is_null()).then(|| body.clone())).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{m} {path} {body}: {out}");
         assert_eq!(out["error"]["code"], "invalid_request");
         let message = out["error"]["message"].as_str().unwrap();
@@ -528,8 +534,9 @@ async fn finance_reconciles_over_the_api(h: &Harness) {
 both_engines!(finance_api, finance_reconciles_over_the_api);
 
 // Goal: an accepted call whose audit record was lost (still queued when the process died) gets
-// a record rebuilt from its ledger entry by the recovery sweep once the grace period has passed;
-// a call that was audited normally is not audited twice; the chain stays intact.
+// a record rebuilt from its ledger entry by the recovery sweep once its entry has ended and the
+// grace period has passed; a call that was audited normally is not audited twice; the chain
+// stays intact.
 async fn lost_audit_records_are_recovered(h: &Harness) {
     let (resp, audited) = pay(h, "/weather/bonn").await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -563,7 +570,12 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     // Within the grace period nothing is backfilled (a live replica may still be writing it).
     tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
     assert_eq!(wait_audit(h, "/admin/audit", 1).await.len(), 1);
+    // The sweep first ends the abandoned entry (voided: never forwarded); once that end is older
+    // than the grace period, the record is rebuilt.
     h.clock.set(h.now + 3 * 3600);
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    assert_eq!(h.gateway.ledger.entry(&lost).await.unwrap().unwrap().state, tollgate_metering::EntryState::Voided);
+    h.clock.set(h.now + 6 * 3600);
     tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
     let records = wait_audit(h, "/admin/audit", 2).await;
     assert_eq!(records.len(), 2, "{records:?}");
@@ -608,3 +620,40 @@ async fn admin_refuses_what_cannot_be_served() {
     assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
     h.stop().await;
 }
+
+// Goal: endpoints cannot shadow another provider's: an operator's overlapping pattern is
+// refused (400), a provider token cannot leave its provider's path prefix (403), and a
+// non-overlapping endpoint inside the prefix is accepted.
+async fn endpoints_cannot_shadow_other_providers(h: &Harness) {
+    let newco = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9" });
+    let (s, _) = h.admin(Method::PUT, "/admin/providers/newco", Some(&h.operator), Some(newco)).await;
+    assert_eq!(s, StatusCode::OK);
+    for squat in ["/*", "/weather/*", "/weather/{x}", "/vaulted/anykey/1"] {
+        let spec = json!({ "path": squat, "price": "0.001" });
+        let (s, out) = h.admin(Method::PUT, "/admin/providers/newco/endpoints", Some(&h.operator), Some(spec)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{squat}: {out}");
+        assert!(out["error"]["message"].as_str().unwrap().contains("overlaps"), "{out}");
+    }
+    let spec = json!({ "path": "/newco/{x}", "price": "0.001" });
+    let (s, out) = h.admin(Method::PUT, "/admin/providers/newco/endpoints", Some(&h.operator), Some(spec)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    // A provider token: only inside its prefix (`/viaquery` for via-query).
+    let token = admin_token(&h.gateway, Role::Provider, Some("via-query")).await;
+    // `/viaqueryx` starts with the prefix as a string but is another path: forbidden.
+    let spec = json!({ "path": "/viaqueryx/a", "price": "0.001" });
+    let (s, _) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Not even starting with it: the route itself is invalid for this provider.
+    let spec = json!({ "path": "/newco2/a", "price": "0.001" });
+    let (s, out) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
+    assert_eq!((s, out["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+    let spec = json!({ "path": "/viaquery/q2/{x}", "price": "0.001" });
+    let (s, out) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    // A provider without a prefix (newco) cannot add endpoints with its own token.
+    let token = admin_token(&h.gateway, Role::Provider, Some("newco")).await;
+    let spec = json!({ "path": "/newco/other", "price": "0.001" });
+    let (s, _) = h.admin(Method::PUT, "/admin/providers/newco/endpoints", Some(&token), Some(spec)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+both_engines!(no_shadowing, endpoints_cannot_shadow_other_providers);

@@ -311,3 +311,31 @@ async fn replicas_seeding_at_once_make_one_endpoint_and_one_price_version() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_during_appends_is_intact() {
+    // Goal: verifying the audit chain while another pool appends to it never reports a break (records beyond the head read first are not judged).
+    each_engine(|db| async move {
+        let replica = match db.engine {
+            Engine::Postgres => Ledger::connect(&db.url, test_options()).await?,
+            Engine::Sqlite => db.ledger.clone(),
+        };
+        let writer = tokio::spawn(async move {
+            for i in 0..60u64 {
+                replica.append_audit(&[audit_record(i, Decision::Accepted)]).await?;
+            }
+            anyhow::Ok(())
+        });
+        let mut checks = 0;
+        while !writer.is_finished() {
+            let v = db.ledger.verify_audit().await?;
+            ensure!(v.intact, "{v:?}");
+            checks += 1;
+        }
+        writer.await??;
+        ensure!(db.ledger.verify_audit().await?.records == 60);
+        eprintln!("[{}] {checks} verifications during appends", db.engine);
+        Ok(())
+    })
+    .await;
+}

@@ -17,12 +17,26 @@ async fn trigger_allows_exactly_the_transition_table() {
             n += 1;
             let id = entry_in(&db.ledger, from, n, 100).await?;
             for to in EntryState::ALL {
-                // Settlement columns are filled so that only the transition rule can refuse.
-                let sql = format!(
-                    "UPDATE ledger_entries SET state = '{to}', tx_hash = COALESCE(tx_hash, '{TX}'), \
-                     block_number = COALESCE(block_number, 1), block_hash = COALESCE(block_hash, '{BLOCK}'), \
-                     log_index = COALESCE(log_index, 0) WHERE id = '{id}'"
-                );
+                // Settlement columns are filled so that only the transition rule can refuse;
+                // settled -> settling (a reorg) must clear the block instead.
+                let sql = if (from, to) == (EntryState::Settled, EntryState::Settling) {
+                    let kept = format!("UPDATE ledger_entries SET state = 'settling' WHERE id = '{id}'");
+                    let err = db.raw.exec_rolled_back(&kept).await.err().unwrap_or_default();
+                    ensure!(
+                        err.contains("only clears a reorged block"),
+                        "settled -> settling keeping its block: {err}"
+                    );
+                    format!(
+                        "UPDATE ledger_entries SET state = 'settling', block_number = NULL, block_hash = NULL, \
+                         log_index = NULL WHERE id = '{id}'"
+                    )
+                } else {
+                    format!(
+                        "UPDATE ledger_entries SET state = '{to}', tx_hash = COALESCE(tx_hash, '{TX}'), \
+                         block_number = COALESCE(block_number, 1), block_hash = COALESCE(block_hash, '{BLOCK}'), \
+                         log_index = COALESCE(log_index, 0) WHERE id = '{id}'"
+                    )
+                };
                 let result = db.raw.exec_rolled_back(&sql).await;
                 if from.can_go_to(to) {
                     ensure!(result == Ok(1), "{from} -> {to} should pass the trigger: {result:?}");
