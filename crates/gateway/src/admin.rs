@@ -44,6 +44,11 @@ use crate::reconcile::{
 use crate::routes::PathPattern;
 use crate::vault;
 
+/// Longest upstream timeout a provider token may set on its endpoints.
+const PROVIDER_UPSTREAM_TIMEOUT_MAX_S: u64 = 300;
+/// Largest `maxTimeoutSeconds` a provider token may offer.
+const PROVIDER_MAX_TIMEOUT_SECONDS_MAX: u64 = 3600;
+
 /// Prefix of admin tokens (so a leaked one is recognisable by secret scanners).
 pub const TOKEN_PREFIX: &str = "tgadm_";
 
@@ -524,6 +529,16 @@ async fn put_endpoint(
     // A provider token works inside the path prefix its operator gave it (`strip_prefix`),
     // whole segments only: it cannot claim paths that callers of another provider use.
     if p.role == Role::Provider {
+        // Limits a provider may not raise for itself: the gateway's own.
+        if route.body_bytes_max > gw.config.server.body_bytes_max {
+            return Err(invalid("body_bytes_max", format!("at most {}", gw.config.server.body_bytes_max)));
+        }
+        if route.upstream_timeout > std::time::Duration::from_secs(PROVIDER_UPSTREAM_TIMEOUT_MAX_S) {
+            return Err(invalid("upstream_timeout_ms", format!("at most {} s", PROVIDER_UPSTREAM_TIMEOUT_MAX_S)));
+        }
+        if route.max_timeout_seconds > PROVIDER_MAX_TIMEOUT_SECONDS_MAX {
+            return Err(invalid("max_timeout_seconds", format!("at most {PROVIDER_MAX_TIMEOUT_SECONDS_MAX}")));
+        }
         let inside = provider.strip_prefix.as_deref().is_some_and(|prefix| {
             raw.path == prefix || raw.path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
         });
@@ -954,24 +969,46 @@ async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> 
     ok(json!({ "records": records, "next_after_seq": next }))
 }
 
-/// JSON lines, every matching record (paged internally, at most 1,000,000 records).
+/// JSON lines, every matching record, streamed page by page (1,000 records a page, at most
+/// 1,000 pages): memory stays at one page whatever the size of the trail.
 async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
     let q: AuditParams = query(&uri)?;
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
-    let mut out = String::new();
-    for _ in 0..1000 {
-        let page = gw.ledger.audit(&filter).await?;
+    // The first page is read here, so that a failing database is an error status, not a cut body.
+    let first = gw.ledger.audit(&filter).await?;
+    let pages = futures_util::stream::unfold((gw, filter, Some(first), 0u32), |(gw, mut filter, page, n)| async move {
+        let page = match page {
+            Some(p) => p,
+            None if n >= 1000 => return None,
+            None => match gw.ledger.audit(&filter).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit export cut short");
+                    return None;
+                }
+            },
+        };
+        if page.is_empty() {
+            return None;
+        }
+        let mut chunk = String::new();
         for r in &page {
-            out.push_str(&serde_json::to_string(r).map_err(|e| GatewayError::Internal(e.to_string()))?);
-            out.push('\n');
+            if let Ok(line) = serde_json::to_string(r) {
+                chunk.push_str(&line);
+                chunk.push('\n');
+            }
         }
-        match page.last() {
-            Some(last) if page.len() == 1000 => filter.after_seq = Some(last.seq),
-            _ => break,
-        }
-    }
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")], out)
+        let full = page.len() == 1000;
+        filter.after_seq = page.last().map(|r| r.seq);
+        let next = if full { None } else { Some(Vec::new()) };
+        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (gw, filter, next, n + 1)))
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")],
+        axum::body::Body::from_stream(pages),
+    )
         .into_response())
 }
 

@@ -295,7 +295,13 @@ pub async fn watch(gw: Arc<Gateway>) {
         }
     };
     let poll = gw.config.control.poll_interval;
+    let mut ticks: u64 = 0;
     loop {
+        ticks = ticks.wrapping_add(1);
+        // A broken notification stream is re-opened now and then (polling covers the gap).
+        if listener.is_none() && ticks.is_multiple_of(40) {
+            listener = gw.ledger.control_listener().await.ok().flatten();
+        }
         match listener.as_mut() {
             Some(l) => {
                 tokio::select! {

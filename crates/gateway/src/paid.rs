@@ -150,9 +150,10 @@ async fn paid_call(
 ) -> Result<Response, GatewayError> {
     let raw = payment_header(&parts.headers).ok_or(GatewayError::PaymentRequired)?;
     let payment = decode(gw, raw)?;
-    trail.wallet = Some(payment.exact().authorization.from);
     let offer = find_offer(&ctx.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?;
     let verified = verify(gw, ctx, offer, &payment).await?;
+    // Only a verified payer is recorded: a forged payment must not file records under a wallet.
+    trail.wallet = Some(verified.authorization.from);
     let id = reserve(gw, ctx, &parts, &verified).await?;
     trail.accepted = true;
     trail.entry_id = Some(id.to_string());

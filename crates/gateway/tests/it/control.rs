@@ -622,8 +622,8 @@ async fn admin_refuses_what_cannot_be_served() {
 }
 
 // Goal: endpoints cannot shadow another provider's: an operator's overlapping pattern is
-// refused (400), a provider token cannot leave its provider's path prefix (403), and a
-// non-overlapping endpoint inside the prefix is accepted.
+// refused (400), a provider token cannot leave its provider's path prefix (403) nor raise the
+// gateway's limits (400), and a non-overlapping endpoint inside the prefix is accepted.
 async fn endpoints_cannot_shadow_other_providers(h: &Harness) {
     let newco = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9" });
     let (s, _) = h.admin(Method::PUT, "/admin/providers/newco", Some(&h.operator), Some(newco)).await;
@@ -647,6 +647,15 @@ async fn endpoints_cannot_shadow_other_providers(h: &Harness) {
     let spec = json!({ "path": "/newco2/a", "price": "0.001" });
     let (s, out) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
     assert_eq!((s, out["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+    // Limits a provider may not raise for itself.
+    for (key, value) in
+        [("body_bytes_max", 1u64 << 30), ("upstream_timeout_ms", 3_600_000), ("max_timeout_seconds", 86_400)]
+    {
+        let spec = json!({ "path": "/viaquery/q2/{x}", "price": "0.001", key: value });
+        let (s, out) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{key}: {out}");
+        assert!(out["error"]["message"].as_str().unwrap().contains(key), "{out}");
+    }
     let spec = json!({ "path": "/viaquery/q2/{x}", "price": "0.001" });
     let (s, out) = h.admin(Method::PUT, "/admin/providers/via-query/endpoints", Some(&token), Some(spec)).await;
     assert_eq!(s, StatusCode::OK, "{out}");
