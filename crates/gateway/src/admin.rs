@@ -246,11 +246,7 @@ async fn applied(gw: &Gateway) -> Result<(), AdminError> {
 }
 
 fn parse_wallet(field: &str, s: &str) -> Result<Address, AdminError> {
-    let hex = s.strip_prefix("0x").ok_or_else(|| invalid(field, "expected a 0x-prefixed address"))?;
-    if hex.len() != 40 {
-        return Err(invalid(field, "expected 20 bytes (40 hex digits)"));
-    }
-    hex.parse::<Address>().map_err(|_| invalid(field, "not a hex address"))
+    crate::config::address(field, s).map_err(config_error)
 }
 
 fn parse_atomic(field: &str, s: &Option<String>) -> Result<Option<u64>, AdminError> {
@@ -663,9 +659,7 @@ async fn upload_credential(
     let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
         "the vault has no master key (vault.master_key_env or vault.master_key_file)",
     ))?;
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c)) {
-        return Err(invalid("name", "use 1 to 64 letters, digits, '-', '_' and '.'"));
-    }
+    crate::config::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
     let len = secrecy::ExposeSecret::expose_secret(&b.secret).len();
     if len == 0 || len > 8192 {
         return Err(invalid("secret", "must be 1 to 8192 bytes"));

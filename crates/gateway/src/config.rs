@@ -547,7 +547,16 @@ fn secret_from(
     }
 }
 
-fn address(key: &str, s: &str) -> Result<Address, ConfigError> {
+/// A vault credential's name (the file's `credential.vault` and the admin API's upload path).
+pub(crate) fn check_vault_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err("use 1 to 64 letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// A `0x`-prefixed 20-byte address (the file's and the admin API's one rule).
+pub(crate) fn address(key: &str, s: &str) -> Result<Address, ConfigError> {
     let hex = s.strip_prefix("0x").ok_or_else(|| invalid(key, "expected a 0x-prefixed address"))?;
     if hex.len() != 40 {
         return Err(invalid(key, "expected 20 bytes (40 hex digits)"));
@@ -888,12 +897,7 @@ fn credential(
     let secret = match (&c.vault, c.secret_env.is_some() || c.secret_file.is_some()) {
         (Some(_), true) => return Err(invalid(key, "give either vault or secret_env/secret_file")),
         (Some(name), false) => {
-            if name.is_empty()
-                || name.len() > 64
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(invalid(format!("{key}.vault"), "use 1 to 64 letters, digits, '-', '_' and '.'"));
-            }
+            check_vault_name(name).map_err(|reason| invalid(format!("{key}.vault"), reason))?;
             SecretSource::Vault { name: name.clone() }
         }
         (None, _) if !static_secrets => {
