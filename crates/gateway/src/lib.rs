@@ -3,7 +3,9 @@
 //! Owns: the configuration file, the route table, the paid-request pipeline (402 quote →
 //! decode → verify → reserve → forward with the provider's credential → settle or void),
 //! settlement orchestration (modes `after`, `before`, `deferred`), the crash-recovery sweep,
-//! and the **only** mapping from errors to HTTP status codes (`error.rs`).
+//! the live control plane (snapshot, vault, audit writer) and the admin API on its own
+//! listener, reconciliation against the chain, and the **only** mapping from errors to HTTP
+//! status codes (`error.rs`).
 //!
 //! Must not: let an unpaid call reach an upstream, forward before the ledger has the
 //! reservation, charge when the upstream failed, print a credential (secrets live in

@@ -5,13 +5,18 @@
 //! Owns: the schema (`migrations/sqlite`, `migrations/postgres`, embedded and applied by
 //! [`Ledger::connect`]), the double-spend guard (UNIQUE on chain, asset, payer, nonce, so it
 //! holds across gateway replicas), the state machine (in Rust, [`EntryState::can_go_to`], and
-//! again in a schema trigger), spend totals for policies, and leases that let one process at a
-//! time act for a relayer key. SQLite (embedded) or PostgreSQL (shared), chosen by the URL.
+//! again in a schema trigger, which also appends each change's event), spend totals, leases
+//! that let one process at a time act for a relayer key, the control plane's storage (admin
+//! token hashes, providers, endpoints and price versions, credential ciphertexts, wallet
+//! policies enforced inside [`Ledger::reserve`], the change counter, the hash-chained audit
+//! log) and the reconciliation's pure matcher and records. SQLite (embedded) or PostgreSQL
+//! (shared), chosen by the URL.
 //!
 //! Must not: know HTTP or status codes, reach a chain or depend on alloy providers (callers
 //! record outcomes; only `alloy-primitives` types cross this boundary), parse the payment JSON
 //! it stores, read the environment (configuration arrives by value), or put the database URL
-//! in errors or `Debug` output. Every call has a time limit ([`LedgerOptions`]).
+//! in errors or `Debug` output, see a credential in clear or a bearer token (only ciphertext
+//! and hashes). Every call has a time limit ([`LedgerOptions`]).
 
 // First: its `on_db!` macro is used by the modules after it.
 #[macro_use]
