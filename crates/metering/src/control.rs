@@ -846,7 +846,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 sqlx::query(
                     "INSERT INTO admin_tokens (id, role, provider, token_hash, label, created_unix_s) \
@@ -924,7 +924,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let done =
                     sqlx::query("UPDATE admin_tokens SET revoked_unix_s = $1 WHERE id = $2 AND revoked_unix_s IS NULL")
@@ -958,7 +958,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let changed = sqlx::query(
                     "INSERT INTO providers (id, spec, source, created_unix_s, updated_unix_s) \
@@ -1028,7 +1028,7 @@ impl Ledger {
         let err = |e: sqlx::Error| self.db_error(OP, e);
         let target = format!("{provider}:{path}");
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let known: Option<(String,)> = sqlx::query_as("SELECT id FROM providers WHERE id = $1")
                     .bind(provider)
@@ -1136,7 +1136,7 @@ impl Ledger {
         let err = |e: sqlx::Error| self.db_error(OP, e);
         let target = format!("{provider}:{path}");
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let done = sqlx::query(
                     "UPDATE endpoints SET enabled = $1, updated_unix_s = $2 WHERE provider = $3 AND path = $4 \
@@ -1237,7 +1237,7 @@ impl Ledger {
         let target = format!("{provider}/{name}");
         let version = self
             .bounded(OP, async {
-                on_db!(&self.db, |pool, begin| {
+                on_db!(write self, |pool, begin| {
                     let mut tx = pool.begin_with(begin).await.map_err(err)?;
                     // The provider row is locked (PostgreSQL; SQLite holds its write lock) so that
                     // concurrent uploads number their versions one after the other.
@@ -1289,7 +1289,7 @@ impl Ledger {
         let err = |e: sqlx::Error| self.db_error(OP, e);
         let target = format!("{provider}/{name}/{version}");
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let done = sqlx::query(
                     "UPDATE credentials SET revoked_unix_s = $1 WHERE provider = $2 AND name = $3 AND version = $4 \
@@ -1354,7 +1354,7 @@ impl Ledger {
         let detail = serde_json::to_string(p).ok();
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 sqlx::query(
                     "INSERT INTO wallet_policies (scope, wallet, revoked, registered, endpoints, per_call_max, \
@@ -1399,7 +1399,7 @@ impl Ledger {
         let target = format!("{scope}/{wallet}");
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 sqlx::query(
                     "INSERT INTO wallet_policies (scope, wallet, revoked, registered, updated_unix_s)                      VALUES ($1, $2, $3, 0, $4) ON CONFLICT (scope, wallet) DO UPDATE SET                      revoked = excluded.revoked, updated_unix_s = excluded.updated_unix_s",
@@ -1487,7 +1487,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 sqlx::query("UPDATE control_state SET allowlist_mode = $1 WHERE id = 1")
                     .bind(i64::from(on))
@@ -1529,7 +1529,7 @@ impl Ledger {
         };
         let last = self
             .bounded(OP, async {
-                on_db!(&self.db, |pool, begin| {
+                on_db!(write self, |pool, begin| {
                     let mut tx = pool.begin_with(begin).await.map_err(err)?;
                     let (mut seq, mut prev): (i64, String) =
                         sqlx::query_as(lock).fetch_one(&mut *tx).await.map_err(err)?;

@@ -133,7 +133,10 @@ pub(crate) enum Db {
 }
 
 /// Runs one body against whichever pool the ledger has; the body is type-checked once per
-/// engine. With `|pool, begin|` the body also gets the statement that opens a write transaction.
+/// engine. `on_db!(&self.db, |pool| ...)` is for reads. Writes name the ledger instead:
+/// `on_db!(write self, |pool| ...)` for one statement, `on_db!(write self, |pool, begin| ...)`
+/// for a transaction (the body also gets the statement that opens it). On SQLite a write
+/// first takes the ledger's in-process write gate (see [`Ledger`]).
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
@@ -141,9 +144,19 @@ macro_rules! on_db {
             Db::Postgres($pool) => $body,
         }
     };
-    ($db:expr, |$pool:ident, $begin:ident| $body:expr) => {
-        match $db {
+    (write $ledger:expr, |$pool:ident| $body:expr) => {
+        match &$ledger.db {
             Db::Sqlite($pool) => {
+                let _gate = $ledger.write_gate.lock().await;
+                $body
+            }
+            Db::Postgres($pool) => $body,
+        }
+    };
+    (write $ledger:expr, |$pool:ident, $begin:ident| $body:expr) => {
+        match &$ledger.db {
+            Db::Sqlite($pool) => {
+                let _gate = $ledger.write_gate.lock().await;
                 // IMMEDIATE takes SQLite's write lock up front (waiting up to busy_timeout), so a
                 // transaction that reads and then writes cannot fail halfway with BUSY_SNAPSHOT.
                 let $begin: &'static str = "BEGIN IMMEDIATE";
@@ -158,10 +171,17 @@ macro_rules! on_db {
 }
 
 /// The ledger: a handle on the database pools. Cheap to clone; clones share the pools.
+///
+/// On SQLite every write takes `write_gate` first: SQLite admits one writer at a time, and a
+/// writer that finds the database locked sleeps in SQLite's busy handler (1, 2, 5, 10 ms ...)
+/// however soon the lock is free. Queueing the process's writers on a fair async lock instead
+/// hands the lock over the moment the previous commit ends. Other processes on the same file
+/// (the CLI) still meet the busy handler. PostgreSQL needs no gate (row locks, many replicas).
 #[derive(Clone)]
 pub struct Ledger {
     pub(crate) db: Db,
     opts: LedgerOptions,
+    pub(crate) write_gate: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Ledger {
@@ -513,7 +533,12 @@ impl Ledger {
                     })
                     .busy_timeout(Duration::from_millis(opts.statement_timeout_ms))
                     .foreign_keys(true);
-                let mut pool = SqlitePoolOptions::new().acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms));
+                // No ping before each acquire: a connection to a local file cannot have been hung up
+                // on, and the ping is one more round trip to the connection's worker thread on
+                // every call.
+                let mut pool = SqlitePoolOptions::new()
+                    .acquire_timeout(Duration::from_millis(opts.acquire_timeout_ms))
+                    .test_before_acquire(false);
                 if in_memory {
                     // Every connection to `:memory:` would be a separate, empty database, and the
                     // database vanishes with its last connection: keep exactly one, forever.
@@ -543,7 +568,7 @@ impl Ledger {
                 Db::Postgres(pool)
             }
         };
-        let ledger = Ledger { db, opts };
+        let ledger = Ledger { db, opts, write_gate: std::sync::Arc::default() };
         ledger.migrate().await?;
         Ok(ledger)
     }
@@ -614,7 +639,7 @@ impl Ledger {
 
         let inserted = self
             .bounded(OP, async {
-                on_db!(&self.db, |pool, begin| {
+                on_db!(write self, |pool, begin| {
                     let insert = || {
                         sqlx::query(INSERT_ENTRY)
                             .bind(id.as_str())
@@ -820,7 +845,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool| {
+            on_db!(write self, |pool| {
                 sqlx::query_as(UPDATE_ENTRY)
                     .bind(to.as_str())
                     .bind(columns.upstream_status)
@@ -858,7 +883,7 @@ impl Ledger {
         let recorded = hex_b256(recorded_block_hash);
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool| {
+            on_db!(write self, |pool| {
                 let detail = format!("{{\"reorged_block_hash\":\"{recorded}\"}}");
                 let done = sqlx::query(
                     "UPDATE ledger_entries SET state = 'settling', block_number = NULL, block_hash = NULL, \
@@ -1161,7 +1186,7 @@ impl Ledger {
         let err = |e: sqlx::Error| self.db_error(OP, e);
         let affected = self
             .bounded(OP, async {
-                on_db!(&self.db, |pool| {
+                on_db!(write self, |pool| {
                     sqlx::query(UPSERT_LEASE)
                         .bind(name)
                         .bind(holder)
@@ -1183,7 +1208,7 @@ impl Ledger {
         check_lease_names(name, holder)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool| {
+            on_db!(write self, |pool| {
                 sqlx::query(DELETE_LEASE).bind(name).bind(holder).execute(pool).await.map(drop).map_err(err)
             })
         })
@@ -1417,7 +1442,7 @@ impl Ledger {
         let exceptions = run.report.exceptions().map(ExceptionColumns::of).collect::<Result<Vec<_>, _>>()?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool, begin| {
+            on_db!(write self, |pool, begin| {
                 let mut tx = pool.begin_with(begin).await.map_err(err)?;
                 let mut insert = sqlx::query_scalar(INSERT_RUN)
                     .bind(chain_id)
@@ -1547,7 +1572,7 @@ impl Ledger {
         let now = to_i64("now_unix_s", now_unix_s)?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
-            on_db!(&self.db, |pool| {
+            on_db!(write self, |pool| {
                 sqlx::query_scalar(INSERT_NOTE)
                     .bind(exception_id)
                     .bind(who)
