@@ -71,6 +71,9 @@ pub struct Gateway {
     pub balances: Mutex<HashMap<BalanceKey, (U256, Instant)>>,
     /// This process's id for leases.
     pub instance: String,
+    /// Held by the settlement that holds this process's relayer lease (shared databases):
+    /// the lease is re-entrant for its holder, so the process's settlements take turns.
+    pub relayer_turn: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -158,6 +161,7 @@ impl Gateway {
             deferred_rx: Mutex::new(Some(deferred_rx)),
             balances: Mutex::new(HashMap::new()),
             instance,
+            relayer_turn: tokio::sync::Mutex::new(()),
         });
         crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         Ok(gw)

@@ -95,6 +95,7 @@ struct RawVault {
 struct RawControl {
     poll_interval_ms: Option<u64>,
     audit_queue_capacity: Option<usize>,
+    audit_batch_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -136,6 +137,8 @@ struct RawSettlement {
     recovery_grace_s: Option<u64>,
     deferred_queue_capacity: Option<usize>,
     deferred_attempts_max: Option<u32>,
+    deferred_concurrency: Option<usize>,
+    deferred_receipt_poll_interval_ms: Option<u64>,
     relayer_lease_wait_ms: Option<u64>,
     relayer_lease_ttl_s: Option<u64>,
     gas_warn_wei: Option<u128>,
@@ -305,6 +308,9 @@ pub struct ControlConfig {
     pub poll_interval: Duration,
     /// Capacity of the audit writer's queue.
     pub audit_queue_capacity: usize,
+    /// How long the audit writer gathers records after the first of a batch before it appends
+    /// them (one write transaction per batch instead of one per call).
+    pub audit_batch: Duration,
 }
 
 /// `[reconciliation]`: the defaults of `tollgate reconcile` and the optional periodic job.
@@ -381,6 +387,11 @@ pub struct SettlementConfig {
     pub deferred_queue_capacity: usize,
     /// Settlement attempts for a deferred entry before it is marked failed.
     pub deferred_attempts_max: u32,
+    /// Deferred settlements in flight at once (sent and waiting for their receipts). On a
+    /// chain with blocks every few seconds, one at a time would settle one entry per block.
+    pub deferred_concurrency: usize,
+    /// How often a deferred settlement asks for its receipt.
+    pub deferred_receipt_poll_interval: Duration,
     /// How long a settlement waits for the relayer lease (shared databases only).
     pub relayer_lease_wait: Duration,
     /// How long a relayer lease lasts if its holder dies while sending.
@@ -655,6 +666,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         recovery_grace_s: s.recovery_grace_s.unwrap_or(120),
         deferred_queue_capacity: s.deferred_queue_capacity.unwrap_or(1024).max(1),
         deferred_attempts_max: s.deferred_attempts_max.unwrap_or(8).max(1),
+        deferred_concurrency: s.deferred_concurrency.unwrap_or(32).clamp(1, 1024),
+        deferred_receipt_poll_interval: ms(s.deferred_receipt_poll_interval_ms.map(|v| v.max(1)), 250),
         relayer_lease_wait: ms(s.relayer_lease_wait_ms, 10_000),
         relayer_lease_ttl_s: s.relayer_lease_ttl_s.unwrap_or(10).max(1),
         gas_warn_wei: s.gas_warn_wei.unwrap_or(1_000_000_000_000_000),
@@ -730,6 +743,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         // At least 10 ms: the poll is a database read.
         poll_interval: ms(raw.control.poll_interval_ms.map(|v| v.max(10)), 250),
         audit_queue_capacity: raw.control.audit_queue_capacity.unwrap_or(4096).max(1),
+        // At most a second: records wait in memory this long, and a crash loses the waiting.
+        audit_batch: ms(raw.control.audit_batch_ms.map(|v| v.min(1_000)), 50),
     };
     Ok(Config {
         server,
@@ -1056,6 +1071,31 @@ price = "0.001"
         }
         let err = error_of(&format!("{GOOD}\n[reconciliation]\nintervall_s = 5\n"));
         assert!(err.contains("intervall_s"), "{err}");
+    }
+
+    // Goal: the deferred worker's and audit writer's tuning keys have their documented defaults, parse, and are held to their bounds.
+    #[test]
+    fn deferred_and_audit_tuning() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert_eq!(c.settlement.deferred_concurrency, 32);
+        assert_eq!(c.settlement.deferred_receipt_poll_interval, Duration::from_millis(250));
+        assert_eq!(c.control.audit_batch, Duration::from_millis(50));
+        let text = GOOD.replace(
+            "relayer_key_env = \"KEY\"",
+            "relayer_key_env = \"KEY\"\ndeferred_concurrency = 4\ndeferred_receipt_poll_interval_ms = 100",
+        ) + "\n[control]\naudit_batch_ms = 0\n";
+        let c = Config::parse(&text, &env).unwrap();
+        assert_eq!(c.settlement.deferred_concurrency, 4);
+        assert_eq!(c.settlement.deferred_receipt_poll_interval, Duration::from_millis(100));
+        assert_eq!(c.control.audit_batch, Duration::ZERO, "0 appends each batch as soon as it is drained");
+        let text = GOOD.replace(
+            "relayer_key_env = \"KEY\"",
+            "relayer_key_env = \"KEY\"\ndeferred_concurrency = 0\ndeferred_receipt_poll_interval_ms = 0",
+        ) + "\n[control]\naudit_batch_ms = 60000\n";
+        let c = Config::parse(&text, &env).unwrap();
+        assert_eq!(c.settlement.deferred_concurrency, 1, "zero would stall the worker");
+        assert_eq!(c.settlement.deferred_receipt_poll_interval, Duration::from_millis(1));
+        assert_eq!(c.control.audit_batch, Duration::from_secs(1), "records wait in memory at most a second");
     }
 
     // Goal: unknown keys are refused, naming the key.

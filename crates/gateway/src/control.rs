@@ -320,14 +320,30 @@ pub async fn watch(gw: Arc<Gateway>) {
     }
 }
 
-/// The audit writer: drains the queue in batches of up to 256 and appends each batch to the
-/// chain in one transaction, retrying a failed batch with backoff (records are not dropped
-/// while the process lives).
-pub async fn audit_writer(ledger: Ledger, mut rx: mpsc::Receiver<NewAuditRecord>, pending: Arc<AtomicU64>) {
-    let mut batch = Vec::with_capacity(256);
+/// The audit writer: gathers records for up to `batch_window` after the first one arrives (at
+/// most 256), appends each batch to the chain in one transaction, and retries a failed batch
+/// with backoff (records are not dropped while the process lives). Gathering keeps the
+/// writer's commits few under load, so that it seldom holds the ledger's write lock when a
+/// paid call needs it.
+pub async fn audit_writer(
+    ledger: Ledger,
+    mut rx: mpsc::Receiver<NewAuditRecord>,
+    pending: Arc<AtomicU64>,
+    batch_window: Duration,
+) {
+    const BATCH_MAX: usize = 256;
+    let mut batch = Vec::with_capacity(BATCH_MAX);
     loop {
-        if rx.recv_many(&mut batch, 256).await == 0 {
+        if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
             return;
+        }
+        let deadline = tokio::time::Instant::now() + batch_window;
+        while batch.len() < BATCH_MAX {
+            let room = BATCH_MAX - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
         }
         let mut delay = Duration::from_millis(50);
         while let Err(e) = ledger.append_audit(&batch).await {

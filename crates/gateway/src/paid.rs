@@ -451,7 +451,9 @@ async fn settle_after(
         Delivered::Failed(response) => return Ok(response),
     };
     trail.upstream_status = Some(up.status.as_u16());
-    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after").await {
+    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", gw.config.settlement.receipt_poll_interval)
+        .await
+    {
         Ok(SettleResult::Settled(s)) => {
             trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
@@ -491,7 +493,16 @@ async fn settle_before(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let tx = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before").await {
+    let tx = match settle_entry(
+        gw,
+        id,
+        EntryState::Reserved,
+        p,
+        "settle_before",
+        gw.config.settlement.receipt_poll_interval,
+    )
+    .await
+    {
         Ok(SettleResult::Settled(s)) => s.tx_hash,
         Ok(SettleResult::Pending(tx)) => tx,
         Err(e) => {

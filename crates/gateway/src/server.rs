@@ -31,12 +31,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let recovery = tokio::spawn(settlement::recovery_loop(gw.clone()));
     let watcher = tokio::spawn(control::watch(gw.clone()));
-    let audit = gw
-        .audit_rx
-        .lock()
-        .ok()
-        .and_then(|mut rx| rx.take())
-        .map(|rx| tokio::spawn(control::audit_writer(gw.ledger.clone(), rx, gw.audit_pending.clone())));
+    let audit = gw.audit_rx.lock().ok().and_then(|mut rx| rx.take()).map(|rx| {
+        tokio::spawn(control::audit_writer(
+            gw.ledger.clone(),
+            rx,
+            gw.audit_pending.clone(),
+            gw.config.control.audit_batch,
+        ))
+    });
     let worker = gw
         .deferred_rx
         .lock()

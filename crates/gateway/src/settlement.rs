@@ -61,18 +61,25 @@ impl SettleError {
     }
 }
 
-/// Settles the entry `id`, currently in state `from`, for `payment`. The hash is recorded
-/// before broadcast; on a definitive failure *after* broadcast the entry is marked
-/// `settle_failed`; failures before broadcast leave the entry in `from` for the caller to
-/// decide.
+/// Settles the entry `id`, currently in state `from`, for `payment`, asking for the receipt
+/// every `receipt_poll`. The hash is recorded before broadcast; on a definitive failure
+/// *after* broadcast the entry is marked `settle_failed`; failures before broadcast leave the
+/// entry in `from` for the caller to decide.
 pub async fn settle_entry(
     gw: &Gateway,
     id: &EntryId,
     from: EntryState,
     payment: &VerifiedPayment,
     cause: &str,
+    receipt_poll: Duration,
 ) -> Result<SettleResult, SettleError> {
     let settler = gw.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
+    // The lease is per process (re-entrant for its holder): settlements of this process take
+    // turns holding it, so that one releasing it cannot leave another sending unleased.
+    let turn = match gw.ledger.engine() {
+        tollgate_metering::Engine::Postgres => Some(gw.relayer_turn.lock().await),
+        tollgate_metering::Engine::Sqlite => None,
+    };
     let lease = relayer_lease(gw, payment.chain_id, settler.address()).await?;
     let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None };
     let sent = settler.submit_claimed(payment, &mut claim).await;
@@ -80,12 +87,13 @@ pub async fn settle_entry(
     if let Some(name) = lease {
         let _ = gw.ledger.release_lease(&name, &gw.instance).await;
     }
+    drop(turn);
     let tx_hash = match sent {
         Ok(Some(tx)) => tx,
         Ok(None) => return Err(db_err.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
         Err(e) => return Err(SettleError::Verify(e)),
     };
-    match settler.await_receipt(payment, tx_hash).await {
+    match settler.await_receipt_every(payment, tx_hash, receipt_poll).await {
         Ok(SettleOutcome::Settled(s)) => {
             record_settled(gw, id, &s).await.map_err(SettleError::Ledger)?;
             Ok(SettleResult::Settled(s))
@@ -180,10 +188,18 @@ pub fn stored_payment(entry: &Entry) -> Option<VerifiedPayment> {
     serde_json::from_str(&entry.payment).ok()
 }
 
-/// Drains the deferred queue, settling each entry with retries and backoff; also picks up
-/// the durable backlog (entries queued while the channel was full, or before a restart).
+/// Drains the deferred queue, settling up to `settlement.deferred_concurrency` entries at
+/// once, each with retries and backoff; also picks up the durable backlog (entries queued
+/// while the channel was full, or before a restart). Sends are serialised on the relayer's
+/// nonce; what overlaps is the wait for receipts, so a chain with blocks every few seconds
+/// still settles many entries per block instead of one.
 pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<EntryId>) {
     let sweep = gw.config.settlement.recovery_interval;
+    let slots = Arc::new(tokio::sync::Semaphore::new(gw.config.settlement.deferred_concurrency));
+    // Entries being settled by a task of this worker: the backlog sweep must not start a
+    // second attempt beside the first (it would lose the ledger claim, but only after an
+    // estimate and a signature).
+    let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<EntryId>>> = Arc::default();
     loop {
         let next = tokio::time::timeout(sweep, rx.recv()).await;
         let ids: Vec<EntryId> = match next {
@@ -198,7 +214,18 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
             },
         };
         for id in ids {
-            settle_deferred(&gw, &id).await;
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            if !in_flight.lock().is_ok_and(|mut set| set.insert(id.clone())) {
+                continue;
+            }
+            let (gw, in_flight) = (gw.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                settle_deferred(&gw, &id).await;
+                if let Ok(mut set) = in_flight.lock() {
+                    set.remove(&id);
+                }
+                drop(slot);
+            });
         }
     }
 }
@@ -221,7 +248,16 @@ async fn settle_deferred(gw: &Gateway, id: &EntryId) {
             fail(gw, &entry, EntryState::Forwarded, "stored_payment_unreadable").await;
             return;
         };
-        match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement").await {
+        match settle_entry(
+            gw,
+            id,
+            EntryState::Forwarded,
+            &payment,
+            "deferred_settlement",
+            gw.config.settlement.deferred_receipt_poll_interval,
+        )
+        .await
+        {
             Ok(_) => return,
             Err(e) if e.is_transient() && attempt < attempts_max => {
                 tracing::warn!(%id, attempt, error = %e, "deferred settlement will be retried");
@@ -339,7 +375,15 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
             }
             match stored_payment(entry) {
                 Some(p) => {
-                    if let Err(e) = settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery").await
+                    if let Err(e) = settle_entry(
+                        gw,
+                        &entry.id,
+                        EntryState::Forwarded,
+                        &p,
+                        "recovery",
+                        gw.config.settlement.deferred_receipt_poll_interval,
+                    )
+                    .await
                         && !e.is_transient()
                     {
                         let reason = match &e {
@@ -434,7 +478,15 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
         // Still valid and unused: our transaction was dropped or never broadcast (a crash
         // between the claim and the send). Send again; the token lets at most one land.
         Ok(false) => {
-            let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend").await;
+            let _ = settle_entry(
+                gw,
+                &entry.id,
+                EntryState::Settling,
+                &payment,
+                "recovery_resend",
+                gw.config.settlement.deferred_receipt_poll_interval,
+            )
+            .await;
         }
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
     }

@@ -222,8 +222,20 @@ impl Settler {
         Err(VerifyError::SettlementNotSent { reason: last_refusal })
     }
 
-    /// Polls for the receipt of `tx_hash` until the configured timeout.
+    /// Polls for the receipt of `tx_hash` every `receipt_poll_interval` until the configured
+    /// timeout.
     pub async fn await_receipt(&self, payment: &VerifiedPayment, tx_hash: B256) -> Result<SettleOutcome, VerifyError> {
+        self.await_receipt_every(payment, tx_hash, self.config.receipt_poll_interval).await
+    }
+
+    /// Like [`Settler::await_receipt`], polling every `poll_interval` (background settlements
+    /// that nobody waits on need not ask the node as often as a paid call in progress).
+    pub async fn await_receipt_every(
+        &self,
+        payment: &VerifiedPayment,
+        tx_hash: B256,
+        poll_interval: Duration,
+    ) -> Result<SettleOutcome, VerifyError> {
         let deadline = tokio::time::Instant::now() + self.config.receipt_timeout;
         loop {
             match self.check_receipt(payment, tx_hash).await {
@@ -233,10 +245,10 @@ impl Settler {
                 Err(VerifyError::Rpc { .. } | VerifyError::RpcTimeout { .. }) => {}
                 Err(e) => return Err(e),
             }
-            if tokio::time::Instant::now() + self.config.receipt_poll_interval > deadline {
+            if tokio::time::Instant::now() + poll_interval > deadline {
                 return Ok(SettleOutcome::Pending { tx_hash });
             }
-            tokio::time::sleep(self.config.receipt_poll_interval).await;
+            tokio::time::sleep(poll_interval).await;
         }
     }
 

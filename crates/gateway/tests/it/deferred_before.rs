@@ -65,3 +65,28 @@ async fn before_settles_first(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::from(2 * PRICE_ATOMIC));
 }
 both_engines!(before, before_settles_first);
+
+// Goal: the deferred worker overlaps receipt waits — on a chain that mines a block every 2 s,
+// six deferred calls all settle within two blocks (one at a time would need six blocks,
+// about 12 s, beyond `wait_state`'s 5 s bound), each exactly once.
+async fn deferred_settlements_share_blocks(h: &Harness) {
+    h.chain.rpc("evm_setAutomine", serde_json::json!([false])).await.unwrap();
+    h.chain.rpc("evm_setIntervalMining", serde_json::json!([2])).await.unwrap();
+    let mut paid = Vec::new();
+    for i in 0..6 {
+        let path = format!("/deferred/weather/city{i}");
+        let b = h.payment(&path).await;
+        let resp =
+            h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        paid.push(b);
+    }
+    let mut blocks = std::collections::BTreeSet::new();
+    for b in &paid {
+        let entry = h.wait_state(b, EntryState::Settled).await;
+        blocks.insert(entry.block_number.expect("settled entries record their block"));
+    }
+    assert!(blocks.len() <= 2, "six settlements landed in blocks {blocks:?}");
+    assert_eq!(h.payee_balance().await, U256::from(6 * PRICE_ATOMIC));
+}
+both_engines!(deferred_pipelined, deferred_settlements_share_blocks);
