@@ -8,6 +8,10 @@
 //!
 //! Per pass (concurrency C, then C = 1): each mode runs a warm-up of 20 requests, then N
 //! measured requests with C in flight over a keep-alive client; every response must be 200.
+//! Deferred runs twice: `deferred` on the automining chain and `deferred_blocks_1s` with anvil
+//! mining a block every second (`evm_setIntervalMining`, automine restored afterwards), so
+//! the settlement worker's receipt waits overlap the calls as on a real chain; each prints
+//! `<mode>_p50_overhead_ms` and `<mode>_settle_drain_s`.
 //! After the deferred run the bench waits (at most 60 s) for the ledger to settle every
 //! deferred entry and checks the payee's on-chain balance against the calls served.
 //! Finally it times phases one at a time through the gateway's public APIs to show where
@@ -130,6 +134,7 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
             direct: stack.direct_calls(per_mode),
             after: stack.paid_calls("/after/weather", &after_offer, now, per_mode),
             deferred: stack.paid_calls("/deferred/weather", &deferred_offer, now, per_mode),
+            deferred_blocks: stack.paid_calls("/deferred/weather", &deferred_offer, now, per_mode),
         });
     }
     let probe_payer = random_key();
@@ -142,7 +147,7 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
     };
     println!(
         "setup: {PAYERS} payers, {} authorizations signed in {:.2} s, price_atomic={PRICE_ATOMIC}, warmup={WARMUP} per mode",
-        plans.len() * 2 * per_mode + 4 * PROBE_SAMPLES + BACKLOG,
+        plans.len() * 3 * per_mode + 4 * PROBE_SAMPLES + BACKLOG,
         signing.elapsed().as_secs_f64()
     );
 
@@ -157,30 +162,30 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
             println!("anomaly: {} after-mode responses had a pending settlement", after.settlement_pending);
         }
 
-        // The warm-up's settlements finish first, so the measured run starts with an idle
-        // worker and the drain below covers exactly the measured calls.
-        let (warm, measured) = split_warmup(plan.deferred);
-        run_calls(&http, Arc::new(warm), c).await.context("deferred warm-up")?;
-        deferred_settled_expected += WARMUP as u64;
-        stack.wait_deferred_settled(deferred_settled_expected).await.context("deferred warm-up settlement")?;
-        let n = measured.len();
-        let started = Instant::now();
-        let deferred = Measured::from_run("deferred", run_calls(&http, Arc::new(measured), c).await?, c);
-        let load_s = started.elapsed().as_secs_f64();
-        deferred_settled_expected += n as u64;
-        paid_ok += (WARMUP + n) as u64;
-        stack.wait_deferred_settled(deferred_settled_expected).await?;
-        let total_s = started.elapsed().as_secs_f64();
+        let mut deferred_runs = Vec::new();
+        for (mode, calls) in [("deferred", plan.deferred), ("deferred_blocks_1s", plan.deferred_blocks)] {
+            // `deferred_blocks_1s`: anvil mines a block a second holding every pending
+            // transaction, as a real chain does, instead of one block per transaction on the
+            // gateway's own cores (automine).
+            let interval = mode == "deferred_blocks_1s";
+            if interval {
+                stack.chain.rpc("evm_setIntervalMining", serde_json::json!([1])).await?;
+            }
+            let run = stack.measure_deferred(&http, mode, calls, c, &mut deferred_settled_expected).await?;
+            if interval {
+                stack.chain.rpc("evm_setAutomine", serde_json::json!([true])).await?;
+            }
+            paid_ok += (WARMUP + run.0.samples.len()) as u64;
+            deferred_runs.push(run);
+        }
 
-        for m in [&direct, &after, &deferred] {
+        for m in [&direct, &after].into_iter().chain(deferred_runs.iter().map(|(m, _)| m)) {
             m.print();
         }
-        println!("deferred_p50_overhead_ms={:.3} (target <= 2.0) concurrency={c}", deferred.p50_ms() - direct.p50_ms());
-        println!(
-            "deferred_settle_drain_s={:.2} concurrency={c} settled={n} load_s={load_s:.2} total_s={total_s:.2} settle_per_s={:.1}",
-            total_s - load_s,
-            n as f64 / total_s
-        );
+        for (m, drain) in &deferred_runs {
+            println!("{}_p50_overhead_ms={:.3} (target <= 2.0) concurrency={c}", m.mode, m.p50_ms() - direct.p50_ms());
+            println!("{drain}");
+        }
         stack.check_onchain(paid_ok).await?;
     }
 
@@ -407,6 +412,36 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// One deferred run: the warm-up's settlements finish first, so the measured run starts
+    /// with an idle worker and the drain after it covers exactly the measured calls. Returns
+    /// the measurement and a line on the drain.
+    async fn measure_deferred(
+        &self,
+        http: &reqwest::Client,
+        mode: &'static str,
+        calls: Vec<Call>,
+        c: usize,
+        settled_expected: &mut u64,
+    ) -> anyhow::Result<(Measured, String)> {
+        let (warm, measured) = split_warmup(calls);
+        run_calls(http, Arc::new(warm), c).await.with_context(|| format!("{mode} warm-up"))?;
+        *settled_expected += WARMUP as u64;
+        self.wait_deferred_settled(*settled_expected).await.with_context(|| format!("{mode} warm-up settlement"))?;
+        let n = measured.len();
+        let started = Instant::now();
+        let run = Measured::from_run(mode, run_calls(http, Arc::new(measured), c).await?, c);
+        let load_s = started.elapsed().as_secs_f64();
+        *settled_expected += n as u64;
+        self.wait_deferred_settled(*settled_expected).await.with_context(|| format!("{mode} settlement"))?;
+        let total_s = started.elapsed().as_secs_f64();
+        let drain = format!(
+            "{mode}_settle_drain_s={:.2} concurrency={c} settled={n} load_s={load_s:.2} total_s={total_s:.2} settle_per_s={:.1}",
+            total_s - load_s,
+            n as f64 / total_s
+        );
+        Ok((run, drain))
     }
 
     async fn check_onchain(&self, paid_calls: u64) -> anyhow::Result<()> {
@@ -812,6 +847,7 @@ struct PassPlan {
     direct: Vec<Call>,
     after: Vec<Call>,
     deferred: Vec<Call>,
+    deferred_blocks: Vec<Call>,
 }
 
 fn split_warmup(mut calls: Vec<Call>) -> (Vec<Call>, Vec<Call>) {
