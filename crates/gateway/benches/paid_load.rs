@@ -12,7 +12,7 @@
 //! mining a block every second (`evm_setIntervalMining`, automine restored afterwards), so
 //! the settlement worker's receipt waits overlap the calls as on a real chain; each prints
 //! `<mode>_p50_overhead_ms` and `<mode>_settle_drain_s`.
-//! After the deferred run the bench waits (at most 60 s) for the ledger to settle every
+//! After each deferred run the bench waits (at most 60 s) for the ledger to settle every
 //! deferred entry and checks the payee's on-chain balance against the calls served.
 //! Finally it times phases one at a time through the gateway's public APIs to show where
 //! the time goes: the whole handler in process; the deferred path's decode, signature
@@ -163,11 +163,12 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
         }
 
         let mut deferred_runs = Vec::new();
-        for (mode, calls) in [("deferred", plan.deferred), ("deferred_blocks_1s", plan.deferred_blocks)] {
-            // `deferred_blocks_1s`: anvil mines a block a second holding every pending
-            // transaction, as a real chain does, instead of one block per transaction on the
-            // gateway's own cores (automine).
-            let interval = mode == "deferred_blocks_1s";
+        // `deferred_blocks_1s`: anvil mines a block a second holding every pending transaction,
+        // as a real chain does, instead of one block per transaction on the gateway's own cores
+        // (automine).
+        for (mode, calls, interval) in
+            [("deferred", plan.deferred, false), ("deferred_blocks_1s", plan.deferred_blocks, true)]
+        {
             if interval {
                 stack.chain.rpc("evm_setIntervalMining", serde_json::json!([1])).await?;
             }
