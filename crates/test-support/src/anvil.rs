@@ -72,6 +72,11 @@ impl Anvil {
         Ok(Anvil { child, url: format!("http://127.0.0.1:{port}"), port, chain_id })
     }
 
+    /// The node's process id (benches lower its CPU priority), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Kills the node now (tests of an unreachable chain).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
