@@ -65,6 +65,9 @@ pub struct Gateway {
     pub clock: Arc<dyn Clock>,
     /// Deferred settlements waiting for the worker.
     pub deferred_tx: mpsc::Sender<EntryId>,
+    /// Deferred calls answered whose `forwarded` mark is still being written (see
+    /// `paid::mark_forwarded_then_queue`); shutdown waits for them.
+    pub marks_pending: Arc<AtomicU64>,
     /// The worker's end of the queue (taken by `serve`).
     pub deferred_rx: Mutex<Option<mpsc::Receiver<EntryId>>>,
     /// Token balances by (chain, asset, payer) for deferred-mode checks.
@@ -158,6 +161,7 @@ impl Gateway {
             http,
             clock,
             deferred_tx,
+            marks_pending: Arc::new(AtomicU64::new(0)),
             deferred_rx: Mutex::new(Some(deferred_rx)),
             balances: Mutex::new(HashMap::new()),
             instance,

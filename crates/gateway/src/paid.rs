@@ -142,7 +142,7 @@ async fn audit(gw: &Gateway, ctx: &Ctx, trail: Trail, reason: &str, latency_ms: 
 
 /// The phases, in order.
 async fn paid_call(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ctx: &Ctx,
     trail: &mut Trail,
     parts: Parts,
@@ -411,9 +411,9 @@ enum Delivered {
     Failed(Response),
 }
 
-/// Forwards (body read in full) and records the outcome: `forwarded` on success, `voided`
-/// on an upstream failure or a transport error (returned as the error).
-async fn forward_then_record(
+/// Forwards (body read in full); an upstream failure or a transport error (returned as the
+/// error) voids the entry before the agent hears of it.
+async fn forward_or_void(
     gw: &Gateway,
     ctx: &Ctx,
     id: &EntryId,
@@ -431,8 +431,23 @@ async fn forward_then_record(
         void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
         return Ok(Delivered::Failed(respond(up, None, &[], gw.config.server.response_bytes_max)));
     }
-    forwarded(gw, id, up.status).await?;
     Ok(Delivered::Ok(up))
+}
+
+/// Forwards and records the outcome: `forwarded` on success (before the caller settles),
+/// `voided` on failure.
+async fn forward_then_record(
+    gw: &Gateway,
+    ctx: &Ctx,
+    id: &EntryId,
+    parts: &Parts,
+    body: Body,
+) -> Result<Delivered, GatewayError> {
+    let delivered = forward_or_void(gw, ctx, id, parts, body).await?;
+    if let Delivered::Ok(up) = &delivered {
+        forwarded(gw, id, up.status).await?;
+    }
+    Ok(delivered)
 }
 
 /// Mode `after` (x402 default): forward, then settle only if the upstream succeeded.
@@ -542,27 +557,77 @@ async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {
 
 /// Mode `deferred`: answer right after the upstream succeeds; a background worker settles.
 async fn settle_deferred(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ctx: &Ctx,
     id: &EntryId,
     parts: Parts,
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
+    let up = match forward_or_void(gw, ctx, id, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
-    if gw.deferred_tx.try_send(id.clone()).is_err() {
-        // The queue is full: the entry is durable in the ledger and the worker's backlog
-        // sweep will settle it.
-        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
-    }
+    mark_forwarded_then_queue(gw, id.clone(), up.status);
     // No x402 receipt yet: a `success:true` receipt without a transaction would make clients
     // count the call as settled (and fails the v1 receipt schema). The receipt id tells the
     // agent where to look; `GET /receipts/{id}` reports the transaction once it is mined.
     let extra = [("tollgate-receipt", id.to_string()), ("tollgate-settlement", "deferred".to_owned())];
     Ok(respond(up, None, &extra, cap))
+}
+
+/// Writes attempted for a deferred call's `forwarded` mark before leaving the entry to the
+/// recovery sweep.
+const MARK_ATTEMPTS: u32 = 5;
+
+/// Deferred routes: the `forwarded` mark is written beside the response instead of before
+/// it (the spend was reserved before forwarding; the mark only makes the entry eligible for
+/// settlement), then the entry is queued for the worker. Retried on transient ledger errors.
+/// If the process dies first, or every attempt fails, the entry stays `reserved` and the
+/// recovery sweep voids it: the call was served and is not charged, which is the risk a
+/// deferred route already takes for a payer who empties the wallet before settlement.
+/// Shutdown waits for these writes (`marks_pending`).
+fn mark_forwarded_then_queue(gw: &Arc<Gateway>, id: EntryId, status: StatusCode) {
+    struct Pending(Arc<std::sync::atomic::AtomicU64>);
+    impl Drop for Pending {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+    gw.marks_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let pending = Pending(gw.marks_pending.clone());
+    let gw = gw.clone();
+    tokio::spawn(async move {
+        let _pending = pending;
+        let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
+        let mut backoff = Duration::from_millis(20);
+        for attempt in 1..=MARK_ATTEMPTS {
+            let now = gw.clock.now_unix_s();
+            match gw.ledger.transition_from(&id, EntryState::Reserved, t.clone(), "upstream_ok", None, now).await {
+                Ok(true) => {
+                    if gw.deferred_tx.try_send(id.clone()).is_err() {
+                        // The queue is full: the entry is durable in the ledger and the
+                        // worker's backlog sweep will settle it.
+                        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
+                    }
+                    return;
+                }
+                Ok(false) => {
+                    tracing::error!(%id, "deferred entry left `reserved` before its forwarded mark; not settled");
+                    return;
+                }
+                Err(e) if e.is_retryable() && attempt < MARK_ATTEMPTS => {
+                    tracing::warn!(%id, attempt, error = %e, "forwarded mark will be retried");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(%id, error = %e, "could not mark a served deferred call forwarded; recovery will void it");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.

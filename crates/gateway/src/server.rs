@@ -48,6 +48,9 @@ pub async fn serve(
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     let result = axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown).await;
+    // Deferred calls already answered: let their `forwarded` marks land (bounded wait), or
+    // the next start's recovery would void calls that were served.
+    wait_for_zero(&gw.marks_pending).await;
     recovery.abort();
     watcher.abort();
     if let Some(r) = recon {
@@ -59,14 +62,18 @@ pub async fn serve(
     }
     // Let the audit writer commit what the last requests queued (bounded wait).
     if let Some(a) = audit {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while gw.audit_pending.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_for_zero(&gw.audit_pending).await;
         a.abort();
     }
     result
+}
+
+/// Waits (at most 5 s) for a count of pending writes to reach zero.
+async fn wait_for_zero(pending: &std::sync::atomic::AtomicU64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pending.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Serves the admin API on its own listener until `shutdown` resolves.
