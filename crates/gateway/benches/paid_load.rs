@@ -466,9 +466,10 @@ impl Stack {
         Ok(vec![first, second?])
     }
 
-    /// Renices every thread of anvil to 19 (nice is per thread on Linux; threads it starts
-    /// later inherit it; lowering a priority needs no privilege) and returns the lowest nice
-    /// value the kernel then reports among them (19 when every thread took it).
+    /// Renices every thread of anvil to 19, one at a time (nice is per thread on Linux;
+    /// threads it starts later inherit it; lowering a priority needs no privilege; a thread
+    /// that exits meanwhile is skipped) and returns the lowest nice value the kernel then
+    /// reports among the threads still there (19 when every one took it).
     fn lower_chain_priority(&self) -> anyhow::Result<i64> {
         let pid = self.chain.anvil.pid().context("anvil has exited")?;
         let tasks = || -> anyhow::Result<Vec<String>> {
@@ -478,21 +479,21 @@ impl Stack {
             }
             Ok(ids)
         };
-        let out = std::process::Command::new("renice")
-            .arg("19")
-            .arg("-p")
-            .args(tasks()?)
-            .output()
-            .context("running renice")?;
-        ensure!(out.status.success(), "renice failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut least = i64::MAX;
-        for tid in tasks()? {
+        let nice_of = |tid: &str| -> Option<i64> {
             // /proc/<pid>/task/<tid>/stat: nice is the 17th field after the parenthesised name.
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))?;
-            let after = stat.rsplit_once(')').context("unexpected /proc stat")?.1;
-            let nice: i64 = after.split_whitespace().nth(16).context("no nice field")?.parse()?;
-            least = least.min(nice);
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()
+        };
+        for tid in tasks()? {
+            let out =
+                std::process::Command::new("renice").args(["19", "-p", &tid]).output().context("running renice")?;
+            ensure!(
+                out.status.success() || nice_of(&tid).is_none(),
+                "renice of thread {tid} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        let least = tasks()?.iter().filter_map(|t| nice_of(t)).min().context("anvil has no threads left")?;
         Ok(least)
     }
 

@@ -405,7 +405,7 @@ fn respond(up: Upstream, receipt: Option<&SettleResponse>, extra: &[(&'static st
 
 /// What the upstream delivered, for the modes that charge only for a successful delivery.
 enum Delivered {
-    /// 2xx/3xx, read in full; the entry is `forwarded`.
+    /// 2xx/3xx, read in full; the entry is still `reserved` (the caller records `forwarded`).
     Ok(Upstream),
     /// The upstream's own failure, relayed; the entry is `voided`.
     Failed(Response),
@@ -576,17 +576,18 @@ async fn settle_deferred(
     Ok(respond(up, None, &extra, cap))
 }
 
-/// Writes attempted for a deferred call's `forwarded` mark before leaving the entry to the
-/// recovery sweep.
-const MARK_ATTEMPTS: u32 = 5;
+/// Longest wait between attempts at a deferred call's `forwarded` mark.
+const MARK_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Deferred routes: the `forwarded` mark is written beside the response instead of before
 /// it (the spend was reserved before forwarding; the mark only makes the entry eligible for
-/// settlement), then the entry is queued for the worker. Retried on transient ledger errors.
-/// If the process dies first, or every attempt fails, the entry stays `reserved` and the
-/// recovery sweep voids it: the call was served and is not charged, which is the risk a
-/// deferred route already takes for a payer who empties the wallet before settlement.
-/// Shutdown waits for these writes (`marks_pending`).
+/// settlement), then the entry is queued for the worker. Transient ledger errors (a database
+/// restart or failover) are retried with capped backoff for up to half the recovery grace
+/// period, so the sweep never sees an entry whose mark is still being retried. If the process
+/// dies first, or the deadline passes, the entry stays `reserved` and the sweep voids it with
+/// `recovery_delivery_unknown`: the call may have been served and is not charged, which is
+/// the side of the risk a deferred route already takes for a payer who empties the wallet
+/// before settlement. Shutdown waits for these writes (`marks_pending`).
 fn mark_forwarded_then_queue(gw: &Arc<Gateway>, id: EntryId, status: StatusCode) {
     struct Pending(Arc<std::sync::atomic::AtomicU64>);
     impl Drop for Pending {
@@ -599,35 +600,57 @@ fn mark_forwarded_then_queue(gw: &Arc<Gateway>, id: EntryId, status: StatusCode)
     let gw = gw.clone();
     tokio::spawn(async move {
         let _pending = pending;
+        let deadline = Instant::now() + Duration::from_secs(gw.config.settlement.recovery_grace_s / 2);
         let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
         let mut backoff = Duration::from_millis(20);
-        for attempt in 1..=MARK_ATTEMPTS {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             let now = gw.clock.now_unix_s();
             match gw.ledger.transition_from(&id, EntryState::Reserved, t.clone(), "upstream_ok", None, now).await {
                 Ok(true) => {
-                    if gw.deferred_tx.try_send(id.clone()).is_err() {
-                        // The queue is full: the entry is durable in the ledger and the
-                        // worker's backlog sweep will settle it.
-                        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
-                    }
+                    queue(&gw, &id);
                     return;
                 }
-                Ok(false) => {
-                    tracing::error!(%id, "deferred entry left `reserved` before its forwarded mark; not settled");
-                    return;
-                }
-                Err(e) if e.is_retryable() && attempt < MARK_ATTEMPTS => {
+                // Not `reserved` any more: an earlier attempt may have committed after its
+                // client-side timeout. Only a `forwarded` entry goes on to the worker.
+                Ok(false) => break,
+                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
                     tracing::warn!(%id, attempt, error = %e, "forwarded mark will be retried");
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(MARK_BACKOFF_MAX);
                 }
                 Err(e) => {
-                    tracing::error!(%id, error = %e, "could not mark a served deferred call forwarded; recovery will void it");
-                    return;
+                    tracing::error!(%id, attempt, error = %e, "could not write a deferred call's forwarded mark");
+                    break;
                 }
             }
         }
+        queue_if_forwarded(&gw, &id).await;
     });
+}
+
+/// Hands a `forwarded` deferred entry to the worker.
+fn queue(gw: &Gateway, id: &EntryId) {
+    if gw.deferred_tx.try_send(id.clone()).is_err() {
+        // The queue is full: the entry is durable in the ledger and the worker's backlog
+        // sweep will settle it.
+        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
+    }
+}
+
+/// Hands a deferred entry to the worker if it is `forwarded`; says so in the log otherwise.
+async fn queue_if_forwarded(gw: &Gateway, id: &EntryId) {
+    match gw.ledger.entry(id).await {
+        Ok(Some(e)) if e.state == EntryState::Forwarded => queue(gw, id),
+        Ok(Some(e)) if e.state == EntryState::Reserved => {
+            tracing::error!(%id, "served deferred call left `reserved`; recovery will void it uncharged");
+        }
+        // Already past `forwarded` (a worker or the sweep has it) or voided.
+        Ok(Some(_)) => {}
+        Ok(None) => tracing::error!(%id, "deferred entry vanished before its forwarded mark"),
+        Err(e) => tracing::warn!(%id, error = %e, "ledger unavailable; the backlog sweep will queue the entry"),
+    }
 }
 
 /// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.

@@ -359,10 +359,16 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
     let now = gw.clock.now_unix_s();
     let expired = entry.valid_before_unix_s <= now.saturating_add(gw.config.verification.valid_before_buffer_s);
     match entry.state {
-        // Reserved but never forwarded (or the process died while forwarding): the agent
-        // cannot be shown to have received anything, so nothing is charged.
+        // Reserved but never marked forwarded: the call cannot be shown to have been delivered,
+        // so nothing is charged. On a deferred route the agent may have had its answer (the
+        // mark is written beside the response), which the reason says for finance.
         EntryState::Reserved => {
-            let t = Transition::Voided { reason: "recovery_never_forwarded".to_owned() };
+            let reason = if entry.mode == SettlementMode::Deferred {
+                "recovery_delivery_unknown"
+            } else {
+                "recovery_never_forwarded"
+            };
+            let t = Transition::Voided { reason: reason.to_owned() };
             let _ = gw.ledger.transition_from(&entry.id, EntryState::Reserved, t, "recovery", None, now).await;
         }
         // The upstream answered but settlement never started: settle while the
