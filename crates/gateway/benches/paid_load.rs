@@ -187,10 +187,7 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
         for m in [&direct, &after].into_iter().chain(deferred_runs.iter().map(|(m, _)| m)) {
             m.print();
         }
-        for (m, drain) in &deferred_runs {
-            println!("{}_p50_overhead_ms={:.3} (target <= 2.0) concurrency={c}", m.mode, m.p50_ms() - direct.p50_ms());
-            println!("{drain}");
-        }
+        print_overheads(&direct, &deferred_runs, c);
         stack.check_onchain(paid_ok).await?;
     }
 
@@ -251,14 +248,19 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
     for (m, _) in &runs {
         m.print();
     }
-    for (m, drain) in &runs {
-        println!("{}_p50_overhead_ms={:.3} (target <= 2.0) concurrency=1", m.mode, m.p50_ms() - direct.p50_ms());
-        println!("{drain}");
-    }
+    print_overheads(&direct, &runs, 1);
     stack.check_onchain(paid_ok).await?;
     println!("loadavg_at_end={}", loadavg());
     stack.stop().await;
     Ok(())
+}
+
+/// Each deferred run's p50 overhead over `direct`, then its drain line.
+fn print_overheads(direct: &Measured, runs: &[(Measured, String)], c: usize) {
+    for (m, drain) in runs {
+        println!("{}_p50_overhead_ms={:.3} (target <= 2.0) concurrency={c}", m.mode, m.p50_ms() - direct.p50_ms());
+        println!("{drain}");
+    }
 }
 
 /// The 1, 5 and 15 minute load averages (other work on the machine skews every number).
