@@ -29,7 +29,7 @@ use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::check_request_path;
-use crate::settlement::{SettleError, SettleResult, settle_entry};
+use crate::settlement::{SettleError, SettleResult, Waiter, settle_entry};
 
 /// What one request carries through its phases.
 struct Ctx {
@@ -466,9 +466,7 @@ async fn settle_after(
         Delivered::Failed(response) => return Ok(response),
     };
     trail.upstream_status = Some(up.status.as_u16());
-    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", gw.config.settlement.receipt_poll_interval)
-        .await
-    {
+    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await {
         Ok(SettleResult::Settled(s)) => {
             trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
@@ -508,16 +506,7 @@ async fn settle_before(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let tx = match settle_entry(
-        gw,
-        id,
-        EntryState::Reserved,
-        p,
-        "settle_before",
-        gw.config.settlement.receipt_poll_interval,
-    )
-    .await
-    {
+    let tx = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await {
         Ok(SettleResult::Settled(s)) => s.tx_hash,
         Ok(SettleResult::Pending(tx)) => tx,
         Err(e) => {

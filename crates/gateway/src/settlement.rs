@@ -61,39 +61,48 @@ impl SettleError {
     }
 }
 
-/// Settles the entry `id`, currently in state `from`, for `payment`, asking for the receipt
-/// every `receipt_poll`. The hash is recorded before broadcast; on a definitive failure
-/// *after* broadcast the entry is marked `settle_failed`; failures before broadcast leave the
-/// entry in `from` for the caller to decide.
+/// Who waits for a settlement's receipt, which sets how often the node is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// A paid call in progress (`after`, `before`): `settlement.receipt_poll_interval_ms`.
+    Call,
+    /// Nobody (the deferred worker, recovery):
+    /// `settlement.deferred_receipt_poll_interval_ms`.
+    Background,
+}
+
+/// Settles the entry `id`, currently in state `from`, for `payment`, polling for the receipt
+/// as `waiter` needs. The hash is recorded before broadcast; on a definitive failure *after*
+/// broadcast the entry is marked `settle_failed`; failures before broadcast leave the entry
+/// in `from` for the caller to decide.
 pub async fn settle_entry(
     gw: &Gateway,
     id: &EntryId,
     from: EntryState,
     payment: &VerifiedPayment,
     cause: &str,
-    receipt_poll: Duration,
+    waiter: Waiter,
 ) -> Result<SettleResult, SettleError> {
     let settler = gw.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
-    // The lease is per process (re-entrant for its holder): settlements of this process take
-    // turns holding it, so that one releasing it cannot leave another sending unleased.
-    let turn = match gw.ledger.engine() {
-        tollgate_metering::Engine::Postgres => Some(gw.relayer_turn.lock().await),
-        tollgate_metering::Engine::Sqlite => None,
-    };
-    let lease = relayer_lease(gw, payment.chain_id, settler.address()).await?;
+    let hold = relayer_lease(gw, payment.chain_id, settler.address()).await?;
     let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None };
     let sent = settler.submit_claimed(payment, &mut claim).await;
     let db_err = claim.error;
-    if let Some(name) = lease {
-        let _ = gw.ledger.release_lease(&name, &gw.instance).await;
+    if let Some(hold) = hold {
+        let _ = gw.ledger.release_lease(&hold.name, &gw.instance).await;
     }
-    drop(turn);
     let tx_hash = match sent {
         Ok(Some(tx)) => tx,
         Ok(None) => return Err(db_err.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
         Err(e) => return Err(SettleError::Verify(e)),
     };
-    match settler.await_receipt_every(payment, tx_hash, receipt_poll).await {
+    let outcome = match waiter {
+        Waiter::Call => settler.await_receipt(payment, tx_hash).await,
+        Waiter::Background => {
+            settler.await_receipt_every(payment, tx_hash, gw.config.settlement.deferred_receipt_poll_interval).await
+        }
+    };
+    match outcome {
         Ok(SettleOutcome::Settled(s)) => {
             record_settled(gw, id, &s).await.map_err(SettleError::Ledger)?;
             Ok(SettleResult::Settled(s))
@@ -157,24 +166,33 @@ async fn record_settled(gw: &Gateway, id: &EntryId, s: &Settled) -> Result<bool,
     gw.ledger.transition_from(id, EntryState::Settling, t, "receipt", None, gw.clock.now_unix_s()).await
 }
 
+/// A relayer lease held for one send, with this process's turn on it.
+struct RelayerHold<'a> {
+    name: String,
+    /// The lease is re-entrant for its holder (the process): the process's settlements take
+    /// turns holding it, so that one releasing it cannot leave another sending unleased.
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
 /// With a shared database, only one process at a time may send from a relayer key; the
 /// lease is held for the send only (the nonce is refreshed from the node when it moved).
 /// With SQLite there is a single process and no lease.
-async fn relayer_lease(
-    gw: &Gateway,
+async fn relayer_lease<'a>(
+    gw: &'a Gateway,
     chain_id: u64,
     relayer: alloy_primitives::Address,
-) -> Result<Option<String>, SettleError> {
+) -> Result<Option<RelayerHold<'a>>, SettleError> {
     if gw.ledger.engine() != tollgate_metering::Engine::Postgres {
         return Ok(None);
     }
+    let turn = gw.relayer_turn.lock().await;
     let name = format!("relayer:{chain_id}:{relayer:#x}");
     let deadline = tokio::time::Instant::now() + gw.config.settlement.relayer_lease_wait;
     loop {
         let now = gw.clock.now_unix_s();
         let ttl_s = gw.config.settlement.relayer_lease_ttl_s;
         if gw.ledger.try_lease(&name, &gw.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
-            return Ok(Some(name));
+            return Ok(Some(RelayerHold { name, _turn: turn }));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(SettleError::RelayerBusy);
@@ -248,16 +266,7 @@ async fn settle_deferred(gw: &Gateway, id: &EntryId) {
             fail(gw, &entry, EntryState::Forwarded, "stored_payment_unreadable").await;
             return;
         };
-        match settle_entry(
-            gw,
-            id,
-            EntryState::Forwarded,
-            &payment,
-            "deferred_settlement",
-            gw.config.settlement.deferred_receipt_poll_interval,
-        )
-        .await
-        {
+        match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement", Waiter::Background).await {
             Ok(_) => return,
             Err(e) if e.is_transient() && attempt < attempts_max => {
                 tracing::warn!(%id, attempt, error = %e, "deferred settlement will be retried");
@@ -381,15 +390,8 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
             }
             match stored_payment(entry) {
                 Some(p) => {
-                    if let Err(e) = settle_entry(
-                        gw,
-                        &entry.id,
-                        EntryState::Forwarded,
-                        &p,
-                        "recovery",
-                        gw.config.settlement.deferred_receipt_poll_interval,
-                    )
-                    .await
+                    if let Err(e) =
+                        settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery", Waiter::Background).await
                         && !e.is_transient()
                     {
                         let reason = match &e {
@@ -484,15 +486,8 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
         // Still valid and unused: our transaction was dropped or never broadcast (a crash
         // between the claim and the send). Send again; the token lets at most one land.
         Ok(false) => {
-            let _ = settle_entry(
-                gw,
-                &entry.id,
-                EntryState::Settling,
-                &payment,
-                "recovery_resend",
-                gw.config.settlement.deferred_receipt_poll_interval,
-            )
-            .await;
+            let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend", Waiter::Background)
+                .await;
         }
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
     }
