@@ -440,7 +440,10 @@ impl PayingClient {
             }
             if fetched.status == StatusCode::PAYMENT_REQUIRED {
                 let reason = refusal_reason(&fetched.headers, &fetched.body);
-                if maybe_delivered {
+                // A refusal whose receipt names a transaction is no refusal: that payment may
+                // still settle, and a fresh authorization could pay the call twice.
+                let names_tx = receipt(&fetched.headers).is_some_and(|r| !r.transaction.is_empty());
+                if maybe_delivered || names_tx {
                     return Err(self.in_doubt(nonce, reason, fetched.status).await);
                 }
                 let outcome = Outcome { reason: Some(reason.clone()), http_status: Some(402), ..Outcome::default() };
@@ -489,6 +492,13 @@ impl PayingClient {
         };
         let status = Some(f.status.as_u16());
         let (state, outcome) = match &receipt {
+            // x402 `settlement_pending`: a transaction exists or may exist; the payment is
+            // made unless the chain says otherwise later. Counted as spent, never re-paid.
+            Some(r) if !r.success && r.error_reason.as_deref() == Some("settlement_pending") => {
+                let tx = Some(r.transaction.clone()).filter(|t| !t.is_empty());
+                let reason = Some(note("settlement pending"));
+                (RecordState::PaidPending, Outcome { transaction: tx, reason, http_status: status })
+            }
             Some(r) if r.success => {
                 let tx = Some(r.transaction.clone()).filter(|t| !t.is_empty());
                 let pending = tx.is_none() || matches!(settlement.as_deref(), Some("pending" | "deferred"));

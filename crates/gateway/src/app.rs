@@ -9,7 +9,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, U256};
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
-use tollgate_metering::{EntryId, Ledger, LedgerOptions, NewAuditRecord};
+use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
 
 use crate::config::Config;
@@ -36,6 +36,21 @@ pub enum StartError {
 
 /// (chain id, asset, payer).
 pub type BalanceKey = (u64, Address, Address);
+
+/// Counts of things that happened off the happy path, for operators (and, once there is a
+/// metrics endpoint, exported as counters). Relaxed atomics: they are statistics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Ledger writes on the money path that failed for good and were left to the recovery
+    /// sweep (which re-derives them from the chain); each is also logged with its entry id.
+    pub ledger_writes_left_to_recovery: AtomicU64,
+    /// Paid calls answered `settlement_pending` (a transaction may exist, no receipt yet).
+    pub settlements_pending: AtomicU64,
+    /// Paid calls refused with 503 `settlement_unavailable` before any money could move.
+    pub settlements_unavailable: AtomicU64,
+    /// Deferred payments refused or downgraded by admission control.
+    pub deferred_admission_refused: AtomicU64,
+}
 
 /// Everything a request handler needs.
 pub struct Gateway {
@@ -64,12 +79,12 @@ pub struct Gateway {
     /// The clock used for validity windows and ledger times.
     pub clock: Arc<dyn Clock>,
     /// Deferred settlements waiting for the worker.
-    pub deferred_tx: mpsc::Sender<EntryId>,
-    /// Deferred calls answered whose `forwarded` mark is still being written (see
-    /// `paid::mark_forwarded_then_queue`); shutdown waits for them.
-    pub marks_pending: Arc<AtomicU64>,
+    pub deferred_tx: mpsc::Sender<crate::settlement::Queued>,
     /// The worker's end of the queue (taken by `serve`).
-    pub deferred_rx: Mutex<Option<mpsc::Receiver<EntryId>>>,
+    pub deferred_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Queued>>>,
+    /// Deferred payments admitted and not finished, and the measured settlement throughput
+    /// (admission control, `crate::admission`).
+    pub backlog: Arc<crate::admission::Backlog>,
     /// Token balances by (chain, asset, payer) for deferred-mode checks.
     pub balances: Mutex<HashMap<BalanceKey, (U256, Instant)>>,
     /// This process's id for leases.
@@ -77,6 +92,8 @@ pub struct Gateway {
     /// Held by the settlement that holds this process's relayer lease (shared databases):
     /// the lease is re-entrant for its holder, so the process's settlements take turns.
     pub relayer_turn: tokio::sync::Mutex<()>,
+    /// Off-the-happy-path counters.
+    pub counters: Counters,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -161,11 +178,12 @@ impl Gateway {
             http,
             clock,
             deferred_tx,
-            marks_pending: Arc::new(AtomicU64::new(0)),
             deferred_rx: Mutex::new(Some(deferred_rx)),
+            backlog: Arc::default(),
             balances: Mutex::new(HashMap::new()),
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),
+            counters: Counters::default(),
         });
         crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         Ok(gw)

@@ -139,6 +139,10 @@ struct RawSettlement {
     deferred_attempts_max: Option<u32>,
     deferred_concurrency: Option<usize>,
     deferred_receipt_poll_interval_ms: Option<u64>,
+    deferred_admission_margin_s: Option<u64>,
+    deferred_backlog_horizon_s: Option<u64>,
+    deferred_overflow: Option<String>,
+    deferred_payer_exposure_max_atomic: Option<String>,
     relayer_lease_wait_ms: Option<u64>,
     relayer_lease_ttl_s: Option<u64>,
     gas_warn_wei: Option<u128>,
@@ -370,6 +374,17 @@ pub struct VerificationConfig {
     pub balance_cache_ttl_ms: u64,
 }
 
+/// What a deferred route does with a payment that admission control refuses (the backlog is
+/// over its bound, the authorization would expire before its turn, or the payer's unsettled
+/// exposure is at its cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeferredOverflow {
+    /// Serve the call in `after` mode (full verification, settled before the answer).
+    After,
+    /// Refuse with 503 `deferred_backlog_full` and `Retry-After`; nothing is reserved.
+    Reject,
+}
+
 /// `[settlement]`.
 #[derive(Debug)]
 pub struct SettlementConfig {
@@ -392,6 +407,16 @@ pub struct SettlementConfig {
     pub deferred_concurrency: usize,
     /// How often a deferred settlement asks for its receipt.
     pub deferred_receipt_poll_interval: Duration,
+    /// Admission: a deferred payment's authorization must stay valid for the expected
+    /// settlement wait (backlog ÷ measured settlements per second) plus this margin.
+    pub deferred_admission_margin_s: u64,
+    /// Admission: the in-process deferred backlog may hold at most this many seconds of
+    /// measured settlement throughput (never fewer than `deferred_concurrency` entries).
+    pub deferred_backlog_horizon_s: u64,
+    /// What a deferred route does with a payment admission control refuses.
+    pub deferred_overflow: DeferredOverflow,
+    /// Optional cap on one payer's unsettled deferred spend per (chain, asset), atomic units.
+    pub deferred_payer_exposure_max_atomic: Option<u128>,
     /// How long a settlement waits for the relayer lease (shared databases only).
     pub relayer_lease_wait: Duration,
     /// How long a relayer lease lasts if its holder dies while sending.
@@ -668,6 +693,21 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         deferred_attempts_max: s.deferred_attempts_max.unwrap_or(8).max(1),
         deferred_concurrency: s.deferred_concurrency.unwrap_or(32).clamp(1, 1024),
         deferred_receipt_poll_interval: ms(s.deferred_receipt_poll_interval_ms.map(|v| v.max(1)), 250),
+        deferred_admission_margin_s: s.deferred_admission_margin_s.unwrap_or(30),
+        deferred_backlog_horizon_s: s.deferred_backlog_horizon_s.unwrap_or(60).max(1),
+        deferred_overflow: match s.deferred_overflow.as_deref() {
+            None | Some("after") => DeferredOverflow::After,
+            Some("reject") => DeferredOverflow::Reject,
+            Some(other) => {
+                return Err(invalid("settlement.deferred_overflow", format!("`{other}`: expected after or reject")));
+            }
+        },
+        deferred_payer_exposure_max_atomic: match s.deferred_payer_exposure_max_atomic.as_deref() {
+            None => None,
+            Some(v) => Some(v.parse::<u128>().map_err(|_| {
+                invalid("settlement.deferred_payer_exposure_max_atomic", "expected a decimal integer (atomic units)")
+            })?),
+        },
         relayer_lease_wait: ms(s.relayer_lease_wait_ms, 10_000),
         relayer_lease_ttl_s: s.relayer_lease_ttl_s.unwrap_or(10).max(1),
         gas_warn_wei: s.gas_warn_wei.unwrap_or(1_000_000_000_000_000),

@@ -70,9 +70,18 @@ pub enum GatewayError {
         /// The cap.
         limit_bytes: u64,
     },
-    /// Settlement failed after the upstream answered: the body is withheld, nothing charged.
+    /// The token refused the payment at settlement (the payer's fault: balance spent,
+    /// authorization used or cancelled meanwhile): the body is withheld, nothing charged.
     #[error("settlement failed: {}", .0.error_reason.as_deref().unwrap_or("unknown"))]
     SettlementFailed(SettleResponse),
+    /// The chain, the relayer or the ledger could not settle now, and no transaction of ours
+    /// for this payment exists or can be broadcast later: nothing charged, retry later.
+    #[error("settlement unavailable")]
+    SettlementUnavailable(SettleResponse),
+    /// A deferred route's admission control refused the payment (configured to refuse rather
+    /// than fall back to `after`): nothing reserved, retry later.
+    #[error("deferred admission: {0}")]
+    DeferredAdmission(crate::admission::Refusal),
     /// The ledger could not be used.
     #[error("ledger: {0}")]
     Ledger(MeteringError),
@@ -157,6 +166,11 @@ impl GatewayError {
             UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),
             SettlementFailed(_) => c(StatusCode::PAYMENT_REQUIRED, "settlement_failed", true),
+            SettlementUnavailable(_) => c(StatusCode::SERVICE_UNAVAILABLE, "settlement_unavailable", true),
+            DeferredAdmission(crate::admission::Refusal::PayerExposure) => {
+                c(StatusCode::SERVICE_UNAVAILABLE, "deferred_payer_exposure", true)
+            }
+            DeferredAdmission(_) => c(StatusCode::SERVICE_UNAVAILABLE, "deferred_backlog_full", true),
             Ledger(MeteringError::PolicyDenied(d)) => c(StatusCode::FORBIDDEN, d.code(), false),
             Ledger(e) if e.is_retryable() => c(StatusCode::SERVICE_UNAVAILABLE, "ledger_unavailable", true),
             Ledger(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
@@ -183,6 +197,11 @@ impl GatewayError {
             Ledger(_) => "the ledger is unavailable; nothing was charged, retry later".to_owned(),
             UpstreamUnavailable { .. } => "the upstream could not be reached; nothing was charged".to_owned(),
             SettlementFailed(_) => "settlement failed; nothing was charged".to_owned(),
+            SettlementUnavailable(_) => {
+                "settlement is unavailable right now; nothing was charged and this authorization will not be used; \
+                 retry later"
+                    .to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -206,7 +225,7 @@ impl GatewayError {
         if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let GatewayError::SettlementFailed(receipt) = &self {
+        if let GatewayError::SettlementFailed(receipt) | GatewayError::SettlementUnavailable(receipt) = &self {
             crate::challenge::attach_receipt(&mut headers, receipt);
         }
         match (class.status, challenge) {

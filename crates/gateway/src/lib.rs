@@ -12,6 +12,7 @@
 //! `secrecy` types; injected headers are marked sensitive), or panic on any request input.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod challenge;
 pub mod config;

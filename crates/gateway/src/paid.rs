@@ -22,14 +22,16 @@ use tollgate_verifier::{VerifiedPayment, VerifyError};
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::{PaymentPayload, find_offer, v2};
 
+use crate::admission::Slot;
 use crate::app::Gateway;
 use crate::challenge::{Challenge, attach_receipt};
+use crate::config::DeferredOverflow;
 use crate::config::{Injection, SecretSource};
 use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::check_request_path;
-use crate::settlement::{SettleError, SettleResult, Waiter, settle_entry};
+use crate::settlement::{Queued, SettleError, SettleResult, Waiter, settle_entry};
 
 /// What one request carries through its phases.
 struct Ctx {
@@ -151,16 +153,17 @@ async fn paid_call(
     let raw = payment_header(&parts.headers).ok_or(GatewayError::PaymentRequired)?;
     let payment = decode(gw, raw)?;
     let offer = find_offer(&ctx.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?;
-    let verified = verify(gw, ctx, offer, &payment).await?;
+    not_seen_before(gw, offer, &payment).await?;
+    let Admitted { verified, mode, slot } = verify(gw, ctx, offer, &payment).await?;
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     trail.wallet = Some(verified.authorization.from);
-    let id = reserve(gw, ctx, &parts, &verified).await?;
+    let id = reserve(gw, ctx, &parts, &verified, mode).await?;
     trail.accepted = true;
     trail.entry_id = Some(id.to_string());
-    match ctx.entry.route.settlement {
-        SettlementMode::After => settle_after(gw, ctx, trail, &id, &verified, parts, body).await,
-        SettlementMode::Before => settle_before(gw, ctx, trail, &id, &verified, parts, body).await,
-        SettlementMode::Deferred => settle_deferred(gw, ctx, &id, parts, body).await,
+    match (mode, slot) {
+        (SettlementMode::Deferred, Some(slot)) => settle_deferred(gw, ctx, &id, &verified, slot, parts, body).await,
+        (SettlementMode::Before, _) => settle_before(gw, ctx, trail, &id, &verified, parts, body).await,
+        _ => settle_after(gw, ctx, trail, &id, &verified, parts, body).await,
     }
 }
 
@@ -246,26 +249,80 @@ fn decode(gw: &Gateway, raw: &[u8]) -> Result<PaymentPayload, GatewayError> {
     PaymentPayload::from_header(raw, gw.config.server.payment_header_bytes_max).map_err(GatewayError::MalformedPayment)
 }
 
-/// Phase 4: the full check, or for deferred routes the signature plus a cached balance
-/// check against this payer's pending spend (no RPC per request once cached).
+/// Phase 3b: a replay of an authorization this gateway already holds is refused from the
+/// ledger, before any RPC call (a replayed header must not cost the chain four queries).
+async fn not_seen_before(
+    gw: &Gateway,
+    offer: &v2::PaymentRequirements,
+    payment: &PaymentPayload,
+) -> Result<(), GatewayError> {
+    let a = &payment.exact().authorization;
+    match gw.ledger.entry_by_authorization(offer.network.chain_id, offer.asset, a.from, a.nonce).await? {
+        Some(e) if e.state.is_terminal() => Err(GatewayError::AuthorizationUsed),
+        Some(_) => Err(GatewayError::PaymentInFlight),
+        None => Ok(()),
+    }
+}
+
+/// Phase 4: the full check, or for deferred routes the signature, the authorization's
+/// on-chain state (one `eth_call`, never cached: an authorization cancelled on chain must
+/// not buy a free call) and a cached balance check against this payer's pending spend.
+///
+/// A deferred payment also passes admission control (`crate::admission`); one it refuses is
+/// served in `after` mode (fully verified here) or refused with 503, as configured.
 async fn verify(
     gw: &Gateway,
     ctx: &Ctx,
     offer: &v2::PaymentRequirements,
     payment: &PaymentPayload,
-) -> Result<VerifiedPayment, GatewayError> {
-    if ctx.entry.route.settlement != SettlementMode::Deferred {
-        return gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify);
+) -> Result<Admitted, GatewayError> {
+    let mode = ctx.entry.route.settlement;
+    if mode != SettlementMode::Deferred {
+        let verified = gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify)?;
+        return Ok(Admitted { verified, mode, slot: None });
     }
     let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
     let a = &verified.authorization;
-    let balance = cached_balance(gw, &verified).await?;
+    let (used, balance) = tokio::join!(
+        gw.verifier.authorization_used(verified.chain_id, verified.asset, a.from, a.nonce),
+        cached_balance(gw, &verified)
+    );
+    if used.map_err(GatewayError::Verify)? {
+        return Err(GatewayError::Verify(VerifyError::NonceAlreadyUsed { from: a.from, nonce: a.nonce }));
+    }
+    let balance = balance?;
     let pending = gw.ledger.pending_spend(verified.chain_id, verified.asset, a.from).await?;
     let available = balance.saturating_sub(alloy_primitives::U256::from(pending));
     if available < a.value {
         return Err(GatewayError::Verify(VerifyError::InsufficientBalance { balance: available, required: a.value }));
     }
-    Ok(verified)
+    let now = gw.clock.now_unix_s();
+    let valid_before_unix_s = u64::try_from(a.valid_before).unwrap_or(u64::MAX);
+    let value = u128::try_from(a.value).unwrap_or(u128::MAX);
+    match gw.backlog.admit(&gw.config.settlement, valid_before_unix_s, now, pending, value) {
+        Ok(slot) => Ok(Admitted { verified, mode, slot: Some(slot) }),
+        Err(refusal) => {
+            gw.counters.deferred_admission_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(route = %ctx.entry.name, %refusal, overflow = ?gw.config.settlement.deferred_overflow,
+                "deferred admission refused");
+            match gw.config.settlement.deferred_overflow {
+                DeferredOverflow::Reject => Err(GatewayError::DeferredAdmission(refusal)),
+                DeferredOverflow::After => {
+                    let verified = gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify)?;
+                    Ok(Admitted { verified, mode: SettlementMode::After, slot: None })
+                }
+            }
+        }
+    }
+}
+
+/// A verified payment and how this call settles it.
+struct Admitted {
+    verified: VerifiedPayment,
+    /// The route's mode, or `after` for a deferred payment admission control refused.
+    mode: SettlementMode,
+    /// The deferred backlog place (deferred calls only).
+    slot: Option<Slot>,
 }
 
 async fn cached_balance(gw: &Gateway, p: &VerifiedPayment) -> Result<alloy_primitives::U256, GatewayError> {
@@ -291,7 +348,13 @@ async fn cached_balance(gw: &Gateway, p: &VerifiedPayment) -> Result<alloy_primi
 /// Phase 6: the spend is recorded before anything is forwarded. The database's unique
 /// key on (chain, asset, payer, nonce) makes this the single point where a replay loses,
 /// across every replica sharing the database.
-async fn reserve(gw: &Gateway, ctx: &Ctx, parts: &Parts, p: &VerifiedPayment) -> Result<EntryId, GatewayError> {
+async fn reserve(
+    gw: &Gateway,
+    ctx: &Ctx,
+    parts: &Parts,
+    p: &VerifiedPayment,
+    mode: SettlementMode,
+) -> Result<EntryId, GatewayError> {
     let a = &p.authorization;
     let amount = AtomicAmount::from_u256(a.value)
         .ok_or_else(|| GatewayError::Internal("price does not fit the ledger's amount range".to_owned()))?;
@@ -308,7 +371,7 @@ async fn reserve(gw: &Gateway, ctx: &Ctx, parts: &Parts, p: &VerifiedPayment) ->
         route: ctx.entry.name.clone(),
         method: parts.method.as_str().to_owned(),
         path: ctx.path.clone(),
-        mode: ctx.entry.route.settlement,
+        mode,
         payment,
         price_version: ctx.entry.price_version,
         credential: ctx.credential.as_ref().map(|c| c.id.clone()),
@@ -376,7 +439,20 @@ fn receipt(p: &VerifiedPayment, tx: alloy_primitives::B256) -> SettleResponse {
         error_reason: None,
         payer: Some(p.payer()),
         transaction: format!("{tx:#x}"),
-        network: format!("eip155:{}", p.chain_id),
+        network: p.network(),
+    }
+}
+
+/// The x402 `settlement_pending` answer: a transaction may exist (its hash is given so the
+/// agent can look on chain or at `/receipts/{id}`), no confirmation yet. Non-terminal: the
+/// agent must not pay this call again.
+fn pending_receipt(p: &VerifiedPayment, tx: alloy_primitives::B256) -> SettleResponse {
+    SettleResponse {
+        success: false,
+        error_reason: Some("settlement_pending".to_owned()),
+        payer: Some(p.payer()),
+        transaction: format!("{tx:#x}"),
+        network: p.network(),
     }
 }
 
@@ -386,7 +462,7 @@ fn failed_receipt(p: &VerifiedPayment, reason: &str) -> SettleResponse {
         error_reason: Some(reason.to_owned()),
         payer: Some(p.payer()),
         transaction: String::new(),
-        network: format!("eip155:{}", p.chain_id),
+        network: p.network(),
     }
 }
 
@@ -434,8 +510,10 @@ async fn forward_or_void(
     Ok(Delivered::Ok(up))
 }
 
-/// Forwards and records the outcome: `forwarded` on success (before the caller settles),
-/// `voided` on failure.
+/// Forwards and records the outcome: `forwarded` on success (durable before the caller
+/// settles or answers), `voided` on failure. When the `forwarded` mark cannot be written the
+/// body is withheld: the entry stays `reserved`, which the recovery sweep voids, so the agent
+/// is told the truth ("not charged") and is not served.
 async fn forward_then_record(
     gw: &Gateway,
     ctx: &Ctx,
@@ -450,7 +528,9 @@ async fn forward_then_record(
     Ok(delivered)
 }
 
-/// Mode `after` (x402 default): forward, then settle only if the upstream succeeded.
+/// Mode `after` (x402 default): forward, then settle only if the upstream succeeded. The
+/// body goes out exactly when money may have moved (settled, or `settlement_pending` with
+/// the hash); it is withheld exactly when nothing can be charged.
 async fn settle_after(
     gw: &Gateway,
     ctx: &Ctx,
@@ -471,27 +551,65 @@ async fn settle_after(
             trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
         }
-        // Sent and simulated, not yet mined: the payment is made; the receipt says so and
-        // the entry is resolved by the recovery sweep. The agent must not pay again.
+        // A transaction may exist: the payment may be made, so the agent gets what it pays
+        // for, with `settlement_pending` and the hash. It must not pay again.
         Ok(SettleResult::Pending(tx)) => {
             trail.tx_hash = Some(format!("{tx:#x}"));
-            Ok(respond(up, Some(&receipt(p, tx)), &[("tollgate-settlement", "pending".to_owned())], cap))
+            gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let extra = [("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
+            Ok(respond(up, Some(&pending_receipt(p, tx)), &extra, cap))
         }
-        Err(e) => Err(settlement_failed(gw, id, p, e).await),
+        Err(e) => Err(settlement_refused(gw, id, p, e).await),
     }
 }
 
-/// A settlement that failed before anything was broadcast (or whose transaction reverted):
-/// the body is withheld and nothing is charged.
-async fn settlement_failed(gw: &Gateway, id: &EntryId, p: &VerifiedPayment, e: SettleError) -> GatewayError {
-    let reason = match &e {
-        SettleError::Verify(v) => v.reason_code(),
-        _ => "unexpected_settle_error",
+/// A settlement that cannot have moved money (see [`SettleError`]): the entry is ended
+/// (`settle_failed` for the payer's fault, `voided` otherwise) and the agent told so. The
+/// answer is true even when that write fails: no transaction of ours exists for an `after`
+/// or `before` entry, and the recovery sweep never broadcasts one for them (it voids them).
+async fn settlement_refused(gw: &Gateway, id: &EntryId, p: &VerifiedPayment, e: SettleError) -> GatewayError {
+    let reason = e.reason_code();
+    tracing::warn!(%id, error = %e, reason, "settlement refused; nothing charged");
+    let now = gw.clock.now_unix_s();
+    let ended = match &e {
+        // Already recorded `settle_failed` by settle_entry (or left for the sweep to).
+        SettleError::Reverted(_) => Ok(true),
+        SettleError::NotBroadcast { .. } => {
+            let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
+            gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
+        }
+        // The claim may or may not have committed: end whichever state the entry is in.
+        SettleError::Ledger(_) => end_unclaimed(gw, id, reason, now).await,
+        _ if e.payer_fault() => {
+            let t = Transition::SettleFailed { reason: reason.to_owned() };
+            gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
+        }
+        _ => {
+            let t = Transition::Voided { reason: reason.to_owned() };
+            gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
+        }
     };
-    tracing::warn!(%id, error = %e, "settlement failed");
-    let t = Transition::SettleFailed { reason: reason.to_owned() };
-    let _ = gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, gw.clock.now_unix_s()).await;
-    GatewayError::SettlementFailed(failed_receipt(p, reason))
+    if let Err(db) = ended {
+        // Safe to leave: nothing re-broadcasts an `after` entry; the sweep voids it.
+        tracing::warn!(%id, error = %db, "could not end a refused settlement's entry; recovery will void it");
+        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    if e.payer_fault() || matches!(e, SettleError::Reverted(_)) {
+        GatewayError::SettlementFailed(failed_receipt(p, reason))
+    } else {
+        gw.counters.settlements_unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        GatewayError::SettlementUnavailable(failed_receipt(p, reason))
+    }
+}
+
+/// Voids an entry whose settlement claim may or may not have committed (`forwarded` or
+/// `settling` with a transaction that was never broadcast).
+async fn end_unclaimed(gw: &Gateway, id: &EntryId, reason: &str, now: u64) -> Result<bool, MeteringError> {
+    let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
+    if gw.ledger.transition_from(id, EntryState::Forwarded, t.clone(), reason, None, now).await? {
+        return Ok(true);
+    }
+    gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
 }
 
 /// Mode `before`: settle first, then forward; an upstream failure after settlement is
@@ -506,25 +624,51 @@ async fn settle_before(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let tx = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await {
-        Ok(SettleResult::Settled(s)) => s.tx_hash,
-        Ok(SettleResult::Pending(tx)) => tx,
+    let (paid, extra) = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await {
+        Ok(SettleResult::Settled(s)) => (receipt(p, s.tx_hash), Vec::new()),
+        // The payment may be made: the call is served, and the receipt says pending.
+        Ok(SettleResult::Pending(tx)) => {
+            gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let extra = vec![("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
+            (pending_receipt(p, tx), extra)
+        }
         Err(e) => {
-            let reason = match &e {
-                SettleError::Verify(v) => v.reason_code(),
-                _ => "unexpected_settle_error",
+            let reason = e.reason_code();
+            let now = gw.clock.now_unix_s();
+            let ended = match &e {
+                SettleError::Reverted(_) => Ok(true),
+                SettleError::NotBroadcast { .. } => {
+                    let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
+                    gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
+                }
+                _ => {
+                    let t = Transition::Voided { reason: reason.to_owned() };
+                    match gw.ledger.transition_from(id, EntryState::Reserved, t.clone(), reason, None, now).await {
+                        Ok(false) => gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await,
+                        other => other,
+                    }
+                }
             };
-            void(gw, id, EntryState::Reserved, reason).await;
-            return Err(GatewayError::SettlementFailed(failed_receipt(p, reason)));
+            if let Err(db) = ended {
+                // Safe to leave: nothing was forwarded and nothing re-broadcasts a `before`
+                // entry; the sweep voids it.
+                tracing::warn!(%id, error = %db, "could not void a refused settlement; recovery will");
+                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return Err(if e.payer_fault() || matches!(e, SettleError::Reverted(_)) {
+                GatewayError::SettlementFailed(failed_receipt(p, reason))
+            } else {
+                gw.counters.settlements_unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                GatewayError::SettlementUnavailable(failed_receipt(p, reason))
+            });
         }
     };
-    trail.tx_hash = Some(format!("{tx:#x}"));
-    let paid = receipt(p, tx);
+    trail.tx_hash = Some(paid.transaction.clone());
     match forward(gw, ctx, &parts, body, false).await {
-        Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &[], cap)),
+        Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &extra, cap)),
         Ok(up) => {
             refund_owed(gw, id, upstream_failed_cause(up.status)).await;
-            Ok(respond(up, Some(&paid), &[], cap))
+            Ok(respond(up, Some(&paid), &extra, cap))
         }
         Err(e) => {
             refund_owed(gw, id, void_cause(&e)).await;
@@ -544,20 +688,25 @@ async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {
     tracing::error!(%id, reason, "could not record a refund owed");
 }
 
-/// Mode `deferred`: answer right after the upstream succeeds; a background worker settles.
+/// Mode `deferred`: answer right after the upstream succeeds and the entry is durably
+/// `forwarded` (eligible for settlement); a background worker settles. A 2xx never goes out
+/// for an entry the recovery sweep could void as undelivered.
 async fn settle_deferred(
     gw: &Arc<Gateway>,
     ctx: &Ctx,
     id: &EntryId,
+    p: &VerifiedPayment,
+    slot: Slot,
     parts: Parts,
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_or_void(gw, ctx, id, &parts, body).await? {
+    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
-    mark_forwarded_then_queue(gw, id.clone(), up.status);
+    let valid_before_unix_s = u64::try_from(p.authorization.valid_before).unwrap_or(u64::MAX);
+    queue(gw, Queued { id: id.clone(), valid_before_unix_s, slot: Some(slot) });
     // No x402 receipt yet: a `success:true` receipt without a transaction would make clients
     // count the call as settled (and fails the v1 receipt schema). The receipt id tells the
     // agent where to look; `GET /receipts/{id}` reports the transaction once it is mined.
@@ -565,80 +714,15 @@ async fn settle_deferred(
     Ok(respond(up, None, &extra, cap))
 }
 
-/// Longest wait between attempts at a deferred call's `forwarded` mark.
-const MARK_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// Deferred routes: the `forwarded` mark is written beside the response instead of before
-/// it (the spend was reserved before forwarding; the mark only makes the entry eligible for
-/// settlement), then the entry is queued for the worker. Transient ledger errors (a database
-/// restart or failover) are retried with capped backoff for up to half the recovery grace
-/// period, so the sweep never sees an entry whose mark is still being retried. If the process
-/// dies first, or the deadline passes, the entry stays `reserved` and the sweep voids it with
-/// `recovery_delivery_unknown`: the call may have been served and is not charged, which is
-/// the side of the risk a deferred route already takes for a payer who empties the wallet
-/// before settlement. Shutdown waits for these writes (`marks_pending`).
-fn mark_forwarded_then_queue(gw: &Arc<Gateway>, id: EntryId, status: StatusCode) {
-    struct Pending(Arc<std::sync::atomic::AtomicU64>);
-    impl Drop for Pending {
-        fn drop(&mut self) {
-            self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        }
-    }
-    gw.marks_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let pending = Pending(gw.marks_pending.clone());
-    let gw = gw.clone();
-    tokio::spawn(async move {
-        let _pending = pending;
-        let deadline = Instant::now() + Duration::from_secs(gw.config.settlement.recovery_grace_s / 2);
-        let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
-        let mut backoff = Duration::from_millis(20);
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let now = gw.clock.now_unix_s();
-            match gw.ledger.transition_from(&id, EntryState::Reserved, t.clone(), "upstream_ok", None, now).await {
-                Ok(true) => {
-                    queue(&gw, &id);
-                    return;
-                }
-                // Not `reserved` any more: an earlier attempt may have committed after its
-                // client-side timeout. Only a `forwarded` entry goes on to the worker.
-                Ok(false) => break,
-                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
-                    tracing::warn!(%id, attempt, error = %e, "forwarded mark will be retried");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MARK_BACKOFF_MAX);
-                }
-                Err(e) => {
-                    tracing::error!(%id, attempt, error = %e, "could not write a deferred call's forwarded mark");
-                    break;
-                }
-            }
-        }
-        queue_if_forwarded(&gw, &id).await;
-    });
-}
-
 /// Hands a `forwarded` deferred entry to the worker.
-fn queue(gw: &Gateway, id: &EntryId) {
-    if gw.deferred_tx.try_send(id.clone()).is_err() {
-        // The queue is full: the entry is durable in the ledger and the worker's backlog
-        // sweep will settle it.
+fn queue(gw: &Gateway, queued: Queued) {
+    if let Err(e) = gw.deferred_tx.try_send(queued) {
+        // The queue is full (or the worker is gone at shutdown): the entry is durable in the
+        // ledger and the worker's backlog sweep will settle it.
+        let id = match e {
+            tokio::sync::mpsc::error::TrySendError::Full(q) | tokio::sync::mpsc::error::TrySendError::Closed(q) => q.id,
+        };
         tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
-    }
-}
-
-/// Hands a deferred entry to the worker if it is `forwarded`; says so in the log otherwise.
-async fn queue_if_forwarded(gw: &Gateway, id: &EntryId) {
-    match gw.ledger.entry(id).await {
-        Ok(Some(e)) if e.state == EntryState::Forwarded => queue(gw, id),
-        Ok(Some(e)) if e.state == EntryState::Reserved => {
-            tracing::error!(%id, "served deferred call left `reserved`; recovery will void it uncharged");
-        }
-        // Already past `forwarded` (a worker or the sweep has it) or voided.
-        Ok(Some(_)) => {}
-        Ok(None) => tracing::error!(%id, "deferred entry vanished before its forwarded mark"),
-        Err(e) => tracing::warn!(%id, error = %e, "ledger unavailable; the backlog sweep will queue the entry"),
     }
 }
 

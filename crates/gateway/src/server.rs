@@ -48,9 +48,6 @@ pub async fn serve(
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     let result = axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown).await;
-    // Deferred calls already answered: let their `forwarded` marks land (bounded wait), or
-    // the next start's recovery would void calls that were served.
-    wait_for_zero(&gw.marks_pending).await;
     recovery.abort();
     watcher.abort();
     if let Some(r) = recon {

@@ -17,22 +17,32 @@ use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, V
 
 use crate::app::Gateway;
 
-/// How a settlement attempt ended.
+/// How a settlement attempt ended when money may have moved.
 #[derive(Debug)]
 pub enum SettleResult {
-    /// Mined with the expected transfer; the entry is `settled`.
+    /// Mined with the expected transfer. The entry is `settled`, or, if the ledger could not
+    /// record it, still `settling` with this hash for the recovery sweep to record: the payer
+    /// has paid either way.
     Settled(Settled),
-    /// Sent; no receipt yet. The entry stays `settling` with this hash.
+    /// A transaction may exist and no receipt came: the broadcast was acknowledged and the
+    /// receipt wait ran out, the broadcast's answer was lost, or what happened to it cannot be
+    /// established now. The entry stays `settling` with this hash. The payer is told
+    /// `settlement_pending` with the hash, never "not charged".
     Pending(B256),
 }
 
-/// Why a settlement attempt did not complete.
+/// Why a settlement attempt did not complete. Every variant means that no transaction of
+/// ours for this entry can move the money now: nothing was broadcast, or what was broadcast
+/// reverted with the authorization still unused. Which entries a later sweep may broadcast
+/// again is decided by mode (see [`recover_entry`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
-    /// The chain or the token refused, or the chain could not be reached.
+    /// Refused before anything was signed or broadcast: the token's simulation (the payer's
+    /// fault), or the chain could not be reached. The entry is still in its `from` state.
     #[error("{0}")]
     Verify(VerifyError),
-    /// The ledger failed.
+    /// The ledger failed while claiming; nothing was broadcast. The claim may have committed
+    /// (the entry `settling` with a transaction that exists nowhere) or not.
     #[error("ledger: {0}")]
     Ledger(MeteringError),
     /// Another worker claimed this entry first; it owns the settlement.
@@ -47,16 +57,53 @@ pub enum SettleError {
     /// The relayer lease could not be had in time (another replica is sending).
     #[error("relayer busy")]
     RelayerBusy,
+    /// The claim was recorded, then the node answered and refused the broadcast (relayer out
+    /// of gas, rate limit, connection refused): the entry is `settling` with a transaction no
+    /// node has.
+    #[error("settlement transaction {tx_hash} refused by the node: {source}")]
+    NotBroadcast {
+        /// The transaction recorded by the claim.
+        tx_hash: B256,
+        /// The node's refusal.
+        source: VerifyError,
+    },
+    /// Mined and reverted while the authorization stayed unused: no money moved. The entry is
+    /// `settle_failed` (or still `settling` if that could not be recorded; the sweep then
+    /// finds every recorded transaction reverted and records it).
+    #[error("settlement reverted: {0}")]
+    Reverted(VerifyError),
 }
 
 impl SettleError {
     /// Whether trying again later may succeed (and the entry should stay as it is).
     pub fn is_transient(&self) -> bool {
         match self {
+            SettleError::Verify(VerifyError::NotYetValid { .. }) => true,
             SettleError::Verify(e) => e.fault() == Fault::Chain,
             SettleError::Ledger(e) => e.is_retryable(),
-            SettleError::RelayerBusy | SettleError::LostRace => true,
-            SettleError::NoRelayer { .. } => false,
+            SettleError::RelayerBusy | SettleError::LostRace | SettleError::NotBroadcast { .. } => true,
+            SettleError::NoRelayer { .. } | SettleError::Reverted(_) => false,
+        }
+    }
+
+    /// Whether the payer's authorization is at fault (the token would refuse it: balance,
+    /// nonce used or cancelled, expired, bad signature), as opposed to the chain, the
+    /// relayer or the ledger. A payer fault answers 402; the others 503.
+    pub fn payer_fault(&self) -> bool {
+        match self {
+            // The chain's clock behind `validAfter`: a wait, not the payer's fault.
+            SettleError::Verify(VerifyError::NotYetValid { .. }) => false,
+            SettleError::Verify(e) | SettleError::Reverted(e) => e.fault() == Fault::Client,
+            _ => false,
+        }
+    }
+
+    /// The stable reason code recorded in the ledger and sent in a failed receipt.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            SettleError::Verify(e) | SettleError::Reverted(e) if self.payer_fault() => e.reason_code(),
+            SettleError::Reverted(_) => "settlement_reverted",
+            _ => "settlement_unavailable",
         }
     }
 }
@@ -71,10 +118,35 @@ pub enum Waiter {
     Background,
 }
 
+/// How long a settlement refused as "not yet valid" waits before its one retry.
+const NOT_YET_VALID_WAIT: Duration = Duration::from_millis(1_100);
+
+/// One claim-and-broadcast under the relayer lease (shared databases).
+async fn submit_once(
+    gw: &Gateway,
+    settler: &tollgate_verifier::Settler,
+    payment: &VerifiedPayment,
+    claim: &mut LedgerClaim<'_>,
+) -> Result<Result<Option<tollgate_verifier::Submitted>, VerifyError>, SettleError> {
+    let hold = relayer_lease(gw, payment.chain_id, settler.address()).await?;
+    let sent = settler.submit_claimed(payment, claim).await;
+    if let Some(hold) = hold
+        && let Err(e) = gw.ledger.release_lease(&hold.name, &gw.instance).await
+    {
+        // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
+        // other replicas wait for it (and this process re-enters it).
+        tracing::warn!(id = %claim.id, error = %e, "relayer lease not released; it will expire");
+    }
+    Ok(sent)
+}
+
+/// Attempts at recording a mined settlement before leaving it to the recovery sweep.
+const RECORD_ATTEMPTS: u32 = 3;
+
 /// Settles the entry `id`, currently in state `from`, for `payment`, polling for the receipt
-/// as `waiter` needs. The hash is recorded before broadcast; on a definitive failure *after*
-/// broadcast the entry is marked `settle_failed`; failures before broadcast leave the entry
-/// in `from` for the caller to decide.
+/// as `waiter` needs. The hash is recorded before broadcast. `Ok` means money may have moved
+/// (settled, or pending with a hash); `Err` means it cannot have, through us (see
+/// [`SettleError`]).
 pub async fn settle_entry(
     gw: &Gateway,
     id: &EntryId,
@@ -84,46 +156,111 @@ pub async fn settle_entry(
     waiter: Waiter,
 ) -> Result<SettleResult, SettleError> {
     let settler = gw.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
-    let hold = relayer_lease(gw, payment.chain_id, settler.address()).await?;
-    let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None };
-    let sent = settler.submit_claimed(payment, &mut claim).await;
-    let db_err = claim.error;
-    if let Some(hold) = hold {
-        let _ = gw.ledger.release_lease(&hold.name, &gw.instance).await;
+    let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None, claimed: None };
+    let mut sent = submit_once(gw, settler, payment, &mut claim).await?;
+    // The chain's clock may not have passed `validAfter` yet (the token wants `now >
+    // validAfter` by block time, and blocks lag the wall clock): not a refusal, a wait.
+    if let Err(VerifyError::NotYetValid { .. }) = &sent
+        && claim.claimed.is_none()
+    {
+        tokio::time::sleep(NOT_YET_VALID_WAIT).await;
+        sent = submit_once(gw, settler, payment, &mut claim).await?;
     }
-    let tx_hash = match sent {
-        Ok(Some(tx)) => tx,
-        Ok(None) => return Err(db_err.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
-        Err(e) => return Err(SettleError::Verify(e)),
+    let submitted = match sent {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(claim.error.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
+        Err(e) => {
+            return Err(match claim.claimed {
+                // The node refused a transaction the ledger already names: it exists nowhere.
+                Some(tx_hash) => SettleError::NotBroadcast { tx_hash, source: e },
+                None => SettleError::Verify(e),
+            });
+        }
     };
-    let outcome = match waiter {
-        Waiter::Call => settler.await_receipt(payment, tx_hash).await,
-        Waiter::Background => {
+    let tx_hash = submitted.tx_hash;
+    let outcome = match (waiter, submitted.acknowledged) {
+        // The broadcast's answer was lost: one look, then the payer hears "pending" now
+        // rather than after a whole receipt wait for a transaction that may not exist.
+        (_, false) => match settler.check_receipt(payment, tx_hash).await {
+            Ok(Some(s)) => Ok(SettleOutcome::Settled(s)),
+            _ => Ok(SettleOutcome::Pending { tx_hash }),
+        },
+        (Waiter::Call, true) => settler.await_receipt(payment, tx_hash).await,
+        (Waiter::Background, true) => {
             settler.await_receipt_every(payment, tx_hash, gw.config.settlement.deferred_receipt_poll_interval).await
         }
     };
     match outcome {
         Ok(SettleOutcome::Settled(s)) => {
-            record_settled(gw, id, &s).await.map_err(SettleError::Ledger)?;
+            record_settled_or_leave(gw, id, &s).await;
             Ok(SettleResult::Settled(s))
         }
         Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
         Err(e) => {
             // Our transaction reverted. If the authorization is now used, an earlier
             // transaction of ours (or a third party's) moved the money: leave the entry
-            // `settling` for the recovery sweep, which checks every recorded hash. Otherwise
-            // no money moved and the failure is final.
+            // `settling` for the recovery sweep, which checks every recorded hash, and say
+            // "pending". Only a definite "unused" makes the failure final.
             let used = gw
                 .verifier
                 .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
                 .await;
-            if let Ok(false) = used {
-                let now = gw.clock.now_unix_s();
-                let t = Transition::SettleFailed { reason: e.reason_code().to_owned() };
-                gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await.ok();
+            if !matches!(used, Ok(false)) {
+                return Ok(SettleResult::Pending(tx_hash));
             }
-            Err(SettleError::Verify(e))
+            let now = gw.clock.now_unix_s();
+            let reason = if e.fault() == Fault::Client { e.reason_code() } else { "settlement_reverted" };
+            let t = Transition::SettleFailed { reason: reason.to_owned() };
+            if let Err(db) =
+                gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await
+            {
+                // Safe to leave: the sweep finds every recorded transaction reverted and the
+                // authorization unused, and records the failure; nothing re-broadcasts it.
+                tracing::error!(%id, error = %db, "could not record a reverted settlement; recovery will");
+                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(SettleError::Reverted(e))
         }
+    }
+}
+
+/// Records a mined settlement, retrying briefly; if the ledger stays unavailable the entry is
+/// left `settling` with the hash, and the recovery sweep finds the receipt and records it.
+/// The payer has paid either way, which is what the caller tells them.
+async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) {
+    let mut backoff = Duration::from_millis(20);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match record_settled(gw, id, s).await {
+            Ok(_) => return,
+            Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+            }
+            Err(e) => {
+                tracing::error!(%id, tx = %s.tx_hash, error = %e,
+                    "settlement mined but not recorded; the recovery sweep will record it");
+                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// What a claim records beside its transaction hash (the event's detail): who sends it with
+/// which account nonce, so the sweep can tell when an unmined transaction no longer can land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ClaimDetail {
+    relayer: alloy_primitives::Address,
+    nonce: u64,
+}
+
+impl ClaimDetail {
+    fn to_json(self) -> String {
+        serde_json::json!({ "relayer": self.relayer, "nonce": self.nonce }).to_string()
+    }
+
+    fn from_event(detail: Option<&str>) -> Option<Self> {
+        serde_json::from_str(detail?).ok()
     }
 }
 
@@ -135,16 +272,20 @@ struct LedgerClaim<'a> {
     expected: EntryState,
     cause: &'a str,
     error: Option<MeteringError>,
+    /// The last transaction the ledger recorded through this claim.
+    claimed: Option<B256>,
 }
 
 #[async_trait::async_trait]
 impl Claim for LedgerClaim<'_> {
-    async fn claim(&mut self, tx_hash: B256) -> bool {
+    async fn claim(&mut self, tx_hash: B256, relayer: alloy_primitives::Address, nonce: u64) -> bool {
         let now = self.gw.clock.now_unix_s();
         let t = Transition::Settling { tx_hash };
-        match self.gw.ledger.transition_from(self.id, self.expected, t, self.cause, None, now).await {
+        let detail = ClaimDetail { relayer, nonce }.to_json();
+        match self.gw.ledger.transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await {
             Ok(true) => {
                 self.expected = EntryState::Settling;
+                self.claimed = Some(tx_hash);
                 true
             }
             Ok(false) => false,
@@ -206,45 +347,84 @@ pub fn stored_payment(entry: &Entry) -> Option<VerifiedPayment> {
     serde_json::from_str(&entry.payment).ok()
 }
 
+/// A deferred entry handed to the worker.
+#[derive(Debug)]
+pub struct Queued {
+    /// The entry (`forwarded`).
+    pub id: EntryId,
+    /// Its authorization's `validBefore`: the worker settles the earliest-expiring first.
+    pub valid_before_unix_s: u64,
+    /// Its place in the admission backlog, released when the settlement finishes (absent for
+    /// entries picked up from the ledger by the backlog sweep).
+    pub slot: Option<crate::admission::Slot>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    /// Reversed, so that a `BinaryHeap` pops the earliest `validBefore` first.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.valid_before_unix_s.cmp(&self.valid_before_unix_s).then_with(|| other.id.as_str().cmp(self.id.as_str()))
+    }
+}
+
 /// Drains the deferred queue, settling up to `settlement.deferred_concurrency` entries at
-/// once, each with retries and backoff; also picks up the durable backlog (entries queued
-/// while the channel was full, or before a restart). Sends are serialised on the relayer's
-/// nonce; what overlaps is the wait for receipts, so a chain with blocks every few seconds
-/// still settles many entries per block instead of one.
-pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<EntryId>) {
+/// once, earliest-expiring first, each with retries and backoff; also picks up the durable
+/// backlog (entries queued while the channel was full, or before a restart), in the same
+/// order. Sends are serialised on the relayer's nonce; what overlaps is the wait for
+/// receipts, so a chain with blocks every few seconds still settles many entries per block.
+pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     let sweep = gw.config.settlement.recovery_interval;
     let slots = Arc::new(tokio::sync::Semaphore::new(gw.config.settlement.deferred_concurrency));
     // Entries being settled by a task of this worker: the backlog sweep must not start a
     // second attempt beside the first (it would lose the ledger claim, but only after an
     // estimate and a signature).
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<EntryId>>> = Arc::default();
+    let mut waiting: std::collections::BinaryHeap<Queued> = std::collections::BinaryHeap::new();
     loop {
-        let next = tokio::time::timeout(sweep, rx.recv()).await;
-        let ids: Vec<EntryId> = match next {
-            Ok(Some(id)) => vec![id],
-            Ok(None) => return,
-            Err(_) => match gw.ledger.deferred_backlog(64).await {
-                Ok(entries) => entries.into_iter().map(|e| e.id).collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "deferred backlog unavailable");
-                    Vec::new()
-                }
-            },
-        };
-        for id in ids {
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            if !in_flight.lock().is_ok_and(|mut set| set.insert(id.clone())) {
-                continue;
+        if waiting.is_empty() {
+            match tokio::time::timeout(sweep, rx.recv()).await {
+                Ok(Some(q)) => waiting.push(q),
+                Ok(None) => return,
+                Err(_) => match gw.ledger.deferred_backlog(256).await {
+                    Ok(entries) => waiting.extend(entries.into_iter().map(|e| Queued {
+                        id: e.id,
+                        valid_before_unix_s: e.valid_before_unix_s,
+                        slot: None,
+                    })),
+                    Err(e) => tracing::warn!(error = %e, "deferred backlog unavailable"),
+                },
             }
-            let (gw, in_flight) = (gw.clone(), in_flight.clone());
-            tokio::spawn(async move {
-                settle_deferred(&gw, &id).await;
-                if let Ok(mut set) = in_flight.lock() {
-                    set.remove(&id);
-                }
-                drop(slot);
-            });
+            continue;
         }
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // Whatever arrived while waiting for a slot competes on expiry too.
+        while let Ok(q) = rx.try_recv() {
+            waiting.push(q);
+        }
+        let Some(next) = waiting.pop() else { continue };
+        if !in_flight.lock().is_ok_and(|mut set| set.insert(next.id.clone())) {
+            continue;
+        }
+        let (gw, in_flight) = (gw.clone(), in_flight.clone());
+        tokio::spawn(async move {
+            settle_deferred(&gw, &next.id).await;
+            gw.backlog.record_finished(gw.clock.now_unix_s());
+            if let Ok(mut set) = in_flight.lock() {
+                set.remove(&next.id);
+            }
+            drop(next.slot);
+            drop(slot);
+        });
     }
 }
 
@@ -273,13 +453,13 @@ async fn settle_deferred(gw: &Gateway, id: &EntryId) {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            Err(SettleError::LostRace) => return,
+            // Claimed by another worker, or claimed by us and refused by the node: the entry
+            // is `settling` and the recovery sweep re-sends it (a deferred call was served).
+            Err(SettleError::LostRace | SettleError::NotBroadcast { .. }) => return,
+            // Already recorded `settle_failed` (or left for the sweep to record).
+            Err(SettleError::Reverted(_)) => return,
             Err(e) => {
-                let reason = match &e {
-                    SettleError::Verify(v) => v.reason_code(),
-                    _ => "settlement_unavailable",
-                };
-                fail(gw, &entry, EntryState::Forwarded, reason).await;
+                fail(gw, &entry, EntryState::Forwarded, e.reason_code()).await;
                 return;
             }
         }
@@ -306,15 +486,18 @@ pub async fn recovery_loop(gw: Arc<Gateway>) {
 }
 
 /// One sweep: every entry left unfinished for longer than the grace period (so not in
-/// flight in a live process) is driven towards a terminal state.
+/// flight in a live process) is driven towards a terminal state, up to
+/// `settlement.deferred_concurrency` entries at once (the same bound as the deferred worker:
+/// their receipt waits overlap, so a backlog settles many entries per block, not one).
 pub async fn recover_once(gw: &Gateway) -> Result<usize, MeteringError> {
+    use futures_util::StreamExt as _;
     let now = gw.clock.now_unix_s();
     let cutoff = now.saturating_sub(gw.config.settlement.recovery_grace_s);
     let stuck = gw.ledger.unfinished(cutoff, 200).await?;
     let count = stuck.len();
-    for entry in stuck {
-        recover_entry(gw, &entry).await;
-    }
+    futures_util::stream::iter(stuck.iter())
+        .for_each_concurrent(gw.config.settlement.deferred_concurrency.max(1), |entry| recover_entry(gw, entry))
+        .await;
     backfill_audit(gw, cutoff).await?;
     Ok(count)
 }
@@ -368,37 +551,36 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
     let now = gw.clock.now_unix_s();
     let expired = entry.valid_before_unix_s <= now.saturating_add(gw.config.verification.valid_before_buffer_s);
     match entry.state {
-        // Reserved but never marked forwarded: the call cannot be shown to have been delivered,
-        // so nothing is charged. On a deferred route the agent may have had its answer (the
-        // mark is written beside the response), which the reason says for finance.
+        // Reserved but never marked forwarded: the call cannot be shown to have been
+        // delivered, so nothing is charged.
         EntryState::Reserved => {
             let reason = if entry.mode == SettlementMode::Deferred {
                 "recovery_delivery_unknown"
             } else {
                 "recovery_never_forwarded"
             };
-            let t = Transition::Voided { reason: reason.to_owned() };
-            let _ = gw.ledger.transition_from(&entry.id, EntryState::Reserved, t, "recovery", None, now).await;
+            void_left(gw, entry, EntryState::Reserved, reason, now).await;
         }
-        // The upstream answered but settlement never started: settle while the
-        // authorization is valid, void once it cannot be settled any more.
-        EntryState::Forwarded if entry.mode != SettlementMode::Before => {
+        // `after`: the upstream answered but the body is released only with a settlement,
+        // and no transaction was ever claimed: the process died before the agent got
+        // anything. Nothing is charged.
+        EntryState::Forwarded if entry.mode == SettlementMode::After => {
+            void_left(gw, entry, EntryState::Forwarded, "recovery_never_delivered", now).await;
+        }
+        // `deferred`: the call was served; settle while the authorization is valid, void once
+        // it cannot be settled any more.
+        EntryState::Forwarded if entry.mode == SettlementMode::Deferred => {
             if expired {
-                let t = Transition::Voided { reason: "recovery_expired_unsettled".to_owned() };
-                let _ = gw.ledger.transition_from(&entry.id, EntryState::Forwarded, t, "recovery", None, now).await;
+                void_left(gw, entry, EntryState::Forwarded, "recovery_expired_unsettled", now).await;
                 return;
             }
             match stored_payment(entry) {
                 Some(p) => {
-                    if let Err(e) =
-                        settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery", Waiter::Background).await
-                        && !e.is_transient()
-                    {
-                        let reason = match &e {
-                            SettleError::Verify(v) => v.reason_code(),
-                            _ => "settlement_unavailable",
-                        };
-                        fail(gw, entry, EntryState::Forwarded, reason).await;
+                    match settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery", Waiter::Background).await {
+                        Ok(_)
+                        | Err(SettleError::LostRace | SettleError::NotBroadcast { .. } | SettleError::Reverted(_)) => {}
+                        Err(e) if e.is_transient() => {}
+                        Err(e) => fail(gw, entry, EntryState::Forwarded, e.reason_code()).await,
                     }
                 }
                 None => fail(gw, entry, EntryState::Forwarded, "stored_payment_unreadable").await,
@@ -406,6 +588,15 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
         }
         EntryState::Settling => recover_settling(gw, entry, expired).await,
         _ => {}
+    }
+}
+
+/// Voids an entry the sweep found unfinished; a failure is retried by the next sweep.
+async fn void_left(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str, now: u64) {
+    let t = Transition::Voided { reason: reason.to_owned() };
+    if let Err(e) = gw.ledger.transition_from(&entry.id, from, t, "recovery", None, now).await {
+        // Safe to leave: the entry stays unfinished and the next sweep voids it.
+        tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
     }
 }
 
@@ -429,10 +620,28 @@ pub async fn recheck(gw: &Gateway, id: &EntryId) {
     };
     for tx_hash in hashes {
         if let Ok(Some(s)) = settler.check_receipt(&payment, tx_hash).await {
-            let _ = record_settled(gw, id, &s).await;
+            if let Err(e) = record_settled(gw, id, &s).await {
+                // Safe to leave: the entry stays `settling` and the recovery sweep finds the
+                // same receipt.
+                tracing::warn!(%id, error = %e, "re-check could not record a settlement; recovery will");
+            }
             return;
         }
     }
+}
+
+/// Whether none of these unmined transactions can be mined any more: each claim noted its
+/// relayer nonce, and each relayer's mined nonce has passed it (another transaction took
+/// it). Unknown nonces (claims recorded before nonces were noted) or a chain error: false.
+async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<ClaimDetail>]) -> bool {
+    for detail in unmined {
+        let Some(d) = detail else { return false };
+        match settler.nonce_still_open(d.relayer, d.nonce).await {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// One or more transactions were recorded for this entry (a replacement may have followed
@@ -444,23 +653,34 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
         return;
     };
     let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
-    let mut hashes: Vec<B256> = match gw.ledger.events(&entry.id).await {
-        Ok(events) => events.iter().filter_map(|e| e.tx_hash).collect(),
+    // Every transaction recorded for the entry, with the relayer nonce its claim noted.
+    let mut claims: Vec<(B256, Option<ClaimDetail>)> = match gw.ledger.events(&entry.id).await {
+        Ok(events) => {
+            events.iter().filter_map(|e| Some((e.tx_hash?, ClaimDetail::from_event(e.detail.as_deref())))).collect()
+        }
         Err(e) => {
             tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
             return;
         }
     };
-    hashes.extend(entry.tx_hash);
-    hashes.dedup();
-    let mut unmined = 0;
-    for tx_hash in &hashes {
+    if let Some(h) = entry.tx_hash
+        && !claims.iter().any(|(c, _)| *c == h)
+    {
+        claims.push((h, None));
+    }
+    let mut seen = std::collections::HashSet::new();
+    claims.retain(|(h, _)| seen.insert(*h));
+    let mut unmined = Vec::new();
+    for (tx_hash, detail) in &claims {
         match settler.check_receipt(&payment, *tx_hash).await {
             Ok(Some(s)) => {
-                let _ = record_settled(gw, &entry.id, &s).await;
+                if let Err(e) = record_settled(gw, &entry.id, &s).await {
+                    // Safe to leave: the next sweep finds the same receipt.
+                    tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+                }
                 return;
             }
-            Ok(None) => unmined += 1,
+            Ok(None) => unmined.push(*detail),
             // Reverted, or no matching transfer: this one did not move the money.
             Err(e) if e.fault() != Fault::Chain => {}
             Err(e) => {
@@ -475,20 +695,32 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
         .await;
     match used {
         // One of ours may still land (or just did, after we looked): look again next sweep.
-        Ok(true) if unmined > 0 => {}
+        Ok(true) if !unmined.is_empty() => {}
         // None of our transactions moved it, and none is pending: someone else used the
         // authorization. No money reached the payee through us; finance sees the exception.
         Ok(true) => fail(gw, entry, EntryState::Settling, "authorization_used_elsewhere").await,
-        Ok(false) if expired => {
+        // Every transaction we recorded was mined and reverted: no money moved, for good.
+        Ok(false) if unmined.is_empty() => fail(gw, entry, EntryState::Settling, "settlement_reverted").await,
+        Ok(false) if expired || (entry.mode != SettlementMode::Deferred && none_can_land(settler, &unmined).await) => {
             let t = Transition::Voided { reason: "recovery_tx_never_landed".to_owned() };
-            let _ = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await;
+            if let Err(e) = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await {
+                tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
+            }
         }
-        // Still valid and unused: our transaction was dropped or never broadcast (a crash
-        // between the claim and the send). Send again; the token lets at most one land.
-        Ok(false) => {
-            let _ = settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend", Waiter::Background)
-                .await;
+        // Still valid and unused, a transaction of ours unmined: it was dropped, refused or
+        // never broadcast (a crash between the claim and the send). Only a deferred call is
+        // known to have been served, so only it is sent again (the token lets at most one
+        // transaction land). An `after` or `before` call may never have reached its agent:
+        // it is not re-broadcast; it is voided (above) once the relayer's mined nonce has
+        // passed every claim's nonce or the authorization expires, and waits until then.
+        Ok(false) if entry.mode == SettlementMode::Deferred => {
+            if let Err(e) =
+                settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend", Waiter::Background).await
+            {
+                tracing::warn!(id = %entry.id, error = %e, "recovery re-send did not settle; next sweep");
+            }
         }
+        Ok(false) => {}
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
     }
 }

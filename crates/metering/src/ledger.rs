@@ -252,7 +252,7 @@ const SELECT_UNFINISHED: &str = concat!(
 const SELECT_DEFERRED: &str = concat!(
     "SELECT ",
     entry_columns!(),
-    " FROM ledger_entries WHERE mode = 'deferred' AND state = 'forwarded' ORDER BY created_unix_s, id LIMIT $1"
+    " FROM ledger_entries WHERE mode = 'deferred' AND state = 'forwarded' ORDER BY valid_before_unix_s, id LIMIT $1"
 );
 
 const SELECT_OF_PAYER: &str = concat!(
@@ -982,8 +982,8 @@ impl Ledger {
         rows.into_iter().map(EntryRow::into_entry).collect()
     }
 
-    /// Entries of mode `deferred` in state `forwarded`, oldest first, at most `limit`: the
-    /// durable truth of the settlement queue.
+    /// Entries of mode `deferred` in state `forwarded`, earliest `validBefore` first, at most
+    /// `limit`: the durable truth of the settlement queue.
     pub async fn deferred_backlog(&self, limit: u32) -> Result<Vec<Entry>, MeteringError> {
         const OP: &str = "deferred_backlog";
         let err = |e: sqlx::Error| self.db_error(OP, e);

@@ -28,15 +28,22 @@ pub enum CallOutcome<T> {
     Reverted(Bytes),
 }
 
-/// Why `eth_sendRawTransaction` was refused, as far as nonce management cares.
+/// Why `eth_sendRawTransaction` did not return a hash, as far as nonce management and the
+/// truth told to the payer care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// The nonce was already used (e.g. by a transaction sent outside this process).
     NonceTooLow,
     /// A transaction with this nonce is pending, or this exact one is already known.
     NonceInUse,
-    /// Anything else, including transport failures.
-    Other(VerifyError),
+    /// The node answered and did not take the transaction (a JSON-RPC error object such as
+    /// "insufficient funds for gas", HTTP 429), or the connection was refused before a byte
+    /// was sent. The transaction is not in any mempool through us.
+    Refused(VerifyError),
+    /// The request may have reached a node that took the transaction, and the answer was
+    /// lost: a timeout, a reset after sending, an HTTP 5xx from a proxy, an unreadable
+    /// answer. The hash must be kept and checked; the payment may still be made.
+    InDoubt(VerifyError),
 }
 
 /// One log of a mined transaction.
@@ -114,6 +121,9 @@ pub trait Chain: Send + Sync + 'static {
     async fn native_balance(&self, address: Address) -> Result<U256, VerifyError>;
     /// The next nonce of `address`, counting pending transactions.
     async fn pending_nonce(&self, address: Address) -> Result<u64, VerifyError>;
+    /// The number of transactions of `address` in the latest block (its next nonce, not
+    /// counting pending transactions).
+    async fn mined_nonce(&self, address: Address) -> Result<u64, VerifyError>;
     /// Current fee caps.
     async fn fees(&self) -> Result<Fees, VerifyError>;
     /// `eth_sendRawTransaction`; returns the transaction hash.
@@ -205,6 +215,31 @@ fn rpc_error(method: &'static str, e: &RpcError<TransportErrorKind>) -> VerifyEr
     VerifyError::Rpc { method, reason }
 }
 
+/// Whether a failed `eth_sendRawTransaction` certainly never reached a node: refused at
+/// connect time (no byte sent), or rate limited with HTTP 429 (the front door answered
+/// before any node saw it). Everything else is in doubt.
+fn send_never_reached_node(e: &RpcError<TransportErrorKind>) -> bool {
+    let RpcError::Transport(kind) = e else { return false };
+    match kind {
+        TransportErrorKind::HttpError(h) | TransportErrorKind::HttpErrorWithRetryAfter { error: h, .. } => {
+            h.status == 429
+        }
+        TransportErrorKind::Custom(err) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+            while let Some(s) = source {
+                if let Some(io) = s.downcast_ref::<std::io::Error>()
+                    && io.kind() == std::io::ErrorKind::ConnectionRefused
+                {
+                    return true;
+                }
+                source = s.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
 fn tx(from: Option<Address>, to: Address, data: Bytes) -> TransactionRequest {
     let mut req = TransactionRequest::default().to(to).input(data.into());
     if let Some(from) = from {
@@ -252,6 +287,10 @@ impl Chain for AlloyChain {
             .await
     }
 
+    async fn mined_nonce(&self, address: Address) -> Result<u64, VerifyError> {
+        self.timed("eth_getTransactionCount", self.provider.get_transaction_count(address).latest().into_future()).await
+    }
+
     async fn fees(&self) -> Result<Fees, VerifyError> {
         let gas_price = self.timed("eth_gasPrice", self.provider.get_gas_price().into_future()).await?;
         let tip =
@@ -262,25 +301,29 @@ impl Chain for AlloyChain {
     }
 
     async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError> {
+        const METHOD: &str = "eth_sendRawTransaction";
         let fut = async { self.provider.send_raw_transaction(&raw).await.map(|pending| *pending.tx_hash()) };
         match tokio::time::timeout(self.rpc_timeout, fut).await {
             Ok(Ok(hash)) => Ok(hash),
             Ok(Err(RpcError::ErrorResp(p))) => {
                 let msg = p.message.to_ascii_lowercase();
+                let e = VerifyError::Rpc { method: METHOD, reason: format!("node error {}: {}", p.code, p.message) };
                 if msg.contains("nonce too low") {
                     Err(SendError::NonceTooLow)
                 } else if msg.contains("already known") || msg.contains("replacement transaction underpriced") {
                     Err(SendError::NonceInUse)
+                } else if p.code == -32603 || msg.contains("timeout") || msg.contains("timed out") {
+                    // An internal error or a gateway's upstream timeout dressed as JSON-RPC:
+                    // a node behind it may have taken the transaction.
+                    Err(SendError::InDoubt(e))
                 } else {
-                    Err(SendError::Other(VerifyError::Rpc {
-                        method: "eth_sendRawTransaction",
-                        reason: format!("node error {}: {}", p.code, p.message),
-                    }))
+                    Err(SendError::Refused(e))
                 }
             }
-            Ok(Err(e)) => Err(SendError::Other(rpc_error("eth_sendRawTransaction", &e))),
-            Err(_) => Err(SendError::Other(VerifyError::RpcTimeout {
-                method: "eth_sendRawTransaction",
+            Ok(Err(e)) if send_never_reached_node(&e) => Err(SendError::Refused(rpc_error(METHOD, &e))),
+            Ok(Err(e)) => Err(SendError::InDoubt(rpc_error(METHOD, &e))),
+            Err(_) => Err(SendError::InDoubt(VerifyError::RpcTimeout {
+                method: METHOD,
                 timeout_ms: millis(self.rpc_timeout),
             })),
         }

@@ -29,8 +29,10 @@ use crate::verify::VerifiedPayment;
 /// [`Settler::submit_claimed`]). Returns whether the caller may send it.
 #[async_trait::async_trait]
 pub trait Claim: Send {
-    /// Claims the payment for the transaction `tx_hash`.
-    async fn claim(&mut self, tx_hash: B256) -> bool;
+    /// Claims the payment for the transaction `tx_hash`, sent from `relayer` with account
+    /// nonce `nonce` (recorded so that a later sweep can tell when a transaction that never
+    /// landed no longer can: once the relayer's mined nonce has passed it).
+    async fn claim(&mut self, tx_hash: B256, relayer: Address, nonce: u64) -> bool;
 }
 
 /// A claim that always succeeds (nothing to record).
@@ -39,7 +41,7 @@ pub struct AlwaysClaim;
 
 #[async_trait::async_trait]
 impl Claim for AlwaysClaim {
-    async fn claim(&mut self, _tx_hash: B256) -> bool {
+    async fn claim(&mut self, _tx_hash: B256, _relayer: Address, _nonce: u64) -> bool {
         true
     }
 }
@@ -80,6 +82,17 @@ pub struct Settled {
     pub block_hash: B256,
     /// Index of the `Transfer` log in the block.
     pub log_index: u64,
+}
+
+/// A settlement transaction handed to the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// Its hash (recorded by the claim before the broadcast).
+    pub tx_hash: B256,
+    /// Whether the node acknowledged it. `false`: the broadcast's answer was lost (timeout,
+    /// reset, a proxy's 5xx), so the transaction may or may not be in a mempool; the hash
+    /// must be checked, and the payer told the payment is pending, never "not charged".
+    pub acknowledged: bool,
 }
 
 /// What became of a submitted settlement.
@@ -147,7 +160,7 @@ impl Settler {
     /// Estimates, signs and sends the transfer; returns its hash without waiting.
     pub async fn submit(&self, payment: &VerifiedPayment) -> Result<B256, VerifyError> {
         let sent = self.submit_claimed(payment, &mut AlwaysClaim).await?;
-        sent.ok_or_else(|| VerifyError::SettlementNotSent { reason: "claim refused".to_owned() })
+        sent.map(|s| s.tx_hash).ok_or_else(|| VerifyError::SettlementNotSent { reason: "claim refused".to_owned() })
     }
 
     /// Like [`Settler::submit`], but calls `claim(tx_hash)` with the signed transaction's
@@ -158,14 +171,16 @@ impl Settler {
     /// (`Ok(None)`). When the node refuses the nonce and the transaction is rebuilt,
     /// `claim` is called again with the new hash.
     ///
-    /// When the node does not answer the broadcast in time the transaction may or may not
-    /// have been accepted; its hash is returned all the same, so the caller keeps something
-    /// to check rather than sending a second transaction.
+    /// When the broadcast's answer is lost (timeout, reset, a proxy's 5xx) the transaction
+    /// may or may not have been accepted; its hash is returned all the same with
+    /// `acknowledged: false`, so the caller keeps something to check rather than telling
+    /// the payer nothing was charged. `Err(SettlementNotSent)` after a claim means the node
+    /// answered and refused it (or the connection was refused): no transaction exists.
     pub async fn submit_claimed(
         &self,
         payment: &VerifiedPayment,
         claim: &mut dyn Claim,
-    ) -> Result<Option<B256>, VerifyError> {
+    ) -> Result<Option<Submitted>, VerifyError> {
         let calldata = payment.transfer_calldata();
         let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
             CallOutcome::Success(gas) => gas,
@@ -194,13 +209,13 @@ impl Settler {
                 .await
                 .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
             let tx_hash = *envelope.tx_hash();
-            if !claim.claim(tx_hash).await {
+            if !claim.claim(tx_hash, self.address, nonce).await {
                 return Ok(None);
             }
             match self.chain.send_raw(envelope.encoded_2718().into()).await {
                 Ok(_) => {
                     *next_nonce = Some(nonce.saturating_add(1));
-                    return Ok(Some(tx_hash));
+                    return Ok(Some(Submitted { tx_hash, acknowledged: true }));
                 }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
@@ -208,12 +223,12 @@ impl Settler {
                     last_refusal = format!("nonce {nonce} refused");
                     *next_nonce = None;
                 }
-                Err(SendError::Other(VerifyError::RpcTimeout { .. })) => {
+                Err(SendError::InDoubt(e)) => {
                     *next_nonce = None;
-                    tracing::warn!(%tx_hash, "settlement send timed out; keeping the hash to check later");
-                    return Ok(Some(tx_hash));
+                    tracing::warn!(%tx_hash, error = %e, "settlement broadcast in doubt; keeping the hash to check");
+                    return Ok(Some(Submitted { tx_hash, acknowledged: false }));
                 }
-                Err(SendError::Other(e)) => {
+                Err(SendError::Refused(e)) => {
                     *next_nonce = None;
                     return Err(VerifyError::SettlementNotSent { reason: e.to_string() });
                 }
@@ -250,6 +265,12 @@ impl Settler {
             }
             tokio::time::sleep(poll_interval).await;
         }
+    }
+
+    /// Whether a transaction of `relayer` with account nonce `nonce` can still be mined:
+    /// false once the relayer's mined nonce has passed it (another transaction took it).
+    pub async fn nonce_still_open(&self, relayer: Address, nonce: u64) -> Result<bool, VerifyError> {
+        Ok(self.chain.mined_nonce(relayer).await? <= nonce)
     }
 
     /// One look at the receipt: `None` while unmined, the landing place when the expected

@@ -76,6 +76,11 @@ impl VerifiedPayment {
         self.authorization.from
     }
 
+    /// The CAIP-2 network id (`eip155:<chain id>`).
+    pub fn network(&self) -> String {
+        tollgate_x402::Network::new(self.chain_id).caip2()
+    }
+
     /// Calldata of the `transferWithAuthorization` overload that fits the signature.
     pub fn transfer_calldata(&self) -> Bytes {
         let a = &self.authorization;
@@ -182,8 +187,10 @@ pub fn check_offline(
     {
         return Err(VerifyError::ValidityTooLong { valid_before_unix_s, window_max_s });
     }
+    // The token requires `now > validAfter` (strictly): an authorization valid from this very
+    // second would pass here and revert at settlement.
     let valid_after_unix_s = saturate_u64(authorization.valid_after);
-    if valid_after_unix_s > now_unix_s {
+    if valid_after_unix_s >= now_unix_s {
         return Err(VerifyError::NotYetValid { valid_after_unix_s, now_unix_s });
     }
     if authorization.value != offer.amount.0 {

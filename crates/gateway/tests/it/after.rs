@@ -127,9 +127,9 @@ async fn settlement_failure_withholds_the_body(h: &Harness) {
 }
 both_engines!(settlement_failure, settlement_failure_withholds_the_body);
 
-// Goal: a receipt that does not arrive in time is reported as paid with its transaction
-// hash (`Tollgate-Settlement: pending`), never as a failure; the entry stays `settling` and
-// the recovery sweep settles it once the block is mined.
+// Goal: a receipt that does not arrive in time is reported as x402 `settlement_pending` with
+// its transaction hash (`Tollgate-Settlement: pending`, body delivered), never as "not
+// charged"; the entry stays `settling` and the recovery sweep settles it once mined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_receipt_is_pending_then_recovered() {
     let opts = crate::Options { receipt_timeout_ms: 100, ..Default::default() };
@@ -141,7 +141,9 @@ async fn late_receipt_is_pending_then_recovered() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["tollgate-settlement"], "pending");
     let receipt = receipt_of(&resp, "payment-response");
-    assert!(receipt.success);
+    assert!(!receipt.success, "x402 settlement_pending is not a success");
+    assert_eq!(receipt.error_reason.as_deref(), Some("settlement_pending"));
+    assert!(receipt.transaction.starts_with("0x"), "the hash is given");
     let entry = h.wait_state(&b, EntryState::Settling).await;
     assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction.clone()));
 

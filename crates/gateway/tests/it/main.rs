@@ -9,6 +9,7 @@ mod concurrency;
 mod control;
 mod deferred_before;
 mod errors;
+mod money_truth;
 mod reconcile;
 mod secrets;
 
@@ -141,6 +142,8 @@ pub struct Harness {
     /// An operator token (created directly in the database, as `tollgate admin bootstrap` does).
     pub operator: String,
     config_text: String,
+    /// The ledger database's URL (tests inject faults into it with SQL).
+    pub db_url: String,
     env: HashMap<&'static str, String>,
     _db_dir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
@@ -185,6 +188,7 @@ impl Harness {
         let payee = random_key().address();
         let relayer = anvil_key(9);
         let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts) + &opts.extra_config;
+        let db_url = db_url.clone();
         let env: HashMap<&'static str, String> = HashMap::from([
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
             ("TEST_API_KEY", API_KEY.to_owned()),
@@ -212,6 +216,7 @@ impl Harness {
             admin_url,
             operator,
             config_text: text,
+            db_url,
             env,
             _db_dir: db_dir,
             pg,
@@ -307,6 +312,54 @@ impl Harness {
 
     pub async fn entry_for(&self, b: &PaymentBuilder) -> Option<Entry> {
         self.gateway.ledger.entry_by_authorization(8453, self.chain.token, b.from, b.nonce).await.unwrap()
+    }
+
+    /// Runs SQL statements on the ledger database through a connection of its own (fault
+    /// injection: triggers that make chosen ledger writes fail, as a failing database does).
+    pub async fn exec_sql(&self, statements: &[&str]) {
+        use sqlx::Connection as _;
+        if self.db_url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(&self.db_url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.db_url).await.unwrap();
+            for s in statements {
+                sqlx::query(s).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
+    /// Makes every ledger write that moves an entry into one of `states` fail, until
+    /// [`Harness::heal_ledger`]: the database refuses them as a broken one would.
+    pub async fn fail_ledger_writes_to(&self, states: &[&str]) {
+        let list = states.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(",");
+        if self.db_url.starts_with("sqlite") {
+            let sql = format!(
+                "CREATE TRIGGER fault_injection BEFORE UPDATE OF state ON ledger_entries \
+                 WHEN NEW.state IN ({list}) BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+            );
+            self.exec_sql(&[&sql]).await;
+        } else {
+            let func = format!(
+                "CREATE FUNCTION fault_injection() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.state IN ({list}) THEN RAISE EXCEPTION 'injected fault'; END IF; RETURN NEW; END $$ \
+                 LANGUAGE plpgsql"
+            );
+            let trig = "CREATE TRIGGER fault_injection BEFORE UPDATE ON ledger_entries FOR EACH ROW \
+                        EXECUTE FUNCTION fault_injection()";
+            self.exec_sql(&[&func, trig]).await;
+        }
+    }
+
+    /// Removes the fault injected by [`Harness::fail_ledger_writes_to`].
+    pub async fn heal_ledger(&self) {
+        if self.db_url.starts_with("sqlite") {
+            self.exec_sql(&["DROP TRIGGER fault_injection"]).await;
+        } else {
+            self.exec_sql(&["DROP TRIGGER fault_injection ON ledger_entries", "DROP FUNCTION fault_injection()"]).await;
+        }
     }
 
     /// Polls the ledger until the entry for `b` is in `state` (bounded).

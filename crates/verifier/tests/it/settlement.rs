@@ -134,14 +134,14 @@ async fn claim_comes_before_broadcast() {
     struct Refuse;
     #[async_trait::async_trait]
     impl tollgate_verifier::Claim for Refuse {
-        async fn claim(&mut self, _: alloy_primitives::B256) -> bool {
+        async fn claim(&mut self, _: alloy_primitives::B256, _: alloy_primitives::Address, _: u64) -> bool {
             false
         }
     }
     struct Record(Vec<alloy_primitives::B256>);
     #[async_trait::async_trait]
     impl tollgate_verifier::Claim for Record {
-        async fn claim(&mut self, tx_hash: alloy_primitives::B256) -> bool {
+        async fn claim(&mut self, tx_hash: alloy_primitives::B256, _: alloy_primitives::Address, _: u64) -> bool {
             self.0.push(tx_hash);
             true
         }
@@ -152,6 +152,8 @@ async fn claim_comes_before_broadcast() {
 
     let mut record = Record(Vec::new());
     let sent = env.settler.submit_claimed(&verified, &mut record).await.unwrap().expect("sent");
+    assert!(sent.acknowledged);
+    let sent = sent.tx_hash;
     assert_eq!(record.0, vec![sent]);
     let outcome = env.settler.await_receipt(&verified, sent).await.unwrap();
     assert!(matches!(outcome, SettleOutcome::Settled(s) if s.tx_hash == sent));

@@ -1,0 +1,251 @@
+//! What the agent is told is what happened: settlement faults against real anvil and a
+//! real ledger (both engines), each checked afterwards against the ledger and the chain
+//! after a recovery sweep (docs/guarantees.md).
+
+use alloy_primitives::{B256, U256};
+use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
+use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
+
+use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
+
+async fn pay(h: &Harness, path: &str, b: &PaymentBuilder) -> reqwest::Response {
+    h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send().await.unwrap()
+}
+
+async fn set_relayer_gas(h: &Harness, wei_hex: &str) {
+    let relayer = format!("{:#x}", anvil_key(9).address());
+    h.chain.rpc("anvil_setBalance", serde_json::json!([relayer, wei_hex])).await.unwrap();
+}
+
+/// Runs the recovery sweep as a later process would: past the grace period.
+async fn sweep_later(h: &Harness, at_unix_s: u64) {
+    h.clock.set(at_unix_s);
+    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+}
+
+// Goal: a relayer that cannot pay gas makes the node refuse the broadcast after the claim.
+// The agent is told 503 `settlement_unavailable` (not a 402), the body is withheld, and that
+// stays true after the relayer is funded again and the recovery sweep runs: the
+// authorization is never used (today's bug: "not charged", then charged by `recovery_resend`).
+async fn broadcast_refused_is_unavailable_and_stays_uncharged(h: &Harness) {
+    set_relayer_gas(h, "0x0").await;
+    let b = h.payment("/weather/lima").await;
+    let resp = pay(h, "/weather/lima", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    let receipt = receipt_of(&resp, "payment-response");
+    assert!(!receipt.success);
+    assert_eq!(receipt.transaction, "", "no transaction exists");
+    assert_eq!(receipt.error_reason.as_deref(), Some("settlement_unavailable"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "settlement_unavailable");
+    assert!(!body.to_string().contains("temp_c"), "the upstream body is withheld");
+    let entry = h.wait_state(&b, EntryState::Voided).await;
+    assert_eq!(entry.reason.as_deref(), Some("settlement_not_broadcast"));
+
+    set_relayer_gas(h, "0x56BC75E2D63100000").await;
+    sweep_later(h, h.now + 7_200).await;
+    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Voided);
+    assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "never charged");
+    assert_eq!(h.payee_balance().await, U256::ZERO);
+
+    // A fresh authorization for the same call then pays once.
+    h.clock.set(h.now);
+    let b2 = h.payment("/weather/lima").await;
+    let resp = pay(h, "/weather/lima", &b2).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert!(receipt_of(&resp, "payment-response").success);
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+both_engines!(broadcast_refused, broadcast_refused_is_unavailable_and_stays_uncharged);
+
+// Goal: when the ledger fails after the transfer was mined, the agent is told the truth
+// (paid, with the hash, body delivered), not "nothing was charged"; the sweep records the
+// settlement later from the chain.
+async fn ledger_down_after_mined_is_paid(h: &Harness) {
+    h.fail_ledger_writes_to(&["settled"]).await;
+    let b = h.payment("/weather/bern").await;
+    let resp = pay(h, "/weather/bern", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let receipt = receipt_of(&resp, "payment-response");
+    assert!(receipt.success, "{receipt:?}");
+    assert!(receipt.transaction.starts_with("0x"));
+    assert!(resp.text().await.unwrap().contains("temp_c"), "the body is delivered");
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+    let entry = h.entry_for(&b).await.unwrap();
+    assert_eq!(entry.state, EntryState::Settling, "the settled write failed");
+
+    h.heal_ledger().await;
+    sweep_later(h, h.now + 7_200).await;
+    let entry = h.wait_state(&b, EntryState::Settled).await;
+    assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction));
+}
+both_engines!(ledger_down_after_mined, ledger_down_after_mined_is_paid);
+
+// Goal: an `after` entry the upstream answered but that was never claimed for settlement is
+// voided by the sweep, never settled: its agent never got the body (today recovery settled
+// such entries: charged without delivery). Here the claim and the void both fail as a broken
+// database would; the agent hears 503, and the sweep voids the entry once the database heals.
+async fn forwarded_after_entries_are_voided_by_recovery(h: &Harness) {
+    h.fail_ledger_writes_to(&["settling", "voided"]).await;
+    let b = h.payment("/weather/oslo").await;
+    let resp = pay(h, "/weather/oslo", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(receipt_of(&resp, "payment-response").transaction, "");
+    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Forwarded);
+
+    h.heal_ledger().await;
+    sweep_later(h, h.now + 7_200).await;
+    let entry = h.wait_state(&b, EntryState::Voided).await;
+    assert_eq!(entry.reason.as_deref(), Some("recovery_never_delivered"));
+    assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::ZERO);
+}
+both_engines!(forwarded_after_voided, forwarded_after_entries_are_voided_by_recovery);
+
+/// A ledger entry for `b`'s real, verified payment in `mode`, moved to `settling` with a
+/// transaction that was never broadcast: what a process leaves when it dies between the
+/// claim and the send.
+async fn claimed_never_sent(
+    h: &Harness,
+    b: &PaymentBuilder,
+    mode: SettlementMode,
+    relayer_nonce: Option<u64>,
+) -> tollgate_metering::EntryId {
+    let offer = h.offer("/weather/rome").await;
+    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
+    let id = h
+        .gateway
+        .ledger
+        .reserve(&NewEntry {
+            chain_id: 8453,
+            asset: h.chain.token,
+            payer: b.from,
+            pay_to: b.to,
+            nonce: b.nonce,
+            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
+            valid_before_unix_s: b.valid_before,
+            provider: "weather".to_owned(),
+            route: "weather:/weather/{city}".to_owned(),
+            method: "GET".to_owned(),
+            path: "/weather/rome".to_owned(),
+            mode,
+            payment: serde_json::to_string(&verified).unwrap(),
+            price_version: Some(1),
+            credential: None,
+            credential_version: None,
+            now_unix_s: h.now,
+        })
+        .await
+        .unwrap();
+    let ledger = &h.gateway.ledger;
+    let forwarded = Transition::Forwarded { upstream_status: Some(200) };
+    assert!(ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+    let claim = Transition::Settling { tx_hash: B256::random() };
+    let detail =
+        relayer_nonce.map(|n| serde_json::json!({ "relayer": anvil_key(9).address(), "nonce": n }).to_string());
+    assert!(ledger.transition_from(&id, EntryState::Forwarded, claim, "test", detail.as_deref(), h.now).await.unwrap());
+    id
+}
+
+// Goal: the sweep re-broadcasts a claimed-but-unsent settlement only for a deferred entry
+// (served for sure); an `after` entry, whose agent never got the body, is never re-sent: it is
+// voided as soon as the relayer's mined nonce has passed the claim's (its transaction can no
+// longer land), or, when the claim noted no nonce, once its authorization expires.
+async fn only_deferred_entries_are_resent(h: &Harness) {
+    // One real settlement first, so the relayer's nonce 0 is mined.
+    let first = h.payment("/weather/rome").await;
+    assert_eq!(pay(h, "/weather/rome", &first).await.status(), reqwest::StatusCode::OK);
+    let mut after = h.payment("/weather/rome").await;
+    after.valid_before = h.now + 20_000;
+    let mut passed = h.payment("/weather/rome").await;
+    passed.valid_before = h.now + 20_000;
+    let mut deferred = h.payment("/weather/rome").await;
+    deferred.valid_before = h.now + 20_000;
+    claimed_never_sent(h, &after, SettlementMode::After, None).await;
+    claimed_never_sent(h, &passed, SettlementMode::After, Some(0)).await;
+    claimed_never_sent(h, &deferred, SettlementMode::Deferred, Some(0)).await;
+
+    sweep_later(h, h.now + 7_200).await;
+    h.wait_state(&deferred, EntryState::Settled).await;
+    let entry = h.wait_state(&passed, EntryState::Voided).await;
+    assert_eq!(entry.reason.as_deref(), Some("recovery_tx_never_landed"));
+    assert!(!h.chain.authorization_used(passed.from, passed.nonce).await.unwrap());
+    assert!(h.chain.authorization_used(deferred.from, deferred.nonce).await.unwrap());
+    assert_eq!(h.entry_for(&after).await.unwrap().state, EntryState::Settling);
+    assert!(!h.chain.authorization_used(after.from, after.nonce).await.unwrap(), "never re-sent");
+
+    sweep_later(h, h.now + 30_000).await;
+    let entry = h.wait_state(&after, EntryState::Voided).await;
+    assert_eq!(entry.reason.as_deref(), Some("recovery_tx_never_landed"));
+    assert!(!h.chain.authorization_used(after.from, after.nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::from(2 * PRICE_ATOMIC), "only the first and the deferred call are paid");
+}
+both_engines!(claimed_never_sent_recovery, only_deferred_entries_are_resent);
+
+// Goal: a deferred call is answered 2xx only once its entry is durably `forwarded`; when that
+// write fails the agent is told so and is not served the body, and the sweep voids the entry
+// (today the 2xx went out first and a crash voided answered calls).
+async fn deferred_answer_waits_for_the_forwarded_mark(h: &Harness) {
+    h.fail_ledger_writes_to(&["forwarded"]).await;
+    let b = h.payment("/deferred/weather/kyiv").await;
+    let resp = pay(h, "/deferred/weather/kyiv", &b).await;
+    // The injected refusal is not a transient error, so this is the 500 of a ledger fault
+    // (a lost connection would be 503); either way no 2xx and no body.
+    assert!(resp.status().is_server_error(), "{}", resp.status());
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("temp_c"));
+    assert!(text.contains("nothing was charged"), "{text}");
+    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Reserved);
+    h.heal_ledger().await;
+    sweep_later(h, h.now + 7_200).await;
+    h.wait_state(&b, EntryState::Voided).await;
+    assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+}
+both_engines!(deferred_mark_before_answer, deferred_answer_waits_for_the_forwarded_mark);
+
+// Goal: an authorization whose `validAfter` is the current second is refused at verification
+// (the token wants `now > validAfter`); one cancelled on chain before a deferred call is
+// refused too (today both were served and never paid).
+async fn deferred_refuses_what_the_token_would(h: &Harness) {
+    let mut b = h.payment("/deferred/weather/riga").await;
+    b.valid_after = h.now;
+    let resp = pay(h, "/deferred/weather/riga", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_payload_authorization_valid_after");
+
+    let b = h.payment("/deferred/weather/riga").await;
+    let (v, r, sig_s) = tollgate_test_support::sign_cancel(&b.key, &b.domain(), b.from, b.nonce);
+    let cancel = tollgate_test_support::TokenCall::cancelAuthorizationCall {
+        authorizer: b.from,
+        nonce: b.nonce,
+        v,
+        r,
+        s: sig_s,
+    };
+    h.chain.send(h.chain.token, alloy_sol_types::SolCall::abi_encode(&cancel)).await.unwrap();
+    let resp = pay(h, "/deferred/weather/riga", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_nonce_already_used");
+    assert_eq!(h.upstream.calls(), 0, "nothing was served");
+}
+both_engines!(deferred_refusals, deferred_refuses_what_the_token_would);
+
+async fn receipt_or_code(resp: reqwest::Response) -> String {
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["error"].as_str().map(str::to_owned).unwrap_or_else(|| body["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+// Goal: a replayed, already-settled payment is refused from the ledger alone: with the chain
+// gone, the answer is still `nonce_already_used`, not `chain_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_refused_before_any_rpc() {
+    let mut h = Harness::start(crate::Engine::Sqlite).await.unwrap();
+    let b = h.payment("/weather/paris").await;
+    assert_eq!(pay(&h, "/weather/paris", &b).await.status(), reqwest::StatusCode::OK);
+    h.chain.anvil.kill().await;
+    let resp = pay(&h, "/weather/paris", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_nonce_already_used");
+    h.stop().await;
+}
