@@ -157,11 +157,13 @@ pub struct Options {
     pub receipt_timeout_ms: u64,
     /// TOML appended to the configuration (e.g. a `[reconciliation]` section).
     pub extra_config: String,
+    /// TOML lines added to the `[settlement]` table.
+    pub settlement_config: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { receipt_timeout_ms: 10_000, extra_config: String::new() }
+        Options { receipt_timeout_ms: 10_000, extra_config: String::new(), settlement_config: String::new() }
     }
 }
 
@@ -452,6 +454,7 @@ receipt_poll_interval_ms = 5
 receipt_timeout_ms = {receipt_timeout_ms}
 recovery_interval_ms = 200
 recovery_grace_s = 3600
+{settlement_config}
 
 [[networks]]
 id = "eip155:8453"
@@ -574,7 +577,8 @@ path = "/before/fail"
 price_atomic = "{PRICE_ATOMIC}"
 settlement = "before"
 "#,
-        receipt_timeout_ms = opts.receipt_timeout_ms
+        receipt_timeout_ms = opts.receipt_timeout_ms,
+        settlement_config = opts.settlement_config
     )
 }
 

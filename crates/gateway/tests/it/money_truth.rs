@@ -249,3 +249,103 @@ async fn replay_is_refused_before_any_rpc() {
     assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_nonce_already_used");
     h.stop().await;
 }
+
+async fn start_with_settlement(engine: crate::Engine, settlement: &str) -> Option<Harness> {
+    let opts = crate::Options { settlement_config: settlement.to_owned(), ..Default::default() };
+    Harness::start_with(engine, opts).await
+}
+
+fn error_code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// A funded payer other than the harness's own.
+async fn other_payer(h: &Harness) -> alloy::signers::local::PrivateKeySigner {
+    let key = tollgate_test_support::random_key();
+    h.chain.mint(key.address(), 1_000_000).await.unwrap();
+    key
+}
+
+// Goal: deferred admission control refuses what the worker cannot settle in time — over the
+// backlog bound, an authorization too close to expiry, a payer over its unsettled cap — with
+// 503 and `Retry-After` when configured to reject, reserving nothing and calling no upstream;
+// a slot frees once its settlement finishes.
+async fn deferred_admission_rejects(engine: crate::Engine) {
+    let settlement = "deferred_concurrency = 1\ndeferred_backlog_horizon_s = 1\ndeferred_overflow = \"reject\"\n\
+                      deferred_payer_exposure_max_atomic = \"1000\"\ndeferred_receipt_poll_interval_ms = 20";
+    let Some(h) = start_with_settlement(engine, settlement).await else { return };
+    let other = other_payer(&h).await;
+    h.chain.rpc("evm_setAutomine", serde_json::json!([false])).await.unwrap();
+    let path = "/deferred/weather/doha";
+    let a = h.payment(path).await;
+    let resp = pay(&h, path, &a).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert_eq!(resp.headers()["tollgate-settlement"], "deferred");
+
+    // The same payer again: its unsettled spend would be 2000 > 1000.
+    let again = h.payment(path).await;
+    let resp = pay(&h, path, &again).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(error_code(&resp.json().await.unwrap()), "deferred_payer_exposure");
+
+    // Another payer: the backlog (bound 1 until throughput is measured) is full.
+    let b = PaymentBuilder::new(&h.offer(path).await, &other, h.now);
+    let resp = pay(&h, path, &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "deferred_backlog_full");
+    assert!(h.entry_for(&b).await.is_none(), "nothing reserved");
+    assert!(h.entry_for(&again).await.is_none(), "nothing reserved");
+    assert_eq!(h.upstream.calls(), 1);
+
+    // The first settles; its slot frees; a payment valid for less than the margin (30 s)
+    // plus the expected wait is still refused.
+    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    h.wait_state(&a, EntryState::Settled).await;
+    let mut short = PaymentBuilder::new(&h.offer(path).await, &other, h.now);
+    short.valid_before = h.now + 20;
+    let resp = pay(&h, path, &short).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "deferred_backlog_full");
+    h.chain.rpc("evm_setAutomine", serde_json::json!([true])).await.unwrap();
+    let ok = PaymentBuilder::new(&h.offer(path).await, &other, h.now);
+    let resp = pay(&h, path, &ok).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    h.wait_state(&ok, EntryState::Settled).await;
+    assert_eq!(h.payee_balance().await, U256::from(2 * PRICE_ATOMIC));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_admission_rejects_sqlite() {
+    deferred_admission_rejects(crate::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_admission_rejects_postgres() {
+    deferred_admission_rejects(crate::Engine::Postgres).await;
+}
+
+// Goal: by default a deferred payment admission control refuses is served in `after` mode —
+// fully verified and settled before the answer, with its x402 receipt — not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_admission_falls_back_to_after() {
+    let h = start_with_settlement(crate::Engine::Sqlite, "deferred_admission_margin_s = 1000").await.unwrap();
+    let path = "/deferred/weather/accra";
+    let short = h.payment(path).await; // valid for 300 s < 1000 s margin
+    let resp = pay(&h, path, &short).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    assert!(resp.headers().get("tollgate-settlement").is_none());
+    assert!(receipt_of(&resp, "payment-response").success);
+    let entry = h.wait_state(&short, EntryState::Settled).await;
+    assert_eq!(entry.mode, SettlementMode::After);
+
+    let mut long = h.payment(path).await;
+    long.valid_before = h.now + 5_000;
+    let resp = pay(&h, path, &long).await;
+    assert_eq!(resp.headers()["tollgate-settlement"], "deferred");
+    let entry = h.wait_state(&long, EntryState::Settled).await;
+    assert_eq!(entry.mode, SettlementMode::Deferred);
+    assert_eq!(h.gateway.counters.deferred_admission_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    h.stop().await;
+}
