@@ -55,6 +55,15 @@ pub enum GatewayError {
         /// The cap.
         limit_bytes: u64,
     },
+    /// The request path or query is longer than the gateway accepts (refused before any
+    /// verification, RPC or ledger work).
+    #[error("request {part} longer than {limit_bytes} bytes")]
+    UriTooLong {
+        /// `path` or `query`.
+        part: &'static str,
+        /// The cap.
+        limit_bytes: usize,
+    },
     /// The upstream did not answer in time (nothing charged).
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -153,6 +162,7 @@ impl GatewayError {
             AuthorizationUsed => c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_nonce_already_used", false),
             PaymentInFlight => c(StatusCode::CONFLICT, "payment_in_flight", true),
             BodyTooLarge { .. } => c(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", false),
+            UriTooLong { .. } => c(StatusCode::URI_TOO_LONG, "uri_too_long", false),
             UpstreamTimeout => c(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", true),
             UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),

@@ -28,7 +28,7 @@ use crate::config::{Injection, SecretSource};
 use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
-use crate::routes::check_request_path;
+use crate::routes::{check_request_path, check_target_length};
 use crate::settlement::{SettleError, SettleResult, Waiter, settle_entry};
 
 /// What one request carries through its phases.
@@ -167,6 +167,8 @@ async fn paid_call(
 /// Phase 1: the route, by path then method. Unknown paths are 404, never 402.
 fn match_route(gw: &Gateway, parts: &Parts) -> Result<Ctx, GatewayError> {
     let path = parts.uri.path();
+    check_target_length(path, parts.uri.query())
+        .map_err(|t| GatewayError::UriTooLong { part: t.part, limit_bytes: t.limit_bytes })?;
     check_request_path(path).map_err(|reason| GatewayError::PathRefused { reason })?;
     let snapshot = gw.live.get();
     let mut method_mismatch = false;
