@@ -627,12 +627,16 @@ impl Stack {
                     tollgate_gateway::config::SecretSource::Vault { .. } => None,
                 }),
                 timeout: route.upstream_timeout,
-                body_bytes_max: route.body_bytes_max,
                 response_bytes_max: gw.config.server.response_bytes_max,
+                provider: &provider.id,
+                base: &provider.upstream,
+                strip_prefix: provider.strip_prefix.as_deref(),
+                forwarded: None,
+                allow_set_cookie: route.allow_set_cookie,
             };
             let agent_headers = &agent_headers;
             async move {
-                let up = proxy::forward(&gw.http, target, Method::GET, agent_headers, Body::empty(), true)
+                let up = proxy::forward(&gw.http, target, Method::GET, agent_headers, bytes::Bytes::new(), true)
                     .await
                     .map_err(|e| anyhow::anyhow!("forward: {e}"))?;
                 ensure!(up.status == StatusCode::OK, "forward probe: upstream said {}", up.status);

@@ -106,6 +106,7 @@ struct RawServer {
     body_bytes_max: Option<u64>,
     response_bytes_max: Option<u64>,
     payment_header_bytes_max: Option<u64>,
+    forwarded_headers: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -251,6 +252,10 @@ pub struct RawRoute {
     pub upstream_timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_bytes_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_redirects: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_set_cookie: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -348,6 +353,9 @@ pub struct ServerConfig {
     pub response_bytes_max: u64,
     /// Largest payment header accepted.
     pub payment_header_bytes_max: usize,
+    /// Set `X-Forwarded-For` / `-Proto` / `-Host` on forwarded requests (the agent's own are
+    /// stripped either way).
+    pub forwarded_headers: bool,
 }
 
 /// `[database]`.
@@ -532,6 +540,11 @@ pub struct RouteConfig {
     pub upstream_timeout: Duration,
     /// Request body cap.
     pub body_bytes_max: u64,
+    /// Charge for a 3xx answer (by default a redirect is not the resource: the entry is
+    /// voided, or in `before` mode owed back).
+    pub charge_redirects: bool,
+    /// Relay the upstream's `Set-Cookie` to the agent (dropped by default).
+    pub allow_set_cookie: bool,
 }
 
 impl Config {
@@ -645,6 +658,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         response_bytes_max: raw.server.response_bytes_max.unwrap_or(16 * 1024 * 1024),
         payment_header_bytes_max: usize::try_from(raw.server.payment_header_bytes_max.unwrap_or(16 * 1024))
             .map_err(|_| invalid("server.payment_header_bytes_max", "too large"))?,
+        forwarded_headers: raw.server.forwarded_headers.unwrap_or(true),
     };
 
     let db_url = match (raw.database.url, raw.database.url_env.as_deref()) {
@@ -940,6 +954,8 @@ pub fn build_route(
         max_timeout_seconds: r.max_timeout_seconds.unwrap_or(60),
         upstream_timeout: r.upstream_timeout_ms.map(Duration::from_millis).unwrap_or(provider.default_upstream_timeout),
         body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
+        charge_redirects: r.charge_redirects.unwrap_or(false),
+        allow_set_cookie: r.allow_set_cookie.unwrap_or(false),
     })
 }
 
@@ -1136,6 +1152,22 @@ price = "0.001"
         assert_eq!(c.settlement.deferred_concurrency, 1, "zero would stall the worker");
         assert_eq!(c.settlement.deferred_receipt_poll_interval, Duration::from_millis(1));
         assert_eq!(c.control.audit_batch, Duration::from_secs(1), "records wait in memory at most a second");
+    }
+
+    // Goal: the forwarding keys default to the safe side (forwarded headers on, redirects not
+    // charged, cookies dropped) and parse when set.
+    #[test]
+    fn forwarding_keys() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert!(c.server.forwarded_headers);
+        let route = &c.providers[0].routes[0];
+        assert!(!route.charge_redirects && !route.allow_set_cookie);
+        let text = format!("[server]\nforwarded_headers = false\n{GOOD}")
+            .replace("price = \"0.001\"", "price = \"0.001\"\ncharge_redirects = true\nallow_set_cookie = true");
+        let c = Config::parse(&text, &env).unwrap();
+        assert!(!c.server.forwarded_headers);
+        let route = &c.providers[0].routes[0];
+        assert!(route.charge_redirects && route.allow_set_cookie);
     }
 
     // Goal: unknown keys are refused, naming the key.

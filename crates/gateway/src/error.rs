@@ -55,6 +55,23 @@ pub enum GatewayError {
         /// The cap.
         limit_bytes: u64,
     },
+    /// The agent's request body broke off or was malformed before it was read in full
+    /// (nothing was sent upstream).
+    #[error("request body incomplete")]
+    RequestBodyIncomplete,
+    /// The agent's request body did not arrive within the route's upstream timeout (nothing
+    /// was sent upstream).
+    #[error("request body not received in time")]
+    RequestBodyTimeout,
+    /// The request path or query is longer than the gateway accepts (refused before any
+    /// verification, RPC or ledger work).
+    #[error("request {part} longer than {limit_bytes} bytes")]
+    UriTooLong {
+        /// `path` or `query`.
+        part: &'static str,
+        /// The cap.
+        limit_bytes: usize,
+    },
     /// The upstream did not answer in time (nothing charged).
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -161,7 +178,10 @@ impl GatewayError {
             },
             AuthorizationUsed => c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_nonce_already_used", false),
             PaymentInFlight => c(StatusCode::CONFLICT, "payment_in_flight", true),
-            BodyTooLarge { .. } => c(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", false),
+            BodyTooLarge { .. } => c(StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large", false),
+            RequestBodyIncomplete => c(StatusCode::BAD_REQUEST, "request_body_incomplete", true),
+            RequestBodyTimeout => c(StatusCode::REQUEST_TIMEOUT, "request_body_timeout", true),
+            UriTooLong { .. } => c(StatusCode::URI_TOO_LONG, "uri_too_long", false),
             UpstreamTimeout => c(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", true),
             UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),

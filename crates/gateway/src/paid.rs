@@ -30,7 +30,7 @@ use crate::config::{Injection, SecretSource};
 use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
-use crate::routes::check_request_path;
+use crate::routes::{check_request_path, check_target_length};
 use crate::settlement::{Queued, SettleError, SettleResult, Waiter, settle_entry};
 
 /// What one request carries through its phases.
@@ -160,6 +160,7 @@ async fn paid_call(
     let id = reserve(gw, ctx, &parts, &verified, mode).await?;
     trail.accepted = true;
     trail.entry_id = Some(id.to_string());
+    let body = request_body(gw, &id, ctx, &parts, body).await?;
     match (mode, slot) {
         (SettlementMode::Deferred, Some(slot)) => settle_deferred(gw, ctx, &id, &verified, slot, parts, body).await,
         (SettlementMode::Before, _) => settle_before(gw, ctx, trail, &id, &verified, parts, body).await,
@@ -170,6 +171,8 @@ async fn paid_call(
 /// Phase 1: the route, by path then method. Unknown paths are 404, never 402.
 fn match_route(gw: &Gateway, parts: &Parts) -> Result<Ctx, GatewayError> {
     let path = parts.uri.path();
+    check_target_length(path, parts.uri.query())
+        .map_err(|t| GatewayError::UriTooLong { part: t.part, limit_bytes: t.limit_bytes })?;
     check_request_path(path).map_err(|reason| GatewayError::PathRefused { reason })?;
     let snapshot = gw.live.get();
     let mut method_mismatch = false;
@@ -388,20 +391,47 @@ async fn reserve(
     }
 }
 
-/// Phase 7: forward with the credential injected.
+/// The agent's body, read in full within the route's cap before anything goes upstream, and
+/// in `before` mode before anything is settled: an upstream never executes a paid call whose
+/// body the gateway would refuse or could only send in part. A refused body voids the entry.
+async fn request_body(gw: &Gateway, id: &EntryId, ctx: &Ctx, parts: &Parts, body: Body) -> Result<Body, GatewayError> {
+    let route = &ctx.entry.route;
+    match proxy::read_request_body(body, &parts.headers, route.body_bytes_max, route.upstream_timeout).await {
+        Ok(bytes) => Ok(Body::from(bytes)),
+        Err(e) => {
+            void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            Err(e)
+        }
+    }
+}
+
+/// Phase 7: forward with the credential injected and our own forwarding headers.
 async fn forward(gw: &Gateway, ctx: &Ctx, parts: &Parts, body: Body, buffer: bool) -> Result<Upstream, GatewayError> {
-    let url = proxy::upstream_url(
-        &ctx.entry.provider.upstream,
-        &ctx.path,
-        ctx.entry.provider.strip_prefix.as_deref(),
-        ctx.query.as_deref(),
-    );
+    let provider = &ctx.entry.provider;
+    let route = &ctx.entry.route;
+    let url =
+        proxy::upstream_url(&provider.upstream, &ctx.path, provider.strip_prefix.as_deref(), ctx.query.as_deref());
+    // Already read within the cap by `request_body`; this only takes the bytes out.
+    let body = proxy::read_request_body(body, &parts.headers, route.body_bytes_max, route.upstream_timeout).await?;
+    let forwarded = gw.config.server.forwarded_headers.then(|| {
+        let base = public_base(gw, parts);
+        let (proto, rest) = base.split_once("://").unwrap_or(("http", base.as_str()));
+        proxy::Forwarded {
+            client_ip: parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
+            proto: proto.to_owned(),
+            host: rest.split('/').next().filter(|h| !h.is_empty()).map(str::to_owned),
+        }
+    });
     let target = Target {
         url,
         credential: ctx.credential.as_ref().map(|c| (&c.injection, &c.secret)),
-        timeout: ctx.entry.route.upstream_timeout,
-        body_bytes_max: ctx.entry.route.body_bytes_max,
+        timeout: route.upstream_timeout,
         response_bytes_max: gw.config.server.response_bytes_max,
+        provider: &provider.id,
+        base: &provider.upstream,
+        strip_prefix: provider.strip_prefix.as_deref(),
+        forwarded,
+        allow_set_cookie: route.allow_set_cookie,
     };
     proxy::forward(&gw.http, target, parts.method.clone(), &parts.headers, body, buffer).await
 }
@@ -418,13 +448,21 @@ fn void_cause(e: &GatewayError) -> &'static str {
     match e {
         GatewayError::UpstreamTimeout => "upstream_timeout",
         GatewayError::BodyTooLarge { .. } => "request_body_too_large",
+        GatewayError::RequestBodyIncomplete => "request_body_incomplete",
+        GatewayError::RequestBodyTimeout => "request_body_timeout",
         GatewayError::UpstreamResponseTooLarge { .. } => "upstream_response_too_large",
         _ => "upstream_unavailable",
     }
 }
 
 fn upstream_failed_cause(status: StatusCode) -> &'static str {
-    if status.is_server_error() { "upstream_5xx" } else { "upstream_4xx" }
+    if status.is_server_error() {
+        "upstream_5xx"
+    } else if status.is_redirection() {
+        "upstream_redirect"
+    } else {
+        "upstream_4xx"
+    }
 }
 
 async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode) -> Result<(), GatewayError> {
@@ -467,7 +505,7 @@ fn failed_receipt(p: &VerifiedPayment, reason: &str) -> SettleResponse {
 }
 
 fn respond(up: Upstream, receipt: Option<&SettleResponse>, extra: &[(&'static str, String)], cap: u64) -> Response {
-    let mut headers = up.headers;
+    let (status, mut headers, body) = up.into_parts(cap);
     if let Some(r) = receipt {
         attach_receipt(&mut headers, r);
     }
@@ -476,14 +514,15 @@ fn respond(up: Upstream, receipt: Option<&SettleResponse>, extra: &[(&'static st
             headers.insert(HeaderName::from_static(name), v);
         }
     }
-    (up.status, headers, proxy::into_body(up.body, cap)).into_response()
+    (status, headers, body).into_response()
 }
 
 /// What the upstream delivered, for the modes that charge only for a successful delivery.
 enum Delivered {
-    /// 2xx/3xx, read in full; the entry is still `reserved` (the caller records `forwarded`).
+    /// 2xx (3xx where the route charges redirects), read in full; the entry is still
+    /// `reserved` (the caller records `forwarded`).
     Ok(Upstream),
-    /// The upstream's own failure, relayed; the entry is `voided`.
+    /// The upstream's own failure or a redirect, relayed; the entry is `voided`.
     Failed(Response),
 }
 
@@ -503,7 +542,7 @@ async fn forward_or_void(
             return Err(e);
         }
     };
-    if !up.succeeded() {
+    if !up.succeeded(ctx.entry.route.charge_redirects) {
         void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
         return Ok(Delivered::Failed(respond(up, None, &[], gw.config.server.response_bytes_max)));
     }
@@ -613,9 +652,9 @@ async fn end_unclaimed(gw: &Gateway, id: &EntryId, reason: &str, now: u64) -> Re
 }
 
 /// Mode `before`: settle first, then forward; an upstream failure after settlement is
-/// recorded as a refund owed to the payer.
+/// recorded as a refund owed to the payer, and so is a body that breaks off mid-delivery.
 async fn settle_before(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     ctx: &Ctx,
     trail: &mut Trail,
     id: &EntryId,
@@ -665,7 +704,10 @@ async fn settle_before(
     };
     trail.tx_hash = Some(paid.transaction.clone());
     match forward(gw, ctx, &parts, body, false).await {
-        Ok(up) if up.succeeded() => Ok(respond(up, Some(&paid), &extra, cap)),
+        Ok(mut up) if up.succeeded(ctx.entry.route.charge_redirects) => {
+            refund_if_broken(gw, id, up.watch_delivery());
+            Ok(respond(up, Some(&paid), &extra, cap))
+        }
         Ok(up) => {
             refund_owed(gw, id, upstream_failed_cause(up.status)).await;
             Ok(respond(up, Some(&paid), &extra, cap))
@@ -675,6 +717,24 @@ async fn settle_before(
             Err(e)
         }
     }
+}
+
+/// `before` mode streams the body after settlement: when the upstream breaks off, times out
+/// or overruns the response cap mid-body, the agent got a truncated answer it paid for, so
+/// the entry is moved to `refund_owed` with the cause. An agent that goes away before the end
+/// is not owed anything (the stream is dropped without a report).
+fn refund_if_broken(gw: &Arc<Gateway>, id: &EntryId, ended: tokio::sync::oneshot::Receiver<proxy::Delivery>) {
+    let (gw, id) = (gw.clone(), id.clone());
+    tokio::spawn(async move {
+        match ended.await {
+            Ok(proxy::Delivery::Complete) => {}
+            Ok(proxy::Delivery::Broken { cause }) => {
+                tracing::warn!(%id, cause, "paid body broke off mid-delivery; refund owed");
+                refund_owed(&gw, &id, cause).await;
+            }
+            Err(_) => tracing::info!(%id, "the agent went away before the paid body ended"),
+        }
+    });
 }
 
 async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {

@@ -4,6 +4,7 @@
 //! optionally ending in `*` (any remaining segments). Request paths with `.`/`..` segments,
 //! raw or percent-encoded, encoded slashes or backslashes are refused outright: the
 //! upstream URL is built from configuration plus this path, and must never escape it.
+//! Paths and queries over their caps are refused before routing (414).
 
 use std::fmt;
 
@@ -96,7 +97,7 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 /// Percent-decodes `s` (invalid escapes are kept as they are).
-fn percent_decode(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -113,6 +114,34 @@ fn percent_decode(s: &str) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+/// Longest request path accepted: what the ledger records of a call (longer ones would be
+/// refused there, after verification had already cost RPC calls).
+pub const PATH_BYTES_MAX: usize = tollgate_metering::PATH_BYTES_MAX;
+
+/// Longest query string accepted (it is forwarded upstream, never stored).
+pub const QUERY_BYTES_MAX: usize = 8 * 1024;
+
+/// Which part of the request target is too long, and its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong {
+    /// `path` or `query`.
+    pub part: &'static str,
+    /// The cap in bytes.
+    pub limit_bytes: usize,
+}
+
+/// Refuses a request target whose path or query is over its cap. Runs before routing, so an
+/// oversized target costs no verification, RPC or ledger work.
+pub fn check_target_length(path: &str, query: Option<&str>) -> Result<(), TooLong> {
+    if path.len() > PATH_BYTES_MAX {
+        return Err(TooLong { part: "path", limit_bytes: PATH_BYTES_MAX });
+    }
+    if query.is_some_and(|q| q.len() > QUERY_BYTES_MAX) {
+        return Err(TooLong { part: "query", limit_bytes: QUERY_BYTES_MAX });
+    }
+    Ok(())
 }
 
 /// Refuses request paths that could reach outside the route once an upstream decodes them:
@@ -180,6 +209,17 @@ mod tests {
             assert!(!p(a).overlaps(&p(b)) && !p(b).overlaps(&p(a)), "{a} !~ {b}");
         }
         assert!(PathPattern::parse("/a/b\u{0}c").is_err());
+    }
+
+    // Goal: a path or query one byte over its cap is refused, naming the part; at the cap it passes.
+    #[test]
+    fn target_length() {
+        let at = format!("/{}", "a".repeat(PATH_BYTES_MAX - 1));
+        assert_eq!(check_target_length(&at, None), Ok(()));
+        assert_eq!(check_target_length(&format!("{at}b"), None).unwrap_err().part, "path");
+        let q = "q".repeat(QUERY_BYTES_MAX);
+        assert_eq!(check_target_length("/a", Some(&q)), Ok(()));
+        assert_eq!(check_target_length("/a", Some(&format!("{q}q"))).unwrap_err().part, "query");
     }
 
     // Goal: traversal in any spelling is refused; ordinary paths pass.

@@ -47,7 +47,9 @@ pub async fn serve(
         .map(|rx| tokio::spawn(settlement::deferred_worker(gw.clone(), rx)));
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
-    let result = axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown).await;
+    // The peer address becomes the forwarded request's `X-Forwarded-For`.
+    let app = router(gw.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     recovery.abort();
     watcher.abort();
     if let Some(r) = recon {

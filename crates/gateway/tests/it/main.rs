@@ -9,6 +9,7 @@ mod concurrency;
 mod control;
 mod deferred_before;
 mod errors;
+mod hostile_upstream;
 mod money_truth;
 mod reconcile;
 mod secrets;

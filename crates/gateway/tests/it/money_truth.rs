@@ -300,6 +300,7 @@ async fn deferred_admission_rejects(engine: crate::Engine) {
 
     // The first settles; its slot frees; a payment valid for less than the margin (30 s)
     // plus the expected wait is still refused.
+    h.wait_state(&a, EntryState::Settling).await; // broadcast, waiting for a block
     h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
     h.wait_state(&a, EntryState::Settled).await;
     let mut short = PaymentBuilder::new(&h.offer(path).await, &other, h.now);

@@ -12,7 +12,7 @@ const VAULT_SECRET: &str = "vk-live-3b9d1f7a5c2e8b4d6f0a";
 const VAULT_SECRET_2: &str = "vk-live-9e7c5a3b1d8f6e4c2a0b";
 
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -25,7 +25,7 @@ impl Write for Captured {
 }
 
 /// Every log line of this test process, at TRACE level, from the first call on.
-fn captured_logs() -> Captured {
+pub(crate) fn captured_logs() -> Captured {
     static LOGS: OnceLock<Captured> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Captured::default();
