@@ -2,7 +2,9 @@
 //! port with our EIP-3009 token deployed (normally, or at Base's USDC address on chain
 //! 8453), anvil's well-known keys, and payment signing done with alloy's generic EIP-712
 //! code — deliberately independent of the verifier's hand-rolled hashing, so each checks
-//! the other.
+//! the other. The fault kit for the fault-matrix tests: a JSON-RPC fault proxy in front of
+//! anvil (`rpc_fault`), a scripted upstream (`upstream`), a PostgreSQL server a test can stop
+//! and start (`pg_server`) and the real `tollgate` binary as a killable process (`binary`).
 //!
 //! Must not be a dependency of any non-dev target. Helpers here may panic: a panic in a
 //! fixture is a failed test.
@@ -10,16 +12,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
 mod anvil;
+mod binary;
 mod chain;
 mod pg;
+mod pg_server;
+mod rpc_fault;
+mod serve;
 mod sign;
+mod upstream;
 
 pub use anvil::{Anvil, workspace_root};
+pub use binary::GatewayProcess;
 pub use chain::{Deployment, TestChain, TokenCall};
 pub use pg::{PgDatabase, pg_admin_url};
+pub use pg_server::ThrowawayPg;
+pub use rpc_fault::{ANY_METHOD, RpcFault, RpcFaultProxy};
 pub use sign::{
     PaymentBuilder, sign_authorization_digest, sign_cancel, sign_transfer_authorization, v1_header, v2_header,
 };
+pub use upstream::{Recorded, Reply, ScriptedUpstream};
 
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, address};
