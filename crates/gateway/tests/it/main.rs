@@ -9,6 +9,7 @@ mod concurrency;
 mod control;
 mod deferred_before;
 mod errors;
+mod ops;
 mod reconcile;
 mod secrets;
 
