@@ -51,6 +51,8 @@ pub struct Gateway {
     pub audit_tx: mpsc::Sender<NewAuditRecord>,
     /// Audit records queued and not yet committed.
     pub audit_pending: Arc<AtomicU64>,
+    /// What is counted instead of recorded (payment attempts that never verified).
+    pub counters: crate::counters::Counters,
     /// The writer's end of the queue (taken by `serve`).
     pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
     /// Payment verification.
@@ -154,6 +156,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             audit_tx,
             audit_pending: Arc::new(AtomicU64::new(0)),
+            counters: crate::counters::Counters::default(),
             audit_rx: Mutex::new(Some(audit_rx)),
             verifier,
             settlers,
