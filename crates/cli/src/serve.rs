@@ -9,6 +9,9 @@ use tollgate_verifier::SystemClock;
 
 pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    for w in &config.warnings {
+        eprintln!("tollgate: WARNING {w}");
+    }
     let listen = config.server.listen;
     let gas_warn_wei = config.settlement.gas_warn_wei;
     let gw = Gateway::start(config, Arc::new(SystemClock)).await?;

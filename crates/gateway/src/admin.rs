@@ -34,7 +34,7 @@ use tollgate_metering::{
 };
 
 use crate::app::Gateway;
-use crate::config::{RawProvider, RawRoute, build_provider, build_route};
+use crate::config::{RawProvider, RawRoute, build_provider, build_route, check_upstream};
 use crate::control::{self, prices_json, reserved_path_check};
 use crate::error::GatewayError;
 use crate::reconcile::{
@@ -150,7 +150,7 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
         let unauthorized = || AdminError(GatewayError::AdminUnauthorized);
         let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(unauthorized)?;
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(unauthorized)?.trim();
+        let token = value.to_str().ok().and_then(bearer_token).ok_or_else(unauthorized)?;
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 256 {
             return Err(unauthorized());
         }
@@ -163,6 +163,14 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
         }
         Ok(Principal { token_id: record.id, role: record.role, provider: record.provider })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 9110 §11.1: `bearer`, `BEARER`), separated from the token by spaces or tabs.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A request body, at most `admin.body_bytes_max` bytes; parsed by the handler *after* the
@@ -458,7 +466,9 @@ async fn put_provider(
         routes: Vec::new(),
     };
     // The same validation as the file, except that secrets must come from the vault.
-    build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
+    let built = build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
+    let c = &gw.config;
+    check_upstream("provider.upstream", &built.upstream, &c.server, &c.admin, &c.networks).map_err(config_error)?;
     if raw.credential.as_ref().is_some_and(|c| c.vault.is_some()) && gw.config.vault_key.is_none() {
         return Err(AdminError(GatewayError::AdminUnavailable(
             "the vault has no master key (vault.master_key_env or vault.master_key_file)",
@@ -1155,4 +1165,21 @@ async fn add_recon_note(
         other => AdminError::from(other),
     })?;
     ok(json!({ "exception_id": id, "note_id": note_id, "who": who }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    // Goal: the Authorization scheme is matched case-insensitively (RFC 9110), and anything that
+    // is not a bearer credential with a token is refused.
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer tgadm_x", "bearer tgadm_x", "BEARER tgadm_x", "bEaReR\ttgadm_x", "Bearer   tgadm_x  "] {
+            assert_eq!(bearer_token(v), Some("tgadm_x"), "{v:?}");
+        }
+        for v in ["Basic tgadm_x", "Bearer", "Bearer ", "Bearertgadm_x", "Token tgadm_x", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

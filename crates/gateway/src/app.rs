@@ -37,21 +37,6 @@ pub enum StartError {
 /// (chain id, asset, payer).
 pub type BalanceKey = (u64, Address, Address);
 
-/// Counts of things that happened off the happy path, for operators (and, once there is a
-/// metrics endpoint, exported as counters). Relaxed atomics: they are statistics.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Ledger writes on the money path that failed for good and were left to the recovery
-    /// sweep (which re-derives them from the chain); each is also logged with its entry id.
-    pub ledger_writes_left_to_recovery: AtomicU64,
-    /// Paid calls answered `settlement_pending` (a transaction may exist, no receipt yet).
-    pub settlements_pending: AtomicU64,
-    /// Paid calls refused with 503 `settlement_unavailable` before any money could move.
-    pub settlements_unavailable: AtomicU64,
-    /// Deferred payments refused or downgraded by admission control.
-    pub deferred_admission_refused: AtomicU64,
-}
-
 /// Everything a request handler needs.
 pub struct Gateway {
     /// The configuration.
@@ -66,6 +51,9 @@ pub struct Gateway {
     pub audit_tx: mpsc::Sender<NewAuditRecord>,
     /// Audit records queued and not yet committed.
     pub audit_pending: Arc<AtomicU64>,
+    /// What is counted instead of recorded (payment attempts that never verified) and what
+    /// happened off the happy path of settlement.
+    pub counters: crate::counters::Counters,
     /// The writer's end of the queue (taken by `serve`).
     pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
     /// Payment verification.
@@ -92,8 +80,6 @@ pub struct Gateway {
     /// Held by the settlement that holds this process's relayer lease (shared databases):
     /// the lease is re-entrant for its holder, so the process's settlements take turns.
     pub relayer_turn: tokio::sync::Mutex<()>,
-    /// Off-the-happy-path counters.
-    pub counters: Counters,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -171,6 +157,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             audit_tx,
             audit_pending: Arc::new(AtomicU64::new(0)),
+            counters: crate::counters::Counters::default(),
             audit_rx: Mutex::new(Some(audit_rx)),
             verifier,
             settlers,
@@ -183,7 +170,6 @@ impl Gateway {
             balances: Mutex::new(HashMap::new()),
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),
-            counters: Counters::default(),
         });
         crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         Ok(gw)

@@ -19,6 +19,12 @@ use tollgate_x402::Network;
 
 use crate::routes::PathPattern;
 
+mod toml_error;
+
+fn parse_location(key: Option<&str>, line: Option<usize>, column: Option<usize>) -> String {
+    toml_error::location(key, line, column)
+}
+
 /// Why the configuration was refused. Always names the key; never contains a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,9 +36,22 @@ pub enum ConfigError {
         /// The OS error.
         reason: String,
     },
-    /// TOML syntax error, unknown key or wrong type (the message names the key).
-    #[error("{0}")]
-    Parse(String),
+    /// TOML syntax error, unknown key or wrong type. Built from the parser's position and a
+    /// fixed description, never from its `Display`, which quotes the offending line (an
+    /// unquoted `rpc_url = https://host/KEY` or an unknown `relayer_key = "0x…"` would be
+    /// printed whole).
+    #[error("{}{reason}", parse_location(key.as_deref(), *line, *column))]
+    Parse {
+        /// Dotted path of the key when it is known (`settlement.relayer_key`); a key that
+        /// looks like a secret itself is not named.
+        key: Option<String>,
+        /// 1-based line of the error, when the parser gave a position.
+        line: Option<usize>,
+        /// 1-based column (in characters) of the error, when the parser gave a position.
+        column: Option<usize>,
+        /// What is wrong, without the value.
+        reason: String,
+    },
     /// A value is present but invalid.
     #[error("{key}: {reason}")]
     Invalid {
@@ -42,6 +61,11 @@ pub enum ConfigError {
         reason: String,
     },
 }
+
+/// Reasons shared by several keys. Like every reason, they do not repeat the value.
+const UNKNOWN_NETWORK: &str = "not a known network (eip155:<chain id>, or a v1 name like base)";
+const BAD_PATH_PATTERN: &str = "not a route pattern: starts with `/`, no empty, `.`, `..` or encoded segments, \
+     `{name}` parameters, `*` only as the last segment";
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), reason: reason.into() }
@@ -81,6 +105,7 @@ struct RawAdmin {
     enabled: Option<bool>,
     listen: Option<String>,
     body_bytes_max: Option<usize>,
+    allow_insecure_remote: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -287,6 +312,23 @@ pub struct Config {
     pub vault_key: Option<VaultKey>,
     /// Control-plane propagation and audit.
     pub control: ControlConfig,
+    /// What is accepted but unsafe; `tollgate serve` prints these at startup.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// A setting that is accepted but weakens a guarantee: printed at startup, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Dotted path of the key.
+    pub key: String,
+    /// What is unsafe and how to fix it (never a secret).
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
 }
 
 /// `[admin]`.
@@ -298,6 +340,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Largest admin request body.
     pub body_bytes_max: usize,
+    /// Whether a non-loopback `listen` is accepted without TLS (warned at startup).
+    pub allow_insecure_remote: bool,
 }
 
 /// The vault's AES-256 master key. Never printed; never stored in the database.
@@ -550,6 +594,15 @@ pub struct RouteConfig {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        // Whoever can write the file chooses the payee and the upstreams.
+        if let Some(mode) = file_mode(path)
+            && mode & 0o002 != 0
+        {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                reason: format!("the file is world-writable (mode {:04o}); chmod o-w", mode & 0o7777),
+            });
+        }
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
         Self::parse(&text, &|name| std::env::var(name).ok())
@@ -557,7 +610,7 @@ impl Config {
 
     /// Parses configuration text, resolving `*_env` keys through `env`.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let raw: RawConfig = toml_error::from_str(text)?;
         build(raw, env)
     }
 
@@ -621,34 +674,55 @@ fn url(key: &str, s: &str) -> Result<Url, ConfigError> {
     Ok(u)
 }
 
+/// A base URL that paths are appended to (an upstream, the public URL). Credentials in it
+/// would be printed, stored and (for the public URL) published in every challenge: an
+/// upstream's belong in `credential`, in a redacted type. A query or fragment would end up
+/// before the appended path.
+fn base_url(key: &str, s: &str) -> Result<Url, ConfigError> {
+    let u = url(key, s)?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(invalid(
+            key,
+            "must not contain credentials (user:password@); give an upstream's as credential = { inject = \"basic\", ... }",
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(invalid(
+            key,
+            "must not contain a query or fragment; give an upstream's key as credential = { inject = \"query\", ... }",
+        ));
+    }
+    Ok(u)
+}
+
 /// Converts a human decimal amount (`"0.001"`) to atomic units with `decimals`.
 pub fn parse_human_amount(s: &str, decimals: u8) -> Result<u64, String> {
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
     let digits_only = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
     if whole.is_empty() && frac.is_empty() || !digits_only(whole) || !digits_only(frac) || s.ends_with('.') {
-        return Err(format!("`{s}` is not a non-negative decimal amount like \"0.001\""));
+        return Err("not a non-negative decimal amount like \"0.001\"".to_owned());
     }
     if frac.len() > usize::from(decimals) {
-        return Err(format!("`{s}` has more decimal places than the token's {decimals}"));
+        return Err(format!("more decimal places than the token's {decimals}"));
     }
     let scale = 10u128.checked_pow(u32::from(decimals)).ok_or("decimals too large")?;
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| format!("`{s}` is too large"))? };
+    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| "too large".to_owned())? };
     let frac_scaled: u128 = if frac.is_empty() {
         0
     } else {
         let pad = 10u128.pow(u32::from(decimals) - u32::try_from(frac.len()).unwrap_or(0));
-        frac.parse::<u128>().map_err(|_| format!("`{s}` is malformed"))? * pad
+        frac.parse::<u128>().map_err(|_| "malformed".to_owned())? * pad
     };
-    let total =
-        whole.checked_mul(scale).and_then(|w| w.checked_add(frac_scaled)).ok_or(format!("`{s}` is too large"))?;
-    u64::try_from(total).map_err(|_| format!("`{s}` is too large"))
+    let total = whole.checked_mul(scale).and_then(|w| w.checked_add(frac_scaled)).ok_or("too large".to_owned())?;
+    u64::try_from(total).map_err(|_| "too large".to_owned())
 }
 
 fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut warnings = check_secret_files(&raw)?;
     let listen_s = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8402");
     let listen: SocketAddr = listen_s.parse().map_err(|_| invalid("server.listen", "expected host:port"))?;
     let public_url = match &raw.server.public_url {
-        Some(u) => Some(url("server.public_url", u)?),
+        Some(u) => Some(base_url("server.public_url", u)?),
         None => None,
     };
     let server = ServerConfig {
@@ -677,7 +751,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         sqlite_synchronous_full: match raw.database.sqlite_durability.as_deref().unwrap_or("full") {
             "full" => true,
             "normal" => false,
-            other => return Err(invalid("database.sqlite_durability", format!("`{other}`: expected full or normal"))),
+            _ => return Err(invalid("database.sqlite_durability", "expected full or normal")),
         },
     };
 
@@ -730,7 +804,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let mut networks: Vec<NetworkConfig> = Vec::new();
     for (i, n) in raw.networks.into_iter().enumerate() {
         let key = |k: &str| format!("networks[{i}].{k}");
-        let network = Network::parse(&n.id).map_err(|e| invalid(key("id"), e.to_string()))?;
+        let network = Network::parse(&n.id).map_err(|_| invalid(key("id"), UNKNOWN_NETWORK))?;
         if networks.iter().any(|m| m.network == network) {
             return Err(invalid(key("id"), format!("{network} is configured twice")));
         }
@@ -756,7 +830,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     for (pi, p) in raw.providers.iter().enumerate() {
         let pkey = format!("providers[{pi}]");
         if providers.iter().any(|q| q.id == p.id) {
-            return Err(invalid(format!("{pkey}.id"), format!("provider `{}` is defined twice", p.id)));
+            return Err(invalid(format!("{pkey}.id"), "an earlier provider has the same id"));
         }
         let mut provider = build_provider(&pkey, p, env, true)?;
         for (ri, r) in p.routes.iter().enumerate() {
@@ -783,7 +857,14 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             .parse()
             .map_err(|_| invalid("admin.listen", "expected host:port"))?,
         body_bytes_max: raw.admin.body_bytes_max.unwrap_or(64 * 1024),
+        allow_insecure_remote: raw.admin.allow_insecure_remote.unwrap_or(false),
     };
+    if let Some(w) = check_admin_listener(&admin)? {
+        warnings.push(w);
+    }
+    for (pi, p) in providers.iter().enumerate() {
+        check_upstream(&format!("providers[{pi}].upstream"), &p.upstream, &server, &admin, &networks)?;
+    }
     let vault_key = match secret_from(
         "vault.master_key",
         raw.vault.master_key_env.as_deref(),
@@ -812,7 +893,163 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         vault_key,
         control,
         reconciliation: reconciliation(raw.reconciliation)?,
+        warnings,
     })
+}
+
+/// The admin API has no TLS yet (issue 15): off loopback, its bearer tokens would cross the
+/// network in clear. Refused unless `admin.allow_insecure_remote` says a TLS proxy is in
+/// front; then warned.
+fn check_admin_listener(admin: &AdminConfig) -> Result<Option<ConfigWarning>, ConfigError> {
+    if !admin.enabled || admin.listen.ip().is_loopback() {
+        return Ok(None);
+    }
+    if !admin.allow_insecure_remote {
+        return Err(invalid(
+            "admin.listen",
+            "not a loopback address, and the admin API has no TLS: bearer tokens would cross the network \
+             in clear. Listen on 127.0.0.1 or ::1, or set admin.allow_insecure_remote = true if a TLS proxy \
+             on this host is the only way in",
+        ));
+    }
+    Ok(Some(ConfigWarning {
+        key: "admin.listen".to_owned(),
+        reason: "the admin API listens off loopback without TLS (admin.allow_insecure_remote = true): \
+                 bearer tokens are readable on the network unless a TLS proxy is the only way in"
+            .to_owned(),
+    }))
+}
+
+/// An upstream must be a third party: pointed at our RPC node it would let any paying agent
+/// send JSON-RPC (transactions included) to the node with our network position; pointed at
+/// the admin listener it would relay paid calls into the admin API; pointed at the gateway's
+/// own listener it would loop. Compared by host and port (`localhost` and the unspecified
+/// listen address count as loopback). Used for the file's providers and the admin API's.
+pub fn check_upstream(
+    key: &str,
+    upstream: &Url,
+    server: &ServerConfig,
+    admin: &AdminConfig,
+    networks: &[NetworkConfig],
+) -> Result<(), ConfigError> {
+    for (i, n) in networks.iter().enumerate() {
+        if let Ok(rpc) = Url::parse(n.rpc_url.expose_secret())
+            && same_host_port(upstream, &rpc)
+        {
+            return Err(invalid(
+                key,
+                format!(
+                    "points at the RPC node of networks[{i}] (same host and port): paying agents could send \
+                     it JSON-RPC requests through the gateway"
+                ),
+            ));
+        }
+    }
+    if admin.enabled && points_at_listener(upstream, admin.listen) {
+        return Err(invalid(key, "points at the admin listener (admin.listen): paid calls would reach the admin API"));
+    }
+    if points_at_listener(upstream, server.listen) {
+        return Err(invalid(key, "points at the gateway's own listener (server.listen): calls would loop"));
+    }
+    Ok(())
+}
+
+/// The URL's host as an address when it is one (`localhost` counts as loopback).
+enum UrlHost {
+    Ip(std::net::IpAddr),
+    Loopback,
+    Name(String),
+}
+
+fn url_host(u: &Url) -> Option<UrlHost> {
+    let host = u.host_str()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    Some(match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => UrlHost::Ip(ip),
+        Err(_) if bare.eq_ignore_ascii_case("localhost") => UrlHost::Loopback,
+        Err(_) => UrlHost::Name(bare.to_ascii_lowercase()),
+    })
+}
+
+fn same_host_port(a: &Url, b: &Url) -> bool {
+    if a.port_or_known_default() != b.port_or_known_default() {
+        return false;
+    }
+    let is_loopback = |h: &UrlHost| match h {
+        UrlHost::Ip(ip) => ip.is_loopback(),
+        UrlHost::Loopback => true,
+        UrlHost::Name(_) => false,
+    };
+    match (url_host(a), url_host(b)) {
+        (Some(UrlHost::Ip(x)), Some(UrlHost::Ip(y))) => x == y,
+        (Some(UrlHost::Name(x)), Some(UrlHost::Name(y))) => x == y,
+        (Some(UrlHost::Loopback), Some(h)) | (Some(h), Some(UrlHost::Loopback)) => is_loopback(&h),
+        _ => false,
+    }
+}
+
+fn points_at_listener(u: &Url, listen: SocketAddr) -> bool {
+    if u.port_or_known_default() != Some(listen.port()) {
+        return false;
+    }
+    match url_host(u) {
+        Some(UrlHost::Ip(ip)) => ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback()),
+        Some(UrlHost::Loopback) => listen.ip().is_loopback() || listen.ip().is_unspecified(),
+        _ => false,
+    }
+}
+
+/// The permission bits of `path`, when it exists (always `None` off Unix).
+fn file_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Every file the configuration reads a secret from, checked before any is read: a
+/// world-writable one is refused (anyone on the host could substitute a key they know, or a
+/// credential of their choice), a group- or world-readable one is warned about.
+fn check_secret_files(raw: &RawConfig) -> Result<Vec<ConfigWarning>, ConfigError> {
+    let mut files: Vec<(String, &Path)> = Vec::new();
+    if let Some(f) = &raw.settlement.relayer_key_file {
+        files.push(("settlement.relayer_key_file".to_owned(), f));
+    }
+    if let Some(f) = &raw.vault.master_key_file {
+        files.push(("vault.master_key_file".to_owned(), f));
+    }
+    for (pi, p) in raw.providers.iter().enumerate() {
+        if let Some(f) = p.credential.as_ref().and_then(|c| c.secret_file.as_deref()) {
+            files.push((format!("providers[{pi}].credential.secret_file"), f));
+        }
+    }
+    let mut warnings = Vec::new();
+    for (key, path) in files {
+        let Some(mode) = file_mode(path) else { continue };
+        let bits = mode & 0o7777;
+        if mode & 0o002 != 0 {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} is world-writable (mode {bits:04o}): anyone on this host could replace the secret; chmod 600",
+                    path.display()
+                ),
+            ));
+        }
+        if mode & 0o044 != 0 {
+            warnings.push(ConfigWarning {
+                key,
+                reason: format!("{} is readable by other users (mode {bits:04o}); chmod 600", path.display()),
+            });
+        }
+    }
+    Ok(warnings)
 }
 
 fn reconciliation(r: RawReconciliation) -> Result<ReconciliationConfig, ConfigError> {
@@ -858,7 +1095,7 @@ pub fn build_provider(
     Ok(ProviderConfig {
         id: p.id.clone(),
         pay_to: address(&key("pay_to"), &p.pay_to)?,
-        upstream: url(&key("upstream"), &p.upstream)?,
+        upstream: base_url(&key("upstream"), &p.upstream)?,
         strip_prefix: p.strip_prefix.clone(),
         credential,
         default_upstream_timeout: ms(p.upstream_timeout_ms, 10_000),
@@ -875,18 +1112,21 @@ pub fn build_route(
     server: &ServerConfig,
 ) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("{rkey}.{k}");
-    let pattern = PathPattern::parse(&r.path).map_err(|e| invalid(key("path"), e))?;
+    let pattern = PathPattern::parse(&r.path).map_err(|_| invalid(key("path"), BAD_PATH_PATTERN))?;
     // The endpoint's name (`provider:path`) is what the ledger records; it must fit there.
     if provider.id.len() + 1 + r.path.len() > tollgate_metering::LABEL_BYTES_MAX {
         return Err(invalid(
             key("path"),
-            format!("too long (`{}:path` is at most {} bytes)", provider.id, tollgate_metering::LABEL_BYTES_MAX),
+            format!(
+                "too long (the provider id, `:` and the path are at most {} bytes)",
+                tollgate_metering::LABEL_BYTES_MAX
+            ),
         ));
     }
     if let Some(prefix) = &provider.strip_prefix
         && !r.path.starts_with(prefix.as_str())
     {
-        return Err(invalid(key("path"), format!("does not start with the provider's strip_prefix `{prefix}`")));
+        return Err(invalid(key("path"), "does not start with the provider's strip_prefix"));
     }
     let methods: BTreeSet<String> = r
         .methods
@@ -897,7 +1137,10 @@ pub fn build_route(
         .collect();
     for m in &methods {
         if !matches!(m.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") {
-            return Err(invalid(key("methods"), format!("unknown method `{m}`")));
+            return Err(invalid(
+                key("methods"),
+                "unknown method; expected GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS",
+            ));
         }
     }
     if methods.is_empty() {
@@ -908,7 +1151,7 @@ pub fn build_route(
         Some(ids) => {
             let mut out = Vec::new();
             for id in ids {
-                let n = Network::parse(id).map_err(|e| invalid(key("networks"), e.to_string()))?;
+                let n = Network::parse(id).map_err(|_| invalid(key("networks"), UNKNOWN_NETWORK))?;
                 let cfg = networks
                     .iter()
                     .find(|c| c.network == n)
@@ -928,9 +1171,9 @@ pub fn build_route(
             (Some(h), None) => parse_human_amount(h, n.decimals).map_err(|e| invalid(key("price"), e))?,
             (None, Some(a)) => {
                 if a.is_empty() || !a.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(invalid(key("price_atomic"), format!("`{a}` is not a whole number")));
+                    return Err(invalid(key("price_atomic"), "not a whole number"));
                 }
-                a.parse::<u64>().map_err(|_| invalid(key("price_atomic"), format!("`{a}` is too large")))?
+                a.parse::<u64>().map_err(|_| invalid(key("price_atomic"), "too large"))?
             }
             (None, None) => return Err(invalid(key("price"), "missing (price or price_atomic)")),
         };
@@ -942,7 +1185,7 @@ pub fn build_route(
         "after" => SettlementMode::After,
         "before" => SettlementMode::Before,
         "deferred" => SettlementMode::Deferred,
-        other => return Err(invalid(key("settlement"), format!("`{other}`: expected after, before or deferred"))),
+        _ => return Err(invalid(key("settlement"), "expected after, before or deferred")),
     };
     Ok(RouteConfig {
         pattern,
@@ -1012,7 +1255,7 @@ fn credential(
             unexpected("param", c.param.is_some())?;
             Injection::Basic { username: c.username.ok_or_else(|| invalid(format!("{key}.username"), "missing"))? }
         }
-        other => return Err(invalid(format!("{key}.inject"), format!("`{other}`: expected header, query or basic"))),
+        _ => return Err(invalid(format!("{key}.inject"), "expected header, query or basic")),
     };
     Ok(Credential { injection, secret })
 }
@@ -1190,5 +1433,223 @@ price = "0.001"
             assert!(parse_human_amount(bad, 6).is_err(), "{bad:?}");
         }
         assert!(parse_human_amount("99999999999999999999999", 6).is_err());
+    }
+
+    const RELAYER_HEX: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    /// Parses `text`, expecting a `ConfigError::Parse`; returns its parts and its message.
+    fn parse_error_of(text: &str) -> (Option<String>, Option<usize>, Option<usize>, String) {
+        match Config::parse(text, &env) {
+            Ok(_) => panic!("config accepted:\n{text}"),
+            Err(e @ ConfigError::Parse { .. }) => {
+                let message = e.to_string();
+                let ConfigError::Parse { key, line, column, .. } = e else { unreachable!() };
+                (key, line, column, message)
+            }
+            Err(e) => panic!("not a parse error: {e}"),
+        }
+    }
+
+    // Goal: a TOML error names the key and its line and column and never prints the value or
+    // the source line, whatever the error's shape: an unknown key holding the relayer key, an
+    // unquoted URL with an API key, a value of the wrong type, an unterminated string, a
+    // duplicate key, a secret pasted on its own line, an unknown key inside an inline table,
+    // and an unknown key that looks like a secret itself.
+    #[test]
+    fn toml_errors_never_quote_the_file() {
+        let at = |needle: &str, text: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        // (file, secret, expected key, expected line)
+        let unknown = GOOD.replace(
+            "relayer_key_env = \"KEY\"",
+            &format!("relayer_key_env = \"KEY\"\nrelayer_key = \"{RELAYER_HEX}\""),
+        );
+        let unquoted =
+            GOOD.replace("rpc_url = \"http://127.0.0.1:8545\"", "rpc_url = https://rpc.example/v2/UNQUOTEDKEY77");
+        let wrong_type = format!("{GOOD}\n[database]\nmax_connections = \"pw-WRONGTYPE-9\"\n");
+        let unterminated = GOOD.replace("relayer_key_env = \"KEY\"", &format!("relayer_key_env = \"{RELAYER_HEX}"));
+        let duplicate =
+            format!("{GOOD}\n[database]\nurl = \"postgres://u:DUPPW@h/db\"\nurl = \"postgres://u:DUPPW@h/db\"\n");
+        let own_line = GOOD.replace("relayer_key_env = \"KEY\"", &format!("relayer_key_env = \"KEY\"\n{RELAYER_HEX}"));
+        let inline = GOOD.replace("secret_env = \"API\"", "secret = \"sk-INLINESECRET\"");
+        let secret_key = GOOD
+            .replace("relayer_key_env = \"KEY\"", "relayer_key_env = \"KEY\"\nsk_live_51HqLyjWDarjtT1zdp7dc = true");
+        let cases: [(&str, &str, Option<&str>, usize); 8] = [
+            (&unknown, RELAYER_HEX, Some("settlement.relayer_key"), at("relayer_key =", &unknown)),
+            (&unquoted, "UNQUOTEDKEY77", Some("networks.rpc_url"), at("rpc_url", &unquoted)),
+            (&wrong_type, "WRONGTYPE", Some("database.max_connections"), at("max_connections", &wrong_type)),
+            (
+                &unterminated,
+                &RELAYER_HEX[2..],
+                Some("settlement.relayer_key_env"),
+                at("relayer_key_env", &unterminated),
+            ),
+            (&duplicate, "DUPPW", Some("database.url"), duplicate.lines().count()),
+            (&own_line, &RELAYER_HEX[2..], None, at(&RELAYER_HEX[2..], &own_line)),
+            (&inline, "INLINESECRET", Some("providers[0].credential.secret"), at("INLINESECRET", &inline)),
+            (&secret_key, "51HqLyjWDarjtT1zdp7dc", Some("settlement.<key not shown>"), at("sk_live", &secret_key)),
+        ];
+        for (text, secret, key, line) in cases {
+            let (k, l, c, message) = parse_error_of(text);
+            assert!(!message.contains(secret), "the value is printed: {message}");
+            assert!(!message.contains('\n'), "one line, no excerpt: {message}");
+            assert_eq!(k.as_deref(), key, "{message}");
+            assert_eq!(l, Some(line), "{message}");
+            assert!(c.is_some(), "{message}");
+            assert!(message.contains(&format!("line {line}, column ")), "{message}");
+        }
+        // The unknown key's message still helps: it lists the keys that are allowed there.
+        let (_, _, c, message) = parse_error_of(&unknown);
+        assert_eq!(c, Some(1));
+        assert!(message.contains("unknown key") && message.contains("relayer_key_file"), "{message}");
+        let (_, _, _, message) = parse_error_of(&wrong_type);
+        assert!(message.contains("invalid type; expected u32"), "{message}");
+        let (_, _, _, message) = parse_error_of(&unquoted);
+        assert!(message.contains("TOML syntax: string values must be quoted"), "{message}");
+    }
+
+    // Goal: no validation error repeats the value it refuses (some are secrets, and an error is
+    // printed to a terminal and collected in logs): each names the key and says what is wrong.
+    #[test]
+    fn invalid_values_are_not_repeated() {
+        let cases = [
+            (GOOD.replace("price = \"0.001\"", "price = \"SECRETa\""), "providers[0].routes[0].price"),
+            (GOOD.replace("price = \"0.001\"", "price_atomic = \"SECRETb\""), "providers[0].routes[0].price_atomic"),
+            (
+                GOOD.replace("price = \"0.001\"", "price = \"1\"\nsettlement = \"SECRETc\""),
+                "providers[0].routes[0].settlement",
+            ),
+            (
+                GOOD.replace("price = \"0.001\"", "price = \"1\"\nmethods = [\"SECRETd\"]"),
+                "providers[0].routes[0].methods",
+            ),
+            (
+                GOOD.replace("price = \"0.001\"", "price = \"1\"\nnetworks = [\"SECRETe\"]"),
+                "providers[0].routes[0].networks",
+            ),
+            (
+                GOOD.replace("path = \"/weather/{city}\"", "path = \"/SECRETf/{bad name}\""),
+                "providers[0].routes[0].path",
+            ),
+            (GOOD.replace("inject = \"header\"", "inject = \"SECRETg\""), "providers[0].credential.inject"),
+            (GOOD.replace("eip155:8453", "SECRETh"), "networks[0].id"),
+            (GOOD.replace("http://127.0.0.1:8545", "http://[SECRETi/x"), "networks[0].rpc_url"),
+            (GOOD.replace("http://127.0.0.1:9000", "https://svc:SECRETj@api.example"), "providers[0].upstream"),
+            (GOOD.replace("http://127.0.0.1:9000", "https://api.example/?api_key=SECRETk"), "providers[0].upstream"),
+            (format!("{GOOD}\n[server]\npublic_url = \"https://u:SECRETl@gw.example\"\n"), "server.public_url"),
+            (format!("{GOOD}\n[database]\nurl = \"mysql://u:SECRETm@h/db\"\n"), "database.url"),
+            (format!("{GOOD}\n[database]\nsqlite_durability = \"SECRETn\"\n"), "database.sqlite_durability"),
+            (format!("{GOOD}\n[vault]\nmaster_key_env = \"API\"\n"), "vault.master_key"),
+        ];
+        for (text, key) in cases {
+            let err = error_of(&text);
+            assert!(err.starts_with(key), "{key}: {err}");
+            assert!(!err.contains("SECRET") && !err.contains("sk-secret-value"), "{err}");
+        }
+    }
+
+    fn config_at(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tollgate.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    // Goal: a secret file anyone can write is refused (naming the key and the mode); one others
+    // can read is accepted with a warning naming the key; a private one gives no warning; and a
+    // world-writable configuration file is refused too.
+    #[cfg(unix)]
+    #[test]
+    fn secret_file_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("relayer.key");
+        std::fs::write(&key_file, RELAYER_HEX).unwrap();
+        let text = GOOD.replace("relayer_key_env = \"KEY\"", &format!("relayer_key_file = \"{}\"", key_file.display()));
+        chmod(&key_file, 0o600);
+        assert!(Config::parse(&text, &env).unwrap().warnings.is_empty());
+        chmod(&key_file, 0o640);
+        let w = Config::parse(&text, &env).unwrap().warnings;
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "settlement.relayer_key_file");
+        assert!(w[0].reason.contains("0640") && !w[0].reason.contains(&RELAYER_HEX[2..]), "{}", w[0]);
+        chmod(&key_file, 0o606);
+        let err = error_of(&text);
+        assert!(err.starts_with("settlement.relayer_key_file") && err.contains("world-writable"), "{err}");
+        assert!(!err.contains(&RELAYER_HEX[2..]));
+
+        let secret = dir.path().join("api.secret");
+        std::fs::write(&secret, "sk-secret-value").unwrap();
+        chmod(&secret, 0o666);
+        let text = GOOD.replace("secret_env = \"API\"", &format!("secret_file = \"{}\"", secret.display()));
+        let err = error_of(&text);
+        assert!(err.starts_with("providers[0].credential.secret_file") && err.contains("world-writable"), "{err}");
+
+        let (_dir, path) = config_at(GOOD);
+        chmod(&path, 0o666);
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("world-writable"), "{err}");
+    }
+
+    // Goal: an admin listener off loopback is refused (the admin API has no TLS) unless
+    // admin.allow_insecure_remote opts in, which is then warned about; loopback needs nothing.
+    #[test]
+    fn admin_listener_off_loopback() {
+        for listen in ["127.0.0.1:8403", "[::1]:8403"] {
+            let c = Config::parse(&format!("{GOOD}\n[admin]\nlisten = \"{listen}\"\n"), &env).unwrap();
+            assert!(c.warnings.is_empty(), "{listen}");
+        }
+        for listen in ["0.0.0.0:8403", "192.168.1.10:8403", "[::]:8403"] {
+            let err = error_of(&format!("{GOOD}\n[admin]\nlisten = \"{listen}\"\n"));
+            assert!(err.starts_with("admin.listen") && err.contains("no TLS"), "{err}");
+            assert!(err.contains("allow_insecure_remote"), "the error says how to opt in: {err}");
+        }
+        let c =
+            Config::parse(&format!("{GOOD}\n[admin]\nlisten = \"0.0.0.0:8403\"\nallow_insecure_remote = true\n"), &env)
+                .unwrap();
+        assert!(c.admin.allow_insecure_remote);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].key, "admin.listen");
+        let c = Config::parse(&format!("{GOOD}\n[admin]\nlisten = \"0.0.0.0:8403\"\nenabled = false\n"), &env).unwrap();
+        assert!(c.warnings.is_empty(), "a disabled admin API listens nowhere");
+    }
+
+    // Goal: an upstream at the RPC node's, the admin listener's or the gateway's own host and port
+    // is refused with the reason, comparing localhost, loopback and unspecified addresses.
+    #[test]
+    fn upstream_must_be_a_third_party() {
+        let with_upstream = |upstream: &str, extra: &str| {
+            GOOD.replace("upstream = \"http://127.0.0.1:9000\"", &format!("upstream = \"{upstream}\"")) + extra
+        };
+        let cases = [
+            (with_upstream("http://127.0.0.1:8545", ""), "RPC node of networks[0]"),
+            (with_upstream("http://localhost:8545/x", ""), "RPC node of networks[0]"),
+            (with_upstream("http://127.0.0.1:8403", ""), "admin listener"),
+            (with_upstream("http://localhost:8402", ""), "own listener"),
+            (with_upstream("http://127.0.0.1:7000", "\n[server]\nlisten = \"0.0.0.0:7000\"\n"), "own listener"),
+            (
+                with_upstream(
+                    "http://10.0.0.5:9100",
+                    "\n[admin]\nlisten = \"10.0.0.5:9100\"\nallow_insecure_remote = true\n",
+                ),
+                "admin listener",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = error_of(&text);
+            assert!(err.starts_with("providers[0].upstream: points at the") && err.contains(needle), "{err}");
+        }
+        let rpc = GOOD.replace("http://127.0.0.1:8545", "https://rpc.example/v2/KEY");
+        let err = error_of(&rpc.replace("http://127.0.0.1:9000", "https://RPC.example"));
+        assert!(err.contains("RPC node") && !err.contains("KEY"), "{err}");
+        for fine in ["http://127.0.0.1:8546", "https://rpc.example:8545", "http://127.0.0.2:8402"] {
+            assert!(Config::parse(&with_upstream(fine, ""), &env).is_ok(), "{fine}");
+        }
+        let c = Config::parse(&with_upstream("http://127.0.0.1:8403", "\n[admin]\nenabled = false\n"), &env);
+        assert!(c.is_ok(), "the admin listener is not open");
     }
 }

@@ -17,6 +17,7 @@ pub mod app;
 pub mod challenge;
 pub mod config;
 pub mod control;
+pub mod counters;
 pub mod error;
 pub mod paid;
 pub mod proxy;

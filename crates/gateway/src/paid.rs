@@ -97,9 +97,15 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
             (e.rescue(Some(&ctx.challenge)), code)
         }
     };
-    // A quote (no payment header) is not an attempt; everything that carried a payment is.
-    if paying {
+    // A quote (no payment header) is not an attempt. An attempt is audited once its payment
+    // verified (the trail's wallet is set exactly then), refused by policy or not; anything
+    // else (garbage, a forgery, a replay, a payment the chain refuses) costs the sender
+    // nothing to repeat, so it is counted and sampled in the log instead of growing the
+    // permanent audit chain.
+    if paying && trail.wallet.is_some() {
         audit(&gw, &ctx, trail, reason, latency_ms).await;
+    } else if paying {
+        gw.counters.unaudited_attempt(reason, &ctx.entry.name);
     }
     response
 }

@@ -533,6 +533,9 @@ impl Ledger {
                     })
                     .busy_timeout(Duration::from_millis(opts.statement_timeout_ms))
                     .foreign_keys(true);
+                if !in_memory {
+                    create_sqlite_file_private(&connect)?;
+                }
                 // No ping before each acquire: a connection to a local file cannot have been hung up
                 // on, and the ping is one more round trip to the connection's worker thread on
                 // every call.
@@ -1617,6 +1620,27 @@ fn check_lease_names(name: &str, holder: &str) -> Result<(), MeteringError> {
 
 /// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`, `sqlite://:memory:`,
 /// `mode=memory`), which needs a single, never recycled connection.
+/// Creates a missing SQLite ledger file with mode 0600 before SQLite does. SQLite would create
+/// it 0644 under the usual umask, and it creates the `-wal` and `-shm` files with the database
+/// file's mode: the ledger holds every payer's signed authorizations and spend history, which
+/// other users of the host have no business reading. An existing file keeps its mode (the
+/// operator chose it). Only when the URL allows creation (`mode=rwc`).
+fn create_sqlite_file_private(connect: &SqliteConnectOptions) -> Result<(), MeteringError> {
+    let url = sqlx::ConnectOptions::to_url_lossy(connect);
+    if !url.query_pairs().any(|(k, v)| k == "mode" && v == "rwc") {
+        return Ok(());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+    match open.open(connect.get_filename()) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(MeteringError::Database { op: "create", reason: e.to_string(), retryable: false }),
+    }
+}
+
 fn sqlite_url_is_in_memory(url: &str) -> bool {
     let rest = url.split_once(':').map_or("", |(_, rest)| rest);
     let rest = rest.strip_prefix("//").unwrap_or(rest);

@@ -18,7 +18,7 @@ const SECRET: &str = "sk-admin-cli-test-secret-7f3e";
 
 /// A JSON-RPC stub that only answers `eth_chainId` (Base, 8453): enough for the gateway to
 /// start with a network configured, which endpoint prices need.
-async fn chain_id_rpc() -> String {
+pub(crate) async fn chain_id_rpc() -> String {
     async fn handler(axum::Json(req): axum::Json<Value>) -> axum::Json<Value> {
         axum::Json(json!({ "jsonrpc": "2.0", "id": req["id"].clone(), "result": "0x2105" }))
     }

@@ -12,6 +12,7 @@ mod harness;
 mod interop;
 mod propagation;
 mod reconcile_cli;
+mod startup;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -11,6 +11,7 @@ mod deferred_before;
 mod errors;
 mod hostile_upstream;
 mod money_truth;
+mod ops;
 mod reconcile;
 mod secrets;
 

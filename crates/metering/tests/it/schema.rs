@@ -178,3 +178,29 @@ fn insert_sql(id: &str, nonce: u64, amount: &str, state: &str) -> String {
          {amount}, 400, 'openai', 'chat', 'POST', '/v1', 'after', '{state}', '{TX}', 1, '{BLOCK}', 0, '{{}}', 100, 100, 'reserved')"
     )
 }
+
+// Goal: a SQLite ledger file the ledger creates is readable by its owner only, and so are the
+// -wal and -shm files SQLite makes beside it once something is written (they take the
+// database file's mode); an existing file keeps the mode its operator gave it.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_ledger_files_are_created_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let ledger = tollgate_metering::Ledger::connect(&url, tollgate_metering::LedgerOptions::default()).await.unwrap();
+    ledger.reserve(&new_entry(1, 10, 100)).await.unwrap();
+    let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+    for name in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
+        assert_eq!(mode(name), 0o600, "{name}");
+    }
+    drop(ledger);
+
+    let existing = dir.path().join("shared.db");
+    std::fs::write(&existing, b"").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", existing.display());
+    tollgate_metering::Ledger::connect(&url, tollgate_metering::LedgerOptions::default()).await.unwrap();
+    assert_eq!(mode("shared.db"), 0o640);
+}
