@@ -34,6 +34,10 @@ pub enum StartError {
     Config(String),
 }
 
+/// In-doubt settlements waiting for the chaser (a rare path: a broadcast whose answer was
+/// lost); past this, the sweep follows them without re-broadcasting.
+const CHASE_QUEUE_CAPACITY: usize = 1024;
+
 /// (chain id, asset, payer).
 pub type BalanceKey = (u64, Address, Address);
 
@@ -70,6 +74,10 @@ pub struct Gateway {
     pub deferred_tx: mpsc::Sender<crate::settlement::Queued>,
     /// The worker's end of the queue (taken by `serve`).
     pub deferred_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Queued>>>,
+    /// In-doubt settlements for the chaser (`settlement::chase_worker`).
+    pub chase_tx: mpsc::Sender<crate::settlement::Chase>,
+    /// The chaser's end of the queue (taken by `serve`).
+    pub chase_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Chase>>>,
     /// Deferred payments admitted and not finished, and the measured settlement throughput
     /// (admission control, `crate::admission`).
     pub backlog: Arc<crate::admission::Backlog>,
@@ -149,6 +157,7 @@ impl Gateway {
         crate::control::seed(&config, &ledger, clock.now_unix_s()).await?;
         let (deferred_tx, deferred_rx) = mpsc::channel(config.settlement.deferred_queue_capacity);
         let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
+        let (chase_tx, chase_rx) = mpsc::channel(CHASE_QUEUE_CAPACITY);
         let instance = hex::encode(rand::random::<[u8; 8]>());
         let gw = Arc::new(Gateway {
             config,
@@ -167,6 +176,8 @@ impl Gateway {
             deferred_tx,
             deferred_rx: Mutex::new(Some(deferred_rx)),
             backlog: Arc::default(),
+            chase_tx,
+            chase_rx: Mutex::new(Some(chase_rx)),
             balances: Mutex::new(HashMap::new()),
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),

@@ -45,6 +45,12 @@ pub async fn serve(
         .ok()
         .and_then(|mut rx| rx.take())
         .map(|rx| tokio::spawn(settlement::deferred_worker(gw.clone(), rx)));
+    let chaser = gw
+        .chase_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take())
+        .map(|rx| tokio::spawn(settlement::chase_worker(gw.clone(), rx)));
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     // The peer address becomes the forwarded request's `X-Forwarded-For`.
@@ -58,6 +64,9 @@ pub async fn serve(
     }
     if let Some(w) = worker {
         w.abort();
+    }
+    if let Some(c) = chaser {
+        c.abort();
     }
     // Let the audit writer commit what the last requests queued (bounded wait).
     if let Some(a) = audit {

@@ -85,7 +85,7 @@ pub struct Settled {
 }
 
 /// A settlement transaction handed to the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
     /// Its hash (recorded by the claim before the broadcast).
     pub tx_hash: B256,
@@ -93,6 +93,23 @@ pub struct Submitted {
     /// reset, a proxy's 5xx), so the transaction may or may not be in a mempool; the hash
     /// must be checked, and the payer told the payment is pending, never "not charged".
     pub acknowledged: bool,
+    /// The relayer's account nonce it uses.
+    pub nonce: u64,
+    /// The signed transaction, for re-broadcasting the very same bytes (same hash, same
+    /// nonce: it can land at most once) when the first broadcast's answer was lost.
+    pub raw: alloy_primitives::Bytes,
+}
+
+/// What a re-broadcast of a signed settlement found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebroadcast {
+    /// The node has it now (it took it, or already knew it).
+    Known,
+    /// Its nonce is used already: by this transaction (mined) or by another one (then this
+    /// one can never land).
+    NonceTaken,
+    /// The node did not answer or refused; try again later.
+    Failed(VerifyError),
 }
 
 /// What became of a submitted settlement.
@@ -212,10 +229,11 @@ impl Settler {
             if !claim.claim(tx_hash, self.address, nonce).await {
                 return Ok(None);
             }
-            match self.chain.send_raw(envelope.encoded_2718().into()).await {
+            let raw: alloy_primitives::Bytes = envelope.encoded_2718().into();
+            match self.chain.send_raw(raw.clone()).await {
                 Ok(_) => {
                     *next_nonce = Some(nonce.saturating_add(1));
-                    return Ok(Some(Submitted { tx_hash, acknowledged: true }));
+                    return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
                 }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
@@ -224,9 +242,13 @@ impl Settler {
                     *next_nonce = None;
                 }
                 Err(SendError::InDoubt(e)) => {
-                    *next_nonce = None;
+                    // Keep nonces moving forward: if the node took it, reusing the nonce would
+                    // replace a payment the payer was told is pending. If it did not, the
+                    // caller re-broadcasts these bytes to fill the gap, or calls
+                    // `forget_nonce` when it gives up.
+                    *next_nonce = Some(nonce.saturating_add(1));
                     tracing::warn!(%tx_hash, error = %e, "settlement broadcast in doubt; keeping the hash to check");
-                    return Ok(Some(Submitted { tx_hash, acknowledged: false }));
+                    return Ok(Some(Submitted { tx_hash, acknowledged: false, nonce, raw }));
                 }
                 Err(SendError::Refused(e)) => {
                     *next_nonce = None;
@@ -265,6 +287,21 @@ impl Settler {
             }
             tokio::time::sleep(poll_interval).await;
         }
+    }
+
+    /// Sends an already signed settlement again (the same bytes, so the same hash and nonce).
+    pub async fn rebroadcast(&self, raw: &alloy_primitives::Bytes) -> Rebroadcast {
+        match self.chain.send_raw(raw.clone()).await {
+            Ok(_) | Err(SendError::NonceInUse) => Rebroadcast::Known,
+            Err(SendError::NonceTooLow) => Rebroadcast::NonceTaken,
+            Err(SendError::Refused(e) | SendError::InDoubt(e)) => Rebroadcast::Failed(e),
+        }
+    }
+
+    /// Forgets the tracked account nonce, so the next send asks the node (used when an
+    /// in-doubt broadcast could not be confirmed: its nonce may be a gap to refill).
+    pub async fn forget_nonce(&self) {
+        *self.next_nonce.lock().await = None;
     }
 
     /// Whether a transaction of `relayer` with account nonce `nonce` can still be mined:
