@@ -300,8 +300,14 @@ async fn deferred_admission_rejects(engine: crate::Engine) {
 
     // The first settles; its slot frees; a payment valid for less than the margin (30 s)
     // plus the expected wait is still refused.
-    h.wait_state(&a, EntryState::Settling).await; // broadcast, waiting for a block
-    h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+    // Mine until the worker's transaction (claimed, then broadcast) is in a block.
+    for _ in 0..100 {
+        h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
+        if h.entry_for(&a).await.unwrap().state == EntryState::Settled {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     h.wait_state(&a, EntryState::Settled).await;
     let mut short = PaymentBuilder::new(&h.offer(path).await, &other, h.now);
     short.valid_before = h.now + 20;
@@ -350,3 +356,58 @@ async fn deferred_admission_falls_back_to_after() {
     assert_eq!(h.gateway.counters.deferred_admission_refused.load(std::sync::atomic::Ordering::Relaxed), 1);
     h.stop().await;
 }
+
+/// A `forwarded` deferred entry for `b`'s real payment, as a process leaves it when it dies
+/// after answering and before settling.
+async fn forwarded_deferred(h: &Harness, b: &PaymentBuilder) {
+    let offer = h.offer("/weather/rome").await;
+    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
+    let id = h
+        .gateway
+        .ledger
+        .reserve(&NewEntry {
+            chain_id: 8453,
+            asset: h.chain.token,
+            payer: b.from,
+            pay_to: b.to,
+            nonce: b.nonce,
+            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
+            valid_before_unix_s: b.valid_before,
+            provider: "weather".to_owned(),
+            route: "weather:/weather/{city}".to_owned(),
+            method: "GET".to_owned(),
+            path: "/weather/rome".to_owned(),
+            mode: SettlementMode::Deferred,
+            payment: serde_json::to_string(&verified).unwrap(),
+            price_version: Some(1),
+            credential: None,
+            credential_version: None,
+            now_unix_s: h.now,
+        })
+        .await
+        .unwrap();
+    let forwarded = Transition::Forwarded { upstream_status: Some(200) };
+    assert!(h.gateway.ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+}
+
+// Goal: the recovery sweep settles what it finds concurrently, not one entry per block: twelve
+// abandoned deferred entries on a chain mining every second land in at most two blocks
+// (today's sweep took one block each).
+async fn recovery_settles_concurrently(h: &Harness) {
+    let mut made = Vec::new();
+    for _ in 0..12 {
+        let mut b = h.payment("/weather/rome").await;
+        b.valid_before = h.now + 20_000;
+        forwarded_deferred(h, &b).await;
+        made.push(b);
+    }
+    h.chain.rpc("evm_setIntervalMining", serde_json::json!([1])).await.unwrap();
+    sweep_later(h, h.now + 7_200).await;
+    let mut blocks = std::collections::BTreeSet::new();
+    for b in &made {
+        blocks.insert(h.wait_state(b, EntryState::Settled).await.block_number);
+    }
+    assert!(blocks.len() <= 2, "settled across blocks {blocks:?}");
+    assert_eq!(h.payee_balance().await, U256::from(12 * PRICE_ATOMIC));
+}
+both_engines!(recovery_concurrent, recovery_settles_concurrently);
