@@ -152,3 +152,33 @@ async fn unresolved_payment_stays_counted_and_can_be_resent() {
     assert_eq!(h.entries(payer.address()).await.len(), 1);
     assert_eq!(h.payee_balance().await, U256::from(PRICE));
 }
+
+// Goal: the gateway's relayer cannot pay gas, so the settlement broadcast is refused after the
+// claim. The gateway says so with 503 `settlement_unavailable` (nothing charged, for good);
+// the client signs no second authorization for the call, records it failed, and after the
+// relayer is funded and the sweep has run nothing was charged (today: a 402 "not charged",
+// a fresh authorization paid, and the first one charged later too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayer_out_of_gas_is_one_uncharged_attempt() {
+    let h = Harness::start(0).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let relayer = format!("{:#x}", tollgate_test_support::anvil_key(9).address());
+    h.chain.rpc("anvil_setBalance", serde_json::json!([relayer, "0x0"])).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = PayingClient::new(client_config(&payer, &dir.path().join("spend.json"))).unwrap();
+
+    let paid = client.send(Method::GET, &format!("{}/weather/lima", h.url), HeaderMap::new(), "").await.unwrap();
+
+    assert_eq!(paid.status, StatusCode::SERVICE_UNAVAILABLE);
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1, "no second authorization");
+    assert_eq!(records[0].state, RecordState::Failed);
+    assert_eq!(client.spent().await.unwrap().total_atomic, U256::ZERO);
+    h.chain.rpc("anvil_setBalance", serde_json::json!([relayer, "0x56BC75E2D63100000"])).await.unwrap();
+    let entry = h.wait_terminal(payer.address()).await;
+    assert_eq!(entry.len(), 1);
+    assert_eq!(entry[0].state, EntryState::Voided);
+    tokio::time::sleep(Duration::from_millis(600)).await; // a few recovery sweeps (grace 0)
+    assert!(!h.chain.authorization_used(payer.address(), records[0].nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::ZERO);
+}
