@@ -443,7 +443,7 @@ impl PayingClient {
                 // A refusal whose receipt names a transaction is no refusal: that payment may
                 // still settle, and a fresh authorization could pay the call twice.
                 let names_tx = receipt(&fetched.headers).is_some_and(|r| !r.transaction.is_empty());
-                if maybe_delivered || names_tx {
+                if maybe_delivered || names_tx || !self.entry_ended_uncharged(req, &fetched.headers).await {
                     return Err(self.in_doubt(nonce, reason, fetched.status).await);
                 }
                 let outcome = Outcome { reason: Some(reason.clone()), http_status: Some(402), ..Outcome::default() };
@@ -452,6 +452,22 @@ impl PayingClient {
             }
             return self.answered(nonce, fetched, maybe_delivered).await.map(|p| Delivery::Answered(Box::new(p)));
         }
+    }
+
+    /// When a refusal names the gateway's ledger entry (`Tollgate-Receipt`), whether
+    /// `GET /receipts/{id}` says it ended without moving money (`voided`, `settle_failed`).
+    /// Anything else — another state, no answer — means this authorization may still settle,
+    /// and nothing new is signed. A refusal that names no entry was refused before any
+    /// reservation: true.
+    async fn entry_ended_uncharged(&self, req: &Req, headers: &HeaderMap) -> bool {
+        let Some(id) = headers.get("tollgate-receipt").and_then(|v| v.to_str().ok()) else { return true };
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return false;
+        }
+        let Ok(url) = req.url.join(&format!("/receipts/{id}")) else { return false };
+        let Ok(resp) = self.http.get(url).send().await else { return false };
+        let Ok(body) = resp.json::<serde_json::Value>().await else { return false };
+        matches!(body.get("state").and_then(serde_json::Value::as_str), Some("voided" | "settle_failed"))
     }
 
     /// Retries ran out on transport errors.

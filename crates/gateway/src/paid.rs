@@ -94,7 +94,15 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
         }
         Err(e) => {
             let code = e.code();
-            (e.rescue(Some(&ctx.challenge)), code)
+            let mut response = e.rescue(Some(&ctx.challenge));
+            // A refusal after the reservation names its ledger entry, so an agent can check
+            // `GET /receipts/{id}` before it signs anything new for the same call.
+            if let Some(id) = &trail.entry_id
+                && let Ok(v) = HeaderValue::from_str(id)
+            {
+                response.headers_mut().insert(HeaderName::from_static("tollgate-receipt"), v);
+            }
+            (response, code)
         }
     };
     // A quote (no payment header) is not an attempt. An attempt is audited once its payment
