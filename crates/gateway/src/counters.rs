@@ -36,6 +36,11 @@ pub struct Counters {
     pub settlements_unavailable: AtomicU64,
     /// Deferred payments refused or downgraded by admission control.
     pub deferred_admission_refused: AtomicU64,
+    /// In-doubt settlements not chased because the chaser's queue was full (left to the
+    /// sweep; the relayer's nonce is refetched so a gap cannot stall later sends).
+    pub chases_dropped: AtomicU64,
+    /// Entries ended `voided` or `settle_failed` by the live path or the sweep.
+    pub entries_ended_uncharged: AtomicU64,
 }
 
 impl Default for Counters {
@@ -50,6 +55,8 @@ impl Default for Counters {
             settlements_pending: AtomicU64::new(0),
             settlements_unavailable: AtomicU64::new(0),
             deferred_admission_refused: AtomicU64::new(0),
+            chases_dropped: AtomicU64::new(0),
+            entries_ended_uncharged: AtomicU64::new(0),
         }
     }
 }
@@ -97,6 +104,8 @@ impl Counters {
                 ("settlements_pending", "", &self.settlements_pending),
                 ("settlements_unavailable", "", &self.settlements_unavailable),
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),
+            ("chases_dropped", "", &self.chases_dropped),
+            ("entries_ended_uncharged", "", &self.entries_ended_uncharged),
             ]
             .map(|(name, label, n)| (name, label, n.load(Ordering::Relaxed))),
         );

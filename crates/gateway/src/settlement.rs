@@ -185,7 +185,7 @@ pub async fn settle_entry(
         (_, false) => match settler.check_receipt(payment, tx_hash).await {
             Ok(Some(s)) => Ok(SettleOutcome::Settled(s)),
             _ => {
-                chase(gw, id, payment, submitted);
+                chase(gw, settler, id, payment, submitted).await;
                 Ok(SettleOutcome::Pending { tx_hash })
             }
         },
@@ -239,18 +239,30 @@ pub struct Chase {
     pub submitted: tollgate_verifier::Submitted,
 }
 
-fn chase(gw: &Gateway, id: &EntryId, payment: &VerifiedPayment, submitted: tollgate_verifier::Submitted) {
+async fn chase(
+    gw: &Gateway,
+    settler: &tollgate_verifier::Settler,
+    id: &EntryId,
+    payment: &VerifiedPayment,
+    submitted: tollgate_verifier::Submitted,
+) {
     let c = Chase { id: id.clone(), payment: payment.clone(), submitted };
     if let Err(e) = gw.chase_tx.try_send(c) {
         // Safe to drop: the entry is `settling` with the hash; the sweep follows it (and voids
-        // it once it can no longer land), it just is not re-broadcast.
+        // it once it can no longer land), it just is not re-broadcast. The relayer asks the
+        // node for its nonce again, so a gap left by a transaction no node has is refilled
+        // by the next send instead of stalling every later one.
         let id = match e {
             tokio::sync::mpsc::error::TrySendError::Full(c) | tokio::sync::mpsc::error::TrySendError::Closed(c) => c.id,
         };
         tracing::warn!(%id, "chaser queue full; an in-doubt settlement is left to the sweep");
-        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.counters.chases_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        settler.forget_nonce().await;
     }
 }
+
+/// In-doubt settlements chased at once; more wait in the chaser's queue.
+const CHASES_AT_ONCE: usize = 64;
 
 /// Longest a chaser follows one in-doubt settlement: the receipt timeout, at least this.
 const CHASE_MIN: Duration = Duration::from_secs(10);
@@ -263,8 +275,14 @@ const CHASE_MIN: Duration = Duration::from_secs(10);
 /// receipt timeout, and then makes the relayer ask the node for its nonce again, so a gap
 /// left by a transaction no node has is refilled.
 pub async fn chase_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<Chase>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CHASES_AT_ONCE));
     while let Some(c) = rx.recv().await {
-        tokio::spawn(chase_one(gw.clone(), c));
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            chase_one(gw, c).await;
+            drop(slot);
+        });
     }
 }
 

@@ -34,11 +34,16 @@ pub enum CallOutcome<T> {
 pub enum SendError {
     /// The nonce was already used (e.g. by a transaction sent outside this process).
     NonceTooLow,
-    /// A transaction with this nonce is pending, or this exact one is already known.
+    /// Another transaction with this nonce is pending ("replacement transaction underpriced").
     NonceInUse,
-    /// The node answered and did not take the transaction (a JSON-RPC error object such as
-    /// "insufficient funds for gas", HTTP 429), or the connection was refused before a byte
-    /// was sent. The transaction is not in any mempool through us.
+    /// This very transaction is already in the node's pool ("already known"): it was
+    /// broadcast before (an earlier send whose answer was lost, or a re-broadcast).
+    AlreadyKnown,
+    /// The node answered with a refusal it is known to mean (insufficient funds for gas,
+    /// underpriced, intrinsic gas too low, over the block gas limit, invalid sender, a rate
+    /// limit, HTTP 429), or the connection was refused before a byte was sent. The
+    /// transaction is not in any mempool through us. Any other error is [`SendError::InDoubt`]:
+    /// hosted providers answer generic errors after forwarding to a backend.
     Refused(VerifyError),
     /// The request may have reached a node that took the transaction, and the answer was
     /// lost: a timeout, a reset after sending, an HTTP 5xx from a proxy, an unreadable
@@ -215,6 +220,24 @@ fn rpc_error(method: &'static str, e: &RpcError<TransportErrorKind>) -> VerifyEr
     VerifyError::Rpc { method, reason }
 }
 
+/// JSON-RPC refusals whose meaning is certain: the node validated the transaction and did
+/// not take it (geth/reth/anvil wording), or a rate limit answered before any node saw it.
+fn definite_refusal(code: i64, msg: &str) -> bool {
+    const REFUSALS: &[&str] = &[
+        "insufficient funds",
+        "transaction underpriced",
+        "intrinsic gas too low",
+        "exceeds block gas limit",
+        "gas limit reached",
+        "invalid sender",
+        "max fee per gas less than block base fee",
+        "fee cap less than block base fee",
+        "rate limit",
+        "too many requests",
+    ];
+    code == -32005 || REFUSALS.iter().any(|r| msg.contains(r))
+}
+
 /// Whether a failed `eth_sendRawTransaction` certainly never reached a node: refused at
 /// connect time (no byte sent), or rate limited with HTTP 429 (the front door answered
 /// before any node saw it). Everything else is in doubt.
@@ -310,14 +333,16 @@ impl Chain for AlloyChain {
                 let e = VerifyError::Rpc { method: METHOD, reason: format!("node error {}: {}", p.code, p.message) };
                 if msg.contains("nonce too low") {
                     Err(SendError::NonceTooLow)
-                } else if msg.contains("already known") || msg.contains("replacement transaction underpriced") {
+                } else if msg.contains("already known") || msg.contains("known transaction") {
+                    Err(SendError::AlreadyKnown)
+                } else if msg.contains("replacement transaction underpriced") {
                     Err(SendError::NonceInUse)
-                } else if p.code == -32603 || msg.contains("timeout") || msg.contains("timed out") {
-                    // An internal error or a gateway's upstream timeout dressed as JSON-RPC:
-                    // a node behind it may have taken the transaction.
-                    Err(SendError::InDoubt(e))
-                } else {
+                } else if definite_refusal(p.code, &msg) {
                     Err(SendError::Refused(e))
+                } else {
+                    // Anything else may come from a proxy or a load balancer after a backend
+                    // took the transaction: the provider bears that doubt, never the payer.
+                    Err(SendError::InDoubt(e))
                 }
             }
             Ok(Err(e)) if send_never_reached_node(&e) => Err(SendError::Refused(rpc_error(METHOD, &e))),

@@ -235,6 +235,11 @@ impl Settler {
                     *next_nonce = Some(nonce.saturating_add(1));
                     return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
                 }
+                // This very transaction is in the pool already: it was sent.
+                Err(SendError::AlreadyKnown) => {
+                    *next_nonce = Some(nonce.saturating_add(1));
+                    return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
+                }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
                     tracing::warn!(relayer = %self.address, nonce, "relayer nonce refused; refreshing from the node");
@@ -292,8 +297,8 @@ impl Settler {
     /// Sends an already signed settlement again (the same bytes, so the same hash and nonce).
     pub async fn rebroadcast(&self, raw: &alloy_primitives::Bytes) -> Rebroadcast {
         match self.chain.send_raw(raw.clone()).await {
-            Ok(_) | Err(SendError::NonceInUse) => Rebroadcast::Known,
-            Err(SendError::NonceTooLow) => Rebroadcast::NonceTaken,
+            Ok(_) | Err(SendError::AlreadyKnown) => Rebroadcast::Known,
+            Err(SendError::NonceTooLow | SendError::NonceInUse) => Rebroadcast::NonceTaken,
             Err(SendError::Refused(e) | SendError::InDoubt(e)) => Rebroadcast::Failed(e),
         }
     }
