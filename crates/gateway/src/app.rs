@@ -38,6 +38,38 @@ pub enum StartError {
 /// lost); past this, the sweep follows them without re-broadcasting.
 const CHASE_QUEUE_CAPACITY: usize = 1024;
 
+/// Entries a live call of this process is working on. The recovery sweep leaves them alone,
+/// whatever their age: a slow upstream must not have its reservation voided under it.
+#[derive(Debug, Default)]
+pub struct LiveEntries(Mutex<std::collections::HashSet<tollgate_metering::EntryId>>);
+
+/// One live call's hold on its entry, released when dropped.
+#[derive(Debug)]
+pub struct LiveHold(Arc<LiveEntries>, tollgate_metering::EntryId);
+
+impl LiveEntries {
+    /// Marks `id` live until the hold is dropped.
+    pub fn hold(self: &Arc<Self>, id: tollgate_metering::EntryId) -> LiveHold {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(id.clone());
+        }
+        LiveHold(self.clone(), id)
+    }
+
+    /// Whether a live call holds `id`.
+    pub fn contains(&self, id: &tollgate_metering::EntryId) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(id))
+    }
+}
+
+impl Drop for LiveHold {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.0.0.lock() {
+            set.remove(&self.1);
+        }
+    }
+}
+
 /// (chain id, asset, payer).
 pub type BalanceKey = (u64, Address, Address);
 
@@ -74,6 +106,8 @@ pub struct Gateway {
     pub deferred_tx: mpsc::Sender<crate::settlement::Queued>,
     /// The worker's end of the queue (taken by `serve`).
     pub deferred_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Queued>>>,
+    /// Entries this process's live calls are working on (the sweep skips them).
+    pub live_entries: Arc<LiveEntries>,
     /// In-doubt settlements for the chaser (`settlement::chase_worker`).
     pub chase_tx: mpsc::Sender<crate::settlement::Chase>,
     /// The chaser's end of the queue (taken by `serve`).
@@ -178,6 +212,7 @@ impl Gateway {
             backlog: Arc::default(),
             chase_tx,
             chase_rx: Mutex::new(Some(chase_rx)),
+            live_entries: Arc::default(),
             balances: Mutex::new(HashMap::new()),
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),

@@ -786,9 +786,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         deferred_overflow: match s.deferred_overflow.as_deref() {
             None | Some("after") => DeferredOverflow::After,
             Some("reject") => DeferredOverflow::Reject,
-            Some(other) => {
-                return Err(invalid("settlement.deferred_overflow", format!("`{other}`: expected after or reject")));
-            }
+            Some(_) => return Err(invalid("settlement.deferred_overflow", "expected after or reject")),
         },
         deferred_payer_exposure_max_atomic: match s.deferred_payer_exposure_max_atomic.as_deref() {
             None => None,

@@ -104,8 +104,8 @@ impl Counters {
                 ("settlements_pending", "", &self.settlements_pending),
                 ("settlements_unavailable", "", &self.settlements_unavailable),
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),
-            ("chases_dropped", "", &self.chases_dropped),
-            ("entries_ended_uncharged", "", &self.entries_ended_uncharged),
+                ("chases_dropped", "", &self.chases_dropped),
+                ("entries_ended_uncharged", "", &self.entries_ended_uncharged),
             ]
             .map(|(name, label, n)| (name, label, n.load(Ordering::Relaxed))),
         );

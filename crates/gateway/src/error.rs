@@ -99,6 +99,11 @@ pub enum GatewayError {
     /// than fall back to `after`): nothing reserved, retry later.
     #[error("deferred admission: {0}")]
     DeferredAdmission(crate::admission::Refusal),
+    /// The call's entry left `reserved` before its `forwarded` mark: another process's
+    /// recovery sweep released it because the call outlived `settlement.recovery_grace_s`.
+    /// Nothing is charged; the response is withheld.
+    #[error("the call's ledger entry was released before it finished")]
+    EntryReleased,
     /// The ledger could not be used.
     #[error("ledger: {0}")]
     Ledger(MeteringError),
@@ -187,6 +192,7 @@ impl GatewayError {
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),
             SettlementFailed(_) => c(StatusCode::PAYMENT_REQUIRED, "settlement_failed", true),
             SettlementUnavailable(_) => c(StatusCode::SERVICE_UNAVAILABLE, "settlement_unavailable", true),
+            EntryReleased => c(StatusCode::SERVICE_UNAVAILABLE, "entry_released", true),
             DeferredAdmission(crate::admission::Refusal::PayerExposure) => {
                 c(StatusCode::SERVICE_UNAVAILABLE, "deferred_payer_exposure", true)
             }
@@ -217,6 +223,9 @@ impl GatewayError {
             Ledger(_) => "the ledger is unavailable; nothing was charged, retry later".to_owned(),
             UpstreamUnavailable { .. } => "the upstream could not be reached; nothing was charged".to_owned(),
             SettlementFailed(_) => "settlement failed; nothing was charged".to_owned(),
+            EntryReleased => {
+                "the call took longer than the gateway's recovery grace period; nothing was charged, retry".to_owned()
+            }
             SettlementUnavailable(_) => {
                 "settlement is unavailable right now; nothing was charged and this authorization will not be used; \
                  retry later"

@@ -31,7 +31,7 @@ use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::{check_request_path, check_target_length};
-use crate::settlement::{Queued, SettleError, SettleResult, Waiter, settle_entry};
+use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry};
 
 /// What one request carries through its phases.
 struct Ctx {
@@ -172,6 +172,7 @@ async fn paid_call(
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     trail.wallet = Some(verified.authorization.from);
     let id = reserve(gw, ctx, &parts, &verified, mode).await?;
+    let _live = gw.live_entries.hold(id.clone());
     trail.accepted = true;
     trail.entry_id = Some(id.to_string());
     let body = request_body(gw, &id, ctx, &parts, body).await?;
@@ -316,7 +317,8 @@ async fn verify(
     let now = gw.clock.now_unix_s();
     let valid_before_unix_s = u64::try_from(a.valid_before).unwrap_or(u64::MAX);
     let value = u128::try_from(a.value).unwrap_or(u128::MAX);
-    match gw.backlog.admit(&gw.config.settlement, valid_before_unix_s, now, pending, value) {
+    let payer = format!("{}:{:#x}:{:#x}", verified.chain_id, verified.asset, a.from);
+    match gw.backlog.admit(&gw.config.settlement, valid_before_unix_s, now, &payer, pending, value) {
         Ok(slot) => Ok(Admitted { verified, mode, slot: Some(slot) }),
         Err(refusal) => {
             gw.counters.deferred_admission_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -453,8 +455,17 @@ async fn forward(gw: &Gateway, ctx: &Ctx, parts: &Parts, body: Body, buffer: boo
 /// Voids the entry: the upstream failed, nothing is charged.
 async fn void(gw: &Gateway, id: &EntryId, from: EntryState, reason: &str) {
     let t = Transition::Voided { reason: reason.to_owned() };
-    if let Err(e) = gw.ledger.transition_from(id, from, t, reason, None, gw.clock.now_unix_s()).await {
-        tracing::error!(%id, error = %e, "could not void an entry; recovery will");
+    match gw.ledger.transition_from(id, from, t, reason, None, gw.clock.now_unix_s()).await {
+        Ok(true) => {
+            gw.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(false) => {}
+        // Safe to leave: nothing was claimed for this entry, and the sweep voids a `reserved`
+        // entry (and an unclaimed `forwarded` one of an `after` route) once its grace is over.
+        Err(e) => {
+            tracing::error!(%id, error = %e, "could not void an entry; recovery will");
+            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -479,9 +490,52 @@ fn upstream_failed_cause(status: StatusCode) -> &'static str {
     }
 }
 
-async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode) -> Result<(), GatewayError> {
+/// Attempts at learning what became of a deferred entry whose `forwarded` write failed.
+const MARK_READBACK_ATTEMPTS: u32 = 3;
+
+/// Records `reserved → forwarded`. `Ok(false)` (the entry left `reserved`: the recovery sweep
+/// of another process voided it because the call outlived its grace period) is an error: the
+/// call was released, nothing is charged, and it must not be answered as served.
+///
+/// On a deferred route a failed write may still have committed (a statement timeout or a
+/// connection lost after the commit), and a `forwarded` entry will be settled: the state is
+/// read back. `forwarded` → answer; `reserved` → voided here, then the error; still unknown →
+/// answer all the same, because the entry may be charged, and serving what may be charged is
+/// the agent's side of the doubt (the provider's risk is an entry the sweep later voids).
+async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode, mode: SettlementMode) -> Result<(), GatewayError> {
     let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
-    gw.ledger.transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s()).await?;
+    let error = match gw
+        .ledger
+        .transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s())
+        .await
+    {
+        Ok(true) => return Ok(()),
+        Ok(false) => return Err(GatewayError::EntryReleased),
+        Err(e) if mode != SettlementMode::Deferred => return Err(e.into()),
+        Err(e) => e,
+    };
+    let mut backoff = Duration::from_millis(50);
+    for _ in 0..MARK_READBACK_ATTEMPTS {
+        match gw.ledger.entry(id).await {
+            Ok(Some(e)) if e.state == EntryState::Forwarded => return Ok(()),
+            Ok(Some(e)) if e.state == EntryState::Reserved => {
+                let now = gw.clock.now_unix_s();
+                let t = Transition::Voided { reason: "forwarded_mark_failed".to_owned() };
+                match gw.ledger.transition_from(id, EntryState::Reserved, t, "forwarded_mark_failed", None, now).await {
+                    Ok(true) => return Err(error.into()),
+                    // Moved meanwhile: look again.
+                    Ok(false) => continue,
+                    Err(_) => {}
+                }
+            }
+            Ok(Some(_)) => return Err(GatewayError::EntryReleased),
+            Ok(None) | Err(_) => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    tracing::warn!(%id, error = %error, "deferred forwarded mark in doubt; answering, the entry may be settled");
+    gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -571,12 +625,13 @@ async fn forward_then_record(
     gw: &Gateway,
     ctx: &Ctx,
     id: &EntryId,
+    mode: SettlementMode,
     parts: &Parts,
     body: Body,
 ) -> Result<Delivered, GatewayError> {
     let delivered = forward_or_void(gw, ctx, id, parts, body).await?;
     if let Delivered::Ok(up) = &delivered {
-        forwarded(gw, id, up.status).await?;
+        forwarded(gw, id, up.status, mode).await?;
     }
     Ok(delivered)
 }
@@ -594,7 +649,7 @@ async fn settle_after(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
+    let up = match forward_then_record(gw, ctx, id, SettlementMode::After, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
@@ -604,10 +659,19 @@ async fn settle_after(
             trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
         }
+        // Paid, and the ledger could not say so yet: the answer is noted first (so the sweep,
+        // recording it later, knows the body went out), then the agent is told it paid.
+        Ok(SettleResult::SettledUnrecorded(s)) => {
+            trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
+            note_answered(gw, id).await;
+            Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
+        }
         // A transaction may exist: the payment may be made, so the agent gets what it pays
-        // for, with `settlement_pending` and the hash. It must not pay again.
+        // for, with `settlement_pending` and the hash (noted first, as above). It must not
+        // pay again.
         Ok(SettleResult::Pending(tx)) => {
             trail.tx_hash = Some(format!("{tx:#x}"));
+            note_answered(gw, id).await;
             gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let extra = [("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
             Ok(respond(up, Some(&pending_receipt(p, tx)), &extra, cap))
@@ -678,7 +742,7 @@ async fn settle_before(
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
     let (paid, extra) = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await {
-        Ok(SettleResult::Settled(s)) => (receipt(p, s.tx_hash), Vec::new()),
+        Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s)) => (receipt(p, s.tx_hash), Vec::new()),
         // The payment may be made: the call is served, and the receipt says pending.
         Ok(SettleResult::Pending(tx)) => {
             gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -723,11 +787,11 @@ async fn settle_before(
             Ok(respond(up, Some(&paid), &extra, cap))
         }
         Ok(up) => {
-            refund_owed(gw, id, upstream_failed_cause(up.status)).await;
+            refund_owed(gw, id, upstream_failed_cause(up.status));
             Ok(respond(up, Some(&paid), &extra, cap))
         }
         Err(e) => {
-            refund_owed(gw, id, void_cause(&e)).await;
+            refund_owed(gw, id, void_cause(&e));
             Err(e)
         }
     }
@@ -744,22 +808,47 @@ fn refund_if_broken(gw: &Arc<Gateway>, id: &EntryId, ended: tokio::sync::oneshot
             Ok(proxy::Delivery::Complete) => {}
             Ok(proxy::Delivery::Broken { cause }) => {
                 tracing::warn!(%id, cause, "paid body broke off mid-delivery; refund owed");
-                refund_owed(&gw, &id, cause).await;
+                refund_owed(&gw, &id, cause);
             }
             Err(_) => tracing::info!(%id, "the agent went away before the paid body ended"),
         }
     });
 }
 
-async fn refund_owed(gw: &Gateway, id: &EntryId, reason: &str) {
-    let now = gw.clock.now_unix_s();
-    let t = Transition::RefundOwed { reason: reason.to_owned() };
-    for from in [EntryState::Settled, EntryState::Settling] {
-        if let Ok(true) = gw.ledger.transition_from(id, from, t.clone(), reason, None, now).await {
-            return;
+/// Longest a refund owed waits for its settlement to be recorded (a pending settlement is
+/// chased, or followed by the sweep, until it lands).
+const REFUND_WAIT_MIN: Duration = Duration::from_secs(60);
+
+/// Records that the payer of a paid (`before`) call is owed a refund. Only a `settled` entry
+/// can owe one: money that has not landed is not refunded. A `settling` entry (the settlement
+/// is pending) is followed until it is `settled` (then owed) or ends uncharged (then nothing
+/// is owed); this runs beside the response.
+fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str) {
+    let (gw, id) = (gw.clone(), id.clone());
+    tokio::spawn(async move {
+        let deadline = Instant::now() + gw.config.settlement.receipt_timeout.saturating_mul(2).max(REFUND_WAIT_MIN);
+        let t = Transition::RefundOwed { reason: reason.to_owned() };
+        while Instant::now() < deadline {
+            let now = gw.clock.now_unix_s();
+            match gw.ledger.transition_from(&id, EntryState::Settled, t.clone(), reason, None, now).await {
+                Ok(true) => return,
+                Ok(false) => match gw.ledger.entry(&id).await {
+                    Ok(Some(e)) if e.state == EntryState::Settling => {}
+                    Ok(Some(e)) if e.state == EntryState::Settled => continue,
+                    Ok(Some(e)) if e.state == EntryState::RefundOwed => return,
+                    Ok(Some(e)) => {
+                        tracing::info!(%id, state = %e.state, reason, "no refund owed: the payment did not land");
+                        return;
+                    }
+                    Ok(None) | Err(_) => {}
+                },
+                Err(e) => tracing::warn!(%id, error = %e, "refund owed not recorded yet; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    }
-    tracing::error!(%id, reason, "could not record a refund owed");
+        tracing::error!(%id, reason, "could not record a refund owed");
+        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 /// Mode `deferred`: answer right after the upstream succeeds and the entry is durably
@@ -775,7 +864,7 @@ async fn settle_deferred(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_then_record(gw, ctx, id, &parts, body).await? {
+    let up = match forward_then_record(gw, ctx, id, SettlementMode::Deferred, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
@@ -792,11 +881,15 @@ async fn settle_deferred(
 fn queue(gw: &Gateway, queued: Queued) {
     if let Err(e) = gw.deferred_tx.try_send(queued) {
         // The queue is full (or the worker is gone at shutdown): the entry is durable in the
-        // ledger and the worker's backlog sweep will settle it.
-        let id = match e {
-            tokio::sync::mpsc::error::TrySendError::Full(q) | tokio::sync::mpsc::error::TrySendError::Closed(q) => q.id,
+        // ledger and the worker's backlog sweep will settle it. Its admission slot stays
+        // counted until then.
+        let q = match e {
+            tokio::sync::mpsc::error::TrySendError::Full(q) | tokio::sync::mpsc::error::TrySendError::Closed(q) => q,
         };
-        tracing::warn!(%id, "deferred queue full; left to the backlog sweep");
+        tracing::warn!(id = %q.id, "deferred queue full; left to the backlog sweep");
+        if let Some(slot) = q.slot {
+            gw.backlog.park(q.id.as_str(), slot);
+        }
     }
 }
 

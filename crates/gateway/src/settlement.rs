@@ -20,10 +20,11 @@ use crate::app::Gateway;
 /// How a settlement attempt ended when money may have moved.
 #[derive(Debug)]
 pub enum SettleResult {
-    /// Mined with the expected transfer. The entry is `settled`, or, if the ledger could not
-    /// record it, still `settling` with this hash for the recovery sweep to record: the payer
-    /// has paid either way.
+    /// Mined with the expected transfer; the entry is `settled`.
     Settled(Settled),
+    /// Mined with the expected transfer, but the ledger could not record it: the entry is
+    /// still `settling` with this hash for the recovery sweep to record. The payer has paid.
+    SettledUnrecorded(Settled),
     /// A transaction may exist and no receipt came: the broadcast was acknowledged and the
     /// receipt wait ran out, the broadcast's answer was lost, or what happened to it cannot be
     /// established now. The entry stays `settling` with this hash. The payer is told
@@ -196,8 +197,11 @@ pub async fn settle_entry(
     };
     match outcome {
         Ok(SettleOutcome::Settled(s)) => {
-            record_settled_or_leave(gw, id, &s).await;
-            Ok(SettleResult::Settled(s))
+            if record_settled_or_leave(gw, id, &s).await {
+                Ok(SettleResult::Settled(s))
+            } else {
+                Ok(SettleResult::SettledUnrecorded(s))
+            }
         }
         Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
         Err(e) => {
@@ -335,11 +339,11 @@ async fn chase_one(gw: Arc<Gateway>, c: Chase) {
 /// Records a mined settlement, retrying briefly; if the ledger stays unavailable the entry is
 /// left `settling` with the hash, and the recovery sweep finds the receipt and records it.
 /// The payer has paid either way, which is what the caller tells them.
-async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) {
+async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) -> bool {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1..=RECORD_ATTEMPTS {
         match record_settled(gw, id, s).await {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
                 tokio::time::sleep(backoff).await;
                 backoff *= 4;
@@ -348,9 +352,27 @@ async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) {
                 tracing::error!(%id, tx = %s.tx_hash, error = %e,
                     "settlement mined but not recorded; the recovery sweep will record it");
                 gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
+                return false;
             }
         }
+    }
+    false
+}
+
+/// The cause of the note an `after` call leaves on its `settling` entry when it answers the
+/// agent before the settlement is recorded (pending, or mined but not recorded).
+pub const ANSWERED: &str = "answered";
+
+/// Notes on a `settling` entry that its agent is being answered (the response delivered),
+/// before the answer goes out. The recovery sweep reads it: an `after` entry whose
+/// transaction landed without this note belonged to a process that died before answering,
+/// and is owed back. If the note cannot be written the sweep errs on the agent's side.
+pub async fn note_answered(gw: &Gateway, id: &EntryId) {
+    if let Err(e) = gw.ledger.note_settling(id, ANSWERED, gw.clock.now_unix_s()).await {
+        // Safe to leave: without the note the sweep records a refund owed if the transaction
+        // lands, so the agent is never charged for a response it may not have had.
+        tracing::warn!(%id, error = %e, "could not note the answer; a landed settlement will be owed back");
+        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -485,6 +507,31 @@ impl Ord for Queued {
     }
 }
 
+/// The worker's waiting entries, earliest expiry first, each id once.
+#[derive(Default)]
+struct Waiting {
+    heap: std::collections::BinaryHeap<Queued>,
+    ids: std::collections::HashSet<EntryId>,
+}
+
+impl Waiting {
+    fn push(&mut self, q: Queued) {
+        if self.ids.insert(q.id.clone()) {
+            self.heap.push(q);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        let q = self.heap.pop()?;
+        self.ids.remove(&q.id);
+        Some(q)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
 /// Drains the deferred queue, settling up to `settlement.deferred_concurrency` entries at
 /// once, earliest-expiring first, each with retries and backoff; also picks up the durable
 /// backlog (entries queued while the channel was full, or before a restart), in the same
@@ -497,20 +544,27 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
     // second attempt beside the first (it would lose the ledger claim, but only after an
     // estimate and a signature).
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<EntryId>>> = Arc::default();
-    let mut waiting: std::collections::BinaryHeap<Queued> = std::collections::BinaryHeap::new();
+    let mut waiting = Waiting::default();
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
+        // The durable backlog is read every `recovery_interval`, busy or not, so entries the
+        // queue had no room for compete on expiry with the queued ones.
+        if last_sweep.elapsed() >= sweep {
+            last_sweep = tokio::time::Instant::now();
+            match gw.ledger.deferred_backlog(256).await {
+                Ok(entries) => {
+                    for e in entries {
+                        waiting.push(Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "deferred backlog unavailable"),
+            }
+        }
         if waiting.is_empty() {
             match tokio::time::timeout(sweep, rx.recv()).await {
                 Ok(Some(q)) => waiting.push(q),
                 Ok(None) => return,
-                Err(_) => match gw.ledger.deferred_backlog(256).await {
-                    Ok(entries) => waiting.extend(entries.into_iter().map(|e| Queued {
-                        id: e.id,
-                        valid_before_unix_s: e.valid_before_unix_s,
-                        slot: None,
-                    })),
-                    Err(e) => tracing::warn!(error = %e, "deferred backlog unavailable"),
-                },
+                Err(_) => {}
             }
             continue;
         }
@@ -525,8 +579,10 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
         }
         let (gw, in_flight) = (gw.clone(), in_flight.clone());
         tokio::spawn(async move {
-            settle_deferred(&gw, &next.id).await;
-            gw.backlog.record_finished(gw.clock.now_unix_s());
+            if settle_deferred(&gw, &next.id).await {
+                gw.backlog.record_finished(gw.clock.now_unix_s());
+            }
+            gw.backlog.unpark(next.id.as_str());
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&next.id);
             }
@@ -536,13 +592,15 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
     }
 }
 
-async fn settle_deferred(gw: &Gateway, id: &EntryId) {
+/// Settles one deferred entry with retries; returns whether a settlement transaction was
+/// handed to the chain by this attempt (what admission control counts as throughput).
+async fn settle_deferred(gw: &Gateway, id: &EntryId) -> bool {
     let attempts_max = gw.config.settlement.deferred_attempts_max;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=attempts_max {
         let entry = match gw.ledger.entry(id).await {
             Ok(Some(e)) if e.state == EntryState::Forwarded => e,
-            Ok(_) => return,
+            Ok(_) => return false,
             Err(e) => {
                 tracing::warn!(%id, error = %e, "deferred: ledger unavailable");
                 tokio::time::sleep(backoff).await;
@@ -552,10 +610,10 @@ async fn settle_deferred(gw: &Gateway, id: &EntryId) {
         };
         let Some(payment) = stored_payment(&entry) else {
             fail(gw, &entry, EntryState::Forwarded, "stored_payment_unreadable").await;
-            return;
+            return false;
         };
         match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement", Waiter::Background).await {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) if e.is_transient() && attempt < attempts_max => {
                 tracing::warn!(%id, attempt, error = %e, "deferred settlement will be retried");
                 tokio::time::sleep(backoff).await;
@@ -563,23 +621,39 @@ async fn settle_deferred(gw: &Gateway, id: &EntryId) {
             }
             // Claimed by another worker, or claimed by us and refused by the node: the entry
             // is `settling` and the recovery sweep re-sends it (a deferred call was served).
-            Err(SettleError::LostRace | SettleError::NotBroadcast { .. }) => return,
+            Err(SettleError::LostRace | SettleError::NotBroadcast { .. }) => return false,
             // Already recorded `settle_failed` (or left for the sweep to record).
-            Err(SettleError::Reverted(_)) => return,
+            Err(SettleError::Reverted(_)) => return false,
+            // Out of attempts on a passing fault (chain down, relayer busy): the call was
+            // served and the authorization may still be valid, so it stays `forwarded` for
+            // the sweep, which settles it or voids it at expiry. Only a payer's fault is final.
+            Err(e) if e.is_transient() => {
+                tracing::warn!(%id, error = %e, "deferred settlement left to the recovery sweep");
+                return false;
+            }
             Err(e) => {
                 fail(gw, &entry, EntryState::Forwarded, e.reason_code()).await;
-                return;
+                return false;
             }
         }
     }
+    false
 }
 
 async fn fail(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str) {
     let now = gw.clock.now_unix_s();
     // The service was delivered but no money moved: finance sees it as a failed settlement.
     let t = Transition::SettleFailed { reason: reason.to_owned() };
-    if let Err(e) = gw.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
-        tracing::error!(id = %entry.id, error = %e, "could not record a settlement failure");
+    match gw.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
+        Ok(true) => {
+            gw.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(false) => {}
+        // Safe to leave: the entry stays unfinished and the next sweep decides it again.
+        Err(e) => {
+            tracing::error!(id = %entry.id, error = %e, "could not record a settlement failure; next sweep");
+            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -601,7 +675,8 @@ pub async fn recover_once(gw: &Gateway) -> Result<usize, MeteringError> {
     use futures_util::StreamExt as _;
     let now = gw.clock.now_unix_s();
     let cutoff = now.saturating_sub(gw.config.settlement.recovery_grace_s);
-    let stuck = gw.ledger.unfinished(cutoff, 200).await?;
+    let mut stuck = gw.ledger.unfinished(cutoff, 200).await?;
+    stuck.retain(|e| !gw.live_entries.contains(&e.id));
     let count = stuck.len();
     futures_util::stream::iter(stuck.iter())
         .for_each_concurrent(gw.config.settlement.deferred_concurrency.max(1), |entry| recover_entry(gw, entry))
@@ -694,7 +769,7 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
                 None => fail(gw, entry, EntryState::Forwarded, "stored_payment_unreadable").await,
             }
         }
-        EntryState::Settling => recover_settling(gw, entry, expired).await,
+        EntryState::Settling => recover_settling(gw, entry).await,
         _ => {}
     }
 }
@@ -702,9 +777,13 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
 /// Voids an entry the sweep found unfinished; a failure is retried by the next sweep.
 async fn void_left(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str, now: u64) {
     let t = Transition::Voided { reason: reason.to_owned() };
-    if let Err(e) = gw.ledger.transition_from(&entry.id, from, t, "recovery", None, now).await {
+    match gw.ledger.transition_from(&entry.id, from, t, "recovery", None, now).await {
+        Ok(true) => {
+            gw.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(false) => {}
         // Safe to leave: the entry stays unfinished and the next sweep voids it.
-        tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
+        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep"),
     }
 }
 
@@ -754,23 +833,25 @@ async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<C
 
 /// One or more transactions were recorded for this entry (a replacement may have followed
 /// the first): find out what became of them.
-async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
+async fn recover_settling(gw: &Gateway, entry: &Entry) {
     let now = gw.clock.now_unix_s();
     let Some(payment) = stored_payment(entry) else {
         fail(gw, entry, EntryState::Settling, "stored_payment_unreadable").await;
         return;
     };
     let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
-    // Every transaction recorded for the entry, with the relayer nonce its claim noted.
-    let mut claims: Vec<(B256, Option<ClaimDetail>)> = match gw.ledger.events(&entry.id).await {
-        Ok(events) => {
-            events.iter().filter_map(|e| Some((e.tx_hash?, ClaimDetail::from_event(e.detail.as_deref())))).collect()
-        }
+    let events = match gw.ledger.events(&entry.id).await {
+        Ok(events) => events,
         Err(e) => {
             tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
             return;
         }
     };
+    // Whether a live process answered the agent while this entry was `settling`.
+    let answered = events.iter().any(|e| e.cause == ANSWERED);
+    // Every transaction recorded for the entry, with the relayer nonce its claim noted.
+    let mut claims: Vec<(B256, Option<ClaimDetail>)> =
+        events.iter().filter_map(|e| Some((e.tx_hash?, ClaimDetail::from_event(e.detail.as_deref())))).collect();
     if let Some(h) = entry.tx_hash
         && !claims.iter().any(|(c, _)| *c == h)
     {
@@ -778,17 +859,38 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
     }
     let mut seen = std::collections::HashSet::new();
     claims.retain(|(h, _)| seen.insert(*h));
-    let mut unmined = Vec::new();
-    for (tx_hash, detail) in &claims {
+    // The chain's facts that make a transaction unable to land are read *before* the
+    // receipts and the authorization state: if they hold now, they held when those were
+    // read, so "no receipt, authorization unused" cannot hide one that landed in between.
+    let head_unix_s = match settler.head_timestamp().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+            return;
+        }
+    };
+    let chain_expired = head_unix_s >= entry.valid_before_unix_s;
+    let details: Vec<Option<ClaimDetail>> = claims.iter().map(|(_, d)| *d).collect();
+    let nonces_passed = none_can_land(settler, &details).await;
+    let mut unmined = 0usize;
+    for (tx_hash, _) in &claims {
         match settler.check_receipt(&payment, *tx_hash).await {
             Ok(Some(s)) => {
                 if let Err(e) = record_settled(gw, &entry.id, &s).await {
                     // Safe to leave: the next sweep finds the same receipt.
                     tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+                    return;
+                }
+                // An `after` call releases its body only with its answer, and every answer
+                // given before the entry is `settled` is noted first. No note: the process
+                // died between the broadcast and the answer, the agent never had the
+                // response, and the payment it did not get is owed back.
+                if entry.mode == SettlementMode::After && !answered {
+                    owe_back(gw, &entry.id, now).await;
                 }
                 return;
             }
-            Ok(None) => unmined.push(*detail),
+            Ok(None) => unmined += 1,
             // Reverted, or no matching transfer: this one did not move the money.
             Err(e) if e.fault() != Fault::Chain => {}
             Err(e) => {
@@ -801,34 +903,63 @@ async fn recover_settling(gw: &Gateway, entry: &Entry, expired: bool) {
         .verifier
         .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
         .await;
+    let ours_cannot_land = unmined == 0 || chain_expired || nonces_passed;
     match used {
         // One of ours may still land (or just did, after we looked): look again next sweep.
-        Ok(true) if !unmined.is_empty() => {}
-        // None of our transactions moved it, and none is pending: someone else used the
+        Ok(true) if !ours_cannot_land => {}
+        // None of our transactions moved it and none can now: someone else used the
         // authorization. No money reached the payee through us; finance sees the exception.
         Ok(true) => fail(gw, entry, EntryState::Settling, "authorization_used_elsewhere").await,
         // Every transaction we recorded was mined and reverted: no money moved, for good.
-        Ok(false) if unmined.is_empty() => fail(gw, entry, EntryState::Settling, "settlement_reverted").await,
-        Ok(false) if expired || (entry.mode != SettlementMode::Deferred && none_can_land(settler, &unmined).await) => {
-            let t = Transition::Voided { reason: "recovery_tx_never_landed".to_owned() };
-            if let Err(e) = gw.ledger.transition_from(&entry.id, EntryState::Settling, t, "recovery", None, now).await {
-                tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
-            }
+        Ok(false) if unmined == 0 => fail(gw, entry, EntryState::Settling, "settlement_reverted").await,
+        // The chain is past `validBefore` (block time), or, for a call not known to be
+        // served, every claim's nonce was taken by another transaction: nothing can use
+        // this authorization through us any more.
+        Ok(false) if chain_expired || (entry.mode != SettlementMode::Deferred && nonces_passed) => {
+            void_left(gw, entry, EntryState::Settling, "recovery_tx_never_landed", now).await;
         }
         // Still valid and unused, a transaction of ours unmined: it was dropped, refused or
         // never broadcast (a crash between the claim and the send). Only a deferred call is
         // known to have been served, so only it is sent again (the token lets at most one
-        // transaction land). An `after` or `before` call may never have reached its agent:
-        // it is not re-broadcast; it is voided (above) once the relayer's mined nonce has
-        // passed every claim's nonce or the authorization expires, and waits until then.
-        Ok(false) if entry.mode == SettlementMode::Deferred => {
-            if let Err(e) =
-                settle_entry(gw, &entry.id, EntryState::Settling, &payment, "recovery_resend", Waiter::Background).await
-            {
-                tracing::warn!(id = %entry.id, error = %e, "recovery re-send did not settle; next sweep");
-            }
-        }
+        // transaction land), by one replica at a time. An `after` or `before` call may never
+        // have reached its agent: it is not re-broadcast; it is voided (above) once every
+        // claim's nonce has passed or the chain passes `validBefore`, and waits until then.
+        Ok(false) if entry.mode == SettlementMode::Deferred => resend(gw, entry, &payment, now).await,
         Ok(false) => {}
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    }
+}
+
+/// Records a refund owed on a settled `after` entry whose agent never got its response.
+async fn owe_back(gw: &Gateway, id: &EntryId, now: u64) {
+    let reason = "recovery_delivery_failed";
+    let t = Transition::RefundOwed { reason: reason.to_owned() };
+    match gw.ledger.transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
+        Ok(_) => tracing::warn!(%id, "settled after its process died before answering; refund owed"),
+        // Left `settled`: finance sees a charge without a recorded answer. Counted and logged.
+        Err(e) => {
+            tracing::error!(%id, error = %e, "could not record a refund owed for an unanswered call");
+            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Re-sends a deferred entry's settlement, under a per-entry lease so that two sweeps (two
+/// replicas) do not both broadcast a replacement.
+async fn resend(gw: &Gateway, entry: &Entry, payment: &VerifiedPayment, now: u64) {
+    let lease = format!("resend:{}", entry.id);
+    let ttl_s = gw.config.settlement.receipt_timeout.as_secs().saturating_add(10);
+    match gw.ledger.try_lease(&lease, &gw.instance, ttl_s, now).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
+            return;
+        }
+    }
+    if let Err(e) =
+        settle_entry(gw, &entry.id, EntryState::Settling, payment, "recovery_resend", Waiter::Background).await
+    {
+        tracing::warn!(id = %entry.id, error = %e, "recovery re-send did not settle; next sweep");
     }
 }

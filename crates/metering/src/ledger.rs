@@ -249,6 +249,10 @@ const SELECT_UNFINISHED: &str = concat!(
     "ORDER BY updated_unix_s, id LIMIT $2"
 );
 
+/// A note on a `settling` entry: an event that keeps the state (see [`Ledger::note_settling`]).
+const NOTE_SETTLING: &str = "INSERT INTO ledger_events (entry_id, from_state, to_state, cause, detail, tx_hash, at_unix_s) \
+     SELECT id, 'settling', 'settling', $2, NULL, NULL, $3 FROM ledger_entries WHERE id = $1 AND state = 'settling'";
+
 const SELECT_DEFERRED: &str = concat!(
     "SELECT ",
     entry_columns!(),
@@ -868,6 +872,33 @@ impl Ledger {
             })
         })
         .await
+    }
+
+    /// Appends a note to a `settling` entry's history without changing its state (an event
+    /// `settling → settling` with no transaction): that the agent was answered while the
+    /// settlement was still pending, so the response was delivered. The recovery sweep reads
+    /// it to tell a delivered `after` call from one whose process died before answering.
+    /// `Ok(false)` when the entry is not `settling`.
+    pub async fn note_settling(&self, id: &EntryId, cause: &str, now_unix_s: u64) -> Result<bool, MeteringError> {
+        const OP: &str = "note_settling";
+        check_len("cause", cause, LABEL_BYTES_MAX)?;
+        let now = to_i64("now_unix_s", now_unix_s)?;
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let done = self
+            .bounded(OP, async {
+                on_db!(write self, |pool| {
+                    sqlx::query(NOTE_SETTLING)
+                        .bind(id.as_str())
+                        .bind(cause)
+                        .bind(now)
+                        .execute(pool)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(err)
+                })
+            })
+            .await?;
+        Ok(done == 1)
     }
 
     /// A settled entry whose recorded block is no longer the chain's (a reorg) goes back to
@@ -1618,8 +1649,6 @@ fn check_lease_names(name: &str, holder: &str) -> Result<(), MeteringError> {
     Ok(())
 }
 
-/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`, `sqlite://:memory:`,
-/// `mode=memory`), which needs a single, never recycled connection.
 /// Creates a missing SQLite ledger file with mode 0600 before SQLite does. SQLite would create
 /// it 0644 under the usual umask, and it creates the `-wal` and `-shm` files with the database
 /// file's mode: the ledger holds every payer's signed authorizations and spend history, which
@@ -1641,6 +1670,8 @@ fn create_sqlite_file_private(connect: &SqliteConnectOptions) -> Result<(), Mete
     }
 }
 
+/// Whether a `sqlite:` URL names an in-memory database (`sqlite::memory:`, `sqlite://:memory:`,
+/// `mode=memory`), which needs a single, never recycled connection.
 fn sqlite_url_is_in_memory(url: &str) -> bool {
     let rest = url.split_once(':').map_or("", |(_, rest)| rest);
     let rest = rest.strip_prefix("//").unwrap_or(rest);

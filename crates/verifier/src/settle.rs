@@ -309,6 +309,16 @@ impl Settler {
         *self.next_nonce.lock().await = None;
     }
 
+    /// The latest block's timestamp: once it is at or past an authorization's `validBefore`,
+    /// no transaction can use that authorization any more (the token compares block time).
+    pub async fn head_timestamp(&self) -> Result<u64, VerifyError> {
+        let number = self.chain.block_number().await?;
+        self.chain.block_timestamp(number).await?.ok_or(VerifyError::Rpc {
+            method: "eth_getBlockByNumber",
+            reason: "the latest block is missing".to_owned(),
+        })
+    }
+
     /// Whether a transaction of `relayer` with account nonce `nonce` can still be mined:
     /// false once the relayer's mined nonce has passed it (another transaction took it).
     pub async fn nonce_still_open(&self, relayer: Address, nonce: u64) -> Result<bool, VerifyError> {

@@ -155,7 +155,11 @@ async fn crash_and_recover(db_url: String) {
     let totals = ledger.spend(&query).await.unwrap();
     assert_eq!(totals.pending.count, 0);
     let balance = chain.balance(payee).await.unwrap();
-    assert_eq!(balance, U256::from(totals.settled.amount), "payee received exactly the settled total");
+    assert_eq!(
+        balance,
+        U256::from(totals.settled.amount + totals.refund_owed.amount),
+        "payee received exactly the settled (and owed-back) total"
+    );
     assert!(totals.settled.count > 0, "some calls settled");
 
     let mut tx_hashes = std::collections::HashSet::new();
@@ -165,6 +169,14 @@ async fn crash_and_recover(db_url: String) {
     for e in &all {
         let used = chain.authorization_used(e.payer, e.nonce).await.unwrap();
         match e.state {
+            // Settled by the sweep after the process died before answering (`after` mode):
+            // the agent never had the response, so the payment is owed back.
+            EntryState::RefundOwed => {
+                assert!(used, "refund owed on entry {} that moved no money", e.id);
+                assert_eq!(e.reason.as_deref(), Some("recovery_delivery_failed"));
+                let tx = e.tx_hash.unwrap();
+                assert!(tx_hashes.insert(tx), "two entries claim transaction {tx}");
+            }
             EntryState::Settled => {
                 assert!(used, "settled entry {} without an on-chain authorization", e.id);
                 let tx = e.tx_hash.unwrap();

@@ -139,6 +139,9 @@ struct Unanswered {
 struct Verdict {
     violations: Vec<String>,
     unanswered_charged: Vec<Unanswered>,
+    /// Agents left without an answer whose payment landed and is recorded as owed back
+    /// (`refund_owed`, `recovery_delivery_failed`): charged, and refunded by finance.
+    unanswered_owed_back: Vec<Unanswered>,
 }
 
 /// One scenario's world: chain, fault proxy, scripted upstream, ledger and gateway.
@@ -494,7 +497,12 @@ async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict)
             );
         }
         Told::NoAnswer { .. } => {
-            if used || balance != U256::from(MINTED) || entry.is_some_and(|e| e.state == EntryState::Settled) {
+            let owed_back = entry.is_some_and(|e| {
+                e.state == EntryState::RefundOwed && e.reason.as_deref() == Some("recovery_delivery_failed")
+            });
+            if owed_back {
+                v.unanswered_owed_back.push(Unanswered { payer, tx: entry.and_then(|e| e.tx_hash), story });
+            } else if used || balance != U256::from(MINTED) || entry.is_some_and(|e| e.state == EntryState::Settled) {
                 v.unanswered_charged.push(Unanswered { payer, tx: entry.and_then(|e| e.tx_hash), story });
             }
         }
@@ -808,11 +816,12 @@ async fn kill9_after_load_charges_no_dropped_agent() {
     }
     let states = state_counts(&ledger, &rig, &calls).await;
     eprintln!(
-        "kill9 after: {} in flight; answered 2xx {}, told not charged {:?}, no answer {}; entries {states:?}; residual (no answer, charged, broadcast before the kill) {}",
+        "kill9 after: {} in flight; answered 2xx {}, told not charged {:?}, no answer {}; entries {states:?}; no answer, charged and owed back {}; residual (no answer, charged, not owed back, broadcast before the kill) {}",
         payers.len(),
         count(&calls[..payers.len()], Told::is_2xx),
         not_charged(&calls[..payers.len()]),
         count(&calls[..payers.len()], |t| matches!(t, Told::NoAnswer { .. })),
+        v.unanswered_owed_back.len(),
         residual.len(),
     );
     for r in &residual {

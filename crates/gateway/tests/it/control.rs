@@ -163,7 +163,8 @@ both_engines!(wallet_revocation, revoked_wallet_is_denied_at_once);
 
 /// Polls the audit query until it returns at least `n` records (the writer is asynchronous).
 async fn wait_audit(h: &Harness, query: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Generous: the writer batches, and a loaded CI box can be slow to commit.
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (s, body) = h.admin(Method::GET, query, Some(&h.operator), None).await;
         assert_eq!(s, StatusCode::OK, "{body}");

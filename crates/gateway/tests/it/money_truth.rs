@@ -29,7 +29,9 @@ async fn sweep_later(h: &Harness, at_unix_s: u64) {
 // authorization is never used (today's bug: "not charged", then charged by `recovery_resend`).
 async fn broadcast_refused_is_unavailable_and_stays_uncharged(h: &Harness) {
     set_relayer_gas(h, "0x0").await;
-    let b = h.payment("/weather/lima").await;
+    // Valid long past the sweep below, so a sweep that re-broadcast it would be caught.
+    let mut b = h.payment("/weather/lima").await;
+    b.valid_before = h.now + 20_000;
     let resp = pay(h, "/weather/lima", &b).await;
     assert_eq!(resp.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key("retry-after"));
@@ -175,6 +177,11 @@ async fn only_deferred_entries_are_resent(h: &Harness) {
     assert_eq!(h.entry_for(&after).await.unwrap().state, EntryState::Settling);
     assert!(!h.chain.authorization_used(after.from, after.nonce).await.unwrap(), "never re-sent");
 
+    // Voided only once the *chain* is past `validBefore` (block time decides what the token
+    // accepts), not when the gateway's clock is.
+    sweep_later(h, h.now + 30_000).await;
+    assert_eq!(h.entry_for(&after).await.unwrap().state, EntryState::Settling, "chain time not yet past");
+    h.chain.warp_to(h.now + 30_000).await.unwrap();
     sweep_later(h, h.now + 30_000).await;
     let entry = h.wait_state(&after, EntryState::Voided).await;
     assert_eq!(entry.reason.as_deref(), Some("recovery_tx_never_landed"));
@@ -196,7 +203,9 @@ async fn deferred_answer_waits_for_the_forwarded_mark(h: &Harness) {
     let text = resp.text().await.unwrap();
     assert!(!text.contains("temp_c"));
     assert!(text.contains("nothing was charged"), "{text}");
-    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Reserved);
+    // The call read the entry back (the failed write might have committed): still `reserved`,
+    // so it voided it before answering.
+    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Voided);
     h.heal_ledger().await;
     sweep_later(h, h.now + 7_200).await;
     h.wait_state(&b, EntryState::Voided).await;
@@ -391,7 +400,7 @@ async fn forwarded_deferred(h: &Harness, b: &PaymentBuilder) {
 }
 
 // Goal: the recovery sweep settles what it finds concurrently, not one entry per block: twelve
-// abandoned deferred entries on a chain mining every second land in at most two blocks
+// abandoned deferred entries on a chain mining every three seconds land in at most two blocks
 // (today's sweep took one block each).
 async fn recovery_settles_concurrently(h: &Harness) {
     let mut made = Vec::new();
@@ -401,7 +410,9 @@ async fn recovery_settles_concurrently(h: &Harness) {
         forwarded_deferred(h, &b).await;
         made.push(b);
     }
-    h.chain.rpc("evm_setIntervalMining", serde_json::json!([1])).await.unwrap();
+    // Three-second blocks: one-at-a-time settlement would take twelve blocks, concurrent
+    // settlement fits its sends into one or two even on a loaded machine.
+    h.chain.rpc("evm_setIntervalMining", serde_json::json!([3])).await.unwrap();
     sweep_later(h, h.now + 7_200).await;
     let mut blocks = std::collections::BTreeSet::new();
     for b in &made {
