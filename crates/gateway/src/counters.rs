@@ -36,6 +36,9 @@ pub struct Counters {
     pub settlements_unavailable: AtomicU64,
     /// Deferred payments refused or downgraded by admission control.
     pub deferred_admission_refused: AtomicU64,
+    /// Payments refused before verification because the readiness monitor knows they cannot
+    /// be settled now (relayer gas, RPC or database down).
+    pub refused_not_ready: AtomicU64,
 }
 
 impl Default for Counters {
@@ -50,6 +53,7 @@ impl Default for Counters {
             settlements_pending: AtomicU64::new(0),
             settlements_unavailable: AtomicU64::new(0),
             deferred_admission_refused: AtomicU64::new(0),
+            refused_not_ready: AtomicU64::new(0),
         }
     }
 }
@@ -97,6 +101,7 @@ impl Counters {
                 ("settlements_pending", "", &self.settlements_pending),
                 ("settlements_unavailable", "", &self.settlements_unavailable),
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),
+                ("refused_not_ready", "", &self.refused_not_ready),
             ]
             .map(|(name, label, n)| (name, label, n.load(Ordering::Relaxed))),
         );
