@@ -219,6 +219,9 @@ impl Gateway {
         });
         crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         warn_unusable_vault_credentials(&gw);
+        // The first readiness verdict before anything is served; the monitor started by
+        // `serve` keeps it current from then on.
+        crate::readiness::check(&gw).await;
         Ok(gw)
     }
 

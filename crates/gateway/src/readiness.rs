@@ -296,11 +296,12 @@ fn vault_check(gw: &Gateway) -> Check {
     }
 }
 
-/// The monitor: checks at once, then every `settlement.health_interval`, and logs changes
-/// of the verdict (not every tick).
+/// The monitor: checks every `settlement.health_interval` (the first check was made by
+/// `Gateway::start`), and logs changes of the verdict (not every tick).
 pub async fn monitor(gw: Arc<Gateway>) {
     let mut was_ready: Option<bool> = None;
     loop {
+        tokio::time::sleep(gw.config.settlement.health_interval).await;
         let report = {
             let _one = gw.readiness.running.lock().await;
             check(&gw).await
@@ -317,7 +318,6 @@ pub async fn monitor(gw: Arc<Gateway>) {
             }
             was_ready = Some(report.ready);
         }
-        tokio::time::sleep(gw.config.settlement.health_interval).await;
     }
 }
 
