@@ -121,10 +121,19 @@ async fn relayer_out_of_gas_fails_closed(h: &Harness) {
     assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Settled);
 }
 
+/// The captured log lines (this process's, all tests) that contain every one of `parts`.
+fn logged(parts: &[&str]) -> Vec<String> {
+    let logs = crate::secrets::captured_logs();
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    text.lines().filter(|l| parts.iter().all(|p| l.contains(p))).map(str::to_owned).collect()
+}
+
 // Goal: an upstream 401/403 while a credential was injected is answered 502
 // upstream_credential_rejected (not the upstream's 401), the entry is voided (nothing charged)
-// and the WARN names the provider and the credential's id and version.
+// and the WARN names the provider and the credential's id and version, never its value; the
+// call's one INFO line names its entry, route, payer and outcome.
 async fn upstream_rejecting_our_credential_is_502_uncharged(h: &Harness) {
+    crate::secrets::captured_logs();
     upload_vault_credential(h, "not-the-upstream-key").await;
     // An endpoint of `vaulted` whose upstream path checks the key: it refuses the vault's.
     let spec = json!({ "path": "/vaulted/weather/{city}", "price_atomic": PRICE_ATOMIC.to_string() });
@@ -139,6 +148,16 @@ async fn upstream_rejecting_our_credential_is_502_uncharged(h: &Harness) {
     let entry = h.wait_state(&b, EntryState::Voided).await;
     assert_eq!(entry.reason.as_deref(), Some("upstream_credential_rejected"));
     assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "never charged");
+    let warn = logged(&["WARN", "rejected the injected credential", "provider=vaulted", "credential=vault:main"]);
+    assert!(!warn.is_empty(), "the WARN line");
+    assert!(warn.iter().any(|l| l.contains("credential_version=1")), "{warn:?}");
+    let info =
+        logged(&["INFO", "paid call", &format!("entry=\"{}\"", entry.id), "outcome=\"upstream_credential_rejected\""]);
+    assert_eq!(info.len(), 1, "one line per paid call");
+    let payer = format!("{:#x}", b.from);
+    assert!(info[0].contains(&payer) && info[0].contains("route=vaulted:/vaulted/weather/{city}"), "{info:?}");
+    assert!(info[0].contains("verify_ms=") && info[0].contains("upstream_ms="), "{info:?}");
+    assert!(logged(&["not-the-upstream-key"]).is_empty(), "the credential is never logged");
 }
 
 // Goal: /metrics on the admin listener renders paid calls by route pattern, mode and outcome,
