@@ -168,6 +168,9 @@ async fn metrics_cover_a_paid_call(h: &Harness) {
     wait_ready(h, StatusCode::SERVICE_UNAVAILABLE).await; // one check done (vault not uploaded)
     let b = h.payment("/weather/lima").await;
     assert_eq!(pay(h, "/weather/lima", &b).await.status(), StatusCode::OK);
+    // One junk payment: counted by reason (an empty family has no series to show).
+    let junk = h.http.get(format!("{}/weather/lima", h.url)).header("payment-signature", "not-base64!").send().await;
+    assert_eq!(junk.unwrap().status(), StatusCode::BAD_REQUEST);
     let resp = h.http.get(format!("{}/metrics", h.admin_url)).bearer_auth(&h.operator).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let text = resp.text().await.unwrap();
@@ -177,7 +180,7 @@ async fn metrics_cover_a_paid_call(h: &Harness) {
         r#"tollgate_verify_seconds_count{route="weather:/weather/{city}"} 1"#,
         r#"tollgate_reserve_seconds_count{route="weather:/weather/{city}"} 1"#,
         r#"tollgate_upstream_seconds_count{route="weather:/weather/{city}"} 1"#,
-        r#"tollgate_call_seconds_count{route="weather:/weather/{city}"} 1"#,
+        r#"tollgate_call_seconds_count{route="weather:/weather/{city}"} 2"#,
         r#"tollgate_settlement_receipt_seconds_count{network="eip155:8453"} 1"#,
         r#"tollgate_relayer_pending_transactions{network="eip155:8453"} 0"#,
         r#"tollgate_rpc_errors_total{network="eip155:8453",method="eth_sendRawTransaction"} 0"#,
@@ -185,6 +188,8 @@ async fn metrics_cover_a_paid_call(h: &Harness) {
         "tollgate_audit_queue_depth ",
         "tollgate_control_version ",
         "tollgate_settlements_pending_total 0",
+        r#"tollgate_payment_attempts_unaudited_total{reason="malformed_payment"} 1"#,
+        r#"tollgate_paid_calls_total{route="weather:/weather/{city}",mode="after",outcome="malformed_payment"} 1"#,
     ] {
         assert!(text.contains(line), "missing {line}\n{text}");
     }
@@ -192,6 +197,15 @@ async fn metrics_cover_a_paid_call(h: &Harness) {
     assert!(text.contains(r#"tollgate_relayer_balance_wei{network="eip155:8453"}"#), "{text}");
     assert!(!text.to_lowercase().contains(&format!("{:#x}", h.payer.address()).to_lowercase()), "no payer label");
     assert!(!text.contains("/weather/lima"), "no concrete path");
+    // Every metric the documented Grafana dashboard queries exists.
+    let dashboard = include_str!("../../../../docs/grafana-dashboard.json");
+    for name in dashboard.split("tollgate_").skip(1).filter_map(|s| {
+        let n: String = s.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+        (!n.is_empty()).then_some(n)
+    }) {
+        let base = name.trim_end_matches("_bucket").trim_end_matches("_total");
+        assert!(text.contains(&format!("# TYPE tollgate_{base} ")), "the dashboard's tollgate_{name} is not exported");
+    }
     let finance = admin_token(&h.gateway, tollgate_metering::Role::Finance, None).await;
     let s = h.http.get(format!("{}/metrics", h.admin_url)).bearer_auth(&finance).send().await.unwrap().status();
     assert_eq!(s, StatusCode::OK);
