@@ -84,6 +84,9 @@ enum Command {
         /// The configuration file (see docs/configuration.md).
         #[arg(long, short)]
         config: std::path::PathBuf,
+        /// Log line format: text or json (default: `[log] format` in the file, else text).
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
     },
     /// Call a URL, paying its x402 challenge within your spend limits.
     ///
@@ -144,7 +147,10 @@ impl From<anyhow::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_max_level(cli.log_level).with_target(false).with_writer(std::io::stderr).init();
+    // `serve` sets up its log once it has read the file's `[log] format`.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_log(cli.log_level, tollgate_gateway::config::LogFormat::Text);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -152,7 +158,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.log_level)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             eprintln!("tollgate: {}", f.message);
@@ -161,9 +167,22 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<u8, Failure> {
+/// Logs to stderr, in `format`; colours only when stderr is a terminal (never in files,
+/// journald or a container's log).
+pub fn init_log(level: tracing::Level, format: tollgate_gateway::config::LogFormat) {
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_target(false).with_writer(std::io::stderr);
+    match format {
+        tollgate_gateway::config::LogFormat::Json => builder.json().with_current_span(false).init(),
+        tollgate_gateway::config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+async fn run(command: Command, log_level: tracing::Level) -> Result<u8, Failure> {
     match command {
-        Command::Serve { config } => serve::serve(config).await.map(|()| EXIT_OK).map_err(Failure::from),
+        Command::Serve { config, log_format } => {
+            serve::serve(config, log_format.as_deref(), log_level).await.map(|()| EXIT_OK).map_err(Failure::from)
+        }
         Command::Call(args) => call::run(args).await,
         Command::Wallet(cmd) => wallet::run(cmd).await,
         Command::Reconcile(args) => reconcile::run(args).await,

@@ -7,8 +7,14 @@ use std::sync::Arc;
 use tollgate_gateway::{Config, Gateway};
 use tollgate_verifier::SystemClock;
 
-pub async fn serve(path: PathBuf) -> anyhow::Result<()> {
+pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::Level) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    // The flag wins over the file; clap has already checked its value.
+    let format = match log_format {
+        Some(f) => f.parse().map_err(|e: &str| anyhow::anyhow!("--log-format: {e}"))?,
+        None => config.log.format,
+    };
+    crate::init_log(log_level, format);
     for w in &config.warnings {
         eprintln!("tollgate: WARNING {w}");
     }

@@ -277,6 +277,7 @@ fn parse_atomic(field: &str, s: &Option<String>) -> Result<Option<u64>, AdminErr
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/admin/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/admin/whoami", get(whoami))
         .route("/admin/tokens", get(list_tokens).post(create_token))
         .route("/admin/tokens/{id}/revoke", post(revoke_token))
@@ -311,6 +312,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// checks it against the OpenAPI document.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/openapi.json"),
+    ("GET", "/metrics"),
     ("GET", "/admin/whoami"),
     ("GET", "/admin/tokens"),
     ("POST", "/admin/tokens"),
@@ -345,6 +347,23 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 async fn not_found() -> Response {
     GatewayError::AdminNotFound { what: "admin route", key: "requested".to_owned() }.rescue(None)
+}
+
+/// Prometheus metrics (text format). Operators and finance only: the metrics name every
+/// route and show the relayer's balance and the revenue flow, which a provider token must not
+/// see for other providers. Prometheus sends the token with `authorization.credentials_file`.
+async fn metrics(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+    p.require(&[Role::Operator, Role::Finance], "read metrics")?;
+    let text = crate::metrics::render(&gw).await;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 async fn openapi(_p: Principal) -> Response {

@@ -122,6 +122,12 @@ pub struct Gateway {
     /// Held by the settlement that holds this process's relayer lease (shared databases):
     /// the lease is re-entrant for its holder, so the process's settlements take turns.
     pub relayer_turn: tokio::sync::Mutex<()>,
+    /// Whether paid calls can be settled now (read by the request path, set by the monitor).
+    pub readiness: crate::readiness::Readiness,
+    /// The Prometheus metrics the request path updates.
+    pub metrics: crate::metrics::Metrics,
+    /// RPC calls and errors per method, per network (CAIP-2 id), counted by the verifier.
+    pub rpc_stats: Vec<(String, Arc<tollgate_verifier::RpcStats>)>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -130,6 +136,29 @@ impl std::fmt::Debug for Gateway {
             .field("routes", &self.live.get().routes.len())
             .field("instance", &self.instance)
             .finish()
+    }
+}
+
+/// A vault credential with no usable version at startup is not refused: the documented flow
+/// is to start the gateway, then upload the credential through the admin API (which needs
+/// the gateway running). It is said loudly instead, naming the provider and the credential,
+/// and `/readyz` reports it until a version is uploaded. (A vault credential without a master
+/// key can never serve, and is refused by the configuration.)
+fn warn_unusable_vault_credentials(gw: &Gateway) {
+    let snapshot = gw.live.get();
+    for p in &snapshot.providers {
+        let Some(crate::config::Credential { secret: crate::config::SecretSource::Vault { name }, .. }) = &p.credential
+        else {
+            continue;
+        };
+        if !snapshot.secrets.contains_key(&(p.id.clone(), name.clone())) {
+            tracing::warn!(
+                provider = %p.id,
+                credential = %name,
+                "vault credential has no usable version: its routes answer 503 credential_unavailable and /readyz \
+                 is not ready until one is uploaded (tollgate admin credential rotate)"
+            );
+        }
     }
 }
 
@@ -147,10 +176,12 @@ impl Gateway {
         };
         let mut chains: Vec<Arc<dyn Chain>> = Vec::new();
         let mut settlers = HashMap::new();
+        let mut rpc_stats = Vec::new();
         for n in &config.networks {
             let chain = AlloyChain::connect(n.rpc_url.expose_secret(), n.network.chain_id, n.rpc_timeout)
                 .await
                 .map_err(|e| StartError::Chain { network: n.network.caip2(), reason: e.to_string() })?;
+            rpc_stats.push((n.network.caip2(), chain.stats()));
             let chain: Arc<dyn Chain> = Arc::new(chain);
             if let Some(key) = &relayer {
                 let settle = SettleConfig {
@@ -193,6 +224,7 @@ impl Gateway {
         let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
         let (chase_tx, chase_rx) = mpsc::channel(CHASE_QUEUE_CAPACITY);
         let instance = hex::encode(rand::random::<[u8; 8]>());
+        let readiness = crate::readiness::Readiness::new(config.networks.iter().map(|n| n.network.chain_id));
         let gw = Arc::new(Gateway {
             config,
             live: Live::default(),
@@ -216,8 +248,15 @@ impl Gateway {
             balances: Mutex::new(HashMap::new()),
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),
+            readiness,
+            metrics: crate::metrics::Metrics::default(),
+            rpc_stats,
         });
         crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
+        warn_unusable_vault_credentials(&gw);
+        // The first readiness verdict before anything is served; the monitor started by
+        // `serve` keeps it current from then on.
+        crate::readiness::check(&gw).await;
         Ok(gw)
     }
 

@@ -97,6 +97,14 @@ struct RawConfig {
     vault: RawVault,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -172,6 +180,9 @@ struct RawSettlement {
     relayer_lease_wait_ms: Option<u64>,
     relayer_lease_ttl_s: Option<u64>,
     gas_warn_wei: Option<u128>,
+    health_interval_ms: Option<u64>,
+    ready_settlements_min: Option<u64>,
+    gas_per_settlement: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -312,8 +323,39 @@ pub struct Config {
     pub vault_key: Option<VaultKey>,
     /// Control-plane propagation and audit.
     pub control: ControlConfig,
+    /// Logging (`tollgate serve` sets up the log from it; `--log-format` overrides).
+    pub log: LogConfig,
     /// What is accepted but unsafe; `tollgate serve` prints these at startup.
     pub warnings: Vec<ConfigWarning>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<LogFormat, &'static str> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json"),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
 }
 
 /// A setting that is accepted but weakens a guarantee: printed at startup, naming the key.
@@ -475,6 +517,14 @@ pub struct SettlementConfig {
     pub relayer_lease_ttl_s: u64,
     /// Warn at startup when the relayer's gas balance is below this (wei).
     pub gas_warn_wei: u128,
+    /// How often the readiness monitor checks the database, every network's RPC and the
+    /// relayer's gas (the paid path reads its verdict, never the chain).
+    pub health_interval: Duration,
+    /// `/readyz` wants the relayer to afford this many settlements at the current fees.
+    pub ready_settlements_min: u64,
+    /// Gas one settlement is assumed to use (a `transferWithAuthorization` with the
+    /// settler's margin): the relayer's balance is compared with this times the fee cap.
+    pub gas_per_settlement: u64,
 }
 
 /// One `[[networks]]` entry.
@@ -797,6 +847,10 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         relayer_lease_wait: ms(s.relayer_lease_wait_ms, 10_000),
         relayer_lease_ttl_s: s.relayer_lease_ttl_s.unwrap_or(10).max(1),
         gas_warn_wei: s.gas_warn_wei.unwrap_or(1_000_000_000_000_000),
+        // At least 100 ms: each check is a few RPC calls and a database read.
+        health_interval: ms(s.health_interval_ms.map(|v| v.max(100)), 2_000),
+        ready_settlements_min: s.ready_settlements_min.unwrap_or(10).max(1),
+        gas_per_settlement: s.gas_per_settlement.unwrap_or(90_000).max(21_000),
     };
 
     let mut networks: Vec<NetworkConfig> = Vec::new();
@@ -872,6 +926,30 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         None => None,
         Some((key, _)) => Some(parse_master_key(key.expose_secret()).map_err(|r| invalid("vault.master_key", r))?),
     };
+    // A vault credential named in the file cannot ever serve without the master key: refuse
+    // now, naming the provider and the credential, rather than answer 503 at every call.
+    // (A credential with no uploaded version yet is legitimate at startup: it is uploaded
+    // through the admin API; `/readyz` reports it until then.)
+    if vault_key.is_none() {
+        for (pi, p) in providers.iter().enumerate() {
+            if let Some(Credential { secret: SecretSource::Vault { name }, .. }) = &p.credential {
+                return Err(invalid(
+                    format!("providers[{pi}].credential.vault"),
+                    format!(
+                        "provider `{}` credential `{name}` is a vault credential, but [vault] has no master key \
+                         (master_key_env or master_key_file)",
+                        p.id
+                    ),
+                ));
+            }
+        }
+    }
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None => LogFormat::Text,
+            Some(f) => f.parse().map_err(|r| invalid("log.format", r))?,
+        },
+    };
     let control = ControlConfig {
         // At least 10 ms: the poll is a database read.
         poll_interval: ms(raw.control.poll_interval_ms.map(|v| v.max(10)), 250),
@@ -891,6 +969,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         vault_key,
         control,
         reconciliation: reconciliation(raw.reconciliation)?,
+        log,
         warnings,
     })
 }

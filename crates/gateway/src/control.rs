@@ -29,7 +29,7 @@ use crate::config::{
 use crate::vault;
 
 /// Paths the gateway serves itself; no endpoint may take them.
-pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz"];
+pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz", "/readyz"];
 
 /// One priced endpoint, ready to match and quote.
 #[derive(Debug)]

@@ -41,6 +41,9 @@ pub struct Counters {
     pub chases_dropped: AtomicU64,
     /// Entries ended `voided` or `settle_failed` by the live path or the sweep.
     pub entries_ended_uncharged: AtomicU64,
+    /// Payments refused before verification because the readiness monitor knows they cannot
+    /// be settled now (relayer gas, RPC or database down).
+    pub refused_not_ready: AtomicU64,
 }
 
 impl Default for Counters {
@@ -57,6 +60,7 @@ impl Default for Counters {
             deferred_admission_refused: AtomicU64::new(0),
             chases_dropped: AtomicU64::new(0),
             entries_ended_uncharged: AtomicU64::new(0),
+            refused_not_ready: AtomicU64::new(0),
         }
     }
 }
@@ -106,6 +110,7 @@ impl Counters {
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),
                 ("chases_dropped", "", &self.chases_dropped),
                 ("entries_ended_uncharged", "", &self.entries_ended_uncharged),
+                ("refused_not_ready", "", &self.refused_not_ready),
             ]
             .map(|(name, label, n)| (name, label, n.load(Ordering::Relaxed))),
         );

@@ -104,6 +104,26 @@ pub enum GatewayError {
     /// Nothing is charged; the response is withheld.
     #[error("the call's ledger entry was released before it finished")]
     EntryReleased,
+    /// The readiness monitor knows that a payment cannot be settled now (the relayer cannot
+    /// pay the gas of one settlement, the chain's RPC or the database is down): refused
+    /// before anything is verified, reserved or forwarded. A quote is refused the same way,
+    /// so no agent signs for a call that cannot be paid.
+    #[error("settlement unavailable: {reason}")]
+    NotReady {
+        /// `relayer_gas_low`, `rpc_unavailable` or `database_unavailable`.
+        reason: &'static str,
+        /// Seconds for `Retry-After` (about the monitor's interval).
+        retry_after_s: u64,
+        /// For a payment: the x402 receipt (`settlement_unavailable`, no transaction).
+        receipt: Option<Box<SettleResponse>>,
+    },
+    /// The upstream refused the credential we injected (401/403): the provider's credential
+    /// is wrong or revoked, not the agent's fault. Nothing is charged.
+    #[error("the upstream rejected the injected credential (status {status})")]
+    UpstreamCredentialRejected {
+        /// The upstream's status.
+        status: u16,
+    },
     /// The ledger could not be used.
     #[error("ledger: {0}")]
     Ledger(MeteringError),
@@ -193,6 +213,8 @@ impl GatewayError {
             SettlementFailed(_) => c(StatusCode::PAYMENT_REQUIRED, "settlement_failed", true),
             SettlementUnavailable(_) => c(StatusCode::SERVICE_UNAVAILABLE, "settlement_unavailable", true),
             EntryReleased => c(StatusCode::SERVICE_UNAVAILABLE, "entry_released", true),
+            NotReady { .. } => c(StatusCode::SERVICE_UNAVAILABLE, "settlement_unavailable", true),
+            UpstreamCredentialRejected { .. } => c(StatusCode::BAD_GATEWAY, "upstream_credential_rejected", false),
             DeferredAdmission(crate::admission::Refusal::PayerExposure) => {
                 c(StatusCode::SERVICE_UNAVAILABLE, "deferred_payer_exposure", true)
             }
@@ -231,6 +253,17 @@ impl GatewayError {
                  retry later"
                     .to_owned()
             }
+            NotReady { reason, receipt: Some(_), .. } => format!(
+                "settlement is unavailable right now ({reason}); nothing was forwarded or charged and this \
+                 authorization was not used; retry later"
+            ),
+            NotReady { reason, receipt: None, .. } => {
+                format!("settlement is unavailable right now ({reason}); no payment is taken; retry later")
+            }
+            UpstreamCredentialRejected { .. } => {
+                "the upstream refused the provider's credential; nothing was charged; the operator has been told"
+                    .to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -251,10 +284,15 @@ impl GatewayError {
         }
         let mut headers = HeaderMap::new();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let GatewayError::NotReady { retry_after_s, .. } = &self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        } else if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let GatewayError::SettlementFailed(receipt) | GatewayError::SettlementUnavailable(receipt) = &self {
+            crate::challenge::attach_receipt(&mut headers, receipt);
+        }
+        if let GatewayError::NotReady { receipt: Some(receipt), .. } = &self {
             crate::challenge::attach_receipt(&mut headers, receipt);
         }
         match (class.status, challenge) {

@@ -29,6 +29,7 @@ use crate::config::DeferredOverflow;
 use crate::config::{Injection, SecretSource};
 use crate::control::{RouteEntry, Snapshot};
 use crate::error::GatewayError;
+use crate::metrics::Timings;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::{check_request_path, check_target_length};
 use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry};
@@ -61,6 +62,11 @@ struct Trail {
     entry_id: Option<String>,
     tx_hash: Option<String>,
     upstream_status: Option<u16>,
+    /// How the call settles (the route's mode, or `after` when admission control refused
+    /// a deferred payment); unset before verification.
+    mode: Option<SettlementMode>,
+    /// Phase latencies, for the log line and the metrics.
+    timings: Timings,
 }
 
 /// The axum handler for every path that is not one of the gateway's own.
@@ -85,10 +91,10 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     let paying = payment_header(&parts.headers).is_some();
     let mut trail = Trail::default();
     let result = paid_call(&gw, &ctx, &mut trail, parts, body).await;
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let (response, reason) = match result {
         Ok(response) => {
-            tracing::info!(route = %ctx.entry.name, status = response.status().as_u16(), latency_ms, "paid call");
             trail.upstream_status = trail.upstream_status.or(Some(response.status().as_u16()));
             (response, "ok")
         }
@@ -105,6 +111,13 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
             (response, code)
         }
     };
+    if paying {
+        let mode = trail.mode.unwrap_or(ctx.entry.route.settlement).as_str();
+        gw.metrics.paid_call(&ctx.entry.name, mode, reason, elapsed, &trail.timings);
+        if trail.wallet.is_some() {
+            log_paid_call(&ctx, &trail, mode, reason, response.status(), latency_ms);
+        }
+    }
     // A quote (no payment header) is not an attempt. An attempt is audited once its payment
     // verified (the trail's wallet is set exactly then), refused by policy or not; anything
     // else (garbage, a forgery, a replay, a payment the chain refuses) costs the sender
@@ -116,6 +129,29 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
         gw.counters.unaudited_attempt(reason, &ctx.entry.name);
     }
     response
+}
+
+/// The one INFO line of a paid call whose payment verified: entry id, route, payer, mode,
+/// outcome and phase latencies (never the path's query, a header or the credential).
+fn log_paid_call(ctx: &Ctx, trail: &Trail, mode: &str, outcome: &str, status: StatusCode, latency_ms: u64) {
+    let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let t = &trail.timings;
+    tracing::info!(
+        entry = trail.entry_id.as_deref().unwrap_or(""),
+        route = %ctx.entry.name,
+        payer = %trail.wallet.map(|w| format!("{w:#x}")).unwrap_or_default(),
+        mode,
+        outcome,
+        status = status.as_u16(),
+        upstream_status = trail.upstream_status,
+        tx = trail.tx_hash.as_deref().unwrap_or(""),
+        latency_ms,
+        verify_ms = ms(t.verify),
+        reserve_ms = ms(t.reserve),
+        upstream_ms = ms(t.upstream),
+        settle_ms = ms(t.settle),
+        "paid call"
+    );
 }
 
 /// Longest a request waits for room in the audit queue.
@@ -164,23 +200,72 @@ async fn paid_call(
     parts: Parts,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let raw = payment_header(&parts.headers).ok_or(GatewayError::PaymentRequired)?;
+    let Some(raw) = payment_header(&parts.headers) else {
+        quote_open(gw, ctx)?;
+        return Err(GatewayError::PaymentRequired);
+    };
     let payment = decode(gw, raw)?;
     let offer = find_offer(&ctx.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?;
+    settlement_open(gw, offer)?;
     not_seen_before(gw, offer, &payment).await?;
+    let phase = Instant::now();
     let Admitted { verified, mode, slot } = verify(gw, ctx, offer, &payment).await?;
+    trail.timings.verify = Some(phase.elapsed());
+    trail.mode = Some(mode);
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     trail.wallet = Some(verified.authorization.from);
+    let phase = Instant::now();
     let id = reserve(gw, ctx, &parts, &verified, mode).await?;
     let _live = gw.live_entries.hold(id.clone());
+    trail.timings.reserve = Some(phase.elapsed());
     trail.accepted = true;
     trail.entry_id = Some(id.to_string());
     let body = request_body(gw, &id, ctx, &parts, body).await?;
     match (mode, slot) {
-        (SettlementMode::Deferred, Some(slot)) => settle_deferred(gw, ctx, &id, &verified, slot, parts, body).await,
+        (SettlementMode::Deferred, Some(slot)) => {
+            let valid_before_unix_s = u64::try_from(verified.authorization.valid_before).unwrap_or(u64::MAX);
+            let queued = Queued { id, valid_before_unix_s, slot: Some(slot) };
+            settle_deferred(gw, ctx, trail, queued, parts, body).await
+        }
         (SettlementMode::Before, _) => settle_before(gw, ctx, trail, &id, &verified, parts, body).await,
         _ => settle_after(gw, ctx, trail, &id, &verified, parts, body).await,
     }
+}
+
+/// Phase 2 guard: no challenge is offered for a call that cannot be paid now (the database
+/// is down, or no offered network can settle). Reads the readiness monitor's atomics only.
+fn quote_open(gw: &Gateway, ctx: &Ctx) -> Result<(), GatewayError> {
+    match gw.readiness.quote_refusal(&ctx.challenge.offers) {
+        None => Ok(()),
+        Some(blocked) => {
+            Err(GatewayError::NotReady { reason: blocked.code(), retry_after_s: retry_after_s(gw), receipt: None })
+        }
+    }
+}
+
+/// Phase 3 guard: a payment whose network cannot settle now is refused before it is
+/// verified, reserved or forwarded (fail closed: the upstream never serves a call that
+/// cannot be paid). The authorization is not used; the agent may retry it later.
+fn settlement_open(gw: &Gateway, offer: &v2::PaymentRequirements) -> Result<(), GatewayError> {
+    let Some(blocked) = gw.readiness.refusal(offer.network.chain_id) else { return Ok(()) };
+    gw.counters.refused_not_ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let receipt = SettleResponse {
+        success: false,
+        error_reason: Some("settlement_unavailable".to_owned()),
+        payer: None,
+        transaction: String::new(),
+        network: offer.network.caip2(),
+    };
+    Err(GatewayError::NotReady {
+        reason: blocked.code(),
+        retry_after_s: retry_after_s(gw),
+        receipt: Some(Box::new(receipt)),
+    })
+}
+
+/// About one monitor interval, at least a second.
+fn retry_after_s(gw: &Gateway) -> u64 {
+    gw.config.settlement.health_interval.as_secs().max(1)
 }
 
 /// Phase 1: the route, by path then method. Unknown paths are 404, never 402.
@@ -599,22 +684,54 @@ enum Delivered {
 async fn forward_or_void(
     gw: &Gateway,
     ctx: &Ctx,
+    trail: &mut Trail,
     id: &EntryId,
     parts: &Parts,
     body: Body,
 ) -> Result<Delivered, GatewayError> {
-    let up = match forward(gw, ctx, parts, body, true).await {
+    let phase = Instant::now();
+    let forwarded = forward(gw, ctx, parts, body, true).await;
+    trail.timings.upstream = Some(phase.elapsed());
+    let up = match forwarded {
         Ok(up) => up,
         Err(e) => {
             void(gw, id, EntryState::Reserved, void_cause(&e)).await;
             return Err(e);
         }
     };
+    trail.upstream_status = Some(up.status.as_u16());
+    if let Some(rejected) = credential_rejected(ctx, up.status) {
+        void(gw, id, EntryState::Reserved, CREDENTIAL_REJECTED).await;
+        return Err(rejected);
+    }
     if !up.succeeded(ctx.entry.route.charge_redirects) {
         void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
         return Ok(Delivered::Failed(respond(up, None, &[], gw.config.server.response_bytes_max)));
     }
     Ok(Delivered::Ok(up))
+}
+
+/// The cause recorded when the upstream refuses the credential we injected.
+const CREDENTIAL_REJECTED: &str = "upstream_credential_rejected";
+
+/// An upstream 401/403 while we injected the provider's credential is the provider's
+/// credential failing (wrong, revoked, expired), not an answer to relay: the agent would
+/// read it as its own fault. Logged at WARN naming the provider and the credential's id and
+/// version (never its value); answered 502 and not charged.
+fn credential_rejected(ctx: &Ctx, status: StatusCode) -> Option<GatewayError> {
+    let served = ctx.credential.as_ref()?;
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return None;
+    }
+    tracing::warn!(
+        provider = %ctx.entry.provider.id,
+        credential = %served.id,
+        credential_version = served.version,
+        upstream_status = status.as_u16(),
+        route = %ctx.entry.name,
+        "the upstream rejected the injected credential; answered 502, not charged"
+    );
+    Some(GatewayError::UpstreamCredentialRejected { status: status.as_u16() })
 }
 
 /// Forwards and records the outcome: `forwarded` on success (durable before the caller
@@ -624,12 +741,13 @@ async fn forward_or_void(
 async fn forward_then_record(
     gw: &Gateway,
     ctx: &Ctx,
+    trail: &mut Trail,
     id: &EntryId,
     mode: SettlementMode,
     parts: &Parts,
     body: Body,
 ) -> Result<Delivered, GatewayError> {
-    let delivered = forward_or_void(gw, ctx, id, parts, body).await?;
+    let delivered = forward_or_void(gw, ctx, trail, id, parts, body).await?;
     if let Delivered::Ok(up) = &delivered {
         forwarded(gw, id, up.status, mode).await?;
     }
@@ -649,12 +767,14 @@ async fn settle_after(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_then_record(gw, ctx, id, SettlementMode::After, &parts, body).await? {
+    let up = match forward_then_record(gw, ctx, trail, id, SettlementMode::After, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
-    trail.upstream_status = Some(up.status.as_u16());
-    match settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await {
+    let phase = Instant::now();
+    let settled = settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await;
+    trail.timings.settle = Some(phase.elapsed());
+    match settled {
         Ok(SettleResult::Settled(s)) => {
             trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
@@ -741,7 +861,10 @@ async fn settle_before(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let (paid, extra) = match settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await {
+    let phase = Instant::now();
+    let settled = settle_entry(gw, id, EntryState::Reserved, p, "settle_before", Waiter::Call).await;
+    trail.timings.settle = Some(phase.elapsed());
+    let (paid, extra) = match settled {
         Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s)) => (receipt(p, s.tx_hash), Vec::new()),
         // The payment may be made: the call is served, and the receipt says pending.
         Ok(SettleResult::Pending(tx)) => {
@@ -781,7 +904,18 @@ async fn settle_before(
         }
     };
     trail.tx_hash = Some(paid.transaction.clone());
-    match forward(gw, ctx, &parts, body, false).await {
+    let phase = Instant::now();
+    let forwarded = forward(gw, ctx, &parts, body, false).await;
+    trail.timings.upstream = Some(phase.elapsed());
+    if let Ok(up) = &forwarded {
+        trail.upstream_status = Some(up.status.as_u16());
+    }
+    match forwarded {
+        // Settled already: the payer is owed the money back (`before` cannot void).
+        Ok(up) if let Some(rejected) = credential_rejected(ctx, up.status) => {
+            refund_owed(gw, id, CREDENTIAL_REJECTED);
+            Err(rejected)
+        }
         Ok(mut up) if up.succeeded(ctx.entry.route.charge_redirects) => {
             refund_if_broken(gw, id, up.watch_delivery());
             Ok(respond(up, Some(&paid), &extra, cap))
@@ -854,22 +988,23 @@ fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str) {
 /// Mode `deferred`: answer right after the upstream succeeds and the entry is durably
 /// `forwarded` (eligible for settlement); a background worker settles. A 2xx never goes out
 /// for an entry the recovery sweep could void as undelivered.
+///
+/// `queued` is what the worker will be handed (the entry, its `validBefore`, its backlog slot).
 async fn settle_deferred(
     gw: &Arc<Gateway>,
     ctx: &Ctx,
-    id: &EntryId,
-    p: &VerifiedPayment,
-    slot: Slot,
+    trail: &mut Trail,
+    queued: Queued,
     parts: Parts,
     body: Body,
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
-    let up = match forward_then_record(gw, ctx, id, SettlementMode::Deferred, &parts, body).await? {
+    let id = queued.id.clone();
+    let up = match forward_then_record(gw, ctx, trail, &id, SettlementMode::Deferred, &parts, body).await? {
         Delivered::Ok(up) => up,
         Delivered::Failed(response) => return Ok(response),
     };
-    let valid_before_unix_s = u64::try_from(p.authorization.valid_before).unwrap_or(u64::MAX);
-    queue(gw, Queued { id: id.clone(), valid_before_unix_s, slot: Some(slot) });
+    queue(gw, queued);
     // No x402 receipt yet: a `success:true` receipt without a transaction would make clients
     // count the call as settled (and fails the v1 receipt schema). The receipt id tells the
     // agent where to look; `GET /receipts/{id}` reports the transaction once it is mined.

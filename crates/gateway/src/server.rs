@@ -18,6 +18,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/receipts/{id}", get(paid::get_receipt))
         .route("/healthz", get(paid::healthz))
+        .route("/readyz", get(crate::readiness::readyz))
         .fallback(paid::handle)
         .with_state(gw)
 }
@@ -31,6 +32,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let recovery = tokio::spawn(settlement::recovery_loop(gw.clone()));
     let watcher = tokio::spawn(control::watch(gw.clone()));
+    // Readiness: the verdict paid calls read (fail closed before anything is forwarded).
+    let monitor = tokio::spawn(crate::readiness::monitor(gw.clone()));
     let audit = gw.audit_rx.lock().ok().and_then(|mut rx| rx.take()).map(|rx| {
         tokio::spawn(control::audit_writer(
             gw.ledger.clone(),
@@ -58,6 +61,7 @@ pub async fn serve(
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     recovery.abort();
     watcher.abort();
+    monitor.abort();
     if let Some(r) = recon {
         // A run cut short records nothing (its run is one transaction); its lease expires.
         r.abort();

@@ -179,6 +179,7 @@ pub async fn settle_entry(
         }
     };
     let tx_hash = submitted.tx_hash;
+    let broadcast_at = std::time::Instant::now();
     let outcome = match (waiter, submitted.acknowledged) {
         // The broadcast's answer was lost: one look, then the payer hears "pending" now
         // rather than after a whole receipt wait for a transaction that may not exist, and
@@ -197,6 +198,7 @@ pub async fn settle_entry(
     };
     match outcome {
         Ok(SettleOutcome::Settled(s)) => {
+            gw.metrics.settlement_receipt(&payment.network(), broadcast_at.elapsed());
             if record_settled_or_leave(gw, id, &s).await {
                 Ok(SettleResult::Settled(s))
             } else {

@@ -27,7 +27,8 @@ use crate::control::{
 use crate::reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun};
 use crate::types::{
     AtomicAmount, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry, PATH_BYTES_MAX,
-    PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SpendQuery, SpendTotals, Tally, Transition, check_cause, check_len,
+    PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SpendQuery, SpendTotals, StateCounts, Tally, Transition, check_cause,
+    check_len,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -590,6 +591,72 @@ impl Ledger {
             }
         })
         .await
+    }
+
+    /// Readiness: the database answers and its schema is the one this build migrates to
+    /// (the newest embedded migration is applied). Returns the applied schema version.
+    pub async fn schema_check(&self) -> Result<i64, MeteringError> {
+        const OP: &str = "schema_check";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let applied: Option<i64> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                        .fetch_one(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        let expected = match self.db {
+            Db::Sqlite(_) => SQLITE_MIGRATOR.iter().map(|m| m.version).max(),
+            Db::Postgres(_) => POSTGRES_MIGRATOR.iter().map(|m| m.version).max(),
+        };
+        match (applied, expected) {
+            (Some(a), Some(e)) if a >= e => Ok(a),
+            (a, e) => Err(MeteringError::Migration {
+                reason: format!("schema at version {} but this build needs {}", a.unwrap_or(0), e.unwrap_or(0)),
+            }),
+        }
+    }
+
+    /// Entries per state, and the creation time of the oldest deferred entry not yet settled
+    /// (`forwarded` or `settling`), for the metrics exporter. One scan of the entries table:
+    /// call it every few seconds at most.
+    pub async fn state_counts(&self) -> Result<StateCounts, MeteringError> {
+        const OP: &str = "state_counts";
+        let err = |e: sqlx::Error| self.db_error(OP, e);
+        let rows: Vec<(String, i64)> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_as("SELECT state, COUNT(*) FROM ledger_entries GROUP BY state")
+                        .fetch_all(pool)
+                        .await
+                        .map_err(err)
+                })
+            })
+            .await?;
+        let oldest: Option<i64> = self
+            .bounded(OP, async {
+                on_db!(&self.db, |pool| {
+                    sqlx::query_scalar(
+                        "SELECT MIN(created_unix_s) FROM ledger_entries \
+                         WHERE mode = 'deferred' AND state IN ('forwarded', 'settling')",
+                    )
+                    .fetch_one(pool)
+                    .await
+                    .map_err(err)
+                })
+            })
+            .await?;
+        let mut counts = StateCounts::default();
+        for (state, n) in rows {
+            if let Ok(state) = state.parse::<EntryState>() {
+                counts.by_state.push((state, u64::try_from(n).unwrap_or(0)));
+            }
+        }
+        counts.oldest_unsettled_deferred_unix_s = oldest.and_then(|t| u64::try_from(t).ok());
+        Ok(counts)
     }
 
     /// The engine behind this ledger.

@@ -41,5 +41,6 @@ pub use reconcile::{
 };
 pub use types::{
     AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
-    PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, Tally, Transition,
+    PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, StateCounts, Tally,
+    Transition,
 };

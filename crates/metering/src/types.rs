@@ -297,6 +297,16 @@ impl FromStr for EntryState {
     }
 }
 
+/// How many entries are in each state (states with none are absent), for the metrics
+/// exporter ([`crate::Ledger::state_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// (state, entries).
+    pub by_state: Vec<(EntryState, u64)>,
+    /// When the oldest deferred entry not yet settled was created (none: no backlog).
+    pub oldest_unsettled_deferred_unix_s: Option<u64>,
+}
+
 /// A payment authorization to reserve: everything known when the verified call arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {

@@ -6,8 +6,10 @@
 //! [`VerifyError::Rpc`]/[`VerifyError::RpcTimeout`] in one place. RPC URLs may embed API
 //! keys, so they never appear in errors or `Debug` output.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::network::{Ethereum, ReceiptResponse as _};
@@ -144,6 +146,47 @@ pub trait Chain: Send + Sync + 'static {
     async fn block_timestamp(&self, number: u64) -> Result<Option<u64>, VerifyError>;
     /// `eth_getLogs` over a bounded range.
     async fn logs(&self, query: &LogQuery) -> Result<Vec<ReceiptLog>, VerifyError>;
+    /// The chain id the node reports now (readiness: a node swapped behind the URL is
+    /// noticed). Implementations without a node answer [`Chain::chain_id`].
+    async fn node_chain_id(&self) -> Result<u64, VerifyError> {
+        Ok(self.chain_id())
+    }
+}
+
+/// Calls and failures of one JSON-RPC method.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RpcCount {
+    /// Requests sent (or attempted).
+    pub calls: u64,
+    /// Of those, the ones that failed: a transport error, a timeout or a JSON-RPC error
+    /// object. A revert is an answer, not a failure.
+    pub errors: u64,
+}
+
+/// Calls and failures per JSON-RPC method of one [`AlloyChain`]. Counted here and read by
+/// the caller (the gateway exports them as metrics): this crate depends on no metrics
+/// library. The method names are a fixed set of `&'static str`, so the map stays small.
+#[derive(Debug, Default)]
+pub struct RpcStats {
+    by_method: Mutex<BTreeMap<&'static str, RpcCount>>,
+}
+
+impl RpcStats {
+    fn record(&self, method: &'static str, ok: bool) {
+        // A poisoned lock only means a panic elsewhere mid-increment; the map is still valid.
+        let mut map = self.by_method.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = map.entry(method).or_default();
+        count.calls = count.calls.saturating_add(1);
+        if !ok {
+            count.errors = count.errors.saturating_add(1);
+        }
+    }
+
+    /// Every method seen so far with its counts, by name.
+    pub fn snapshot(&self) -> Vec<(&'static str, RpcCount)> {
+        let map = self.by_method.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(m, c)| (*m, *c)).collect()
+    }
 }
 
 /// [`Chain`] over alloy's HTTP provider.
@@ -151,6 +194,7 @@ pub struct AlloyChain {
     provider: RootProvider<Ethereum>,
     chain_id: u64,
     rpc_timeout: Duration,
+    stats: Arc<RpcStats>,
 }
 
 impl fmt::Debug for AlloyChain {
@@ -170,7 +214,7 @@ impl AlloyChain {
             .parse()
             .map_err(|_| VerifyError::Rpc { method: "connect", reason: "the RPC URL is not a valid URL".to_owned() })?;
         let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).root().clone();
-        let chain = AlloyChain { provider, chain_id: expected_chain_id, rpc_timeout };
+        let chain = AlloyChain { provider, chain_id: expected_chain_id, rpc_timeout, stats: Arc::default() };
         let actual = chain.timed("eth_chainId", chain.provider.get_chain_id()).await?;
         if actual != expected_chain_id {
             return Err(VerifyError::NetworkMismatch { offered_chain_id: expected_chain_id, paid_chain_id: actual });
@@ -178,7 +222,21 @@ impl AlloyChain {
         Ok(chain)
     }
 
+    /// This chain's RPC calls and failures per method (shared: it keeps counting).
+    pub fn stats(&self) -> Arc<RpcStats> {
+        self.stats.clone()
+    }
+
     async fn timed<T, F>(&self, method: &'static str, fut: F) -> Result<T, VerifyError>
+    where
+        F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        let result = self.timed_uncounted(method, fut).await;
+        self.stats.record(method, result.is_ok());
+        result
+    }
+
+    async fn timed_uncounted<T, F>(&self, method: &'static str, fut: F) -> Result<T, VerifyError>
     where
         F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
@@ -190,6 +248,15 @@ impl AlloyChain {
     }
 
     async fn timed_call<T, F>(&self, method: &'static str, fut: F) -> Result<CallOutcome<T>, VerifyError>
+    where
+        F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
+    {
+        let result = self.timed_call_uncounted(method, fut).await;
+        self.stats.record(method, result.is_ok());
+        result
+    }
+
+    async fn timed_call_uncounted<T, F>(&self, method: &'static str, fut: F) -> Result<CallOutcome<T>, VerifyError>
     where
         F: Future<Output = Result<T, RpcError<TransportErrorKind>>>,
     {
@@ -283,6 +350,39 @@ fn convert_log(log: &alloy::rpc::types::Log) -> Option<ReceiptLog> {
     })
 }
 
+impl AlloyChain {
+    async fn send_raw_uncounted(&self, raw: Bytes) -> Result<B256, SendError> {
+        const METHOD: &str = "eth_sendRawTransaction";
+        let fut = async { self.provider.send_raw_transaction(&raw).await.map(|pending| *pending.tx_hash()) };
+        match tokio::time::timeout(self.rpc_timeout, fut).await {
+            Ok(Ok(hash)) => Ok(hash),
+            Ok(Err(RpcError::ErrorResp(p))) => {
+                let msg = p.message.to_ascii_lowercase();
+                let e = VerifyError::Rpc { method: METHOD, reason: format!("node error {}: {}", p.code, p.message) };
+                if msg.contains("nonce too low") {
+                    Err(SendError::NonceTooLow)
+                } else if msg.contains("already known") || msg.contains("known transaction") {
+                    Err(SendError::AlreadyKnown)
+                } else if msg.contains("replacement transaction underpriced") {
+                    Err(SendError::NonceInUse)
+                } else if definite_refusal(p.code, &msg) {
+                    Err(SendError::Refused(e))
+                } else {
+                    // Anything else may come from a proxy or a load balancer after a backend
+                    // took the transaction: the provider bears that doubt, never the payer.
+                    Err(SendError::InDoubt(e))
+                }
+            }
+            Ok(Err(e)) if send_never_reached_node(&e) => Err(SendError::Refused(rpc_error(METHOD, &e))),
+            Ok(Err(e)) => Err(SendError::InDoubt(rpc_error(METHOD, &e))),
+            Err(_) => Err(SendError::InDoubt(VerifyError::RpcTimeout {
+                method: METHOD,
+                timeout_ms: millis(self.rpc_timeout),
+            })),
+        }
+    }
+}
+
 #[async_trait]
 impl Chain for AlloyChain {
     fn chain_id(&self) -> u64 {
@@ -324,34 +424,13 @@ impl Chain for AlloyChain {
     }
 
     async fn send_raw(&self, raw: Bytes) -> Result<B256, SendError> {
-        const METHOD: &str = "eth_sendRawTransaction";
-        let fut = async { self.provider.send_raw_transaction(&raw).await.map(|pending| *pending.tx_hash()) };
-        match tokio::time::timeout(self.rpc_timeout, fut).await {
-            Ok(Ok(hash)) => Ok(hash),
-            Ok(Err(RpcError::ErrorResp(p))) => {
-                let msg = p.message.to_ascii_lowercase();
-                let e = VerifyError::Rpc { method: METHOD, reason: format!("node error {}: {}", p.code, p.message) };
-                if msg.contains("nonce too low") {
-                    Err(SendError::NonceTooLow)
-                } else if msg.contains("already known") || msg.contains("known transaction") {
-                    Err(SendError::AlreadyKnown)
-                } else if msg.contains("replacement transaction underpriced") {
-                    Err(SendError::NonceInUse)
-                } else if definite_refusal(p.code, &msg) {
-                    Err(SendError::Refused(e))
-                } else {
-                    // Anything else may come from a proxy or a load balancer after a backend
-                    // took the transaction: the provider bears that doubt, never the payer.
-                    Err(SendError::InDoubt(e))
-                }
-            }
-            Ok(Err(e)) if send_never_reached_node(&e) => Err(SendError::Refused(rpc_error(METHOD, &e))),
-            Ok(Err(e)) => Err(SendError::InDoubt(rpc_error(METHOD, &e))),
-            Err(_) => Err(SendError::InDoubt(VerifyError::RpcTimeout {
-                method: METHOD,
-                timeout_ms: millis(self.rpc_timeout),
-            })),
-        }
+        let result = self.send_raw_uncounted(raw).await;
+        self.stats.record("eth_sendRawTransaction", result.is_ok());
+        result
+    }
+
+    async fn node_chain_id(&self) -> Result<u64, VerifyError> {
+        self.timed("eth_chainId", self.provider.get_chain_id().into_future()).await
     }
 
     async fn receipt(&self, tx_hash: B256) -> Result<Option<Receipt>, VerifyError> {

@@ -20,7 +20,7 @@ mod signature;
 mod token;
 mod verify;
 
-pub use chain::{AlloyChain, CallOutcome, Chain, Fees, LogQuery, Receipt, ReceiptLog, SendError};
+pub use chain::{AlloyChain, CallOutcome, Chain, Fees, LogQuery, Receipt, ReceiptLog, RpcCount, RpcStats, SendError};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use eip712::{
     CANCEL_AUTHORIZATION_TYPEHASH, DOMAIN_TYPEHASH, TRANSFER_WITH_AUTHORIZATION_TYPEHASH, TokenDomain,

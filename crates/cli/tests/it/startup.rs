@@ -130,3 +130,79 @@ async fn unsafe_settings_are_refused_or_warned() {
     }
     drop(served);
 }
+
+/// Starts `tollgate serve` with `args` and returns its stderr up to its `listening on` line.
+async fn startup_log(path: &Path, args: &[&str]) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(path)
+        .args(args)
+        .env("TG_STARTUP_RELAYER_KEY", RELAYER_HEX)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("listening on ");
+            seen.push(line);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("serve did not start: {seen:?}"));
+    seen
+}
+
+// Goal: `[log] format = "json"` makes `tollgate serve` log one JSON object per line, and
+// `--log-format text` overrides the file; with stderr a pipe (not a terminal) no line carries
+// an ANSI colour escape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_or_text_without_colours() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let rpc = crate::admin::chain_id_rpc().await;
+    let text = config(
+        &rpc,
+        &db,
+        "relayer_key_env = \"TG_STARTUP_RELAYER_KEY\"",
+        "\n[admin]\nenabled = false\n\n[log]\nformat = \"json\"\n",
+    );
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, text).unwrap();
+
+    let lines = startup_log(&path, &[]).await;
+    let json: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let loaded = json.iter().find(|v| v["fields"]["message"] == "control plane loaded");
+    let loaded = loaded.unwrap_or_else(|| panic!("no JSON log line: {lines:?}"));
+    assert_eq!(loaded["level"], "INFO");
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{lines:?}");
+
+    let lines = startup_log(&path, &["--log-format", "text"]).await;
+    let loaded = lines.iter().find(|l| l.contains("control plane loaded")).expect("the line");
+    assert!(serde_json::from_str::<serde_json::Value>(loaded).is_err(), "{loaded}");
+    assert!(loaded.contains("INFO"), "{loaded}");
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{lines:?}");
+}
+
+// Goal: a provider in the file with a vault credential and no `[vault]` master key is refused
+// at startup, naming the provider and the credential (it could never serve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_credential_without_master_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let provider = "\n[[providers]]\nid = \"weather\"\npay_to = \"0x209693Bc6afc0C5328bA36FaF03C514EF312287C\"\n\
+                    upstream = \"http://127.0.0.1:8\"\ncredential = { inject = \"header\", vault = \"weather-key\" }\n";
+    let text = config("http://127.0.0.1:9", &db, "relayer_key_env = \"TG_STARTUP_RELAYER_KEY\"", provider);
+    let err = refused(dir.path(), &text).await;
+    assert!(err.contains("providers[0].credential.vault"), "{err}");
+    assert!(err.contains("provider `weather` credential `weather-key`") && err.contains("master key"), "{err}");
+    assert!(!db.exists(), "refused before the ledger was opened");
+}

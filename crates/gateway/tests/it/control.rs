@@ -16,6 +16,7 @@ use crate::{Harness, PRICE_ATOMIC, admin_call, admin_token, both_engines};
 /// route is tried with another provider's token too; it must be refused.
 const MATRIX: &[(&str, &str, bool, bool, bool)] = &[
     ("GET", "/admin/openapi.json", true, true, true),
+    ("GET", "/metrics", true, false, true),
     ("GET", "/admin/whoami", true, true, true),
     ("GET", "/admin/tokens", true, false, false),
     ("POST", "/admin/tokens", true, false, false),

@@ -12,6 +12,7 @@ mod errors;
 mod hostile_upstream;
 mod money_truth;
 mod ops;
+mod readiness;
 mod reconcile;
 mod secrets;
 
@@ -161,11 +162,20 @@ pub struct Options {
     pub extra_config: String,
     /// TOML lines added to the `[settlement]` table.
     pub settlement_config: String,
+    /// `settlement.health_interval_ms`. An hour by default: the readiness monitor then checks
+    /// once at startup, so tests that drain the relayer to see the node refuse a broadcast
+    /// are not raced by the monitor refusing first.
+    pub health_interval_ms: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { receipt_timeout_ms: 10_000, extra_config: String::new(), settlement_config: String::new() }
+        Options {
+            receipt_timeout_ms: 10_000,
+            extra_config: String::new(),
+            settlement_config: String::new(),
+            health_interval_ms: 3_600_000,
+        }
     }
 }
 
@@ -456,6 +466,7 @@ receipt_poll_interval_ms = 5
 receipt_timeout_ms = {receipt_timeout_ms}
 recovery_interval_ms = 200
 recovery_grace_s = 3600
+health_interval_ms = {health_interval_ms}
 {settlement_config}
 
 [[networks]]
@@ -580,6 +591,7 @@ price_atomic = "{PRICE_ATOMIC}"
 settlement = "before"
 "#,
         receipt_timeout_ms = opts.receipt_timeout_ms,
+        health_interval_ms = opts.health_interval_ms,
         settlement_config = opts.settlement_config
     )
 }
