@@ -232,7 +232,7 @@ async fn broadcast_refused_after_claim_sqlite() {
     let mut gw =
         GatewayProcess::spawn(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs")).await.unwrap();
 
-    let http = reqwest::Client::new();
+    let http = tollgate_test_support::http();
     let url = format!("{}/after/x", gw.url());
     let offer = offer(&http, &url).await;
 

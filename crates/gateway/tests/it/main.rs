@@ -212,7 +212,7 @@ impl Harness {
             upstream,
             gateway,
             url,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: tollgate_test_support::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             payer,
             payee,
             clock,

@@ -31,7 +31,8 @@ async fn silent_node_times_out() {
             open.push(sock);
         }
     });
-    let err = AlloyChain::connect(&url, 31337, Duration::from_millis(200)).await.unwrap_err();
+    let err =
+        AlloyChain::connect(&url, 31337, Duration::from_millis(200), tollgate_test_support::http()).await.unwrap_err();
     assert_eq!(err, VerifyError::RpcTimeout { method: "eth_chainId", timeout_ms: 200 });
     hold.abort();
 }
@@ -40,6 +41,7 @@ async fn silent_node_times_out() {
 #[tokio::test]
 async fn wrong_chain_id_is_refused_at_connect() {
     let anvil = Anvil::spawn(31337).await.unwrap();
-    let err = AlloyChain::connect(&anvil.url, 8453, Duration::from_secs(5)).await.unwrap_err();
+    let err =
+        AlloyChain::connect(&anvil.url, 8453, Duration::from_secs(5), tollgate_test_support::http()).await.unwrap_err();
     assert_eq!(err, VerifyError::NetworkMismatch { offered_chain_id: 8453, paid_chain_id: 31337 });
 }
