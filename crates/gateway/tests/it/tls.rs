@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tollgate_metering::EntryState;
 use tollgate_test_support::{RpcFaultProxy, ScriptedUpstream, TestCa, v2_header};
 
