@@ -129,7 +129,10 @@ price_atomic = "{PRICE}"
 
     let (code, _, err) = tollgate(home.path(), &["call", &url], &[("TOLLGATE_KEY", &key)]).await;
     assert_eq!(code, 6, "{err}");
-    assert!(err.contains(&format!("TLS handshake with localhost:{port} failed")) && err.contains("unknown issuer"), "{err}");
+    assert!(
+        err.contains(&format!("TLS handshake with localhost:{port} failed")) && err.contains("unknown issuer"),
+        "{err}"
+    );
     assert!(!err.contains("/weather/paris"), "the URL is not printed: {err}");
     let store = tollgate_client::SpendStore::open(home.path().join("spend.json")).unwrap();
     assert_eq!(store.records().unwrap().len(), 0, "nothing signed");

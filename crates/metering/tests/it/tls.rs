@@ -11,7 +11,7 @@ use crate::{entry_in, test_options};
 // Goal: with sslmode=verify-full and the CA as sslrootcert, the ledger connects, migrates and
 // records a full reserve → settle walk over an encrypted session; without the CA, with a host
 // name the certificate does not carry, or without TLS, the connection is refused; verify-ca
-// accepts the certificate for any name.
+// and require connect as documented.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ledger_over_tls_with_verify_full() {
     let ca = TestCa::new().unwrap();
@@ -43,12 +43,21 @@ async fn ledger_over_tls_with_verify_full() {
     // The Mozilla roots alone do not know the test CA.
     let err = refused(format!("postgres://postgres@localhost:{port}/postgres?sslmode=verify-full")).await;
     assert!(err.to_lowercase().contains("unknownissuer") || err.contains("unknown issuer"), "{err}");
-    // 127.0.0.1 is not a name on the certificate: verify-full refuses, verify-ca accepts.
+    // 127.0.0.1 is not a name on the certificate: verify-full refuses.
     let err =
         refused(format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={root}")).await;
-    assert!(err.to_lowercase().contains("notvalidforname") || err.contains("not valid for"), "{err}");
-    let ca_only = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={root}");
+    assert!(err.contains("not valid for name"), "{err}");
+    // verify-ca checks the chain. It should ignore the name, but sqlx 0.8.6 only forgives
+    // rustls-webpki's old `NotValidForName`, not the `NotValidForNameContext` of the version we
+    // build with, so it checks the name too (docs/operations.md says so; stricter, not looser).
+    let ca_only = format!("postgres://postgres@localhost:{port}/postgres?sslmode=verify-ca&sslrootcert={root}");
     Ledger::connect(&ca_only, test_options()).await.unwrap().close().await;
+    let no_name = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=verify-ca&sslrootcert={root}");
+    let err = refused(no_name).await;
+    assert!(err.contains("not valid for name"), "{err}");
+    // `require` encrypts without checking the certificate (libpq's meaning).
+    let require = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require");
+    Ledger::connect(&require, test_options()).await.unwrap().close().await;
     // The server admits no plain TCP client.
     refused(format!("postgres://postgres@localhost:{port}/postgres?sslmode=disable")).await;
 }
