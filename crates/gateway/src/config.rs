@@ -1716,12 +1716,59 @@ price = "0.001"
         assert!(c.warnings.is_empty(), "a disabled admin API listens nowhere");
     }
 
+    // Goal: `http://` to a host that is not loopback is refused for an RPC URL and an upstream,
+    // naming the key and the opt-out, and accepted with `allow_insecure_http = true` on that
+    // entry; loopback (127.0.0.0/8, ::1, localhost) and https need nothing.
+    #[test]
+    fn plain_http_off_loopback_needs_the_opt_out() {
+        let rpc = GOOD.replace("http://127.0.0.1:8545", "http://rpc.internal:8545/v2/KEYabc");
+        let err = error_of(&rpc);
+        assert!(err.starts_with("networks[0].rpc_url: http:// to a host that is not loopback"), "{err}");
+        assert!(err.contains("allow_insecure_http") && !err.contains("KEYabc"), "{err}");
+        let allowed = rpc.replace("eip712_version = \"2\"", "eip712_version = \"2\"\nallow_insecure_http = true");
+        assert!(Config::parse(&allowed, &env).is_ok());
+        let up = GOOD.replace("http://127.0.0.1:9000", "http://api.example");
+        let err = error_of(&up);
+        assert!(err.starts_with("providers[0].upstream: http:// to a host that is not loopback"), "{err}");
+        let allowed = up.replace(
+            "upstream = \"http://api.example\"",
+            "upstream = \"http://api.example\"\nallow_insecure_http = true",
+        );
+        assert!(Config::parse(&allowed, &env).is_ok());
+        for fine in ["http://localhost:9000", "http://127.0.0.9:9000", "http://[::1]:9000", "https://api.example"] {
+            assert!(Config::parse(&GOOD.replace("http://127.0.0.1:9000", fine), &env).is_ok(), "{fine}");
+        }
+    }
+
+    // Goal: a TLS listener needs both files; a missing or mismatched file is refused naming the
+    // key; an admin listener off loopback that serves TLS needs no insecure opt-in.
+    #[test]
+    fn listener_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.pem");
+        let err = error_of(&format!("{GOOD}\n[server]\ntls_cert_file = \"{}\"\n", missing.display()));
+        assert!(err.starts_with("server.tls_key_file: missing"), "{err}");
+        let key = dir.path().join("key.pem");
+        let err = error_of(&format!(
+            "{GOOD}\n[admin]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            missing.display(),
+            key.display()
+        ));
+        assert!(err.starts_with("admin.tls_cert_file: cannot read"), "{err}");
+        let err = error_of(&format!("{GOOD}\n[tls]\nextra_ca_file = \"{}\"\n", missing.display()));
+        assert!(err.starts_with("tls.extra_ca_file: cannot read"), "{err}");
+    }
+
     // Goal: an upstream at the RPC node's, the admin listener's or the gateway's own host and port
     // is refused with the reason, comparing localhost, loopback and unspecified addresses.
     #[test]
     fn upstream_must_be_a_third_party() {
         let with_upstream = |upstream: &str, extra: &str| {
-            GOOD.replace("upstream = \"http://127.0.0.1:9000\"", &format!("upstream = \"{upstream}\"")) + extra
+            // allow_insecure_http: these cases are about where the upstream points, not the scheme.
+            GOOD.replace(
+                "upstream = \"http://127.0.0.1:9000\"",
+                &format!("upstream = \"{upstream}\"\nallow_insecure_http = true"),
+            ) + extra
         };
         let cases = [
             (with_upstream("http://127.0.0.1:8545", ""), "RPC node of networks[0]"),
