@@ -146,3 +146,25 @@ fn describe(e: &rustls::Error) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: an error without a TLS cause is not reported as one; a rustls error wrapped in an
+    // `io::Error` (as tokio-rustls reports it) is found and worded.
+    #[test]
+    fn finds_rustls_errors_through_io_errors() {
+        let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(tls_failure(&plain), None);
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        );
+        let found = tls_failure(&wrapped).unwrap();
+        assert_eq!(found.host, None);
+        assert!(found.to_string().starts_with("TLS handshake failed: certificate not issued by a trusted CA"));
+        let expired = rustls::Error::InvalidCertificate(CertificateError::Expired);
+        assert_eq!(tls_failure(&expired).unwrap().reason, "certificate expired");
+    }
+}

@@ -231,3 +231,46 @@ impl TlsIncoming {
         self.local
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        let (c, k) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn leaf(s: &ServerCert) -> Vec<u8> {
+        s.current.read().unwrap().cert[0].to_vec()
+    }
+
+    // Goal: a key that is not the certificate's is refused naming both files; a reload that
+    // fails (half-written or mismatched files) keeps the previous certificate; a good one swaps
+    // it, and `reload_if_changed` only reloads after a file changed.
+    #[test]
+    fn load_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c1, k1) = pair(dir.path(), "a");
+        let (c2, k2) = pair(dir.path(), "b");
+        let err = ServerCert::load(&c1, &k2).unwrap_err();
+        assert!(matches!(err, TlsError::Mismatch { .. }), "{err}");
+        let err = ServerCert::load(&c1, &c1).unwrap_err();
+        assert!(matches!(err, TlsError::BadKey { .. }), "{err}");
+        assert!(!err.to_string().contains("BEGIN"), "{err}");
+
+        let served = ServerCert::load(&c1, &k1).unwrap();
+        let first = leaf(&served);
+        assert!(!served.reload_if_changed().unwrap(), "nothing changed");
+        std::fs::copy(&c2, &c1).unwrap();
+        assert!(served.reload_if_changed().is_err(), "new certificate with the old key");
+        assert_eq!(leaf(&served), first, "the previous certificate keeps serving");
+        std::fs::copy(&k2, &k1).unwrap();
+        assert!(served.reload_if_changed().unwrap());
+        assert_ne!(leaf(&served), first);
+    }
+}
