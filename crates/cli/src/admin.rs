@@ -57,7 +57,7 @@ Exit codes:
 /// Where the admin API is and how to authenticate (global to every subcommand).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
-    /// Base URL of the admin API (http) [env: TOLLGATE_ADMIN_URL] [default: http://127.0.0.1:8403].
+    /// Base URL of the admin API (http or https) [env: TOLLGATE_ADMIN_URL] [default: http://127.0.0.1:8403].
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// Read the admin token from this file instead of TOLLGATE_ADMIN_TOKEN.
@@ -66,6 +66,10 @@ pub struct Connection {
     /// Timeout of each request (connection, answer and body), in milliseconds.
     #[arg(long, global = true, value_name = "MS", default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// PEM file of extra CA certificates trusted for an https admin API, beside the built-in
+    /// Mozilla roots [env: TOLLGATE_CA_FILE].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `tollgate admin` arguments.
@@ -1002,15 +1006,13 @@ impl Api {
             None => std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_owned()),
         };
         let base = Url::parse(&url).map_err(|e| Failure::usage(format!("--url `{url}`: {e}")))?;
-        if base.scheme() != "http" {
-            return Err(Failure::usage(format!(
-                "--url `{url}`: this build speaks plain http only (the admin API listens on loopback; \
-                 tunnel it over SSH to reach another host)"
-            )));
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(Failure::usage(format!("--url `{url}`: expected an http:// or https:// URL")));
         }
         let token = load_token(conn.token_file.as_deref())?;
         let timeout = Duration::from_millis(conn.timeout_ms.max(1));
-        let http = reqwest::Client::builder()
+        let http = crate::args::client_tls(conn.ca_file.as_deref())?
+            .reqwest_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
             .timeout(timeout)
@@ -1060,6 +1062,9 @@ impl Api {
     }
 
     fn transport(&self, e: reqwest::Error) -> Failure {
+        if let Some(tls) = tollgate_tls::tls_failure(&e) {
+            return Failure::new(EXIT_TRANSPORT, format!("request to the admin API failed: {tls}"));
+        }
         let what = if e.is_timeout() { "timed out" } else { "failed" };
         Failure::new(EXIT_TRANSPORT, format!("request to the admin API at {} {what}: {}", self.base, e.without_url()))
     }
@@ -1231,7 +1236,8 @@ mod tests {
     use super::*;
 
     fn api(base: &str) -> Api {
-        Api { http: reqwest::Client::new(), base: Url::parse(base).unwrap(), token: SecretString::from("t") }
+        let http = tollgate_tls::ClientTls::new(None).unwrap().reqwest_builder().build().unwrap();
+        Api { http, base: Url::parse(base).unwrap(), token: SecretString::from("t") }
     }
 
     // Goal: path segments and query values are percent-encoded under /admin, absent query

@@ -2,7 +2,8 @@
 //! entries, headers, the store path; and how a `ClientError` becomes an exit code.
 //!
 //! This is the only place the agent commands read the environment (the key variable, the
-//! keystore password, `TOLLGATE_HOME`, `HOME`); the client library never does.
+//! keystore password, `TOLLGATE_HOME`, `HOME`, `TOLLGATE_CA_FILE`); the client library never
+//! does.
 
 use std::path::PathBuf;
 
@@ -18,6 +19,32 @@ use crate::{EXIT_BUDGET, EXIT_FAILURE, EXIT_NO_REQUIREMENT, EXIT_REFUSED, EXIT_T
 pub const DEFAULT_KEY_ENV: &str = "TOLLGATE_KEY";
 /// The keystore password variable.
 pub const KEYSTORE_PASSWORD_ENV: &str = "TOLLGATE_KEYSTORE_PASSWORD";
+/// The extra CA file variable (`--ca-file` wins).
+pub const CA_FILE_ENV: &str = "TOLLGATE_CA_FILE";
+
+/// Trust for `https` URLs: the built-in Mozilla roots, plus a private CA when given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// PEM file of extra CA certificates trusted for https, beside the built-in Mozilla roots
+    /// [env: TOLLGATE_CA_FILE].
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client TLS configuration (a bad CA file is a usage error naming the file).
+    pub fn client_tls(&self) -> Result<tollgate_tls::ClientTls, Failure> {
+        client_tls(self.ca_file.as_deref())
+    }
+}
+
+/// The client TLS configuration from `--ca-file`, else `TOLLGATE_CA_FILE`, else the Mozilla
+/// roots only.
+pub fn client_tls(ca_file: Option<&std::path::Path>) -> Result<tollgate_tls::ClientTls, Failure> {
+    let from_env = std::env::var_os(CA_FILE_ENV).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let path = ca_file.map(std::path::Path::to_path_buf).or(from_env);
+    tollgate_tls::ClientTls::new(path.as_deref()).map_err(|e| Failure::usage(format!("--ca-file: {e}")))
+}
 
 /// Where the agent's key comes from (at most one; default `--key-env TOLLGATE_KEY`).
 #[derive(Debug, Clone, clap::Args)]

@@ -10,7 +10,7 @@ use tollgate_client::{
     AllowedAsset, ClientConfig, HeaderMap, HeaderName, HeaderValue, Method, Paid, PayingClient, RecordState,
 };
 
-use crate::args::{KeyArgs, client_failure, parse_allow, parse_amount, parse_header, store_path, usdc};
+use crate::args::{KeyArgs, TlsArgs, client_failure, parse_allow, parse_amount, parse_header, store_path, usdc};
 use crate::{EXIT_CODES, EXIT_FAILURE, EXIT_HTTP_STATUS, EXIT_OK, Failure};
 
 /// Examples and exit codes shown under `tollgate call --help`.
@@ -35,7 +35,7 @@ Examples:
 /// `tollgate call` arguments.
 #[derive(Debug, clap::Args)]
 pub struct CallArgs {
-    /// The URL (http; this build has no TLS).
+    /// The URL (http or https).
     pub url: String,
     /// HTTP method.
     #[arg(short = 'X', long = "request", value_name = "METHOD", default_value = "GET")]
@@ -63,6 +63,8 @@ pub struct CallArgs {
     /// The spending record file.
     #[arg(long, value_name = "PATH")]
     pub store: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Whole-request timeout, seconds (a paid call includes the server's settlement).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub timeout: u64,
@@ -97,6 +99,7 @@ pub async fn run(args: CallArgs) -> Result<u8, Failure> {
     config.limits.per_host_budget_atomic = args.host_budget;
     config.request_timeout = Duration::from_secs(args.timeout.max(1));
     config.retries = args.retries;
+    config.tls = Some(args.tls.client_tls()?);
     let client = PayingClient::new(config).map_err(client_failure)?;
 
     let open = client.resume().await.map_err(client_failure)?;

@@ -1,5 +1,6 @@
 //! `tollgate serve`: loads the configuration, prints the relayer address and warns on low
-//! gas, serves until SIGINT/SIGTERM. Knows nothing of the agent side.
+//! gas, serves until SIGINT/SIGTERM; SIGHUP reloads the listeners' TLS certificates. Knows
+//! nothing of the agent side.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,13 +47,16 @@ pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::
     // The admin API first: its address is printed before the line tests and scripts wait for.
     let admin = if gw.config.admin.enabled {
         let admin_listener = tokio::net::TcpListener::bind(gw.config.admin.listen).await?;
-        eprintln!("tollgate: admin API on http://{}", admin_listener.local_addr()?);
+        let scheme = if gw.config.admin.tls.is_some() { "https" } else { "http" };
+        eprintln!("tollgate: admin API on {scheme}://{}", admin_listener.local_addr()?);
         Some(tokio::spawn(tollgate_gateway::serve_admin(admin_listener, gw.clone(), stopped())))
     } else {
         None
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    eprintln!("tollgate: listening on http://{}", listener.local_addr()?);
+    let scheme = if gw.config.server.tls.is_some() { "https" } else { "http" };
+    let hup = tokio::spawn(reload_on_sighup(gw.clone()));
+    eprintln!("tollgate: listening on {scheme}://{}", listener.local_addr()?);
     let serving = tollgate_gateway::serve(listener, gw, stopped());
     tokio::pin!(serving);
     tokio::select! {
@@ -63,10 +67,26 @@ pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::
         }
     }
     let _ = stop_tx.send(true);
+    hup.abort();
     if let Some(a) = admin {
         a.await??;
     }
     Ok(())
+}
+
+/// SIGHUP: reload the listeners' certificates (new connections get them; open ones keep
+/// theirs). A failed reload keeps the old certificate and says why.
+async fn reload_on_sighup(gw: Arc<Gateway>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match tollgate_gateway::reload_certificates(&gw) {
+            Ok(0) => eprintln!("tollgate: SIGHUP: no TLS certificate to reload"),
+            Ok(n) => eprintln!("tollgate: SIGHUP: {n} TLS certificate(s) reloaded"),
+            Err(e) => {
+                eprintln!("tollgate: WARNING SIGHUP: TLS certificate not reloaded, the previous one keeps serving: {e}")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ use tollgate_client::{USDC_BASE, USDC_BASE_SEPOLIA, keys};
 use tollgate_verifier::{AlloyChain, SystemClock, Verifier, VerifierConfig};
 use tollgate_x402::Network;
 
-use crate::args::{KeyArgs, client_failure, keystore_password, usdc};
+use crate::args::{KeyArgs, TlsArgs, client_failure, keystore_password, usdc};
 use crate::{EXIT_CODES, EXIT_OK, EXIT_TRANSPORT, Failure};
 
 /// Examples shown under `tollgate wallet --help` and its subcommands.
@@ -58,7 +58,7 @@ pub enum WalletCommand {
     /// readable line on stderr.
     #[command(after_help = help())]
     Balance {
-        /// JSON-RPC URL of the chain (http; this build has no TLS).
+        /// JSON-RPC URL of the chain (http or https).
         #[arg(long, value_name = "URL")]
         rpc: String,
         /// The token [default: USDC of the network, for Base and Base Sepolia].
@@ -72,6 +72,8 @@ pub enum WalletCommand {
         address: Option<Address>,
         #[command(flatten)]
         key: KeyArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
@@ -83,12 +85,12 @@ pub async fn run(cmd: WalletCommand) -> Result<u8, Failure> {
             println!("{}", key.load()?.address());
             Ok(EXIT_OK)
         }
-        WalletCommand::Balance { rpc, asset, network, address, key } => {
+        WalletCommand::Balance { rpc, asset, network, address, key, tls } => {
             let who = match address {
                 Some(a) => a,
                 None => key.load()?.address(),
             };
-            balance(&rpc, asset, network, who).await
+            balance(&rpc, asset, network, who, &tls).await
         }
     }
 }
@@ -114,18 +116,42 @@ fn new(out: Option<PathBuf>, keystore: Option<PathBuf>, print_key: bool) -> Resu
     Ok(EXIT_OK)
 }
 
-async fn balance(rpc: &str, asset: Option<Address>, network: Option<Network>, who: Address) -> Result<u8, Failure> {
+async fn balance(
+    rpc: &str,
+    asset: Option<Address>,
+    network: Option<Network>,
+    who: Address,
+    tls: &TlsArgs,
+) -> Result<u8, Failure> {
     let timeout = Duration::from_secs(10);
     let unreachable = |e: &dyn std::fmt::Display| Failure::new(EXIT_TRANSPORT, format!("RPC: {e}"));
+    let http = tls
+        .client_tls()?
+        .reqwest_builder()
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| Failure::new(crate::EXIT_FAILURE, format!("HTTP client: {}", e.without_url())))?;
     let chain_id = match network {
         Some(n) => n.chain_id,
         None => {
             let url = rpc.parse().map_err(|_| Failure::usage("--rpc is not a valid URL"))?;
-            let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url);
+            let provider = ProviderBuilder::new().disable_recommended_fillers().connect_reqwest(http.clone(), url);
             match tokio::time::timeout(timeout, provider.get_chain_id()).await {
                 Ok(Ok(id)) => id,
-                // The provider's error text may carry the URL (and an API key in it).
-                Ok(Err(_)) => return Err(unreachable(&"eth_chainId failed (node unreachable?)")),
+                // The provider's error text may carry the URL (and an API key in it); a TLS
+                // failure is told with the host and reason only.
+                Ok(Err(e)) => {
+                    let tls = match &e {
+                        alloy::transports::RpcError::Transport(alloy::transports::TransportErrorKind::Custom(err)) => {
+                            tollgate_tls::tls_failure(err.as_ref())
+                        }
+                        _ => None,
+                    };
+                    return Err(match tls {
+                        Some(tls) => unreachable(&tls),
+                        None => unreachable(&"eth_chainId failed (node unreachable?)"),
+                    });
+                }
                 Err(_) => return Err(unreachable(&"eth_chainId timed out")),
             }
         }
@@ -136,7 +162,7 @@ async fn balance(rpc: &str, asset: Option<Address>, network: Option<Network>, wh
         None if chain_id == Network::BASE_SEPOLIA.chain_id => USDC_BASE_SEPOLIA,
         None => return Err(Failure::usage(format!("no default asset on chain {chain_id}: pass --asset"))),
     };
-    let chain = AlloyChain::connect(rpc, chain_id, timeout).await.map_err(|e| unreachable(&e))?;
+    let chain = AlloyChain::connect(rpc, chain_id, timeout, http).await.map_err(|e| unreachable(&e))?;
     let verifier = Verifier::new(vec![Arc::new(chain)], Arc::new(SystemClock), VerifierConfig::default());
     let balance = verifier.token_balance(chain_id, asset, who).await.map_err(|e| unreachable(&e))?;
     let human = if asset == USDC_BASE || asset == USDC_BASE_SEPOLIA {

@@ -107,6 +107,10 @@ enum Delivery {
 
 /// A transport error described without its URL (a query may carry an API key).
 fn describe(e: reqwest::Error) -> String {
+    // A refused certificate is said with the host and the reason.
+    if let Some(tls) = tollgate_tls::tls_failure(&e) {
+        return tls.to_string();
+    }
     let e = e.without_url();
     let mut out = e.to_string();
     let mut source = e.source();
@@ -128,7 +132,13 @@ impl PayingClient {
         let store = SpendStore::open(&config.store_path)?;
         // Redirects are returned to the caller, never followed: a payment header must not
         // travel to a host the agent did not choose.
-        let http = reqwest::Client::builder()
+        let tls = match config.tls {
+            Some(t) => t,
+            None => tollgate_tls::ClientTls::new(None)
+                .map_err(|e| ClientError::InvalidRequest { reason: format!("TLS: {e}") })?,
+        };
+        let http = tls
+            .reqwest_builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -266,12 +276,7 @@ impl PayingClient {
     fn request(&self, method: Method, url: &str, headers: HeaderMap, body: Bytes) -> Result<Req, ClientError> {
         let url = Url::parse(url).map_err(|e| ClientError::InvalidRequest { reason: format!("URL: {e}") })?;
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(ClientError::InvalidRequest {
-                    reason: "https needs TLS, which this build of tollgate-client lacks".to_owned(),
-                });
-            }
+            "http" | "https" => {}
             other => return Err(ClientError::InvalidRequest { reason: format!("unsupported URL scheme {other}") }),
         }
         let host =

@@ -93,6 +93,9 @@ pub struct ClientConfig {
     pub response_bytes_max: usize,
     /// Clock for `validBefore` and the record's timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Trusted roots for `https` (`None`: the Mozilla roots only; a private CA is added with
+    /// `tollgate_tls::ClientTls::new(Some(path))`).
+    pub tls: Option<tollgate_tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -113,6 +116,7 @@ impl ClientConfig {
             payment_attempts_max: 2,
             response_bytes_max: 16 * 1024 * 1024,
             clock: Arc::new(SystemClock),
+            tls: None,
         }
     }
 }

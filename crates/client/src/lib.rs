@@ -33,9 +33,9 @@
 //!   other status, no success receipt ──▶ `failed` (the server charged nothing)
 //! ```
 //!
-//! This crate is built without TLS (like the gateway, to keep the dependency tree small):
-//! `https` URLs fail with a transport error. Put a TLS-terminating proxy in front, or enable
-//! a TLS feature of `reqwest` in the final binary.
+//! `https` URLs are verified against the Mozilla roots plus any extra CA given in
+//! [`ClientConfig::tls`] (rustls, through `tollgate-tls`); a refused certificate is reported
+//! as a transport error naming the host and the reason, never the URL.
 
 mod challenge;
 mod client;

@@ -117,7 +117,7 @@ async fn run_bench(s: Settings) -> anyhow::Result<()> {
         loadavg()
     );
     let stack = Stack::start(s).await?;
-    let http = reqwest::Client::builder()
+    let http = tollgate_test_support::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

@@ -449,6 +449,7 @@ struct ProviderBody {
     strip_prefix: Option<String>,
     credential: Option<crate::config::RawCredential>,
     upstream_timeout_ms: Option<u64>,
+    allow_insecure_http: Option<bool>,
 }
 
 async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
@@ -482,6 +483,7 @@ async fn put_provider(
         strip_prefix: b.strip_prefix,
         credential: b.credential,
         upstream_timeout_ms: b.upstream_timeout_ms,
+        allow_insecure_http: b.allow_insecure_http,
         routes: Vec::new(),
     };
     // The same validation as the file, except that secrets must come from the vault.

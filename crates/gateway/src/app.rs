@@ -176,11 +176,22 @@ impl Gateway {
         };
         let mut chains: Vec<Arc<dyn Chain>> = Vec::new();
         let mut settlers = HashMap::new();
+        // RPC nodes are trusted through the same roots as upstreams (`[tls]`). Each call has
+        // its own timeout in `AlloyChain`; this bounds the connection (TCP and TLS) itself.
+        let rpc_http = config
+            .tls
+            .client
+            .reqwest_builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| StartError::Config(format!("RPC HTTP client: {e}")))?;
         let mut rpc_stats = Vec::new();
         for n in &config.networks {
-            let chain = AlloyChain::connect(n.rpc_url.expose_secret(), n.network.chain_id, n.rpc_timeout)
-                .await
-                .map_err(|e| StartError::Chain { network: n.network.caip2(), reason: e.to_string() })?;
+            let chain =
+                AlloyChain::connect(n.rpc_url.expose_secret(), n.network.chain_id, n.rpc_timeout, rpc_http.clone())
+                    .await
+                    .map_err(|e| StartError::Chain { network: n.network.caip2(), reason: e.to_string() })?;
             rpc_stats.push((n.network.caip2(), chain.stats()));
             let chain: Arc<dyn Chain> = Arc::new(chain);
             if let Some(key) = &relayer {
@@ -213,7 +224,10 @@ impl Gateway {
         )
         .await
         .map_err(|e| StartError::Database(e.to_string()))?;
-        let http = reqwest::Client::builder()
+        let http = config
+            .tls
+            .client
+            .reqwest_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(60))

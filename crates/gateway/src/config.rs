@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::Address;
@@ -15,6 +16,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tollgate_metering::{AtomicAmount, SettlementMode};
+use tollgate_tls::{ClientTls, ServerCert};
 use tollgate_x402::Network;
 
 use crate::routes::PathPattern;
@@ -99,6 +101,7 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     log: RawLog,
+    tls: RawTls,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,11 +112,20 @@ struct RawLog {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawTls {
+    extra_ca_file: Option<PathBuf>,
+    cert_reload_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawAdmin {
     enabled: Option<bool>,
     listen: Option<String>,
     body_bytes_max: Option<usize>,
     allow_insecure_remote: Option<bool>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -140,6 +152,8 @@ struct RawServer {
     response_bytes_max: Option<u64>,
     payment_header_bytes_max: Option<u64>,
     forwarded_headers: Option<bool>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -207,6 +221,7 @@ struct RawNetwork {
     eip712_version: String,
     decimals: Option<u8>,
     rpc_timeout_ms: Option<u64>,
+    allow_insecure_http: Option<bool>,
 }
 
 /// A provider as written in the file (and as stored, JSON, in the control plane).
@@ -228,6 +243,10 @@ pub struct RawProvider {
     /// Default upstream timeout of its routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_timeout_ms: Option<u64>,
+    /// Accept an `http://` upstream off loopback (requests, injected credential included,
+    /// cross the network in clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
     /// Priced routes (the file only; stored separately as endpoints).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
@@ -325,6 +344,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Logging (`tollgate serve` sets up the log from it; `--log-format` overrides).
     pub log: LogConfig,
+    /// Outbound trust (upstreams and RPC) and certificate reloading.
+    pub tls: TlsConfig,
     /// What is accepted but unsafe; `tollgate serve` prints these at startup.
     pub warnings: Vec<ConfigWarning>,
 }
@@ -384,6 +405,18 @@ pub struct AdminConfig {
     pub body_bytes_max: usize,
     /// Whether a non-loopback `listen` is accepted without TLS (warned at startup).
     pub allow_insecure_remote: bool,
+    /// Serve the admin API over TLS with this certificate (`tls_cert_file`/`tls_key_file`).
+    pub tls: Option<Arc<ServerCert>>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The roots trusted for upstreams and RPC nodes: the Mozilla set plus `extra_ca_file`.
+    pub client: ClientTls,
+    /// How often the listeners' certificate files are checked for a change (`None`: only
+    /// on SIGHUP).
+    pub cert_reload_interval: Option<Duration>,
 }
 
 /// The vault's AES-256 master key. Never printed; never stored in the database.
@@ -442,6 +475,9 @@ pub struct ServerConfig {
     /// Set `X-Forwarded-For` / `-Proto` / `-Host` on forwarded requests (the agent's own are
     /// stripped either way).
     pub forwarded_headers: bool,
+    /// Serve over TLS with this certificate (`tls_cert_file`/`tls_key_file`); plain HTTP when
+    /// absent.
+    pub tls: Option<Arc<ServerCert>>,
 }
 
 /// `[database]`.
@@ -783,6 +819,15 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         payment_header_bytes_max: usize::try_from(raw.server.payment_header_bytes_max.unwrap_or(16 * 1024))
             .map_err(|_| invalid("server.payment_header_bytes_max", "too large"))?,
         forwarded_headers: raw.server.forwarded_headers.unwrap_or(true),
+        tls: server_cert("server", raw.server.tls_cert_file.as_deref(), raw.server.tls_key_file.as_deref())?,
+    };
+    let tls = TlsConfig {
+        client: ClientTls::new(raw.tls.extra_ca_file.as_deref())
+            .map_err(|e| invalid("tls.extra_ca_file", e.to_string()))?,
+        cert_reload_interval: match raw.tls.cert_reload_interval_ms.unwrap_or(5_000) {
+            0 => None,
+            v => Some(Duration::from_millis(v.max(100))),
+        },
     };
 
     let db_url = match (raw.database.url, raw.database.url_env.as_deref()) {
@@ -866,7 +911,8 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             (None, Some(name)) => env(name).ok_or_else(|| invalid(key("rpc_url_env"), format!("{name} is not set")))?,
             (None, None) => return Err(invalid(key("rpc_url"), "missing")),
         };
-        url(&key("rpc_url"), &rpc_url)?;
+        let parsed = url(&key("rpc_url"), &rpc_url)?;
+        check_plain_http(&key("rpc_url"), &parsed, n.allow_insecure_http.unwrap_or(false))?;
         networks.push(NetworkConfig {
             network,
             rpc_url: SecretString::from(rpc_url),
@@ -910,6 +956,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             .map_err(|_| invalid("admin.listen", "expected host:port"))?,
         body_bytes_max: raw.admin.body_bytes_max.unwrap_or(64 * 1024),
         allow_insecure_remote: raw.admin.allow_insecure_remote.unwrap_or(false),
+        tls: server_cert("admin", raw.admin.tls_cert_file.as_deref(), raw.admin.tls_key_file.as_deref())?,
     };
     if let Some(w) = check_admin_listener(&admin)? {
         warnings.push(w);
@@ -968,25 +1015,26 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         admin,
         vault_key,
         control,
+        tls,
         reconciliation: reconciliation(raw.reconciliation)?,
         log,
         warnings,
     })
 }
 
-/// The admin API has no TLS yet (issue 15): off loopback, its bearer tokens would cross the
-/// network in clear. Refused unless `admin.allow_insecure_remote` says a TLS proxy is in
-/// front; then warned.
+/// Off loopback, a plain-HTTP admin API would send its bearer tokens across the network in
+/// clear. Refused unless the listener serves TLS (`admin.tls_cert_file`) or
+/// `admin.allow_insecure_remote` says a TLS proxy is in front; then warned.
 fn check_admin_listener(admin: &AdminConfig) -> Result<Option<ConfigWarning>, ConfigError> {
-    if !admin.enabled || admin.listen.ip().is_loopback() {
+    if !admin.enabled || admin.listen.ip().is_loopback() || admin.tls.is_some() {
         return Ok(None);
     }
     if !admin.allow_insecure_remote {
         return Err(invalid(
             "admin.listen",
-            "not a loopback address, and the admin API has no TLS: bearer tokens would cross the network \
-             in clear. Listen on 127.0.0.1 or ::1, or set admin.allow_insecure_remote = true if a TLS proxy \
-             on this host is the only way in",
+            "not a loopback address and no TLS: bearer tokens would cross the network in clear. Listen on \
+             127.0.0.1 or ::1, set admin.tls_cert_file and admin.tls_key_file, or set \
+             admin.allow_insecure_remote = true if a TLS proxy on this host is the only way in",
         ));
     }
     Ok(Some(ConfigWarning {
@@ -995,6 +1043,47 @@ fn check_admin_listener(admin: &AdminConfig) -> Result<Option<ConfigWarning>, Co
                  bearer tokens are readable on the network unless a TLS proxy is the only way in"
             .to_owned(),
     }))
+}
+
+/// A listener's certificate: both files or neither, loaded now so a bad file is refused at
+/// startup with the key named.
+fn server_cert(section: &str, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<ServerCert>>, ConfigError> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(invalid(format!("{section}.tls_key_file"), "missing (tls_cert_file is set)")),
+        (None, Some(_)) => Err(invalid(format!("{section}.tls_cert_file"), "missing (tls_key_file is set)")),
+        (Some(c), Some(k)) => ServerCert::load(c, k).map(Some).map_err(|e| {
+            let key = match e {
+                tollgate_tls::TlsError::BadKey { .. } => "tls_key_file",
+                tollgate_tls::TlsError::Read { ref path, .. } if path == k => "tls_key_file",
+                _ => "tls_cert_file",
+            };
+            invalid(format!("{section}.{key}"), e.to_string())
+        }),
+    }
+}
+
+/// `http://` to another host sends requests (RPC calls; upstream calls with their injected
+/// credential) across the network in clear, where they can be read and answered by anyone
+/// on the path. Loopback (`localhost`, 127.0.0.0/8, ::1) is fine; elsewhere the entry must say
+/// `allow_insecure_http = true`.
+fn check_plain_http(key: &str, u: &Url, allowed: bool) -> Result<(), ConfigError> {
+    if u.scheme() != "http" || allowed {
+        return Ok(());
+    }
+    let loopback = match url_host(u) {
+        Some(UrlHost::Ip(ip)) => ip.is_loopback(),
+        Some(UrlHost::Loopback) => true,
+        _ => false,
+    };
+    if loopback {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        "http:// to a host that is not loopback: traffic would cross the network in clear; use https://, \
+         or set allow_insecure_http = true on this entry",
+    ))
 }
 
 /// An upstream must be a third party: pointed at our RPC node it would let any paying agent
@@ -1101,6 +1190,12 @@ fn check_secret_files(raw: &RawConfig) -> Result<Vec<ConfigWarning>, ConfigError
     if let Some(f) = &raw.vault.master_key_file {
         files.push(("vault.master_key_file".to_owned(), f));
     }
+    if let Some(f) = &raw.server.tls_key_file {
+        files.push(("server.tls_key_file".to_owned(), f));
+    }
+    if let Some(f) = &raw.admin.tls_key_file {
+        files.push(("admin.tls_key_file".to_owned(), f));
+    }
     for (pi, p) in raw.providers.iter().enumerate() {
         if let Some(f) = p.credential.as_ref().and_then(|c| c.secret_file.as_deref()) {
             files.push((format!("providers[{pi}].credential.secret_file"), f));
@@ -1169,10 +1264,12 @@ pub fn build_provider(
         None => None,
         Some(c) => Some(credential(&key("credential"), c.clone(), env, static_secrets)?),
     };
+    let upstream = base_url(&key("upstream"), &p.upstream)?;
+    check_plain_http(&key("upstream"), &upstream, p.allow_insecure_http.unwrap_or(false))?;
     Ok(ProviderConfig {
         id: p.id.clone(),
         pay_to: address(&key("pay_to"), &p.pay_to)?,
-        upstream: base_url(&key("upstream"), &p.upstream)?,
+        upstream,
         strip_prefix: p.strip_prefix.clone(),
         credential,
         default_upstream_timeout: ms(p.upstream_timeout_ms, 10_000),
@@ -1695,12 +1792,59 @@ price = "0.001"
         assert!(c.warnings.is_empty(), "a disabled admin API listens nowhere");
     }
 
+    // Goal: `http://` to a host that is not loopback is refused for an RPC URL and an upstream,
+    // naming the key and the opt-out, and accepted with `allow_insecure_http = true` on that
+    // entry; loopback (127.0.0.0/8, ::1, localhost) and https need nothing.
+    #[test]
+    fn plain_http_off_loopback_needs_the_opt_out() {
+        let rpc = GOOD.replace("http://127.0.0.1:8545", "http://rpc.internal:8545/v2/KEYabc");
+        let err = error_of(&rpc);
+        assert!(err.starts_with("networks[0].rpc_url: http:// to a host that is not loopback"), "{err}");
+        assert!(err.contains("allow_insecure_http") && !err.contains("KEYabc"), "{err}");
+        let allowed = rpc.replace("eip712_version = \"2\"", "eip712_version = \"2\"\nallow_insecure_http = true");
+        assert!(Config::parse(&allowed, &env).is_ok());
+        let up = GOOD.replace("http://127.0.0.1:9000", "http://api.example");
+        let err = error_of(&up);
+        assert!(err.starts_with("providers[0].upstream: http:// to a host that is not loopback"), "{err}");
+        let allowed = up.replace(
+            "upstream = \"http://api.example\"",
+            "upstream = \"http://api.example\"\nallow_insecure_http = true",
+        );
+        assert!(Config::parse(&allowed, &env).is_ok());
+        for fine in ["http://localhost:9000", "http://127.0.0.9:9000", "http://[::1]:9000", "https://api.example"] {
+            assert!(Config::parse(&GOOD.replace("http://127.0.0.1:9000", fine), &env).is_ok(), "{fine}");
+        }
+    }
+
+    // Goal: a TLS listener needs both files; a missing or mismatched file is refused naming the
+    // key; an admin listener off loopback that serves TLS needs no insecure opt-in.
+    #[test]
+    fn listener_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.pem");
+        let err = error_of(&format!("{GOOD}\n[server]\ntls_cert_file = \"{}\"\n", missing.display()));
+        assert!(err.starts_with("server.tls_key_file: missing"), "{err}");
+        let key = dir.path().join("key.pem");
+        let err = error_of(&format!(
+            "{GOOD}\n[admin]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            missing.display(),
+            key.display()
+        ));
+        assert!(err.starts_with("admin.tls_cert_file: cannot read"), "{err}");
+        let err = error_of(&format!("{GOOD}\n[tls]\nextra_ca_file = \"{}\"\n", missing.display()));
+        assert!(err.starts_with("tls.extra_ca_file: cannot read"), "{err}");
+    }
+
     // Goal: an upstream at the RPC node's, the admin listener's or the gateway's own host and port
     // is refused with the reason, comparing localhost, loopback and unspecified addresses.
     #[test]
     fn upstream_must_be_a_third_party() {
         let with_upstream = |upstream: &str, extra: &str| {
-            GOOD.replace("upstream = \"http://127.0.0.1:9000\"", &format!("upstream = \"{upstream}\"")) + extra
+            // allow_insecure_http: these cases are about where the upstream points, not the scheme.
+            GOOD.replace(
+                "upstream = \"http://127.0.0.1:9000\"",
+                &format!("upstream = \"{upstream}\"\nallow_insecure_http = true"),
+            ) + extra
         };
         let cases = [
             (with_upstream("http://127.0.0.1:8545", ""), "RPC node of networks[0]"),

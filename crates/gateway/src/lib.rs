@@ -32,4 +32,4 @@ pub mod vault;
 pub use app::{Gateway, StartError};
 pub use config::{Config, ConfigError};
 pub use error::GatewayError;
-pub use server::{router, serve, serve_admin};
+pub use server::{reload_certificates, router, serve, serve_admin};

@@ -336,9 +336,11 @@ fn public_base(gw: &Gateway, parts: &Parts) -> String {
     let host = parts.headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).filter(|h| {
         !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
     });
+    // How the agent reached us: over TLS when this listener serves it.
+    let scheme = if gw.config.server.tls.is_some() { "https" } else { "http" };
     match host {
-        Some(h) => format!("http://{h}"),
-        None => format!("http://{}", gw.config.server.listen),
+        Some(h) => format!("{scheme}://{h}"),
+        None => format!("{scheme}://{}", gw.config.server.listen),
     }
 }
 

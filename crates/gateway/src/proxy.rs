@@ -744,8 +744,12 @@ fn encodings(raw: &[u8]) -> Vec<Vec<u8>> {
     ]
 }
 
-/// A transport error without its URL (which may carry a query-injected credential).
+/// A transport error without its URL (which may carry a query-injected credential). A refused
+/// certificate names the upstream's host and the reason.
 fn describe(e: &reqwest::Error) -> String {
+    if let Some(tls) = tollgate_tls::tls_failure(e) {
+        return tls.to_string();
+    }
     let kind = if e.is_connect() {
         "connection failed"
     } else if e.is_body() {

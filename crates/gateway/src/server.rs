@@ -1,12 +1,22 @@
 //! Serving: the router, background tasks, graceful shutdown. `main` and tests run the same
 //! code: they pass a bound listener and a shutdown future.
+//!
+//! A listener whose configuration names a certificate (`[server]`/`[admin]`
+//! `tls_cert_file`) serves HTTPS: handshakes complete off the accept loop
+//! (`tollgate_tls::TlsIncoming`), and the certificate reloads on [`reload_certificates`]
+//! (SIGHUP, called by `main`) or when its files change, without dropping connections.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
+use tollgate_tls::{ServerCert, TlsIncoming};
 
 use crate::app::Gateway;
 use crate::paid;
@@ -56,9 +66,17 @@ pub async fn serve(
         .map(|rx| tokio::spawn(settlement::chase_worker(gw.clone(), rx)));
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
+    let reload = spawn_cert_watcher(&gw);
     // The peer address becomes the forwarded request's `X-Forwarded-For`.
-    let app = router(gw.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let app = router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // `tap_io` (a no-op) gives both listener kinds axum's `ConnectInfo<SocketAddr>`.
+    let result = match tls_incoming(listener, gw.config.server.tls.as_ref())? {
+        Incoming::Plain(l) => axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(shutdown).await,
+        Incoming::Tls(l) => axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(shutdown).await,
+    };
+    if let Some(r) = reload {
+        r.abort();
+    }
     recovery.abort();
     watcher.abort();
     monitor.abort();
@@ -95,6 +113,69 @@ pub async fn serve_admin(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let body_max = gw.config.admin.body_bytes_max;
+    let tls = gw.config.admin.tls.clone();
     let app = admin::router(gw).layer(axum::extract::DefaultBodyLimit::max(body_max));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    match tls_incoming(listener, tls.as_ref())? {
+        Incoming::Plain(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+        Incoming::Tls(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+    }
+}
+
+/// How long a client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once per listener; more connections wait in the kernel's
+/// backlog (a handshake costs a signature, so an unbounded number is a CPU flood).
+const TLS_HANDSHAKES_MAX: usize = 256;
+
+enum Incoming {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+fn tls_incoming(listener: TcpListener, cert: Option<&Arc<ServerCert>>) -> std::io::Result<Incoming> {
+    let Some(cert) = cert else { return Ok(Incoming::Plain(listener)) };
+    let config = cert.server_config().map_err(std::io::Error::other)?;
+    Ok(Incoming::Tls(TlsListener(TlsIncoming::new(listener, config, TLS_HANDSHAKE_TIMEOUT, TLS_HANDSHAKES_MAX)?)))
+}
+
+/// `TlsIncoming` as an axum listener.
+struct TlsListener(TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
+/// The listeners' certificates (public, then admin), those configured.
+fn certificates(gw: &Gateway) -> Vec<Arc<ServerCert>> {
+    [gw.config.server.tls.clone(), gw.config.admin.tls.clone()].into_iter().flatten().collect()
+}
+
+/// Reloads every listener certificate from its files (what `tollgate serve` does on SIGHUP).
+/// New handshakes get the new certificate; open connections keep theirs. A pair that fails
+/// to load leaves the previous certificate serving and is returned as an error naming the
+/// file.
+pub fn reload_certificates(gw: &Gateway) -> Result<usize, tollgate_tls::TlsError> {
+    let certs = certificates(gw);
+    for c in &certs {
+        c.reload()?;
+    }
+    Ok(certs.len())
+}
+
+fn spawn_cert_watcher(gw: &Gateway) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = gw.config.tls.cert_reload_interval?;
+    let certs = certificates(gw);
+    if certs.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(tollgate_tls::watch_files(certs, interval)))
 }

@@ -90,7 +90,10 @@ impl TestChain {
     }
 
     fn provider_for(url: &str, key: PrivateKeySigner) -> DynProvider {
-        ProviderBuilder::new().wallet(EthereumWallet::from(key)).connect_http(url.parse().expect("url")).erased()
+        ProviderBuilder::new()
+            .wallet(EthereumWallet::from(key))
+            .connect_reqwest(crate::http(), url.parse().expect("url"))
+            .erased()
     }
 
     /// The network id of this chain.

@@ -4,7 +4,8 @@
 //! code — deliberately independent of the verifier's hand-rolled hashing, so each checks
 //! the other. The fault kit for the fault-matrix tests: a JSON-RPC fault proxy in front of
 //! anvil (`rpc_fault`), a scripted upstream (`upstream`), a PostgreSQL server a test can stop
-//! and start (`pg_server`) and the real `tollgate` binary as a killable process (`binary`).
+//! and start (`pg_server`, optionally with `ssl = on`), the real `tollgate` binary as a killable
+//! process (`binary`), and a test certificate authority (`tls`) for real TLS handshakes.
 //!
 //! Must not be a dependency of any non-dev target. Helpers here may panic: a panic in a
 //! fixture is a failed test.
@@ -19,6 +20,7 @@ mod pg_server;
 mod rpc_fault;
 mod serve;
 mod sign;
+mod tls;
 mod upstream;
 
 pub use anvil::{Anvil, workspace_root};
@@ -30,6 +32,7 @@ pub use rpc_fault::{ANY_METHOD, RpcFault, RpcFaultProxy};
 pub use sign::{
     PaymentBuilder, sign_authorization_digest, sign_cancel, sign_transfer_authorization, v1_header, v2_header,
 };
+pub use tls::{IssuedCert, TestCa, http, http_builder};
 pub use upstream::{Recorded, Reply, ScriptedUpstream};
 
 use alloy::signers::local::PrivateKeySigner;

@@ -8,6 +8,8 @@
 //! root both run as the `postgres` user through `runuser` (the directory is handed to that
 //! user). Binaries come from `TOLLGATE_PG_BIN_DIR`, else from `PATH`; when they are missing
 //! the fixture prints a visible `SKIPPED` line, unless `CI=true`, where that is a failure.
+//! With [`ThrowawayPg::start_new_ssl`] the server has `ssl = on` with a given certificate and
+//! accepts TCP connections only over TLS (`hostssl` in `pg_hba.conf`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -25,12 +27,24 @@ pub struct ThrowawayPg {
     run_as: Option<String>,
     port: u16,
     running: bool,
+    /// `ssl = on` with `server.crt` / `server.key` in the data directory.
+    ssl: bool,
 }
 
 impl ThrowawayPg {
     /// Creates and starts a server for `test`. `Ok(None)` (after a `SKIPPED` line on stderr)
     /// when the PostgreSQL binaries are missing and `CI` is not `true`.
     pub async fn start_new(test: &str) -> anyhow::Result<Option<ThrowawayPg>> {
+        Self::start_new_with(test, None).await
+    }
+
+    /// Like [`ThrowawayPg::start_new`], with `ssl = on` serving `cert` (its `cert_pem` and
+    /// `key_pem`), and TCP clients admitted over TLS only.
+    pub async fn start_new_ssl(test: &str, cert: &crate::IssuedCert) -> anyhow::Result<Option<ThrowawayPg>> {
+        Self::start_new_with(test, Some((cert.cert_pem.clone(), cert.key_pem.clone()))).await
+    }
+
+    async fn start_new_with(test: &str, ssl: Option<(String, String)>) -> anyhow::Result<Option<ThrowawayPg>> {
         let Some(bin_dir) = find_bin_dir() else {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 bail!("{test}: initdb/pg_ctl not found (TOLLGATE_PG_BIN_DIR or PATH) and CI=true");
@@ -40,20 +54,22 @@ impl ThrowawayPg {
         };
         let test = test.to_owned();
         // initdb and pg_ctl block for a second or two: keep them off the async workers.
-        tokio::task::spawn_blocking(move || ThrowawayPg::create(&test, bin_dir)).await?.map(Some)
+        tokio::task::spawn_blocking(move || ThrowawayPg::create(&test, bin_dir, ssl)).await?.map(Some)
     }
 
-    fn create(test: &str, bin_dir: PathBuf) -> anyhow::Result<ThrowawayPg> {
+    fn create(test: &str, bin_dir: PathBuf, ssl: Option<(String, String)>) -> anyhow::Result<ThrowawayPg> {
         let dir = tempfile::Builder::new().prefix("tollgate-pg-").tempdir().context("temporary directory")?;
         let run_as = if is_root()? { Some("postgres".to_owned()) } else { None };
+        let mut owner = None;
         if let Some(user) = &run_as {
             let (uid, gid) = user_ids(user).with_context(|| {
                 format!("{test}: running as root needs a `{user}` user for initdb (none found: `id {user}`)")
             })?;
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).context("handing the directory over")?;
+            owner = Some((uid, gid));
         }
         let port = free_port()?;
-        let mut pg = ThrowawayPg { dir, bin_dir, run_as, port, running: false };
+        let mut pg = ThrowawayPg { dir, bin_dir, run_as, port, running: false, ssl: ssl.is_some() };
         let data = pg.data_dir();
         let initdb = pg.run(
             "initdb",
@@ -71,6 +87,9 @@ impl ThrowawayPg {
         )?;
         if !initdb.status.success() {
             bail!("{test}: initdb failed: {}", String::from_utf8_lossy(&initdb.stderr));
+        }
+        if let Some((cert_pem, key_pem)) = ssl {
+            pg.install_ssl(&cert_pem, &key_pem, owner)?;
         }
         pg.start_blocking()?;
         Ok(pg)
@@ -141,16 +160,41 @@ impl ThrowawayPg {
         Ok(())
     }
 
+    /// Puts the certificate and key into the data directory (the key owner-only, as
+    /// postgres demands) and admits TCP clients over TLS only.
+    fn install_ssl(&self, cert_pem: &str, key_pem: &str, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        for (name, text, mode) in [("server.crt", cert_pem, 0o644), ("server.key", key_pem, 0o600)] {
+            let path = data.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        // Unix-socket connections (pg_ctl's readiness probe) stay trusted; TCP needs TLS.
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n";
+        std::fs::write(data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(data.join("pg_hba.conf"), Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
     fn start_args(&self) -> Vec<std::ffi::OsString> {
         // Loopback only, the unix socket inside our directory (not /var/run/postgresql, which
         // may not exist or belong to the shared server). fsync is off (the machine does not
         // crash under a test; the server only stops), but commits stay synchronous, so a
         // committed row survives an immediate stop as it would on a real server.
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
             self.port,
             self.dir.path().display()
         );
+        if self.ssl {
+            options.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         vec![
             "-D".into(),
             self.data_dir().into(),

@@ -95,21 +95,35 @@ pub struct RpcFaultProxy {
 impl RpcFaultProxy {
     /// Starts the proxy in front of `node_url` (e.g. `Anvil::url`).
     pub async fn start(node_url: &str) -> anyhow::Result<RpcFaultProxy> {
+        Self::start_with(node_url, None).await
+    }
+
+    /// Starts the proxy terminating TLS with `tls` in front of `node_url` (plain HTTP to the
+    /// node, like a hosted provider's front door): the gateway's `rpc_url` becomes
+    /// `https://localhost:<port>`.
+    pub async fn start_tls(node_url: &str, tls: Arc<rustls::ServerConfig>) -> anyhow::Result<RpcFaultProxy> {
+        Self::start_with(node_url, Some(tls)).await
+    }
+
+    async fn start_with(node_url: &str, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<RpcFaultProxy> {
         let node: reqwest::Url = node_url.parse().context("node URL")?;
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let client = crate::http_builder().timeout(Duration::from_secs(60)).build()?;
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
-        let server = HttpServer::start(handler(move |req, ctl| {
-            let (st, client, node) = (st.clone(), client.clone(), node.clone());
-            async move { handle(req, ctl, st, client, node).await }
-        }))
+        let server = HttpServer::start_with(
+            handler(move |req, ctl| {
+                let (st, client, node) = (st.clone(), client.clone(), node.clone());
+                async move { handle(req, ctl, st, client, node).await }
+            }),
+            tls,
+        )
         .await?;
         Ok(RpcFaultProxy { server, state })
     }
 
     /// The URL to give the gateway as its `rpc_url`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.base_url()
     }
 
     /// Applies `fault` to every call of `method` (or [`ANY_METHOD`]) until cleared.

@@ -2,7 +2,8 @@
 //! [`crate::ScriptedUpstream`]): hyper on a loopback listener, one task per connection, and
 //! the controls a fault needs that a normal server hides — closing one connection without an
 //! answer (with a TCP reset or a plain close), refusing connections altogether and coming
-//! back on the same port.
+//! back on the same port. Optionally over TLS (a rustls server configuration from
+//! [`crate::TestCa`]), with the same controls.
 //!
 //! Owns sockets and bytes only; what to answer is the handler's business. Must not be used
 //! outside this crate's fixtures: it has no limits a production server would need.
@@ -123,6 +124,7 @@ struct Running {
 pub(crate) struct HttpServer {
     addr: SocketAddr,
     handler: Handler,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     running: Mutex<Option<Running>>,
 }
 
@@ -133,17 +135,23 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `127.0.0.1:0` and starts serving with `handler`.
-    pub(crate) async fn start(handler: Handler) -> io::Result<HttpServer> {
+    /// Binds `127.0.0.1:0` and serves `handler` over TLS with `tls` when given.
+    pub(crate) async fn start_with(handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<HttpServer> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let server = HttpServer { addr, handler, running: Mutex::new(None) };
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let server = HttpServer { addr, handler, tls, running: Mutex::new(None) };
         server.run(listener);
         Ok(server)
     }
 
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+    /// `http://127.0.0.1:<port>`, or `https://localhost:<port>` over TLS (the name test
+    /// certificates are issued for).
+    pub(crate) fn base_url(&self) -> String {
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+            None => format!("http://{}", self.addr),
+        }
     }
 
     /// Stops listening (new connections are refused by the kernel) and closes every open
@@ -177,6 +185,7 @@ impl HttpServer {
     fn run(&self, listener: TcpListener) {
         let (close, closed) = watch::channel(());
         let handler = self.handler.clone();
+        let tls = self.tls.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -185,7 +194,7 @@ impl HttpServer {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, handler.clone(), closed.clone()));
+                tokio::spawn(serve_connection(stream, tls.clone(), handler.clone(), closed.clone()));
             }
         });
         *self.running.lock().expect("server state") = Some(Running { accept, _close: close });
@@ -202,9 +211,30 @@ impl Drop for HttpServer {
     }
 }
 
-async fn serve_connection(stream: TcpStream, handler: Handler, mut closed: watch::Receiver<()>) {
+async fn serve_connection(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Handler,
+    closed: watch::Receiver<()>,
+) {
     let ctl = Arc::new(ConnCtl::default());
-    let io = TokioIo::new(Lingering { inner: stream, ctl: ctl.clone() });
+    let lingering = Lingering { inner: stream, ctl: ctl.clone() };
+    match tls {
+        None => drive(TokioIo::new(lingering), ctl, handler, closed).await,
+        Some(acceptor) => {
+            // A client that refuses our certificate ends the connection here, as a real
+            // server's would.
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(lingering)).await {
+                drive(TokioIo::new(tls), ctl, handler, closed).await;
+            }
+        }
+    }
+}
+
+async fn drive<IO>(io: TokioIo<IO>, ctl: Arc<ConnCtl>, handler: Handler, mut closed: watch::Receiver<()>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc_ctl = ctl.clone();
     let svc = service_fn(move |req| {
         let (handler, ctl) = (handler.clone(), svc_ctl.clone());

@@ -191,6 +191,16 @@ pub struct ScriptedUpstream {
 impl ScriptedUpstream {
     /// Starts the upstream answering `200 ok` everywhere.
     pub async fn start() -> anyhow::Result<ScriptedUpstream> {
+        Self::start_with(None).await
+    }
+
+    /// Starts the upstream over TLS with `tls` (e.g. [`crate::TestCa::server_config`] for
+    /// `localhost`).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<ScriptedUpstream> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<ScriptedUpstream> {
         let state = Arc::new(Mutex::new(State {
             script: HashMap::new(),
             default: Reply::ok(),
@@ -199,13 +209,14 @@ impl ScriptedUpstream {
             hits: BTreeMap::new(),
         }));
         let st = state.clone();
-        let server = HttpServer::start(handler(move |req, ctl| handle(req, ctl, st.clone()))).await?;
+        let server = HttpServer::start_with(handler(move |req, ctl| handle(req, ctl, st.clone())), tls).await?;
         Ok(ScriptedUpstream { server, state })
     }
 
-    /// The base URL (`http://127.0.0.1:<port>`), for a provider's `upstream`.
+    /// The base URL (`http://127.0.0.1:<port>`, or `https://localhost:<port>` over TLS), for
+    /// a provider's `upstream`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.addr())
+        self.server.base_url()
     }
 
     /// Answers requests matching `key` (exact path, `prefix*` or `*`) with `reply` from now on.

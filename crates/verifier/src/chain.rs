@@ -208,12 +208,19 @@ impl fmt::Debug for AlloyChain {
 }
 
 impl AlloyChain {
-    /// Connects to `rpc_url` and checks that the node serves `expected_chain_id`.
-    pub async fn connect(rpc_url: &str, expected_chain_id: u64, rpc_timeout: Duration) -> Result<Self, VerifyError> {
+    /// Connects to `rpc_url` through `http` (a client built by `tollgate-tls`, which decides
+    /// the trusted roots for an `https` node) and checks that the node serves
+    /// `expected_chain_id`.
+    pub async fn connect(
+        rpc_url: &str,
+        expected_chain_id: u64,
+        rpc_timeout: Duration,
+        http: reqwest::Client,
+    ) -> Result<Self, VerifyError> {
         let url = rpc_url
             .parse()
             .map_err(|_| VerifyError::Rpc { method: "connect", reason: "the RPC URL is not a valid URL".to_owned() })?;
-        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_http(url).root().clone();
+        let provider = ProviderBuilder::new().disable_recommended_fillers().connect_reqwest(http, url).root().clone();
         let chain = AlloyChain { provider, chain_id: expected_chain_id, rpc_timeout, stats: Arc::default() };
         let actual = chain.timed("eth_chainId", chain.provider.get_chain_id()).await?;
         if actual != expected_chain_id {
@@ -280,6 +287,12 @@ fn rpc_error(method: &'static str, e: &RpcError<TransportErrorKind>) -> VerifyEr
     let reason = match e {
         RpcError::ErrorResp(p) => format!("node error {}: {}", p.code, p.message),
         RpcError::Transport(kind) if kind.is_retry_err() => "node busy or rate limited".to_owned(),
+        // A certificate problem is said with the host and the reason (never the URL, whose
+        // path or query may hold an API key), so an operator can tell it from a dead node.
+        RpcError::Transport(TransportErrorKind::Custom(err)) => match tollgate_tls::tls_failure(err.as_ref()) {
+            Some(tls) => tls.to_string(),
+            None => "transport error (node unreachable)".to_owned(),
+        },
         RpcError::Transport(_) => "transport error (node unreachable)".to_owned(),
         RpcError::DeserError { .. } => "unexpected response from node".to_owned(),
         other => std::any::type_name_of_val(other).to_string(),

@@ -588,7 +588,7 @@ async fn openapi_document_matches_the_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_query_parameter_is_refused_by_name() {
     let f = Fixture::start().await;
-    let resp = reqwest::Client::new()
+    let resp = tollgate_test_support::http()
         .get(format!("{}/admin/wallets?scope=*&bogus=1", f.admin_url))
         .header("authorization", format!("Bearer {}", f.operator))
         .send()

@@ -104,7 +104,7 @@ async fn crash_and_recover(db_url: String) {
     write_config(&config, &db_url, &chain.anvil.url, &upstream, payee, 3600);
     let (mut gateway, url) = spawn_gateway(&config).await;
 
-    let http = reqwest::Client::new();
+    let http = tollgate_test_support::http();
     let now = chain.latest_timestamp().await.unwrap();
     let after_offer = offer(&http, &format!("{url}/after/x")).await;
     let deferred_offer = offer(&http, &format!("{url}/deferred/x")).await;

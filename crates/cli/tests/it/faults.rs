@@ -184,7 +184,7 @@ impl Rig {
         let gw = GatewayProcess::spawn(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs"))
             .await
             .unwrap();
-        let http = reqwest::Client::builder().timeout(CALL_TIMEOUT).build().unwrap();
+        let http = tollgate_test_support::http_builder().timeout(CALL_TIMEOUT).build().unwrap();
         let relayer_hex: &'static str = Box::leak(relayer_key.trim_start_matches("0x").to_owned().into_boxed_str());
         let recovery_grace = Duration::from_secs(knobs.recovery_grace_s);
         Rig { chain, proxy, upstream, payee, db_url, relayer_hex, gw, http, recovery_grace, config, _dir: dir }

@@ -117,7 +117,7 @@ impl Scene {
 
     /// Polls `GET /receipts/{id}` until the entry is settled (bounded) and returns the body.
     async fn wait_settled(&self, id: &str) -> Value {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let http = tollgate_test_support::http_builder().timeout(Duration::from_secs(5)).build().unwrap();
         let url = format!("{}/receipts/{id}", self.url);
         let deadline = tokio::time::Instant::now() + DEFERRED_SETTLE_MAX;
         loop {

@@ -13,6 +13,7 @@ mod interop;
 mod propagation;
 mod reconcile_cli;
 mod startup;
+mod tls;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -128,7 +128,7 @@ async fn changes_reach_the_other_process_within_a_second() {
 
     let a = start(&config).await;
     let b = start(&config).await;
-    let http = reqwest::Client::new();
+    let http = tollgate_test_support::http();
     let upload = |s: &str| json!({ "secret": s });
     admin(&http, &a, &token, "POST", "/admin/providers/vaulted/credentials/main", upload("key-1")).await;
 

@@ -24,7 +24,7 @@ async fn reconcile_reports_what_serve_settled() {
     write_config(&config, &db_url, &chain.anvil.url, &upstream, payee, 3600);
     let (mut gateway, url) = spawn_gateway(&config).await;
 
-    let http = reqwest::Client::new();
+    let http = tollgate_test_support::http();
     let now = chain.latest_timestamp().await.unwrap();
     let accepted = offer(&http, &format!("{url}/after/x")).await;
     for i in 0..2 {

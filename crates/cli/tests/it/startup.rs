@@ -11,7 +11,7 @@ use tokio::process::Command;
 const RELAYER_HEX: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 /// A configuration on `rpc` with `settlement` and `extra` spliced in.
-fn config(rpc: &str, db: &Path, settlement: &str, extra: &str) -> String {
+pub(crate) fn config(rpc: &str, db: &Path, settlement: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -36,7 +36,7 @@ eip712_version = "2"
 }
 
 /// Runs `tollgate serve --config <text>` expecting it to exit with a failure; its stderr.
-async fn refused(dir: &Path, text: &str) -> String {
+pub(crate) async fn refused(dir: &Path, text: &str) -> String {
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -80,7 +80,7 @@ async fn upstream_handler(
         "/warp" => {
             let plan = up.warp.lock().unwrap().take();
             if let Some((rpc, clock)) = plan {
-                let http = reqwest::Client::new();
+                let http = tollgate_test_support::http();
                 for (method, params) in
                     [("evm_increaseTime", serde_json::json!([600])), ("evm_mine", serde_json::json!([]))]
                 {
@@ -343,7 +343,7 @@ async fn pipe(client: TcpStream, target: SocketAddr, plan: Arc<Mutex<Option<Lose
 pub async fn v1_front(gateway: String) -> (String, Arc<Mutex<Vec<u8>>>) {
     let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
     let s = seen.clone();
-    let http = reqwest::Client::new();
+    let http = tollgate_test_support::http();
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let (http, gateway, seen) = (http.clone(), gateway.clone(), s.clone());
         async move {

@@ -15,6 +15,7 @@ mod ops;
 mod readiness;
 mod reconcile;
 mod secrets;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -166,6 +167,12 @@ pub struct Options {
     /// once at startup, so tests that drain the relayer to see the node refuse a broadcast
     /// are not raced by the monitor refusing first.
     pub health_interval_ms: u64,
+    /// TOML lines added to the `[server]` table.
+    pub server_config: String,
+    /// The providers' upstream instead of the harness's own (e.g. a TLS `ScriptedUpstream`).
+    pub upstream_url: Option<String>,
+    /// The network's `rpc_url` instead of anvil's (e.g. a TLS proxy in front of it).
+    pub rpc_url: Option<String>,
 }
 
 impl Default for Options {
@@ -175,6 +182,9 @@ impl Default for Options {
             extra_config: String::new(),
             settlement_config: String::new(),
             health_interval_ms: 3_600_000,
+            server_config: String::new(),
+            upstream_url: None,
+            rpc_url: None,
         }
     }
 }
@@ -201,7 +211,9 @@ impl Harness {
         let (upstream, upstream_url) = Upstream::start().await;
         let payee = random_key().address();
         let relayer = anvil_key(9);
-        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, &opts) + &opts.extra_config;
+        let upstream_url = opts.upstream_url.clone().unwrap_or(upstream_url);
+        let rpc_url = opts.rpc_url.clone().unwrap_or(chain.anvil.url.clone());
+        let text = config_text(&db_url, &rpc_url, &upstream_url, payee, &opts) + &opts.extra_config;
         let db_url = db_url.clone();
         let env: HashMap<&'static str, String> = HashMap::from([
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
@@ -222,7 +234,7 @@ impl Harness {
             upstream,
             gateway,
             url,
-            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            http: tollgate_test_support::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
             payer,
             payee,
             clock,
@@ -392,7 +404,8 @@ impl Harness {
 
 async fn serve_on_free_port(gateway: Arc<Gateway>) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if gateway.config.server.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         tollgate_gateway::serve(listener, gateway, async move {
@@ -444,12 +457,14 @@ pub fn receipt_of(resp: &reqwest::Response, header: &str) -> SettleResponse {
 }
 
 fn config_text(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, opts: &Options) -> String {
+    let server_config = &opts.server_config;
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 public_url = "http://gateway.test"
 body_bytes_max = 4096
+{server_config}
 
 [database]
 url = "{db_url}"

@@ -10,6 +10,7 @@ mod lifecycle;
 mod queries;
 mod reconcile;
 mod schema;
+mod tls;
 
 use std::future::Future;
 use std::io::Write;

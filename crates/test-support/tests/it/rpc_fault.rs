@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tollgate_test_support::{ANY_METHOD, Anvil, RpcFault, RpcFaultProxy};
 
 async fn post(url: &str, body: Value) -> reqwest::Result<(u16, String)> {
-    let client = reqwest::Client::new();
+    let client = tollgate_test_support::http();
     let resp = client.post(url).header("content-type", "application/json").body(body.to_string()).send().await?;
     let status = resp.status().as_u16();
     Ok((status, resp.text().await?))
@@ -25,7 +25,7 @@ async fn faults_per_method_and_counts() {
     let anvil = Anvil::spawn(31337).await.unwrap();
     let proxy = RpcFaultProxy::start(&anvil.url).await.unwrap();
     let url = proxy.url();
-    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap());
+    let provider = ProviderBuilder::new().connect_reqwest(tollgate_test_support::http(), url.parse().unwrap());
 
     // Pass-through.
     assert_eq!(provider.get_chain_id().await.unwrap(), 31337);
@@ -108,7 +108,7 @@ async fn batches() {
 async fn forward_then_fail_and_down() {
     let anvil = Anvil::spawn(31337).await.unwrap();
     let proxy = RpcFaultProxy::start(&anvil.url).await.unwrap();
-    let direct = ProviderBuilder::new().connect_http(anvil.url.parse().unwrap());
+    let direct = ProviderBuilder::new().connect_reqwest(tollgate_test_support::http(), anvil.url.parse().unwrap());
     let before = direct.get_block_number().await.unwrap();
 
     proxy.set("evm_mine", RpcFault::ForwardThenFail);

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tollgate_test_support::{Reply, ScriptedUpstream};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    tollgate_test_support::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 // Goal: a reset after N of M announced bytes reaches the client as an incomplete body (an

@@ -40,7 +40,14 @@ impl Env {
     pub async fn start_with(deployment: Deployment, mut config: VerifierConfig) -> Env {
         let chain = TestChain::start(deployment).await.expect("test chain");
         let rpc = Arc::new(
-            AlloyChain::connect(&chain.anvil.url, chain.chain_id, Duration::from_secs(5)).await.expect("connect"),
+            AlloyChain::connect(
+                &chain.anvil.url,
+                chain.chain_id,
+                Duration::from_secs(5),
+                tollgate_test_support::http(),
+            )
+            .await
+            .expect("connect"),
         );
         let now = chain.latest_timestamp().await.expect("timestamp");
         let clock = Arc::new(FixedClock::new(now));

@@ -31,7 +31,8 @@ async fn silent_node_times_out() {
             open.push(sock);
         }
     });
-    let err = AlloyChain::connect(&url, 31337, Duration::from_millis(200)).await.unwrap_err();
+    let err =
+        AlloyChain::connect(&url, 31337, Duration::from_millis(200), tollgate_test_support::http()).await.unwrap_err();
     assert_eq!(err, VerifyError::RpcTimeout { method: "eth_chainId", timeout_ms: 200 });
     hold.abort();
 }
@@ -40,6 +41,29 @@ async fn silent_node_times_out() {
 #[tokio::test]
 async fn wrong_chain_id_is_refused_at_connect() {
     let anvil = Anvil::spawn(31337).await.unwrap();
-    let err = AlloyChain::connect(&anvil.url, 8453, Duration::from_secs(5)).await.unwrap_err();
+    let err =
+        AlloyChain::connect(&anvil.url, 8453, Duration::from_secs(5), tollgate_test_support::http()).await.unwrap_err();
     assert_eq!(err, VerifyError::NetworkMismatch { offered_chain_id: 8453, paid_chain_id: 31337 });
+}
+
+// Goal: an https RPC node whose certificate is not trusted fails at connect with the host and
+// the reason, never the URL's path or query (hosted RPC URLs carry the API key there).
+#[tokio::test]
+async fn untrusted_rpc_certificate_names_the_host_not_the_url() {
+    let anvil = Anvil::spawn(31337).await.unwrap();
+    let ca = tollgate_test_support::TestCa::new().unwrap();
+    let proxy = tollgate_test_support::RpcFaultProxy::start_tls(&anvil.url, ca.server_config(&["localhost"]).unwrap())
+        .await
+        .unwrap();
+    let url = format!("{}/v2/PATHKEY31f0?apikey=QUERYKEY77aa", proxy.url());
+    let err =
+        AlloyChain::connect(&url, 31337, Duration::from_secs(5), tollgate_test_support::http()).await.unwrap_err();
+    let text = err.to_string();
+    let port = proxy.url().rsplit(':').next().unwrap().to_owned();
+    assert!(text.contains(&format!("TLS handshake with localhost:{port} failed")), "{text}");
+    assert!(text.contains("unknown issuer"), "{text}");
+    assert!(!text.contains("PATHKEY31f0") && !text.contains("QUERYKEY77aa"), "{text}");
+    assert!(!format!("{err:?}").contains("QUERYKEY77aa"), "{err:?}");
+    // With the CA trusted, the same URL connects.
+    AlloyChain::connect(&url, 31337, Duration::from_secs(5), ca.http()).await.unwrap();
 }
