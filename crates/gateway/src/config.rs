@@ -101,6 +101,7 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
     tls: RawTls,
 }
 
