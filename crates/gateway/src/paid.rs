@@ -32,7 +32,7 @@ use crate::error::GatewayError;
 use crate::metrics::Timings;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::{check_request_path, check_target_length};
-use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry};
+use crate::settlement::{Queued, REFUND_DUE, SettleError, SettleResult, Waiter, note_answered, settle_entry};
 
 /// What one request carries through its phases.
 struct Ctx {
@@ -964,12 +964,20 @@ fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str) {
     tokio::spawn(async move {
         let deadline = Instant::now() + gw.config.settlement.receipt_timeout.saturating_mul(2).max(REFUND_WAIT_MIN);
         let t = Transition::RefundOwed { reason: reason.to_owned() };
+        let mut noted = false;
         while Instant::now() < deadline {
             let now = gw.clock.now_unix_s();
             match gw.ledger.transition_from(&id, EntryState::Settled, t.clone(), reason, None, now).await {
                 Ok(true) => return,
                 Ok(false) => match gw.ledger.entry(&id).await {
-                    Ok(Some(e)) if e.state == EntryState::Settling => {}
+                    // Pending: noted durably first, so a restart (or this wait running out)
+                    // cannot lose the refund; the sweep records it when the money lands.
+                    Ok(Some(e)) if e.state == EntryState::Settling => {
+                        if !noted {
+                            let cause = format!("{REFUND_DUE}{reason}");
+                            noted = gw.ledger.note_settling(&id, &cause, gw.clock.now_unix_s()).await.is_ok();
+                        }
+                    }
                     Ok(Some(e)) if e.state == EntryState::Settled => continue,
                     Ok(Some(e)) if e.state == EntryState::RefundOwed => return,
                     Ok(Some(e)) => {

@@ -365,16 +365,33 @@ async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) -> boo
 /// agent before the settlement is recorded (pending, or mined but not recorded).
 pub const ANSWERED: &str = "answered";
 
+/// The prefix of the note a `before` call leaves on its `settling` entry when its upstream
+/// failed while the settlement was pending (followed by the cause): the sweep records the
+/// refund owed once the settlement lands.
+pub const REFUND_DUE: &str = "refund_due:";
+
 /// Notes on a `settling` entry that its agent is being answered (the response delivered),
 /// before the answer goes out. The recovery sweep reads it: an `after` entry whose
 /// transaction landed without this note belonged to a process that died before answering,
 /// and is owed back. If the note cannot be written the sweep errs on the agent's side.
 pub async fn note_answered(gw: &Gateway, id: &EntryId) {
-    if let Err(e) = gw.ledger.note_settling(id, ANSWERED, gw.clock.now_unix_s()).await {
-        // Safe to leave: without the note the sweep records a refund owed if the transaction
-        // lands, so the agent is never charged for a response it may not have had.
-        tracing::warn!(%id, error = %e, "could not note the answer; a landed settlement will be owed back");
-        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut backoff = Duration::from_millis(20);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match gw.ledger.note_settling(id, ANSWERED, gw.clock.now_unix_s()).await {
+            Ok(_) => return,
+            Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 4;
+            }
+            // Safe to leave: without the note the sweep records a refund owed if the
+            // transaction lands, so the agent is never charged for a response it may not
+            // have had (the provider bears it).
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "could not note the answer; a landed settlement will be owed back");
+                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
     }
 }
 
@@ -681,7 +698,12 @@ pub async fn recover_once(gw: &Gateway) -> Result<usize, MeteringError> {
     stuck.retain(|e| !gw.live_entries.contains(&e.id));
     let count = stuck.len();
     futures_util::stream::iter(stuck.iter())
-        .for_each_concurrent(gw.config.settlement.deferred_concurrency.max(1), |entry| recover_entry(gw, entry))
+        .for_each_concurrent(gw.config.settlement.deferred_concurrency.max(1), |entry| async move {
+            recover_entry(gw, entry).await;
+            // A deferred entry the worker's queue had no room for may have been settled or
+            // voided here instead: its admission slot is released either way.
+            gw.backlog.unpark(entry.id.as_str());
+        })
         .await;
     backfill_audit(gw, cutoff).await?;
     Ok(count)
@@ -849,8 +871,12 @@ async fn recover_settling(gw: &Gateway, entry: &Entry) {
             return;
         }
     };
-    // Whether a live process answered the agent while this entry was `settling`.
-    let answered = events.iter().any(|e| e.cause == ANSWERED);
+    // Whether the agent was answered: a live process noted it while the entry was `settling`,
+    // or the entry was `settled` before (a reorg sent it back here), which an `after` call
+    // records before it answers.
+    let answered = events.iter().any(|e| e.cause == ANSWERED || e.to_state == EntryState::Settled);
+    // A refund its live process found due while the settlement was pending (`before` mode).
+    let refund_due = events.iter().find_map(|e| e.cause.strip_prefix(REFUND_DUE));
     // Every transaction recorded for the entry, with the relayer nonce its claim noted.
     let mut claims: Vec<(B256, Option<ClaimDetail>)> =
         events.iter().filter_map(|e| Some((e.tx_hash?, ClaimDetail::from_event(e.detail.as_deref())))).collect();
@@ -878,17 +904,25 @@ async fn recover_settling(gw: &Gateway, entry: &Entry) {
     for (tx_hash, _) in &claims {
         match settler.check_receipt(&payment, *tx_hash).await {
             Ok(Some(s)) => {
-                if let Err(e) = record_settled(gw, &entry.id, &s).await {
+                match record_settled(gw, &entry.id, &s).await {
+                    // An `after` call releases its body only with its answer, and every answer
+                    // given before the entry is `settled` is noted first. No note: the process
+                    // died between the broadcast and the answer, the agent never had the
+                    // response, and the payment it did not get is owed back. Only when this
+                    // sweep's own record won: another writer (a live call) knows better.
+                    Ok(true) if entry.mode == SettlementMode::After && !answered => {
+                        owe_back(gw, &entry.id, "recovery_delivery_failed", now).await;
+                    }
+                    // A `before` call whose upstream failed while its settlement was pending:
+                    // the refund its live process noted is recorded now that the money landed.
+                    Ok(true) if refund_due.is_some() => {
+                        owe_back(gw, &entry.id, refund_due.unwrap_or("upstream_failed"), now).await;
+                    }
+                    Ok(_) => {}
                     // Safe to leave: the next sweep finds the same receipt.
-                    tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
-                    return;
-                }
-                // An `after` call releases its body only with its answer, and every answer
-                // given before the entry is `settled` is noted first. No note: the process
-                // died between the broadcast and the answer, the agent never had the
-                // response, and the payment it did not get is owed back.
-                if entry.mode == SettlementMode::After && !answered {
-                    owe_back(gw, &entry.id, now).await;
+                    Err(e) => {
+                        tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+                    }
                 }
                 return;
             }
@@ -932,9 +966,8 @@ async fn recover_settling(gw: &Gateway, entry: &Entry) {
     }
 }
 
-/// Records a refund owed on a settled `after` entry whose agent never got its response.
-async fn owe_back(gw: &Gateway, id: &EntryId, now: u64) {
-    let reason = "recovery_delivery_failed";
+/// Records a refund owed on a settled entry whose agent did not get what it paid for.
+async fn owe_back(gw: &Gateway, id: &EntryId, reason: &str, now: u64) {
     let t = Transition::RefundOwed { reason: reason.to_owned() };
     match gw.ledger.transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
         Ok(_) => tracing::warn!(%id, "settled after its process died before answering; refund owed"),
