@@ -34,7 +34,7 @@ use tollgate_metering::{
 };
 
 use crate::app::Gateway;
-use crate::config::{RawProvider, RawRoute, build_provider, build_route, check_upstream};
+use crate::config::{RawProvider, RawRoute, build_provider, build_route};
 use crate::control::{self, prices_json, reserved_path_check};
 use crate::error::GatewayError;
 use crate::reconcile::{
@@ -488,8 +488,11 @@ async fn put_provider(
     };
     // The same validation as the file, except that secrets must come from the vault.
     let built = build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
-    let c = &gw.config;
-    check_upstream("provider.upstream", &built.upstream, &c.server, &c.admin, &c.networks).map_err(config_error)?;
+    // Checked after DNS resolution here, and again at every connection (`crate::ssrf`).
+    gw.upstream_guard
+        .check_store(&gw.config, &built.upstream)
+        .await
+        .map_err(|r| AdminError(GatewayError::AdminUpstreamRefused(r)))?;
     if raw.credential.as_ref().is_some_and(|c| c.vault.is_some()) && gw.config.vault_key.is_none() {
         return Err(AdminError(GatewayError::AdminUnavailable(
             "the vault has no master key (vault.master_key_env or vault.master_key_file)",

@@ -98,8 +98,13 @@ pub struct Gateway {
     pub settlers: HashMap<u64, Arc<Settler>>,
     /// The metering ledger.
     pub ledger: Ledger,
-    /// Upstream HTTP client (no redirects).
+    /// Upstream HTTP client (no redirects) of the file's providers.
     pub http: reqwest::Client,
+    /// The SSRF guard of upstreams set through the admin API.
+    pub upstream_guard: Arc<crate::ssrf::UpstreamGuard>,
+    /// Upstream HTTP client of admin-created providers: resolves through the guard, so every
+    /// connection's addresses are checked (`crate::ssrf`).
+    pub http_guarded: reqwest::Client,
     /// The clock used for validity windows and ledger times.
     pub clock: Arc<dyn Clock>,
     /// Deferred settlements waiting for the worker.
@@ -233,6 +238,9 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| StartError::Config(format!("HTTP client: {e}")))?;
+        let upstream_guard = Arc::new(crate::ssrf::UpstreamGuard::new(&config, Arc::new(crate::ssrf::SystemLookup)));
+        let http_guarded = crate::ssrf::guarded_client(&config.tls.client, &upstream_guard)
+            .map_err(|e| StartError::Config(format!("HTTP client: {e}")))?;
         crate::control::seed(&config, &ledger, clock.now_unix_s()).await?;
         let (deferred_tx, deferred_rx) = mpsc::channel(config.settlement.deferred_queue_capacity);
         let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
@@ -252,6 +260,8 @@ impl Gateway {
             settlers,
             ledger,
             http,
+            upstream_guard,
+            http_guarded,
             clock,
             deferred_tx,
             deferred_rx: Mutex::new(Some(deferred_rx)),

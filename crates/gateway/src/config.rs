@@ -127,6 +127,7 @@ struct RawAdmin {
     allow_insecure_remote: Option<bool>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    upstream_allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -408,6 +409,10 @@ pub struct AdminConfig {
     pub allow_insecure_remote: bool,
     /// Serve the admin API over TLS with this certificate (`tls_cert_file`/`tls_key_file`).
     pub tls: Option<Arc<ServerCert>>,
+    /// Hosts (any port) and host:port pairs that upstreams set over the admin API may point
+    /// at even when they resolve to loopback, private or other internal addresses
+    /// (`crate::ssrf`).
+    pub upstream_allow: Vec<crate::ssrf::AllowEntry>,
 }
 
 /// `[tls]`.
@@ -648,6 +653,9 @@ pub struct ProviderConfig {
     pub default_upstream_timeout: Duration,
     /// Priced routes.
     pub routes: Vec<RouteConfig>,
+    /// Set through the admin API: its upstream is held to the SSRF guard at every connection
+    /// (`crate::ssrf`). Providers from the file are trusted.
+    pub guarded: bool,
 }
 
 /// One priced route.
@@ -958,6 +966,16 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         body_bytes_max: raw.admin.body_bytes_max.unwrap_or(64 * 1024),
         allow_insecure_remote: raw.admin.allow_insecure_remote.unwrap_or(false),
         tls: server_cert("admin", raw.admin.tls_cert_file.as_deref(), raw.admin.tls_key_file.as_deref())?,
+        upstream_allow: raw
+            .admin
+            .upstream_allow
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, e)| {
+                crate::ssrf::AllowEntry::parse(e).map_err(|r| invalid(format!("admin.upstream_allow[{i}]"), r))
+            })
+            .collect::<Result<_, _>>()?,
     };
     if let Some(w) = check_admin_listener(&admin)? {
         warnings.push(w);
@@ -1099,26 +1117,59 @@ pub fn check_upstream(
     admin: &AdminConfig,
     networks: &[NetworkConfig],
 ) -> Result<(), ConfigError> {
-    for (i, n) in networks.iter().enumerate() {
+    match upstream_conflict(upstream, server, admin, networks) {
+        None => Ok(()),
+        Some(UpstreamConflict::RpcNode { network }) => Err(invalid(
+            key,
+            format!(
+                "points at the RPC node of networks[{network}] (same host and port): paying agents could send \
+                 it JSON-RPC requests through the gateway"
+            ),
+        )),
+        Some(UpstreamConflict::AdminListener) => {
+            Err(invalid(key, "points at the admin listener (admin.listen): paid calls would reach the admin API"))
+        }
+        Some(UpstreamConflict::OwnListener) => {
+            Err(invalid(key, "points at the gateway's own listener (server.listen): calls would loop"))
+        }
+    }
+}
+
+/// Which of the gateway's own endpoints an upstream's host and port name (`check_upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamConflict {
+    /// The RPC node of `networks[network]`.
+    RpcNode {
+        /// Index in `[[networks]]`.
+        network: usize,
+    },
+    /// The admin listener.
+    AdminListener,
+    /// The public listener.
+    OwnListener,
+}
+
+/// The first of the gateway's own endpoints `upstream` names by host and port, if any.
+pub fn upstream_conflict(
+    upstream: &Url,
+    server: &ServerConfig,
+    admin: &AdminConfig,
+    networks: &[NetworkConfig],
+) -> Option<UpstreamConflict> {
+    for (network, n) in networks.iter().enumerate() {
         if let Ok(rpc) = Url::parse(n.rpc_url.expose_secret())
             && same_host_port(upstream, &rpc)
         {
-            return Err(invalid(
-                key,
-                format!(
-                    "points at the RPC node of networks[{i}] (same host and port): paying agents could send \
-                     it JSON-RPC requests through the gateway"
-                ),
-            ));
+            return Some(UpstreamConflict::RpcNode { network });
         }
     }
     if admin.enabled && points_at_listener(upstream, admin.listen) {
-        return Err(invalid(key, "points at the admin listener (admin.listen): paid calls would reach the admin API"));
+        return Some(UpstreamConflict::AdminListener);
     }
     if points_at_listener(upstream, server.listen) {
-        return Err(invalid(key, "points at the gateway's own listener (server.listen): calls would loop"));
+        return Some(UpstreamConflict::OwnListener);
     }
-    Ok(())
+    None
 }
 
 /// The URL's host as an address when it is one (`localhost` counts as loopback).
@@ -1275,6 +1326,7 @@ pub fn build_provider(
         credential,
         default_upstream_timeout: ms(p.upstream_timeout_ms, 10_000),
         routes: Vec::new(),
+        guarded: false,
     })
 }
 

@@ -189,6 +189,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
                 if static_credential.is_some() {
                     p.credential = static_credential;
                 }
+                p.guarded = rec.source == Source::Admin;
                 providers.push(Arc::new(p));
             }
             Err(e) => tracing::error!(provider = %rec.id, error = %e, "stored provider is invalid; left out"),

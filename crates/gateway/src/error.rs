@@ -154,6 +154,10 @@ pub enum GatewayError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Admin API: an upstream the SSRF guard refuses (`crate::ssrf`); the refusal names the
+    /// rule and the host as typed, never an address it resolved to.
+    #[error("{0}")]
+    AdminUpstreamRefused(crate::ssrf::Refusal),
     /// Admin API: the record does not exist.
     #[error("no {what} `{key}`")]
     AdminNotFound {
@@ -228,6 +232,7 @@ impl GatewayError {
             AdminUnauthorized => c(StatusCode::UNAUTHORIZED, "admin_unauthorized", false),
             AdminForbidden { .. } => c(StatusCode::FORBIDDEN, "admin_forbidden", false),
             AdminInvalid { .. } => c(StatusCode::BAD_REQUEST, "invalid_request", false),
+            AdminUpstreamRefused(_) => c(StatusCode::BAD_REQUEST, "upstream_refused", false),
             AdminNotFound { .. } => c(StatusCode::NOT_FOUND, "not_found", false),
             AdminUnavailable(_) => c(StatusCode::CONFLICT, "not_configured", false),
             Internal(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),

@@ -27,6 +27,7 @@ pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod settlement;
+pub mod ssrf;
 pub mod vault;
 
 pub use app::{Gateway, StartError};

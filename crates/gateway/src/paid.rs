@@ -536,7 +536,18 @@ async fn forward(gw: &Gateway, ctx: &Ctx, parts: &Parts, body: Body, buffer: boo
         forwarded,
         allow_set_cookie: route.allow_set_cookie,
     };
-    proxy::forward(&gw.http, target, parts.method.clone(), &parts.headers, body, buffer).await
+    // An admin-created provider goes through the guarded client (its resolver checks every
+    // connection's addresses); an IP literal never reaches a resolver and is checked here.
+    let http = if provider.guarded {
+        gw.upstream_guard.check_literal(&provider.upstream).map_err(|r| {
+            tracing::warn!(provider = %provider.id, rule = r.rule.code(), "SSRF guard refused an admin-created upstream");
+            GatewayError::UpstreamUnavailable { reason: r.to_string() }
+        })?;
+        &gw.http_guarded
+    } else {
+        &gw.http
+    };
+    proxy::forward(http, target, parts.method.clone(), &parts.headers, body, buffer).await
 }
 
 /// Voids the entry: the upstream failed, nothing is charged.

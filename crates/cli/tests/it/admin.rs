@@ -55,6 +55,8 @@ listen = "127.0.0.1:0"
 
 [admin]
 listen = "127.0.0.1:0"
+# The test upstreams are on loopback, which the SSRF guard refuses unless allowed.
+upstream_allow = ["127.0.0.1"]
 
 [database]
 url = "{db_url}"
@@ -574,7 +576,9 @@ async fn openapi_document_matches_the_routes() {
     assert_eq!(documented, routes);
     let error = &doc["components"]["schemas"]["Error"];
     let codes = error["properties"]["error"]["properties"]["code"]["enum"].as_array().unwrap();
-    for code in ["admin_unauthorized", "admin_forbidden", "invalid_request", "not_found", "not_configured"] {
+    for code in
+        ["admin_unauthorized", "admin_forbidden", "invalid_request", "upstream_refused", "not_found", "not_configured"]
+    {
         assert!(codes.iter().any(|c| c == code), "error code {code} undocumented");
     }
 

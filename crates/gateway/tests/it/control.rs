@@ -669,3 +669,110 @@ async fn endpoints_cannot_shadow_other_providers(h: &Harness) {
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 both_engines!(no_shadowing, endpoints_cannot_shadow_other_providers);
+
+/// The first offer of `GET base path` (from a real 402).
+async fn offer_at(h: &Harness, base: &str, path: &str) -> tollgate_x402::v2::PaymentRequirements {
+    let resp = h.http.get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED, "{path}");
+    let header = resp.headers().get("payment-required").expect("v2 challenge header").as_bytes().to_vec();
+    let challenge: tollgate_x402::v2::PaymentRequired =
+        tollgate_x402::decode_header(&header, tollgate_x402::PAYMENT_HEADER_BYTES_MAX).unwrap();
+    challenge.accepts.into_iter().next().expect("an offer")
+}
+
+// Goal: the SSRF guard refuses, through the admin API with 400 upstream_refused naming the
+// rule, an upstream in each refused class — loopback (an address, and `localhost`, a name that
+// resolves to 127.0.0.1, without repeating the address), link-local and the metadata address,
+// private ranges, carrier-grade NAT, unspecified, broadcast, multicast, the RPC node's host on
+// another port, the RPC node itself, the admin listener, and a name that does not resolve —
+// applying nothing; `[admin] upstream_allow = ["localhost:PORT"]` admits exactly that host
+// and port, a paid call through it is served, and a replica whose allow-list lacks it refuses
+// the connection (502, nothing charged) because admin-created upstreams are checked again at
+// every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_guard_refuses_internal_upstreams() {
+    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    let weather = h.gateway.config.providers.iter().find(|p| p.id == "weather").unwrap();
+    let port = weather.upstream.port().unwrap();
+    let text = h
+        .config_text_for_test()
+        .replace("upstream_allow = [\"127.0.0.1\"]", &format!("upstream_allow = [\"localhost:{port}\"]"));
+    let config = tollgate_gateway::Config::parse(&text, &|k| h.env.get(k).cloned()).expect("config");
+    let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
+    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
+    let (url, _stop) = crate::serve_on_free_port(gw.clone()).await;
+    let rpc = reqwest::Url::parse(secrecy::ExposeSecret::expose_secret(&gw.config.networks[0].rpc_url)).unwrap();
+    let (rpc_host, rpc_port) = (rpc.host_str().unwrap().to_owned(), rpc.port().unwrap());
+    let put = |upstream: String| {
+        let body = json!({ "pay_to": format!("{:#x}", h.payee), "upstream": upstream, "allow_insecure_http": true,
+            "strip_prefix": "/ssrfok" });
+        let (http, admin, operator) = (h.http.clone(), admin.clone(), h.operator.clone());
+        async move { admin_call(&http, &admin, Method::PUT, "/admin/providers/ssrfok", Some(&operator), Some(body)).await }
+    };
+    let before = gw.ledger.control_state().await.unwrap().version;
+    let cases = [
+        ("http://127.0.0.2:9".to_owned(), "loopback"),
+        ("http://localhost:9".to_owned(), "loopback"),
+        ("http://[::1]:9".to_owned(), "loopback"),
+        ("http://169.254.169.254".to_owned(), "link_local"),
+        ("http://[fe80::1]".to_owned(), "link_local"),
+        ("http://10.1.2.3".to_owned(), "private"),
+        ("http://172.16.0.1".to_owned(), "private"),
+        ("http://192.168.0.1".to_owned(), "private"),
+        ("http://[fd00::1]".to_owned(), "private"),
+        ("http://100.64.0.1".to_owned(), "shared_address_space"),
+        ("http://0.0.0.0".to_owned(), "unspecified"),
+        ("http://255.255.255.255".to_owned(), "broadcast"),
+        ("http://224.0.0.1".to_owned(), "multicast"),
+        (format!("http://{rpc_host}:9"), "rpc_host"),
+        (format!("http://{rpc_host}:{rpc_port}"), "rpc_node"),
+        ("http://127.0.0.1:8403".to_owned(), "admin_listener"),
+        ("http://no-such-host.invalid".to_owned(), "unresolvable"),
+        (format!("http://localhost:{}", port.wrapping_add(1)), "loopback"),
+    ];
+    for (upstream, rule) in cases {
+        let (s, out) = put(upstream.clone()).await;
+        assert_eq!(
+            (s, out["error"]["code"].clone()),
+            (StatusCode::BAD_REQUEST, json!("upstream_refused")),
+            "{upstream}: {out}"
+        );
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("(rule {rule})")), "{upstream}: {message}");
+    }
+    let (_, out) = put("http://localhost:9".to_owned()).await;
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(message.contains("localhost") && !message.contains("127.0.0.1"), "{message}");
+    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+
+    // The allow-list admits exactly localhost:PORT; a paid call through it is served.
+    let (s, out) = put(format!("http://localhost:{port}")).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let spec = json!({ "path": "/ssrfok/anykey/{x}", "price": "0.001" });
+    let (s, out) =
+        admin_call(&h.http, &admin, Method::PUT, "/admin/providers/ssrfok/endpoints", Some(&h.operator), Some(spec))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let b = tollgate_test_support::PaymentBuilder::new(&offer_at(&h, &url, "/ssrfok/anykey/1").await, &h.payer, h.now);
+    let resp =
+        h.http.get(format!("{url}/ssrfok/anykey/1")).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.text().await.unwrap(), "served");
+
+    // The harness's gateway shares the database but allows only 127.0.0.1: its guarded client
+    // refuses to connect to localhost, before anything is sent; nothing is charged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.http.get(format!("{}/ssrfok/anykey/2", h.url)).send().await.unwrap().status()
+        != StatusCode::PAYMENT_REQUIRED
+    {
+        assert!(Instant::now() < deadline, "the replica loads the provider");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = h.upstream.calls();
+    let (resp, b) = pay(&h, "/ssrfok/anykey/2").await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "upstream_unavailable");
+    assert_eq!(h.upstream.calls(), calls, "nothing reached the upstream");
+    assert_eq!(h.entry_for(&b).await.unwrap().state, EntryState::Voided);
+    h.stop().await;
+}

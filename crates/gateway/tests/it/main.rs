@@ -469,6 +469,11 @@ body_bytes_max = 4096
 [database]
 url = "{db_url}"
 
+# The test upstreams are on loopback, which the SSRF guard refuses unless allowed
+# (control::ssrf_* remove this line).
+[admin]
+upstream_allow = ["127.0.0.1"]
+
 [vault]
 master_key_env = "TEST_VAULT_KEY"
 
