@@ -6,6 +6,7 @@ mod admin;
 mod agent;
 mod agent_crash;
 mod crash;
+mod deploy;
 mod faults;
 #[path = "../../../client/tests/it/harness.rs"]
 mod harness;
