@@ -105,15 +105,9 @@ async fn forwarded_after_entries_are_voided_by_recovery(h: &Harness) {
 }
 both_engines!(forwarded_after_voided, forwarded_after_entries_are_voided_by_recovery);
 
-/// A ledger entry for `b`'s real, verified payment in `mode`, moved to `settling` with a
-/// transaction that was never broadcast: what a process leaves when it dies between the
-/// claim and the send.
-async fn claimed_never_sent(
-    h: &Harness,
-    b: &PaymentBuilder,
-    mode: SettlementMode,
-    relayer_nonce: Option<u64>,
-) -> tollgate_metering::EntryId {
+/// A `forwarded` ledger entry for `b`'s real, verified payment in `mode`: what a process
+/// leaves when it dies after the upstream answered and before settling.
+async fn forwarded_entry(h: &Harness, b: &PaymentBuilder, mode: SettlementMode) -> tollgate_metering::EntryId {
     let offer = h.offer("/weather/rome").await;
     let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
     let id = h
@@ -140,9 +134,21 @@ async fn claimed_never_sent(
         })
         .await
         .unwrap();
-    let ledger = &h.gateway.ledger;
     let forwarded = Transition::Forwarded { upstream_status: Some(200) };
-    assert!(ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+    assert!(h.gateway.ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+    id
+}
+
+/// Like [`forwarded_entry`], then moved to `settling` with a transaction that was never
+/// broadcast: what a process leaves when it dies between the claim and the send.
+async fn claimed_never_sent(
+    h: &Harness,
+    b: &PaymentBuilder,
+    mode: SettlementMode,
+    relayer_nonce: Option<u64>,
+) -> tollgate_metering::EntryId {
+    let id = forwarded_entry(h, b, mode).await;
+    let ledger = &h.gateway.ledger;
     let claim = Transition::Settling { tx_hash: B256::random() };
     let detail =
         relayer_nonce.map(|n| serde_json::json!({ "relayer": anvil_key(9).address(), "nonce": n }).to_string());
@@ -366,39 +372,6 @@ async fn deferred_admission_falls_back_to_after() {
     h.stop().await;
 }
 
-/// A `forwarded` deferred entry for `b`'s real payment, as a process leaves it when it dies
-/// after answering and before settling.
-async fn forwarded_deferred(h: &Harness, b: &PaymentBuilder) {
-    let offer = h.offer("/weather/rome").await;
-    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
-    let id = h
-        .gateway
-        .ledger
-        .reserve(&NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
-            valid_before_unix_s: b.valid_before,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/rome".to_owned(),
-            mode: SettlementMode::Deferred,
-            payment: serde_json::to_string(&verified).unwrap(),
-            price_version: Some(1),
-            credential: None,
-            credential_version: None,
-            now_unix_s: h.now,
-        })
-        .await
-        .unwrap();
-    let forwarded = Transition::Forwarded { upstream_status: Some(200) };
-    assert!(h.gateway.ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
-}
-
 // Goal: the recovery sweep settles what it finds concurrently, not one entry per block: twelve
 // abandoned deferred entries on a chain mining every three seconds share blocks (today's sweep
 // took one block each).
@@ -407,7 +380,7 @@ async fn recovery_settles_concurrently(h: &Harness) {
     for _ in 0..12 {
         let mut b = h.payment("/weather/rome").await;
         b.valid_before = h.now + 20_000;
-        forwarded_deferred(h, &b).await;
+        forwarded_entry(h, &b, SettlementMode::Deferred).await;
         made.push(b);
     }
     // Three-second blocks: one-at-a-time settlement would take twelve blocks, concurrent
