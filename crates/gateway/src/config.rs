@@ -156,6 +156,16 @@ struct RawServer {
     forwarded_headers: Option<bool>,
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
+    connections_max: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    keep_alive_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    concurrency_max: Option<usize>,
+    header_bytes_max: Option<usize>,
+    headers_count_max: Option<usize>,
+    uri_bytes_max: Option<usize>,
+    unpaid_per_ip_per_s: Option<u32>,
+    unpaid_per_ip_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -484,6 +494,57 @@ pub struct ServerConfig {
     /// Serve over TLS with this certificate (`tls_cert_file`/`tls_key_file`); plain HTTP when
     /// absent.
     pub tls: Option<Arc<ServerCert>>,
+    /// What one client may hold of the public listener (`crate::limits`).
+    pub limits: ServerLimits,
+}
+
+/// The public listener's limits (`[server]`; docs/operations.md, Limits). Applied alike to
+/// plain and TLS listeners by `crate::server::serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Open connections at once (`connections_max`); more are closed as soon as accepted.
+    /// Lowered at startup to what the process's file-descriptor limit leaves room for.
+    pub connections_max: usize,
+    /// Time a client has to send a complete request head, from the connection's start (TLS
+    /// handshake included) or from the first byte of a later request (`header_read_timeout_ms`).
+    pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection waits for the first byte of its next request
+    /// (`keep_alive_timeout_ms`); `None` (0 in the file): closed after each response.
+    pub keep_alive_timeout: Option<Duration>,
+    /// Longest a request without a payment takes to be answered (`request_timeout_ms`);
+    /// paid calls are bounded by their own phases instead.
+    pub request_timeout: Duration,
+    /// Requests being handled at once (`concurrency_max`); more are shed with 503.
+    pub concurrency_max: usize,
+    /// Largest total of header names and values (`header_bytes_max`).
+    pub header_bytes_max: usize,
+    /// Most header fields in one request (`headers_count_max`).
+    pub headers_count_max: usize,
+    /// Longest request target, path and query (`uri_bytes_max`).
+    pub uri_bytes_max: usize,
+    /// Requests without a valid payment per second and client IP, refilled (`unpaid_per_ip_per_s`);
+    /// 0: no per-IP limit.
+    pub unpaid_per_ip_per_s: u32,
+    /// How many such requests a client IP may send at once before the rate applies
+    /// (`unpaid_per_ip_burst`).
+    pub unpaid_per_ip_burst: u32,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            connections_max: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Some(Duration::from_secs(75)),
+            request_timeout: Duration::from_secs(30),
+            concurrency_max: 1024,
+            header_bytes_max: 32 * 1024,
+            headers_count_max: 100,
+            uri_bytes_max: 16 * 1024,
+            unpaid_per_ip_per_s: 10,
+            unpaid_per_ip_burst: 50,
+        }
+    }
 }
 
 /// `[database]`.
@@ -829,7 +890,9 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             .map_err(|_| invalid("server.payment_header_bytes_max", "too large"))?,
         forwarded_headers: raw.server.forwarded_headers.unwrap_or(true),
         tls: server_cert("server", raw.server.tls_cert_file.as_deref(), raw.server.tls_key_file.as_deref())?,
+        limits: ServerLimits::default(),
     };
+    let server = ServerConfig { limits: server_limits(&raw.server, server.payment_header_bytes_max)?, ..server };
     let tls = TlsConfig {
         client: ClientTls::new(raw.tls.extra_ca_file.as_deref())
             .map_err(|e| invalid("tls.extra_ca_file", e.to_string()))?,
@@ -1066,6 +1129,61 @@ fn check_admin_listener(admin: &AdminConfig) -> Result<Option<ConfigWarning>, Co
 
 /// A listener's certificate: both files or neither, loaded now so a bad file is refused at
 /// startup with the key named.
+/// `[server]`'s listener limits, each within a range that keeps the listener usable.
+fn server_limits(raw: &RawServer, payment_header_bytes_max: usize) -> Result<ServerLimits, ConfigError> {
+    let d = ServerLimits::default();
+    let within = |key: &str, v: Option<u64>, default: u64, lo: u64, hi: u64| -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) if (lo..=hi).contains(&v) => Ok(v),
+            Some(_) => Err(invalid(format!("server.{key}"), format!("must be between {lo} and {hi}"))),
+        }
+    };
+    let size = |key: &str, v: Option<usize>, default: usize, lo: usize, hi: usize| {
+        let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        within(key, v.map(wide), wide(default), wide(lo), wide(hi)).map(|v| usize::try_from(v).unwrap_or(usize::MAX))
+    };
+    let millis = |key: &str, v: Option<u64>, default: Duration, lo: u64, hi: u64| {
+        within(key, v, u64::try_from(default.as_millis()).unwrap_or(u64::MAX), lo, hi).map(Duration::from_millis)
+    };
+    let header_bytes_max = size("header_bytes_max", raw.header_bytes_max, d.header_bytes_max, 4 * 1024, 1024 * 1024)?;
+    // The payment header travels among the headers: a cap below it would refuse every payment.
+    if header_bytes_max < payment_header_bytes_max.saturating_add(1024) {
+        return Err(invalid(
+            "server.header_bytes_max",
+            "must leave room for the payment header (payment_header_bytes_max plus 1024)",
+        ));
+    }
+    let keep_alive_ms = within(
+        "keep_alive_timeout_ms",
+        raw.keep_alive_timeout_ms,
+        d.keep_alive_timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        0,
+        3_600_000,
+    )?;
+    let unpaid_per_ip_per_s = within("unpaid_per_ip_per_s", raw.unpaid_per_ip_per_s.map(u64::from), 10, 0, 1_000_000)?;
+    let unpaid_per_ip_burst =
+        within("unpaid_per_ip_burst", raw.unpaid_per_ip_burst.map(u64::from), 50, 1, 1_000_000)?;
+    Ok(ServerLimits {
+        connections_max: size("connections_max", raw.connections_max, d.connections_max, 1, 1_000_000)?,
+        header_read_timeout: millis(
+            "header_read_timeout_ms",
+            raw.header_read_timeout_ms,
+            d.header_read_timeout,
+            100,
+            300_000,
+        )?,
+        keep_alive_timeout: (keep_alive_ms > 0).then(|| Duration::from_millis(keep_alive_ms)),
+        request_timeout: millis("request_timeout_ms", raw.request_timeout_ms, d.request_timeout, 100, 3_600_000)?,
+        concurrency_max: size("concurrency_max", raw.concurrency_max, d.concurrency_max, 1, 1_000_000)?,
+        header_bytes_max,
+        headers_count_max: size("headers_count_max", raw.headers_count_max, d.headers_count_max, 8, 1000)?,
+        uri_bytes_max: size("uri_bytes_max", raw.uri_bytes_max, d.uri_bytes_max, 256, 65_000)?,
+        unpaid_per_ip_per_s: u32::try_from(unpaid_per_ip_per_s).unwrap_or(u32::MAX),
+        unpaid_per_ip_burst: u32::try_from(unpaid_per_ip_burst).unwrap_or(u32::MAX),
+    })
+}
+
 fn server_cert(section: &str, cert: Option<&Path>, key: Option<&Path>) -> Result<Option<Arc<ServerCert>>, ConfigError> {
     match (cert, key) {
         (None, None) => Ok(None),
@@ -1563,6 +1681,51 @@ price = "0.001"
             let err = error_of(&text);
             assert!(err.contains(key), "{key}: {err}");
             assert!(!err.contains("sk-secret-value"), "{err}");
+        }
+    }
+
+    // Goal: the listener limits in [server] have their documented defaults, parse when given,
+    // and a value out of range, a header cap below the payment header or an unknown key is
+    // refused naming the key.
+    #[test]
+    fn server_limits() {
+        let c = Config::parse(GOOD, &env).unwrap();
+        assert_eq!(c.server.limits, ServerLimits::default());
+        assert_eq!(c.server.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.limits.keep_alive_timeout, Some(Duration::from_secs(75)));
+        let text = format!(
+            "[server]\nconnections_max = 64\nheader_read_timeout_ms = 500\nkeep_alive_timeout_ms = 0\n\
+             request_timeout_ms = 2000\nconcurrency_max = 8\nheader_bytes_max = 20000\nheaders_count_max = 20\n\
+             uri_bytes_max = 1024\nunpaid_per_ip_per_s = 0\nunpaid_per_ip_burst = 3\n{GOOD}"
+        );
+        let l = Config::parse(&text, &env).unwrap().server.limits;
+        assert_eq!(
+            l,
+            ServerLimits {
+                connections_max: 64,
+                header_read_timeout: Duration::from_millis(500),
+                keep_alive_timeout: None,
+                request_timeout: Duration::from_secs(2),
+                concurrency_max: 8,
+                header_bytes_max: 20_000,
+                headers_count_max: 20,
+                uri_bytes_max: 1024,
+                unpaid_per_ip_per_s: 0,
+                unpaid_per_ip_burst: 3,
+            }
+        );
+        for (line, key) in [
+            ("connections_max = 0", "server.connections_max"),
+            ("header_read_timeout_ms = 10", "server.header_read_timeout_ms"),
+            ("concurrency_max = 0", "server.concurrency_max"),
+            ("headers_count_max = 2", "server.headers_count_max"),
+            ("uri_bytes_max = 100000", "server.uri_bytes_max"),
+            ("unpaid_per_ip_burst = 0", "server.unpaid_per_ip_burst"),
+            ("header_bytes_max = 8192", "server.header_bytes_max"),
+            ("connection_max = 5", "connection_max"),
+        ] {
+            let err = error_of(&format!("[server]\n{line}\n{GOOD}"));
+            assert!(err.contains(key), "{line}: {err}");
         }
     }
 

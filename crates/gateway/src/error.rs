@@ -72,6 +72,28 @@ pub enum GatewayError {
         /// The cap.
         limit_bytes: usize,
     },
+    /// The request's header fields are too many or too large (`[server] headers_count_max`,
+    /// `header_bytes_max`); refused before routing.
+    #[error("request headers: {what} over the limit of {limit}")]
+    HeadersTooLarge {
+        /// `fields` or `bytes`.
+        what: &'static str,
+        /// The cap.
+        limit: usize,
+    },
+    /// More requests are being handled than `[server] concurrency_max`: shed before any work.
+    #[error("the gateway is at its concurrency limit")]
+    Overloaded,
+    /// A request without a payment was not answered within `[server] request_timeout_ms`.
+    #[error("the request was not answered in time")]
+    RequestTimeout,
+    /// This client IP sent more requests without a valid payment than
+    /// `[server] unpaid_per_ip_per_s`/`unpaid_per_ip_burst` allow (`crate::limits`).
+    #[error("too many requests without a valid payment from this address")]
+    RateLimited {
+        /// Seconds until the next such request is accepted (`Retry-After`).
+        retry_after_s: u64,
+    },
     /// The upstream did not answer in time (nothing charged).
     #[error("upstream timed out")]
     UpstreamTimeout,
@@ -211,6 +233,10 @@ impl GatewayError {
             RequestBodyIncomplete => c(StatusCode::BAD_REQUEST, "request_body_incomplete", true),
             RequestBodyTimeout => c(StatusCode::REQUEST_TIMEOUT, "request_body_timeout", true),
             UriTooLong { .. } => c(StatusCode::URI_TOO_LONG, "uri_too_long", false),
+            HeadersTooLarge { .. } => c(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", false),
+            Overloaded => c(StatusCode::SERVICE_UNAVAILABLE, "overloaded", true),
+            RequestTimeout => c(StatusCode::SERVICE_UNAVAILABLE, "request_timeout", true),
+            RateLimited { .. } => c(StatusCode::TOO_MANY_REQUESTS, "rate_limited", true),
             UpstreamTimeout => c(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", true),
             UpstreamUnavailable { .. } => c(StatusCode::BAD_GATEWAY, "upstream_unavailable", true),
             UpstreamResponseTooLarge { .. } => c(StatusCode::BAD_GATEWAY, "upstream_response_too_large", false),
@@ -269,6 +295,10 @@ impl GatewayError {
                 "the upstream refused the provider's credential; nothing was charged; the operator has been told"
                     .to_owned()
             }
+            Overloaded => "the gateway is at capacity; nothing was done, retry after Retry-After".to_owned(),
+            RateLimited { .. } => "too many requests without a valid payment from this address; a paid request \
+                 whose payment verifies does not count; retry after Retry-After"
+                .to_owned(),
             other => other.to_string(),
         }
     }
@@ -280,16 +310,21 @@ impl GatewayError {
 
     /// Turns the error into a response. `challenge` is the route's offer, attached to 402s.
     pub fn rescue(self, challenge: Option<&Challenge>) -> Response {
+        use GatewayError::*;
         let class = self.class();
         let message = self.public_message();
-        if class.status.is_server_error() {
+        if matches!(self, Overloaded | RequestTimeout | RateLimited { .. } | HeadersTooLarge { .. }) {
+            // The listener's limits: counted in `tollgate_requests_limited`; a line each would
+            // turn a flood into a flood of log lines.
+            tracing::debug!(code = class.code, error = %self, "request limited");
+        } else if class.status.is_server_error() {
             tracing::error!(code = class.code, error = %self, "request failed");
         } else {
             tracing::info!(code = class.code, error = %self, "request refused");
         }
         let mut headers = HeaderMap::new();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let GatewayError::NotReady { retry_after_s, .. } = &self {
+        if let GatewayError::NotReady { retry_after_s, .. } | GatewayError::RateLimited { retry_after_s } = &self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
         } else if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -19,6 +19,8 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod error;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod paid;
 pub mod proxy;

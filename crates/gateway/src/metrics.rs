@@ -81,9 +81,62 @@ pub struct Timings {
     pub settle: Option<Duration>,
 }
 
+/// What the public listener's limits did (`crate::limits`), by reason: a fixed set of
+/// values, never anything a client chooses.
+#[derive(Debug, Default)]
+pub struct ListenerMetrics {
+    accepted: Counter,
+    open: Gauge,
+    closed: Family<ReasonLabels, Counter>,
+    limited: Family<ReasonLabels, Counter>,
+}
+
+impl ListenerMetrics {
+    /// A connection was accepted and is now open (counted until [`ListenerMetrics::closed`]).
+    pub fn opened(&self) {
+        self.accepted.inc();
+        self.open.inc();
+    }
+
+    /// An accepted connection ended (for any reason).
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// A connection the listener closed itself: `connection_cap` (refused on accept),
+    /// `header_timeout`, `idle_timeout`, `tls_handshake`.
+    pub fn cut(&self, reason: &'static str) {
+        self.closed.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// A request answered by a limit instead of the gateway: `overloaded`, `request_timeout`,
+    /// `rate_limited`, `headers_too_large`, `uri_too_long`, or `unfunded_cached` (a payment
+    /// refused from the balance cache without an RPC call).
+    pub fn limited(&self, reason: &'static str) {
+        self.limited.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// How many requests `reason` has answered (tests, benchmarks).
+    pub fn limited_count(&self, reason: &'static str) -> u64 {
+        self.limited.get_or_create(&ReasonLabels { reason: reason.to_owned() }).get()
+    }
+
+    /// How many connections were closed for `reason` (tests, benchmarks).
+    pub fn cut_count(&self, reason: &'static str) -> u64 {
+        self.closed.get_or_create(&ReasonLabels { reason: reason.to_owned() }).get()
+    }
+
+    /// Connections open now.
+    pub fn open_now(&self) -> i64 {
+        self.open.get()
+    }
+}
+
 /// The families the request path updates (one per process).
 #[derive(Debug)]
 pub struct Metrics {
+    /// The public listener's limits.
+    pub listener: ListenerMetrics,
     paid_calls: Family<CallLabels, Counter>,
     call_seconds: Histograms<RouteLabels>,
     verify_seconds: Histograms<RouteLabels>,
@@ -97,6 +150,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let h = || Histograms::new_with_constructor(latency_histogram as fn() -> Histogram);
         Metrics {
+            listener: ListenerMetrics::default(),
             paid_calls: Family::default(),
             call_seconds: h(),
             verify_seconds: h(),
@@ -177,6 +231,22 @@ pub async fn render(gw: &Gateway) -> String {
         "settlement_receipt_seconds",
         "Settlement wait from broadcast to receipt, by network",
         m.settlement_receipt_seconds.clone(),
+    );
+
+    let l = &m.listener;
+    r.register("connections_accepted", "Connections accepted by the public listener", l.accepted.clone());
+    r.register("connections_open", "Connections open on the public listener", l.open.clone());
+    r.register(
+        "connections_closed_by_limit",
+        "Connections the public listener closed itself, by reason (connection_cap, header_timeout, idle_timeout, \
+         tls_handshake)",
+        l.closed.clone(),
+    );
+    r.register(
+        "requests_limited",
+        "Requests answered by a listener limit, by reason (overloaded, request_timeout, rate_limited, \
+         headers_too_large, uri_too_long, unfunded_cached)",
+        l.limited.clone(),
     );
 
     let now = gw.clock.now_unix_s();

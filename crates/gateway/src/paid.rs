@@ -82,9 +82,14 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, request: Request<Body>) -> R
 }
 
 async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let ctx = match match_route(&gw, &parts) {
         Ok(ctx) => ctx,
+        Err(e) => return e.rescue(None),
+    };
+    // The client IP's budget of requests without a valid payment (`crate::limits`).
+    let charge = match crate::limits::admit(&gw, &mut parts) {
+        Ok(charge) => charge,
         Err(e) => return e.rescue(None),
     };
     let started = Instant::now();
@@ -128,6 +133,7 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     } else if paying {
         gw.counters.unaudited_attempt(reason, &ctx.entry.name);
     }
+    charge.finish(response.status());
     response
 }
 
@@ -214,6 +220,7 @@ async fn paid_call(
     trail.mode = Some(mode);
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     trail.wallet = Some(verified.authorization.from);
+    crate::limits::payment_verified(&parts);
     let phase = Instant::now();
     let id = reserve(gw, ctx, &parts, &verified, mode).await?;
     let _live = gw.live_entries.hold(id.clone());
@@ -383,7 +390,7 @@ async fn verify(
 ) -> Result<Admitted, GatewayError> {
     let mode = ctx.entry.route.settlement;
     if mode != SettlementMode::Deferred {
-        let verified = gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify)?;
+        let verified = crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
         return Ok(Admitted { verified, mode, slot: None });
     }
     let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
@@ -414,7 +421,7 @@ async fn verify(
             match gw.config.settlement.deferred_overflow {
                 DeferredOverflow::Reject => Err(GatewayError::DeferredAdmission(refusal)),
                 DeferredOverflow::After => {
-                    let verified = gw.verifier.verify(offer, payment).await.map_err(GatewayError::Verify)?;
+                    let verified = crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
                     Ok(Admitted { verified, mode: SettlementMode::After, slot: None })
                 }
             }

@@ -2,9 +2,11 @@
 //! code: they pass a bound listener and a shutdown future.
 //!
 //! A listener whose configuration names a certificate (`[server]`/`[admin]`
-//! `tls_cert_file`) serves HTTPS: handshakes complete off the accept loop
-//! (`tollgate_tls::TlsIncoming`), and the certificate reloads on [`reload_certificates`]
-//! (SIGHUP, called by `main`) or when its files change, without dropping connections.
+//! `tls_cert_file`) serves HTTPS: handshakes complete off the accept loop (the public
+//! listener's in each connection's task under its limits, `crate::listener`; the admin
+//! listener's in `tollgate_tls::TlsIncoming`), and the certificate reloads on
+//! [`reload_certificates`] (SIGHUP, called by `main`) or when its files change, without
+//! dropping connections.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tollgate_tls::{ServerCert, TlsIncoming};
 
@@ -23,14 +24,15 @@ use crate::paid;
 use crate::settlement;
 use crate::{admin, control};
 
-/// The HTTP router.
+/// The HTTP router, with the request limits of `[server]` (`crate::limits`): the probes
+/// (`/healthz`, `/readyz`) are never shed nor rate limited.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/receipts/{id}", get(paid::get_receipt))
+    let probes = Router::new()
         .route("/healthz", get(paid::healthz))
         .route("/readyz", get(crate::readiness::readyz))
-        .fallback(paid::handle)
-        .with_state(gw)
+        .with_state(gw.clone());
+    let calls = Router::new().route("/receipts/{id}", get(paid::get_receipt)).fallback(paid::handle).with_state(gw.clone());
+    crate::limits::layered(&gw, probes, calls)
 }
 
 /// Serves on `listener` until `shutdown` resolves, with the recovery sweep and the
@@ -67,13 +69,9 @@ pub async fn serve(
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     let reload = spawn_cert_watcher(&gw);
-    // The peer address becomes the forwarded request's `X-Forwarded-For`.
-    let app = router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // `tap_io` (a no-op) gives both listener kinds axum's `ConnectInfo<SocketAddr>`.
-    let result = match tls_incoming(listener, gw.config.server.tls.as_ref())? {
-        Incoming::Plain(l) => axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(shutdown).await,
-        Incoming::Tls(l) => axum::serve(l.tap_io(|_| {}), app).with_graceful_shutdown(shutdown).await,
-    };
+    // Our own accept loop under the connection limits, plain or TLS (`crate::listener`); the
+    // peer address becomes the forwarded request's `X-Forwarded-For` and the per-IP key.
+    let result = crate::listener::serve_connections(listener, router(gw.clone()), gw.clone(), shutdown).await;
     if let Some(r) = reload {
         r.abort();
     }

@@ -10,6 +10,7 @@ mod control;
 mod deferred_before;
 mod errors;
 mod hostile_upstream;
+mod limits;
 mod money_truth;
 mod ops;
 mod readiness;
