@@ -53,7 +53,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tollgate_gateway::{Config, Gateway};
-use tollgate_test_support::{Deployment, PaymentBuilder, RpcFaultProxy, TestCa, TestChain, anvil_key, random_key, v2_header};
+use tollgate_test_support::{
+    Deployment, PaymentBuilder, RpcFaultProxy, TestCa, TestChain, anvil_key, random_key, v2_header,
+};
 use tollgate_verifier::{Clock, SystemClock};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
 
@@ -568,7 +570,14 @@ fn flood(s: &Settings, stack: &Stack, infra: &Runtime, attack: &Runtime, client:
             attack.spawn(slowloris(from, gw.addr.clone(), loris.clone(), stop_rx.clone()));
         }
         let clients = |ips: &[&str]| ips.iter().map(|ip| http(Some(ip), None)).collect::<anyhow::Result<Vec<_>>>();
-        attack.spawn(flood_loop(clients(&UNPAID_FROM)?, url.clone(), s.unpaid_rps, None, unpaid.clone(), stop_rx.clone()));
+        attack.spawn(flood_loop(
+            clients(&UNPAID_FROM)?,
+            url.clone(),
+            s.unpaid_rps,
+            None,
+            unpaid.clone(),
+            stop_rx.clone(),
+        ));
         attack.spawn(flood_loop(
             clients(&UNFUNDED_FROM)?,
             url.clone(),

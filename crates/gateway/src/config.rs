@@ -1162,8 +1162,7 @@ fn server_limits(raw: &RawServer, payment_header_bytes_max: usize) -> Result<Ser
         3_600_000,
     )?;
     let unpaid_per_ip_per_s = within("unpaid_per_ip_per_s", raw.unpaid_per_ip_per_s.map(u64::from), 10, 0, 1_000_000)?;
-    let unpaid_per_ip_burst =
-        within("unpaid_per_ip_burst", raw.unpaid_per_ip_burst.map(u64::from), 50, 1, 1_000_000)?;
+    let unpaid_per_ip_burst = within("unpaid_per_ip_burst", raw.unpaid_per_ip_burst.map(u64::from), 50, 1, 1_000_000)?;
     Ok(ServerLimits {
         connections_max: size("connections_max", raw.connections_max, d.connections_max, 1, 1_000_000)?,
         header_read_timeout: millis(

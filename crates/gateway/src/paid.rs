@@ -421,7 +421,8 @@ async fn verify(
             match gw.config.settlement.deferred_overflow {
                 DeferredOverflow::Reject => Err(GatewayError::DeferredAdmission(refusal)),
                 DeferredOverflow::After => {
-                    let verified = crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
+                    let verified =
+                        crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
                     Ok(Admitted { verified, mode: SettlementMode::After, slot: None })
                 }
             }

@@ -31,7 +31,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(paid::healthz))
         .route("/readyz", get(crate::readiness::readyz))
         .with_state(gw.clone());
-    let calls = Router::new().route("/receipts/{id}", get(paid::get_receipt)).fallback(paid::handle).with_state(gw.clone());
+    let calls =
+        Router::new().route("/receipts/{id}", get(paid::get_receipt)).fallback(paid::handle).with_state(gw.clone());
     crate::limits::layered(&gw, probes, calls)
 }
 

@@ -347,8 +347,14 @@ async fn unpaid_flood_is_rate_limited_while_a_paying_client_is_served() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await.unwrap());
     }
-    // The flooding address is still limited.
-    assert_eq!(flood.get(&url).send().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // The flooding address is still limited: it has regained at most its burst meanwhile.
+    let mut again = 0;
+    for _ in 0..10 {
+        if flood.get(&url).send().await.unwrap().status() == StatusCode::TOO_MANY_REQUESTS {
+            again += 1;
+        }
+    }
+    assert!(again >= 5, "{again} of 10 limited");
     assert!(h.gateway.metrics.listener.limited_count("rate_limited") >= 20);
     h.stop().await;
 }

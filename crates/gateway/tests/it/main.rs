@@ -168,7 +168,10 @@ pub struct Options {
     /// once at startup, so tests that drain the relayer to see the node refuse a broadcast
     /// are not raced by the monitor refusing first.
     pub health_interval_ms: u64,
-    /// TOML lines added to the `[server]` table.
+    /// TOML lines added to the `[server]` table. By default the per-IP limit on requests
+    /// without a valid payment is off (`unpaid_per_ip_per_s = 0`): every test client is
+    /// 127.0.0.1, and tests of other behaviour send floods of quotes, bad payments and
+    /// concurrent replays on purpose; `limits.rs` tests the limit.
     pub server_config: String,
     /// The providers' upstream instead of the harness's own (e.g. a TLS `ScriptedUpstream`).
     pub upstream_url: Option<String>,
@@ -183,7 +186,7 @@ impl Default for Options {
             extra_config: String::new(),
             settlement_config: String::new(),
             health_interval_ms: 3_600_000,
-            server_config: String::new(),
+            server_config: "unpaid_per_ip_per_s = 0\n".to_owned(),
             upstream_url: None,
             rpc_url: None,
         }
