@@ -562,7 +562,7 @@ async fn void(gw: &Gateway, id: &EntryId, from: EntryState, reason: &str) {
         // entry (and an unclaimed `forwarded` one of an `after` route) once its grace is over.
         Err(e) => {
             tracing::error!(%id, error = %e, "could not void an entry; recovery will");
-            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gw.counters.left_to_recovery();
         }
     }
 }
@@ -623,7 +623,8 @@ async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode, mode: Settlem
                     Ok(true) => return Err(error.into()),
                     // Moved meanwhile: look again.
                     Ok(false) => continue,
-                    Err(_) => {}
+                    // Retried by the next round; the last round's doubt is logged and counted.
+                    Err(e) => tracing::warn!(%id, error = %e, "could not void a reserved entry after a failed mark"),
                 }
             }
             Ok(Some(_)) => return Err(GatewayError::EntryReleased),
@@ -633,7 +634,7 @@ async fn forwarded(gw: &Gateway, id: &EntryId, status: StatusCode, mode: Settlem
         backoff *= 2;
     }
     tracing::warn!(%id, error = %error, "deferred forwarded mark in doubt; answering, the entry may be settled");
-    gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    gw.counters.left_to_recovery();
     Ok(())
 }
 
@@ -986,7 +987,12 @@ fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str) {
                     Ok(Some(e)) if e.state == EntryState::Settling => {
                         if !noted {
                             let cause = format!("{REFUND_DUE}{reason}");
-                            noted = gw.ledger.note_settling(&id, &cause, gw.clock.now_unix_s()).await.is_ok();
+                            // A failed note is retried on the next round; the final failure is
+                            // logged and counted below.
+                            match gw.ledger.note_settling(&id, &cause, gw.clock.now_unix_s()).await {
+                                Ok(_) => noted = true,
+                                Err(e) => tracing::warn!(%id, error = %e, "refund due not noted yet; retrying"),
+                            }
                         }
                     }
                     Ok(Some(e)) if e.state == EntryState::Settled => continue,
@@ -995,14 +1001,15 @@ fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str) {
                         tracing::info!(%id, state = %e.state, reason, "no refund owed: the payment did not land");
                         return;
                     }
-                    Ok(None) | Err(_) => {}
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%id, error = %e, "refund owed: entry unreadable; retrying"),
                 },
                 Err(e) => tracing::warn!(%id, error = %e, "refund owed not recorded yet; retrying"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         tracing::error!(%id, reason, "could not record a refund owed");
-        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.counters.left_to_recovery();
     });
 }
 

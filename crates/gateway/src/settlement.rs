@@ -137,6 +137,7 @@ async fn submit_once(
         // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
         // other replicas wait for it (and this process re-enters it).
         tracing::warn!(id = %claim.id, error = %e, "relayer lease not released; it will expire");
+        gw.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(sent)
 }
@@ -301,8 +302,10 @@ async fn chase_one(gw: Arc<Gateway>, c: Chase) {
     loop {
         match settler.check_receipt(&c.payment, tx_hash).await {
             Ok(Some(s)) => {
-                record_settled_or_leave(&gw, &c.id, &s).await;
-                tracing::info!(id = %c.id, %tx_hash, "in-doubt settlement landed");
+                // Not recorded: logged and counted inside; the sweep finds the same receipt.
+                if record_settled_or_leave(&gw, &c.id, &s).await {
+                    tracing::info!(id = %c.id, %tx_hash, "in-doubt settlement landed");
+                }
                 return;
             }
             Ok(None) => {}
@@ -323,9 +326,12 @@ async fn chase_one(gw: Arc<Gateway>, c: Chase) {
                 tollgate_verifier::Rebroadcast::Known => known = true,
                 // Mined meanwhile (the receipt is seen next round) or replaced: one more look.
                 tollgate_verifier::Rebroadcast::NonceTaken => {
-                    if let Ok(Some(s)) = settler.check_receipt(&c.payment, tx_hash).await {
-                        record_settled_or_leave(&gw, &c.id, &s).await;
+                    if let Ok(Some(s)) = settler.check_receipt(&c.payment, tx_hash).await
+                        && record_settled_or_leave(&gw, &c.id, &s).await
+                    {
+                        tracing::info!(id = %c.id, %tx_hash, "in-doubt settlement landed");
                     }
+                    // Not recorded: logged and counted inside; the sweep finds the same receipt.
                     return;
                 }
                 tollgate_verifier::Rebroadcast::Failed(e) => {
@@ -353,7 +359,7 @@ async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) -> boo
             Err(e) => {
                 tracing::error!(%id, tx = %s.tx_hash, error = %e,
                     "settlement mined but not recorded; the recovery sweep will record it");
-                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                gw.counters.left_to_recovery();
                 return false;
             }
         }
@@ -388,7 +394,7 @@ pub async fn note_answered(gw: &Gateway, id: &EntryId) {
             // have had (the provider bears it).
             Err(e) => {
                 tracing::warn!(%id, error = %e, "could not note the answer; a landed settlement will be owed back");
-                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                gw.counters.left_to_recovery();
                 return;
             }
         }
@@ -671,7 +677,7 @@ async fn fail(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str) {
         // Safe to leave: the entry stays unfinished and the next sweep decides it again.
         Err(e) => {
             tracing::error!(id = %entry.id, error = %e, "could not record a settlement failure; next sweep");
-            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gw.counters.left_to_next_sweep();
         }
     }
 }
@@ -807,7 +813,10 @@ async fn void_left(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str, 
         }
         Ok(false) => {}
         // Safe to leave: the entry stays unfinished and the next sweep voids it.
-        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep"),
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
+            gw.counters.left_to_next_sweep();
+        }
     }
 }
 
@@ -835,6 +844,7 @@ pub async fn recheck(gw: &Gateway, id: &EntryId) {
                 // Safe to leave: the entry stays `settling` and the recovery sweep finds the
                 // same receipt.
                 tracing::warn!(%id, error = %e, "re-check could not record a settlement; recovery will");
+                gw.counters.left_to_next_sweep();
             }
             return;
         }
@@ -922,6 +932,7 @@ async fn recover_settling(gw: &Gateway, entry: &Entry) {
                     // Safe to leave: the next sweep finds the same receipt.
                     Err(e) => {
                         tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+                        gw.counters.left_to_next_sweep();
                     }
                 }
                 return;
@@ -974,7 +985,7 @@ async fn owe_back(gw: &Gateway, id: &EntryId, reason: &str, now: u64) {
         // Left `settled`: finance sees a charge without a recorded answer. Counted and logged.
         Err(e) => {
             tracing::error!(%id, error = %e, "could not record a refund owed for an unanswered call");
-            gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gw.counters.left_to_recovery();
         }
     }
 }
