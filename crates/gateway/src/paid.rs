@@ -810,42 +810,59 @@ async fn settle_after(
             let extra = [("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
             Ok(respond(up, Some(&pending_receipt(p, tx)), &extra, cap))
         }
-        Err(e) => Err(settlement_refused(gw, id, p, e).await),
+        Err(e) => Err(settlement_refused(gw, id, EntryState::Forwarded, p, e).await),
     }
 }
 
-/// A settlement that cannot have moved money (see [`SettleError`]): the entry is ended
-/// (`settle_failed` for the payer's fault, `voided` otherwise) and the agent told so. The
-/// answer is true even when that write fails: no transaction of ours exists for an `after`
-/// or `before` entry, and the recovery sweep never broadcasts one for them (it voids them).
-async fn settlement_refused(gw: &Gateway, id: &EntryId, p: &VerifiedPayment, e: SettleError) -> GatewayError {
+/// A settlement that cannot have moved money (see [`SettleError`]): the entry, settled from
+/// `from` (`forwarded` in mode `after`, `reserved` in mode `before`), is ended and the agent
+/// told so. A served (`forwarded`) entry ends `settle_failed` for the payer's fault, `voided`
+/// otherwise; an unserved (`reserved`) one ends `voided`. The answer is true even when that
+/// write fails: no transaction of ours exists for an `after` or `before` entry, and the
+/// recovery sweep never broadcasts one for them (it voids them).
+async fn settlement_refused(
+    gw: &Gateway,
+    id: &EntryId,
+    from: EntryState,
+    p: &VerifiedPayment,
+    e: SettleError,
+) -> GatewayError {
     let reason = e.reason_code();
     tracing::warn!(%id, error = %e, reason, "settlement refused; nothing charged");
     let now = gw.clock.now_unix_s();
-    let ended = match &e {
+    let ended = match (&e, from) {
         // Already recorded `settle_failed` by settle_entry (or left for the sweep to).
-        SettleError::Reverted(_) => Ok(true),
-        SettleError::NotBroadcast { .. } => {
+        (SettleError::Reverted(_), _) => Ok(true),
+        (SettleError::NotBroadcast { .. }, _) => {
             let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
             gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
         }
         // The claim may or may not have committed: end whichever state the entry is in.
-        SettleError::Ledger(_) => end_unclaimed(gw, id, reason, now).await,
-        _ if e.payer_fault() => {
+        (SettleError::Ledger(_), EntryState::Forwarded) => end_unclaimed(gw, id, reason, now).await,
+        (_, EntryState::Forwarded) if e.payer_fault() => {
             let t = Transition::SettleFailed { reason: reason.to_owned() };
             gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
         }
-        _ => {
+        (_, EntryState::Forwarded) => {
             let t = Transition::Voided { reason: reason.to_owned() };
             gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
         }
+        // Nothing was forwarded: voided whatever the cause, from `from` or, when a claim may
+        // have committed (a ledger error while claiming), from `settling`.
+        (_, from) => {
+            let t = Transition::Voided { reason: reason.to_owned() };
+            match gw.ledger.transition_from(id, from, t.clone(), reason, None, now).await {
+                Ok(false) => gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await,
+                other => other,
+            }
+        }
     };
     if let Err(db) = ended {
-        // Safe to leave: nothing re-broadcasts an `after` entry; the sweep voids it.
+        // Safe to leave: nothing re-broadcasts an `after` or `before` entry; the sweep voids it.
         tracing::warn!(%id, error = %db, "could not end a refused settlement's entry; recovery will void it");
-        gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.counters.left_to_recovery();
     }
-    if e.payer_fault() || matches!(e, SettleError::Reverted(_)) {
+    if e.is_final() {
         GatewayError::SettlementFailed(failed_receipt(p, reason))
     } else {
         gw.counters.settlements_unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -886,36 +903,7 @@ async fn settle_before(
             let extra = vec![("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
             (pending_receipt(p, tx), extra)
         }
-        Err(e) => {
-            let reason = e.reason_code();
-            let now = gw.clock.now_unix_s();
-            let ended = match &e {
-                SettleError::Reverted(_) => Ok(true),
-                SettleError::NotBroadcast { .. } => {
-                    let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
-                    gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
-                }
-                _ => {
-                    let t = Transition::Voided { reason: reason.to_owned() };
-                    match gw.ledger.transition_from(id, EntryState::Reserved, t.clone(), reason, None, now).await {
-                        Ok(false) => gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await,
-                        other => other,
-                    }
-                }
-            };
-            if let Err(db) = ended {
-                // Safe to leave: nothing was forwarded and nothing re-broadcasts a `before`
-                // entry; the sweep voids it.
-                tracing::warn!(%id, error = %db, "could not void a refused settlement; recovery will");
-                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            return Err(if e.payer_fault() || matches!(e, SettleError::Reverted(_)) {
-                GatewayError::SettlementFailed(failed_receipt(p, reason))
-            } else {
-                gw.counters.settlements_unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                GatewayError::SettlementUnavailable(failed_receipt(p, reason))
-            });
-        }
+        Err(e) => return Err(settlement_refused(gw, id, EntryState::Reserved, p, e).await),
     };
     trail.tx_hash = Some(paid.transaction.clone());
     let phase = Instant::now();
@@ -1067,7 +1055,7 @@ pub async fn get_receipt(
             let body = serde_json::json!({
                 "id": e.id.to_string(),
                 "state": e.state.as_str(),
-                "network": format!("eip155:{}", e.chain_id),
+                "network": tollgate_x402::Network::new(e.chain_id).caip2(),
                 "payer": format!("{:#x}", e.payer),
                 "amount": e.amount.get().to_string(),
                 "transaction": e.tx_hash.map(|t| format!("{t:#x}")),

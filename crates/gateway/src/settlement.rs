@@ -99,7 +99,17 @@ impl SettleError {
         }
     }
 
-    /// The stable reason code recorded in the ledger and sent in a failed receipt.
+    /// Whether the agent is told `settlement_failed` (402: the payer's authorization is at
+    /// fault, or our transaction reverted) rather than `settlement_unavailable` (503: try
+    /// again later). Nothing was charged either way.
+    pub fn is_final(&self) -> bool {
+        self.payer_fault() || matches!(self, SettleError::Reverted(_))
+    }
+
+    /// The stable reason code recorded in the ledger and sent in a failed receipt: the one
+    /// mapping from a settlement failure to its code (the payer's fault keeps the verifier's
+    /// code; a revert that is not is `settlement_reverted`; anything else is
+    /// `settlement_unavailable`).
     pub fn reason_code(&self) -> &'static str {
         match self {
             SettleError::Verify(e) | SettleError::Reverted(e) if self.payer_fault() => e.reason_code(),
@@ -220,17 +230,17 @@ pub async fn settle_entry(
                 return Ok(SettleResult::Pending(tx_hash));
             }
             let now = gw.clock.now_unix_s();
-            let reason = if e.fault() == Fault::Client { e.reason_code() } else { "settlement_reverted" };
-            let t = Transition::SettleFailed { reason: reason.to_owned() };
+            let reverted = SettleError::Reverted(e);
+            let t = Transition::SettleFailed { reason: reverted.reason_code().to_owned() };
             if let Err(db) =
                 gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await
             {
                 // Safe to leave: the sweep finds every recorded transaction reverted and the
                 // authorization unused, and records the failure; nothing re-broadcasts it.
                 tracing::error!(%id, error = %db, "could not record a reverted settlement; recovery will");
-                gw.counters.ledger_writes_left_to_recovery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                gw.counters.left_to_recovery();
             }
-            Err(SettleError::Reverted(e))
+            Err(reverted)
         }
     }
 }
@@ -604,7 +614,7 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
         }
         let (gw, in_flight) = (gw.clone(), in_flight.clone());
         tokio::spawn(async move {
-            if settle_deferred(&gw, &next.id).await {
+            if settle_queued(&gw, &next.id).await {
                 gw.backlog.record_finished(gw.clock.now_unix_s());
             }
             gw.backlog.unpark(next.id.as_str());
@@ -619,7 +629,7 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
 
 /// Settles one deferred entry with retries; returns whether a settlement transaction was
 /// handed to the chain by this attempt (what admission control counts as throughput).
-async fn settle_deferred(gw: &Gateway, id: &EntryId) -> bool {
+async fn settle_queued(gw: &Gateway, id: &EntryId) -> bool {
     let attempts_max = gw.config.settlement.deferred_attempts_max;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=attempts_max {
