@@ -28,6 +28,7 @@ pub mod routes;
 pub mod server;
 pub mod settlement;
 pub mod ssrf;
+pub mod stored_payment;
 pub mod vault;
 
 pub use app::{Gateway, StartError};

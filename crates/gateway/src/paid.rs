@@ -32,6 +32,7 @@ use crate::error::GatewayError;
 use crate::metrics::Timings;
 use crate::proxy::{self, Target, Upstream};
 use crate::routes::{check_request_path, check_target_length};
+use crate::stored_payment::StoredPayment;
 use crate::settlement::{Queued, REFUND_DUE, SettleError, SettleResult, Waiter, note_answered, settle_entry};
 
 /// What one request carries through its phases.
@@ -464,7 +465,8 @@ async fn reserve(
     let a = &p.authorization;
     let amount = AtomicAmount::from_u256(a.value)
         .ok_or_else(|| GatewayError::Internal("price does not fit the ledger's amount range".to_owned()))?;
-    let payment = serde_json::to_string(p).map_err(|e| GatewayError::Internal(format!("payment JSON: {e}")))?;
+    let payment =
+        StoredPayment::to_json(p).map_err(|e| GatewayError::Internal(format!("stored payment JSON: {e}")))?;
     let entry = NewEntry {
         chain_id: p.chain_id,
         asset: p.asset,

@@ -16,6 +16,7 @@ use tollgate_metering::{
 use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, VerifyError};
 
 use crate::app::Gateway;
+use crate::stored_payment::{StoredPayment, StoredPaymentError};
 
 /// How a settlement attempt ended when money may have moved.
 #[derive(Debug)]
@@ -507,9 +508,24 @@ async fn relayer_lease<'a>(
     }
 }
 
-/// The payment stored with an entry.
-pub fn stored_payment(entry: &Entry) -> Option<VerifiedPayment> {
-    serde_json::from_str(&entry.payment).ok()
+/// The payment stored with an entry (`crate::stored_payment`, any known version).
+pub fn stored_payment(entry: &Entry) -> Result<VerifiedPayment, StoredPaymentError> {
+    StoredPayment::parse(&entry.payment)
+}
+
+/// An entry whose stored payment cannot be used: an unreadable one can never be settled and
+/// ends `settle_failed`; one written by a newer gateway is left for a process that reads it
+/// (logged), never failed.
+async fn unusable_payment(gw: &Gateway, entry: &Entry, from: EntryState, e: StoredPaymentError) {
+    match e {
+        StoredPaymentError::Unreadable(_) => {
+            tracing::error!(id = %entry.id, error = %e, "stored payment unreadable; the entry cannot be settled");
+            fail(gw, entry, from, "stored_payment_unreadable").await;
+        }
+        StoredPaymentError::NewerVersion { .. } => {
+            tracing::warn!(id = %entry.id, error = %e, "left for a gateway that knows this stored payment version");
+        }
+    }
 }
 
 /// A deferred entry handed to the worker.
@@ -643,9 +659,12 @@ async fn settle_queued(gw: &Gateway, id: &EntryId) -> bool {
                 continue;
             }
         };
-        let Some(payment) = stored_payment(&entry) else {
-            fail(gw, &entry, EntryState::Forwarded, "stored_payment_unreadable").await;
-            return false;
+        let payment = match stored_payment(&entry) {
+            Ok(p) => p,
+            Err(e) => {
+                unusable_payment(gw, &entry, EntryState::Forwarded, e).await;
+                return false;
+            }
         };
         match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement", Waiter::Background).await {
             Ok(_) => return true,
@@ -798,7 +817,7 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
                 return;
             }
             match stored_payment(entry) {
-                Some(p) => {
+                Ok(p) => {
                     match settle_entry(gw, &entry.id, EntryState::Forwarded, &p, "recovery", Waiter::Background).await {
                         Ok(_)
                         | Err(SettleError::LostRace | SettleError::NotBroadcast { .. } | SettleError::Reverted(_)) => {}
@@ -806,7 +825,7 @@ async fn recover_entry(gw: &Gateway, entry: &Entry) {
                         Err(e) => fail(gw, entry, EntryState::Forwarded, e.reason_code()).await,
                     }
                 }
-                None => fail(gw, entry, EntryState::Forwarded, "stored_payment_unreadable").await,
+                Err(e) => unusable_payment(gw, entry, EntryState::Forwarded, e).await,
             }
         }
         EntryState::Settling => recover_settling(gw, entry).await,
@@ -842,11 +861,16 @@ pub async fn recheck(gw: &Gateway, id: &EntryId) {
             return;
         }
     };
-    let Some(payment) = stored_payment(&entry) else { return };
+    // Unusable: the recovery sweep decides what becomes of the entry.
+    let Ok(payment) = stored_payment(&entry) else { return };
     let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
     let hashes = match gw.ledger.events(id).await {
         Ok(events) => events.iter().filter_map(|e| e.tx_hash).chain(entry.tx_hash).collect::<Vec<_>>(),
-        Err(_) => return,
+        // Safe to leave: nothing was written; the recovery sweep reads the same events.
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "re-check: ledger unavailable; the recovery sweep will");
+            return;
+        }
     };
     for tx_hash in hashes {
         if let Ok(Some(s)) = settler.check_receipt(&payment, tx_hash).await {
@@ -879,9 +903,9 @@ async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<C
 /// the first): find out what became of them.
 async fn recover_settling(gw: &Gateway, entry: &Entry) {
     let now = gw.clock.now_unix_s();
-    let Some(payment) = stored_payment(entry) else {
-        fail(gw, entry, EntryState::Settling, "stored_payment_unreadable").await;
-        return;
+    let payment = match stored_payment(entry) {
+        Ok(p) => p,
+        Err(e) => return unusable_payment(gw, entry, EntryState::Settling, e).await,
     };
     let Some(settler) = gw.settlers.get(&payment.chain_id) else { return };
     let events = match gw.ledger.events(&entry.id).await {

@@ -3,7 +3,9 @@
 //! after a recovery sweep (docs/guarantees.md).
 
 use alloy_primitives::{B256, U256};
+use tollgate_gateway::stored_payment::StoredPayment;
 use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
+use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
 
 use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
@@ -108,6 +110,16 @@ both_engines!(forwarded_after_voided, forwarded_after_entries_are_voided_by_reco
 /// A `forwarded` ledger entry for `b`'s real, verified payment in `mode`: what a process
 /// leaves when it dies after the upstream answered and before settling.
 async fn forwarded_entry(h: &Harness, b: &PaymentBuilder, mode: SettlementMode) -> tollgate_metering::EntryId {
+    forwarded_entry_stored(h, b, mode, |p| StoredPayment::to_json(p).unwrap()).await
+}
+
+/// Like [`forwarded_entry`], with the stored payment written by `store`.
+async fn forwarded_entry_stored(
+    h: &Harness,
+    b: &PaymentBuilder,
+    mode: SettlementMode,
+    store: impl FnOnce(&VerifiedPayment) -> String,
+) -> tollgate_metering::EntryId {
     let offer = h.offer("/weather/rome").await;
     let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
     let id = h
@@ -126,7 +138,7 @@ async fn forwarded_entry(h: &Harness, b: &PaymentBuilder, mode: SettlementMode) 
             method: "GET".to_owned(),
             path: "/weather/rome".to_owned(),
             mode,
-            payment: serde_json::to_string(&verified).unwrap(),
+            payment: store(&verified),
             price_version: Some(1),
             credential: None,
             credential_version: None,
@@ -398,3 +410,42 @@ async fn recovery_settles_concurrently(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::from(12 * PRICE_ATOMIC));
 }
 both_engines!(recovery_concurrent, recovery_settles_concurrently);
+
+/// The stored payment as gateways wrote it before the format was versioned: the verifier's
+/// `VerifiedPayment` JSON of the time, without `v`, spelled out here so that a later change to
+/// the verifier's types cannot change what this test stores.
+fn unversioned_payment_json(p: &VerifiedPayment) -> String {
+    let a = &p.authorization;
+    let signature = match &p.signature {
+        SignatureCheck::Ecdsa(s) => serde_json::json!({ "ecdsa": { "r": s.r, "s": s.s, "v": s.v } }),
+        SignatureCheck::Contract(bytes) => serde_json::json!({ "contract": bytes }),
+    };
+    serde_json::json!({
+        "chainId": p.chain_id,
+        "asset": p.asset,
+        "authorization": {
+            "from": a.from, "to": a.to, "value": a.value,
+            "validAfter": a.valid_after, "validBefore": a.valid_before, "nonce": a.nonce,
+        },
+        "signature": signature,
+        "digest": p.digest,
+    })
+    .to_string()
+}
+
+// Goal: entries in flight during an upgrade still settle: a served deferred entry whose payment
+// was stored in the unversioned shape of earlier gateways is settled by the recovery sweep of
+// this one, and the money lands.
+async fn unversioned_stored_payment_still_settles(h: &Harness) {
+    let mut b = h.payment("/weather/rome").await;
+    b.valid_before = h.now + 20_000;
+    let id = forwarded_entry_stored(h, &b, SettlementMode::Deferred, unversioned_payment_json).await;
+    let stored = h.gateway.ledger.entry(&id).await.unwrap().unwrap().payment;
+    assert!(!stored.contains("\"v\":1"), "stored in the old shape: {stored}");
+    sweep_later(h, h.now + 7_200).await;
+    let entry = h.wait_state(&b, EntryState::Settled).await;
+    assert!(entry.tx_hash.is_some());
+    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+both_engines!(unversioned_stored_payment, unversioned_stored_payment_still_settles);
