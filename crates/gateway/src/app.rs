@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
@@ -70,9 +70,6 @@ impl Drop for LiveHold {
     }
 }
 
-/// (chain id, asset, payer).
-pub type BalanceKey = (u64, Address, Address);
-
 /// Everything a request handler needs.
 pub struct Gateway {
     /// The configuration.
@@ -120,8 +117,8 @@ pub struct Gateway {
     /// Deferred payments admitted and not finished, and the measured settlement throughput
     /// (admission control, `crate::admission`).
     pub backlog: Arc<crate::admission::Backlog>,
-    /// Token balances by (chain, asset, payer) for deferred-mode checks.
-    pub balances: Mutex<HashMap<BalanceKey, (U256, Instant)>>,
+    /// Token balances for deferred-mode checks.
+    pub balances: crate::balances::BalanceCache,
     /// This process's id for leases.
     pub instance: String,
     /// Held by the settlement that holds this process's relayer lease (shared databases):
@@ -247,6 +244,8 @@ impl Gateway {
         let (chase_tx, chase_rx) = mpsc::channel(CHASE_QUEUE_CAPACITY);
         let instance = hex::encode(rand::random::<[u8; 8]>());
         let readiness = crate::readiness::Readiness::new(config.networks.iter().map(|n| n.network.chain_id));
+        let balances =
+            crate::balances::BalanceCache::new(Duration::from_millis(config.verification.balance_cache_ttl_ms));
         let gw = Arc::new(Gateway {
             config,
             live: Live::default(),
@@ -269,7 +268,7 @@ impl Gateway {
             chase_tx,
             chase_rx: Mutex::new(Some(chase_rx)),
             live_entries: Arc::default(),
-            balances: Mutex::new(HashMap::new()),
+            balances,
             instance,
             relayer_turn: tokio::sync::Mutex::new(()),
             readiness,

@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod balances;
 pub mod challenge;
 pub mod config;
 pub mod control;

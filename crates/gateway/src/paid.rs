@@ -391,7 +391,7 @@ async fn verify(
     let a = &verified.authorization;
     let (used, balance) = tokio::join!(
         gw.verifier.authorization_used(verified.chain_id, verified.asset, a.from, a.nonce),
-        cached_balance(gw, &verified)
+        async { gw.balances.balance(&gw.verifier, &verified).await.map_err(GatewayError::Verify) }
     );
     if used.map_err(GatewayError::Verify)? {
         return Err(GatewayError::Verify(VerifyError::NonceAlreadyUsed { from: a.from, nonce: a.nonce }));
@@ -430,26 +430,6 @@ struct Admitted {
     mode: SettlementMode,
     /// The deferred backlog place (deferred calls only).
     slot: Option<Slot>,
-}
-
-async fn cached_balance(gw: &Gateway, p: &VerifiedPayment) -> Result<alloy_primitives::U256, GatewayError> {
-    let key = (p.chain_id, p.asset, p.authorization.from);
-    let ttl = Duration::from_millis(gw.config.verification.balance_cache_ttl_ms);
-    if let Ok(cache) = gw.balances.lock()
-        && let Some((balance, at)) = cache.get(&key)
-        && at.elapsed() < ttl
-    {
-        return Ok(*balance);
-    }
-    let balance =
-        gw.verifier.token_balance(p.chain_id, p.asset, p.authorization.from).await.map_err(GatewayError::Verify)?;
-    if let Ok(mut cache) = gw.balances.lock() {
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(key, (balance, Instant::now()));
-    }
-    Ok(balance)
 }
 
 /// Phase 6: the spend is recorded before anything is forwarded. The database's unique
