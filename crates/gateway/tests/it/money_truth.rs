@@ -5,8 +5,8 @@
 use alloy_primitives::{B256, U256};
 use tollgate_gateway::stored_payment::StoredPayment;
 use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
-use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
+use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 
 use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
 
