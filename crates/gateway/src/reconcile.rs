@@ -226,7 +226,7 @@ async fn reopen_reorged(gw: &Gateway, report: &ReconReport, entries: &[Entry]) -
         let (EntryState::Settled, Some(block_hash)) = (entry.state, entry.block_hash) else { continue };
         if gw.ledger.reopen_reorged(&entry.id, block_hash, gw.clock.now_unix_s()).await? {
             tracing::warn!(id = %entry.id, block = ?entry.block_number, "settlement reorged away; re-checking");
-            crate::settlement::recheck(gw, &entry.id).await;
+            crate::settlement::recheck(&gw.settlements, &entry.id).await;
             reopened.push(entry.id.clone());
         }
     }

@@ -114,7 +114,7 @@ pub(super) async fn verify(
     let valid_before_unix_s = u64::try_from(a.valid_before).unwrap_or(u64::MAX);
     let value = u128::try_from(a.value).unwrap_or(u128::MAX);
     let payer = format!("{}:{:#x}:{:#x}", verified.chain_id, verified.asset, a.from);
-    match gw.backlog.admit(&gw.config.settlement, valid_before_unix_s, now, &payer, pending, value) {
+    match gw.settlements.backlog.admit(&gw.config.settlement, valid_before_unix_s, now, &payer, pending, value) {
         Ok(slot) => Ok(Admitted { verified, mode, slot: Some(slot) }),
         Err(refusal) => {
             gw.counters.deferred_admission_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

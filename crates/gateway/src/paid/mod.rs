@@ -131,7 +131,7 @@ async fn paid_call(gw: &Arc<Gateway>, call: &mut PaidCall) -> Result<Response, G
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     call.payment = Some(verified);
     let id = reserved?;
-    let _live = gw.live_entries.hold(id.clone());
+    let _live = gw.settlements.live_entries.hold(id.clone());
     call.trail.timings.reserve = Some(phase.elapsed());
     call.entry_id = Some(id.clone());
     // 7. the upstream request: the body in full within the cap, then the mode's first hook.

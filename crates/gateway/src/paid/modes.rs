@@ -79,7 +79,7 @@ impl Settlement {
         let Settlement::Before(paid) = self else { return Ok(()) };
         let (id, p) = call.reserved()?;
         let phase = Instant::now();
-        let settled = settle_entry(gw, &id, EntryState::Reserved, &p, "settle_before", Waiter::Call).await;
+        let settled = settle_entry(&gw.settlements, &id, EntryState::Reserved, &p, "settle_before", Waiter::Call).await;
         call.trail.timings.settle = Some(phase.elapsed());
         let (receipt, extra) = match settled {
             Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s)) => (receipt(&p, s.tx_hash), Vec::new()),
@@ -207,7 +207,7 @@ async fn settle_after(
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
     let phase = Instant::now();
-    let settled = settle_entry(gw, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await;
+    let settled = settle_entry(&gw.settlements, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await;
     call.trail.timings.settle = Some(phase.elapsed());
     match settled {
         Ok(SettleResult::Settled(s)) => {
@@ -218,7 +218,7 @@ async fn settle_after(
         // recording it later, knows the body went out), then the agent is told it paid.
         Ok(SettleResult::SettledUnrecorded(s)) => {
             call.trail.tx_hash = Some(format!("{:#x}", s.tx_hash));
-            note_answered(gw, id).await;
+            note_answered(&gw.settlements, id).await;
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
         }
         // A transaction may exist: the payment may be made, so the agent gets what it pays
@@ -226,7 +226,7 @@ async fn settle_after(
         // pay again.
         Ok(SettleResult::Pending(tx)) => {
             call.trail.tx_hash = Some(format!("{tx:#x}"));
-            note_answered(gw, id).await;
+            note_answered(&gw.settlements, id).await;
             gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let extra = [("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
             Ok(respond(up, Some(&pending_receipt(p, tx)), &extra, cap))
@@ -303,7 +303,7 @@ async fn end_unclaimed(gw: &Gateway, id: &EntryId, reason: &str, now: u64) -> Re
 
 /// Hands a `forwarded` deferred entry to the worker.
 fn queue(gw: &Gateway, queued: Queued) {
-    if let Err(e) = gw.deferred_tx.try_send(queued) {
+    if let Err(e) = gw.settlements.deferred_tx.try_send(queued) {
         // The queue is full (or the worker is gone at shutdown): the entry is durable in the
         // ledger and the worker's backlog sweep will settle it. Its admission slot stays
         // counted until then.
@@ -312,7 +312,7 @@ fn queue(gw: &Gateway, queued: Queued) {
         };
         tracing::warn!(id = %q.id, "deferred queue full; left to the backlog sweep");
         if let Some(slot) = q.slot {
-            gw.backlog.park(q.id.as_str(), slot);
+            gw.settlements.backlog.park(q.id.as_str(), slot);
         }
     }
 }

@@ -10,28 +10,17 @@ use tollgate_metering::EntryId;
 use tollgate_verifier::{Fault, VerifiedPayment};
 
 use super::record::record_settled_or_leave;
-use crate::app::Gateway;
-
-/// A settlement whose broadcast is in doubt, handed to the chaser.
-#[derive(Debug)]
-pub struct Chase {
-    /// The entry (`settling` with this transaction).
-    pub id: EntryId,
-    /// Its payment.
-    pub payment: VerifiedPayment,
-    /// The signed transaction.
-    pub submitted: tollgate_verifier::Submitted,
-}
+use super::service::{Chase, Settlements};
 
 pub(super) async fn chase(
-    gw: &Gateway,
+    svc: &Settlements,
     settler: &tollgate_verifier::Settler,
     id: &EntryId,
     payment: &VerifiedPayment,
     submitted: tollgate_verifier::Submitted,
 ) {
     let c = Chase { id: id.clone(), payment: payment.clone(), submitted };
-    if let Err(e) = gw.chase_tx.try_send(c) {
+    if let Err(e) = svc.chase_tx.try_send(c) {
         // Safe to drop: the entry is `settling` with the hash; the sweep follows it (and voids
         // it once it can no longer land), it just is not re-broadcast. The relayer asks the
         // node for its nonce again, so a gap left by a transaction no node has is refilled
@@ -40,7 +29,7 @@ pub(super) async fn chase(
             tokio::sync::mpsc::error::TrySendError::Full(c) | tokio::sync::mpsc::error::TrySendError::Closed(c) => c.id,
         };
         tracing::warn!(%id, "chaser queue full; an in-doubt settlement is left to the sweep");
-        gw.counters.chases_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        svc.counters.chases_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         settler.forget_nonce().await;
     }
 }
@@ -58,29 +47,29 @@ const CHASE_MIN: Duration = Duration::from_secs(10);
 /// when the nonce is taken by another transaction (the sweep voids the entry) or after the
 /// receipt timeout, and then makes the relayer ask the node for its nonce again, so a gap
 /// left by a transaction no node has is refilled.
-pub async fn chase_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<Chase>) {
+pub async fn chase_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::Receiver<Chase>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CHASES_AT_ONCE));
     while let Some(c) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let gw = gw.clone();
+        let svc = svc.clone();
         tokio::spawn(async move {
-            chase_one(gw, c).await;
+            chase_one(svc, c).await;
             drop(slot);
         });
     }
 }
 
-async fn chase_one(gw: Arc<Gateway>, c: Chase) {
-    let Some(settler) = gw.settlers.get(&c.payment.chain_id).cloned() else { return };
+async fn chase_one(svc: Arc<Settlements>, c: Chase) {
+    let Some(settler) = svc.settlers.get(&c.payment.chain_id).cloned() else { return };
     let tx_hash = c.submitted.tx_hash;
-    let deadline = tokio::time::Instant::now() + gw.config.settlement.receipt_timeout.max(CHASE_MIN);
-    let mut wait = gw.config.settlement.receipt_poll_interval.max(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + svc.config.settlement.receipt_timeout.max(CHASE_MIN);
+    let mut wait = svc.config.settlement.receipt_poll_interval.max(Duration::from_millis(20));
     let mut known = false;
     loop {
         match settler.check_receipt(&c.payment, tx_hash).await {
             Ok(Some(s)) => {
                 // Not recorded: logged and counted inside; the sweep finds the same receipt.
-                if record_settled_or_leave(&gw, &c.id, &s).await {
+                if record_settled_or_leave(&svc, &c.id, &s).await {
                     tracing::info!(id = %c.id, %tx_hash, "in-doubt settlement landed");
                 }
                 return;
@@ -104,7 +93,7 @@ async fn chase_one(gw: Arc<Gateway>, c: Chase) {
                 // Mined meanwhile (the receipt is seen next round) or replaced: one more look.
                 tollgate_verifier::Rebroadcast::NonceTaken => {
                     if let Ok(Some(s)) = settler.check_receipt(&c.payment, tx_hash).await
-                        && record_settled_or_leave(&gw, &c.id, &s).await
+                        && record_settled_or_leave(&svc, &c.id, &s).await
                     {
                         tracing::info!(id = %c.id, %tx_hash, "in-doubt settlement landed");
                     }

@@ -10,41 +10,8 @@ use std::time::Duration;
 use tollgate_metering::{EntryId, EntryState};
 
 use super::record::{fail, stored_payment, unusable_payment};
+use super::service::{Queued, Settlements};
 use super::settle::{SettleError, Waiter, settle_entry};
-use crate::app::Gateway;
-
-/// A deferred entry handed to the worker.
-#[derive(Debug)]
-pub struct Queued {
-    /// The entry (`forwarded`).
-    pub id: EntryId,
-    /// Its authorization's `validBefore`: the worker settles the earliest-expiring first.
-    pub valid_before_unix_s: u64,
-    /// Its place in the admission backlog, released when the settlement finishes (absent for
-    /// entries picked up from the ledger by the backlog sweep).
-    pub slot: Option<crate::admission::Slot>,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
-    }
-}
-
-impl Eq for Queued {}
-
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Queued {
-    /// Reversed, so that a `BinaryHeap` pops the earliest `validBefore` first.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.valid_before_unix_s.cmp(&self.valid_before_unix_s).then_with(|| other.id.as_str().cmp(self.id.as_str()))
-    }
-}
 
 /// The worker's waiting entries, earliest expiry first, each id once.
 #[derive(Default)]
@@ -76,9 +43,9 @@ impl Waiting {
 /// backlog (entries queued while the channel was full, or before a restart), in the same
 /// order. Sends are serialised on the relayer's nonce; what overlaps is the wait for
 /// receipts, so a chain with blocks every few seconds still settles many entries per block.
-pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
-    let sweep = gw.config.settlement.recovery_interval;
-    let slots = Arc::new(tokio::sync::Semaphore::new(gw.config.settlement.deferred_concurrency));
+pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+    let sweep = svc.config.settlement.recovery_interval;
+    let slots = Arc::new(tokio::sync::Semaphore::new(svc.config.settlement.deferred_concurrency));
     // Entries being settled by a task of this worker: the backlog sweep must not start a
     // second attempt beside the first (it would lose the ledger claim, but only after an
     // estimate and a signature).
@@ -90,7 +57,7 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
         // queue had no room for compete on expiry with the queued ones.
         if last_sweep.elapsed() >= sweep {
             last_sweep = tokio::time::Instant::now();
-            match gw.ledger.deferred_backlog(256).await {
+            match svc.ledger.deferred_backlog(256).await {
                 Ok(entries) => {
                     for e in entries {
                         waiting.push(Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None });
@@ -116,12 +83,12 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
         if !in_flight.lock().is_ok_and(|mut set| set.insert(next.id.clone())) {
             continue;
         }
-        let (gw, in_flight) = (gw.clone(), in_flight.clone());
+        let (svc, in_flight) = (svc.clone(), in_flight.clone());
         tokio::spawn(async move {
-            if settle_queued(&gw, &next.id).await {
-                gw.backlog.record_finished(gw.clock.now_unix_s());
+            if settle_queued(&svc, &next.id).await {
+                svc.backlog.record_finished(svc.clock.now_unix_s());
             }
-            gw.backlog.unpark(next.id.as_str());
+            svc.backlog.unpark(next.id.as_str());
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&next.id);
             }
@@ -133,11 +100,11 @@ pub async fn deferred_worker(gw: Arc<Gateway>, mut rx: tokio::sync::mpsc::Receiv
 
 /// Settles one deferred entry with retries; returns whether a settlement transaction was
 /// handed to the chain by this attempt (what admission control counts as throughput).
-async fn settle_queued(gw: &Gateway, id: &EntryId) -> bool {
-    let attempts_max = gw.config.settlement.deferred_attempts_max;
+async fn settle_queued(svc: &Settlements, id: &EntryId) -> bool {
+    let attempts_max = svc.config.settlement.deferred_attempts_max;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=attempts_max {
-        let entry = match gw.ledger.entry(id).await {
+        let entry = match svc.ledger.entry(id).await {
             Ok(Some(e)) if e.state == EntryState::Forwarded => e,
             Ok(_) => return false,
             Err(e) => {
@@ -150,11 +117,11 @@ async fn settle_queued(gw: &Gateway, id: &EntryId) -> bool {
         let payment = match stored_payment(&entry) {
             Ok(p) => p,
             Err(e) => {
-                unusable_payment(gw, &entry, EntryState::Forwarded, e).await;
+                unusable_payment(svc, &entry, EntryState::Forwarded, e).await;
                 return false;
             }
         };
-        match settle_entry(gw, id, EntryState::Forwarded, &payment, "deferred_settlement", Waiter::Background).await {
+        match settle_entry(svc, id, EntryState::Forwarded, &payment, "deferred_settlement", Waiter::Background).await {
             Ok(_) => return true,
             Err(e) if e.is_transient() && attempt < attempts_max => {
                 tracing::warn!(%id, attempt, error = %e, "deferred settlement will be retried");
@@ -174,7 +141,7 @@ async fn settle_queued(gw: &Gateway, id: &EntryId) -> bool {
                 return false;
             }
             Err(e) => {
-                fail(gw, &entry, EntryState::Forwarded, e.reason_code()).await;
+                fail(svc, &entry, EntryState::Forwarded, e.reason_code()).await;
                 return false;
             }
         }

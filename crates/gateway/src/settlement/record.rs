@@ -9,7 +9,7 @@ use std::time::Duration;
 use tollgate_metering::{Entry, EntryId, EntryState, MeteringError, Transition};
 use tollgate_verifier::{Settled, VerifiedPayment};
 
-use crate::app::Gateway;
+use super::service::Settlements;
 use crate::stored_payment::{StoredPayment, StoredPaymentError};
 
 /// Attempts at recording a mined settlement before leaving it to the recovery sweep.
@@ -18,10 +18,10 @@ const RECORD_ATTEMPTS: u32 = 3;
 /// Records a mined settlement, retrying briefly; if the ledger stays unavailable the entry is
 /// left `settling` with the hash, and the recovery sweep finds the receipt and records it.
 /// The payer has paid either way, which is what the caller tells them.
-pub(super) async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Settled) -> bool {
+pub(super) async fn record_settled_or_leave(svc: &Settlements, id: &EntryId, s: &Settled) -> bool {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1..=RECORD_ATTEMPTS {
-        match record_settled(gw, id, s).await {
+        match record_settled(svc, id, s).await {
             Ok(_) => return true,
             Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
                 tokio::time::sleep(backoff).await;
@@ -30,7 +30,7 @@ pub(super) async fn record_settled_or_leave(gw: &Gateway, id: &EntryId, s: &Sett
             Err(e) => {
                 tracing::error!(%id, tx = %s.tx_hash, error = %e,
                     "settlement mined but not recorded; the recovery sweep will record it");
-                gw.counters.left_to_recovery();
+                svc.counters.left_to_recovery();
                 return false;
             }
         }
@@ -51,10 +51,10 @@ pub const REFUND_DUE: &str = "refund_due:";
 /// before the answer goes out. The recovery sweep reads it: an `after` entry whose
 /// transaction landed without this note belonged to a process that died before answering,
 /// and is owed back. If the note cannot be written the sweep errs on the agent's side.
-pub async fn note_answered(gw: &Gateway, id: &EntryId) {
+pub async fn note_answered(svc: &Settlements, id: &EntryId) {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1..=RECORD_ATTEMPTS {
-        match gw.ledger.note_settling(id, ANSWERED, gw.clock.now_unix_s()).await {
+        match svc.ledger.note_settling(id, ANSWERED, svc.clock.now_unix_s()).await {
             Ok(_) => return,
             Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
                 tokio::time::sleep(backoff).await;
@@ -65,7 +65,7 @@ pub async fn note_answered(gw: &Gateway, id: &EntryId) {
             // have had (the provider bears it).
             Err(e) => {
                 tracing::warn!(%id, error = %e, "could not note the answer; a landed settlement will be owed back");
-                gw.counters.left_to_recovery();
+                svc.counters.left_to_recovery();
                 return;
             }
         }
@@ -90,14 +90,14 @@ impl ClaimDetail {
     }
 }
 
-pub(super) async fn record_settled(gw: &Gateway, id: &EntryId, s: &Settled) -> Result<bool, MeteringError> {
+pub(super) async fn record_settled(svc: &Settlements, id: &EntryId, s: &Settled) -> Result<bool, MeteringError> {
     let t = Transition::Settled {
         tx_hash: s.tx_hash,
         block_number: s.block_number,
         block_hash: s.block_hash,
         log_index: s.log_index,
     };
-    gw.ledger.transition_from(id, EntryState::Settling, t, "receipt", None, gw.clock.now_unix_s()).await
+    svc.ledger.transition_from(id, EntryState::Settling, t, "receipt", None, svc.clock.now_unix_s()).await
 }
 
 /// The payment stored with an entry (`crate::stored_payment`, any known version).
@@ -108,11 +108,11 @@ pub fn stored_payment(entry: &Entry) -> Result<VerifiedPayment, StoredPaymentErr
 /// An entry whose stored payment cannot be used: an unreadable one can never be settled and
 /// ends `settle_failed`; one written by a newer gateway is left for a process that reads it
 /// (logged), never failed.
-pub(super) async fn unusable_payment(gw: &Gateway, entry: &Entry, from: EntryState, e: StoredPaymentError) {
+pub(super) async fn unusable_payment(svc: &Settlements, entry: &Entry, from: EntryState, e: StoredPaymentError) {
     match e {
         StoredPaymentError::Unreadable(_) => {
             tracing::error!(id = %entry.id, error = %e, "stored payment unreadable; the entry cannot be settled");
-            fail(gw, entry, from, "stored_payment_unreadable").await;
+            fail(svc, entry, from, "stored_payment_unreadable").await;
         }
         StoredPaymentError::NewerVersion { .. } => {
             tracing::warn!(id = %entry.id, error = %e, "left for a gateway that knows this stored payment version");
@@ -120,19 +120,19 @@ pub(super) async fn unusable_payment(gw: &Gateway, entry: &Entry, from: EntrySta
     }
 }
 
-pub(super) async fn fail(gw: &Gateway, entry: &Entry, from: EntryState, reason: &str) {
-    let now = gw.clock.now_unix_s();
+pub(super) async fn fail(svc: &Settlements, entry: &Entry, from: EntryState, reason: &str) {
+    let now = svc.clock.now_unix_s();
     // The service was delivered but no money moved: finance sees it as a failed settlement.
     let t = Transition::SettleFailed { reason: reason.to_owned() };
-    match gw.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
+    match svc.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
         Ok(true) => {
-            gw.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            svc.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(false) => {}
         // Safe to leave: the entry stays unfinished and the next sweep decides it again.
         Err(e) => {
             tracing::error!(id = %entry.id, error = %e, "could not record a settlement failure; next sweep");
-            gw.counters.left_to_next_sweep();
+            svc.counters.left_to_next_sweep();
         }
     }
 }

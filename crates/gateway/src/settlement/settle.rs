@@ -13,7 +13,7 @@ use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, V
 
 use super::chase::chase;
 use super::record::{ClaimDetail, record_settled_or_leave};
-use crate::app::Gateway;
+use super::service::Settlements;
 
 /// How a settlement attempt ended when money may have moved.
 #[derive(Debug)]
@@ -132,20 +132,20 @@ const NOT_YET_VALID_WAIT: Duration = Duration::from_millis(1_100);
 
 /// One claim-and-broadcast under the relayer lease (shared databases).
 async fn submit_once(
-    gw: &Gateway,
+    svc: &Settlements,
     settler: &tollgate_verifier::Settler,
     payment: &VerifiedPayment,
     claim: &mut LedgerClaim<'_>,
 ) -> Result<Result<Option<tollgate_verifier::Submitted>, VerifyError>, SettleError> {
-    let hold = relayer_lease(gw, payment.chain_id, settler.address()).await?;
+    let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
     let sent = settler.submit_claimed(payment, claim).await;
     if let Some(hold) = hold
-        && let Err(e) = gw.ledger.release_lease(&hold.name, &gw.instance).await
+        && let Err(e) = svc.ledger.release_lease(&hold.name, &svc.instance).await
     {
         // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
         // other replicas wait for it (and this process re-enters it).
         tracing::warn!(id = %claim.id, error = %e, "relayer lease not released; it will expire");
-        gw.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        svc.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(sent)
 }
@@ -155,23 +155,23 @@ async fn submit_once(
 /// (settled, or pending with a hash); `Err` means it cannot have, through us (see
 /// [`SettleError`]).
 pub async fn settle_entry(
-    gw: &Gateway,
+    svc: &Settlements,
     id: &EntryId,
     from: EntryState,
     payment: &VerifiedPayment,
     cause: &str,
     waiter: Waiter,
 ) -> Result<SettleResult, SettleError> {
-    let settler = gw.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
-    let mut claim = LedgerClaim { gw, id, expected: from, cause, error: None, claimed: None };
-    let mut sent = submit_once(gw, settler, payment, &mut claim).await?;
+    let settler = svc.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
+    let mut claim = LedgerClaim { svc, id, expected: from, cause, error: None, claimed: None };
+    let mut sent = submit_once(svc, settler, payment, &mut claim).await?;
     // The chain's clock may not have passed `validAfter` yet (the token wants `now >
     // validAfter` by block time, and blocks lag the wall clock): not a refusal, a wait.
     if let Err(VerifyError::NotYetValid { .. }) = &sent
         && claim.claimed.is_none()
     {
         tokio::time::sleep(NOT_YET_VALID_WAIT).await;
-        sent = submit_once(gw, settler, payment, &mut claim).await?;
+        sent = submit_once(svc, settler, payment, &mut claim).await?;
     }
     let submitted = match sent {
         Ok(Some(s)) => s,
@@ -193,19 +193,19 @@ pub async fn settle_entry(
         (_, false) => match settler.check_receipt(payment, tx_hash).await {
             Ok(Some(s)) => Ok(SettleOutcome::Settled(s)),
             _ => {
-                chase(gw, settler, id, payment, submitted).await;
+                chase(svc, settler, id, payment, submitted).await;
                 Ok(SettleOutcome::Pending { tx_hash })
             }
         },
         (Waiter::Call, true) => settler.await_receipt(payment, tx_hash).await,
         (Waiter::Background, true) => {
-            settler.await_receipt_every(payment, tx_hash, gw.config.settlement.deferred_receipt_poll_interval).await
+            settler.await_receipt_every(payment, tx_hash, svc.config.settlement.deferred_receipt_poll_interval).await
         }
     };
     match outcome {
         Ok(SettleOutcome::Settled(s)) => {
-            gw.metrics.settlement_receipt(&payment.network(), broadcast_at.elapsed());
-            if record_settled_or_leave(gw, id, &s).await {
+            svc.metrics.settlement_receipt(&payment.network(), broadcast_at.elapsed());
+            if record_settled_or_leave(svc, id, &s).await {
                 Ok(SettleResult::Settled(s))
             } else {
                 Ok(SettleResult::SettledUnrecorded(s))
@@ -217,23 +217,23 @@ pub async fn settle_entry(
             // transaction of ours (or a third party's) moved the money: leave the entry
             // `settling` for the recovery sweep, which checks every recorded hash, and say
             // "pending". Only a definite "unused" makes the failure final.
-            let used = gw
+            let used = svc
                 .verifier
                 .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
                 .await;
             if !matches!(used, Ok(false)) {
                 return Ok(SettleResult::Pending(tx_hash));
             }
-            let now = gw.clock.now_unix_s();
+            let now = svc.clock.now_unix_s();
             let reverted = SettleError::Reverted(e);
             let t = Transition::SettleFailed { reason: reverted.reason_code().to_owned() };
             if let Err(db) =
-                gw.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await
+                svc.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await
             {
                 // Safe to leave: the sweep finds every recorded transaction reverted and the
                 // authorization unused, and records the failure; nothing re-broadcasts it.
                 tracing::error!(%id, error = %db, "could not record a reverted settlement; recovery will");
-                gw.counters.left_to_recovery();
+                svc.counters.left_to_recovery();
             }
             Err(reverted)
         }
@@ -243,7 +243,7 @@ pub async fn settle_entry(
 /// Claims an entry for a settlement transaction: `expected → settling(tx)`, conditional on
 /// the entry still being in `expected`.
 struct LedgerClaim<'a> {
-    gw: &'a Gateway,
+    svc: &'a Settlements,
     id: &'a EntryId,
     expected: EntryState,
     cause: &'a str,
@@ -255,10 +255,10 @@ struct LedgerClaim<'a> {
 #[async_trait::async_trait]
 impl Claim for LedgerClaim<'_> {
     async fn claim(&mut self, tx_hash: B256, relayer: alloy_primitives::Address, nonce: u64) -> bool {
-        let now = self.gw.clock.now_unix_s();
+        let now = self.svc.clock.now_unix_s();
         let t = Transition::Settling { tx_hash };
         let detail = ClaimDetail { relayer, nonce }.to_json();
-        match self.gw.ledger.transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await {
+        match self.svc.ledger.transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await {
             Ok(true) => {
                 self.expected = EntryState::Settling;
                 self.claimed = Some(tx_hash);
@@ -285,20 +285,20 @@ struct RelayerHold<'a> {
 /// lease is held for the send only (the nonce is refreshed from the node when it moved).
 /// With SQLite there is a single process and no lease.
 async fn relayer_lease<'a>(
-    gw: &'a Gateway,
+    svc: &'a Settlements,
     chain_id: u64,
     relayer: alloy_primitives::Address,
 ) -> Result<Option<RelayerHold<'a>>, SettleError> {
-    if gw.ledger.engine() != tollgate_metering::Engine::Postgres {
+    if svc.ledger.engine() != tollgate_metering::Engine::Postgres {
         return Ok(None);
     }
-    let turn = gw.relayer_turn.lock().await;
+    let turn = svc.relayer_turn.lock().await;
     let name = format!("relayer:{chain_id}:{relayer:#x}");
-    let deadline = tokio::time::Instant::now() + gw.config.settlement.relayer_lease_wait;
+    let deadline = tokio::time::Instant::now() + svc.config.settlement.relayer_lease_wait;
     loop {
-        let now = gw.clock.now_unix_s();
-        let ttl_s = gw.config.settlement.relayer_lease_ttl_s;
-        if gw.ledger.try_lease(&name, &gw.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
+        let now = svc.clock.now_unix_s();
+        let ttl_s = svc.config.settlement.relayer_lease_ttl_s;
+        if svc.ledger.try_lease(&name, &svc.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
             return Ok(Some(RelayerHold { name, _turn: turn }));
         }
         if tokio::time::Instant::now() >= deadline {

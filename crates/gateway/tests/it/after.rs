@@ -154,7 +154,7 @@ async fn late_receipt_is_pending_then_recovered() {
 
     h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
     h.clock.set(h.now + 7_200); // past the recovery grace period
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let entry = h.wait_state(&b, EntryState::Settled).await;
     assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction));
     assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));

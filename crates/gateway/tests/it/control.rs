@@ -571,15 +571,15 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
         .await
         .unwrap();
     // Within the grace period nothing is backfilled (a live replica may still be writing it).
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     assert_eq!(wait_audit(h, "/admin/audit", 1).await.len(), 1);
     // The sweep first ends the abandoned entry (voided: never forwarded); once that end is older
     // than the grace period, the record is rebuilt.
     h.clock.set(h.now + 3 * 3600);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     assert_eq!(h.gateway.ledger.entry(&lost).await.unwrap().unwrap().state, tollgate_metering::EntryState::Voided);
     h.clock.set(h.now + 6 * 3600);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let records = wait_audit(h, "/admin/audit", 2).await;
     assert_eq!(records.len(), 2, "{records:?}");
     let recovered = &records[1];
@@ -590,7 +590,7 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     assert_eq!(recovered["credential"], "env:TEST_API_KEY");
     let first = h.entry_for(&audited).await.unwrap();
     assert_eq!(records[0]["entry_id"], first.id.to_string());
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&h.operator), None).await;
     assert_eq!((v["intact"].clone(), v["records"].clone()), (json!(true), json!(2)), "no duplicates: {v}");
 }

@@ -125,12 +125,12 @@ async fn unmarked_entries_are_voided_with_what_is_known(h: &Harness) {
         made.push((id, b));
     }
     // Within the grace period the sweep leaves them alone (a live process may be writing).
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     for (_, b) in &made {
         assert_eq!(h.entry_for(b).await.unwrap().state, EntryState::Reserved);
     }
     h.clock.set(h.now + 7_200);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let deferred = h.wait_state(&made[0].1, EntryState::Voided).await;
     let after = h.wait_state(&made[1].1, EntryState::Voided).await;
     assert_eq!(deferred.id, made[0].0);

@@ -22,7 +22,7 @@ async fn set_relayer_gas(h: &Harness, wei_hex: &str) {
 /// Runs the recovery sweep as a later process would: past the grace period.
 async fn sweep_later(h: &Harness, at_unix_s: u64) {
     h.clock.set(at_unix_s);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
 }
 
 // Goal: a relayer that cannot pay gas makes the node refuse the broadcast after the claim.
