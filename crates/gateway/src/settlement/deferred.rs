@@ -21,9 +21,14 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn push(&mut self, q: Queued) {
+    /// Adds `q` unless its entry is already waiting. A duplicate's admission slot is parked
+    /// under the entry's id rather than dropped: the entry is still unsettled, so its slot
+    /// must keep counting until the task that finishes the entry unparks it.
+    fn push(&mut self, q: Queued, backlog: &crate::admission::Backlog) {
         if self.ids.insert(q.id.clone()) {
             self.heap.push(q);
+        } else if let Some(slot) = q.slot {
+            backlog.park(q.id.as_str(), slot);
         }
     }
 
@@ -60,7 +65,8 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
             match svc.ledger.deferred_backlog(256).await {
                 Ok(entries) => {
                     for e in entries {
-                        waiting.push(Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None });
+                        let q = Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None };
+                        waiting.push(q, &svc.backlog);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "deferred backlog unavailable"),
@@ -68,7 +74,7 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
         }
         if waiting.is_empty() {
             match tokio::time::timeout(sweep, rx.recv()).await {
-                Ok(Some(q)) => waiting.push(q),
+                Ok(Some(q)) => waiting.push(q, &svc.backlog),
                 Ok(None) => return,
                 Err(_) => {}
             }
@@ -77,20 +83,30 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         // Whatever arrived while waiting for a slot competes on expiry too.
         while let Ok(q) = rx.try_recv() {
-            waiting.push(q);
+            waiting.push(q, &svc.backlog);
         }
-        let Some(next) = waiting.pop() else { continue };
-        if !in_flight.lock().is_ok_and(|mut set| set.insert(next.id.clone())) {
-            continue;
+        let Some(mut next) = waiting.pop() else { continue };
+        // Already being settled by a task: the duplicate's admission slot (if it carries one)
+        // is parked under the same lock the task takes to finish, so it is released by that
+        // task's unpark and never before the entry is finished (nor left parked after it).
+        {
+            let mut set = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !set.insert(next.id.clone()) {
+                if let Some(dup) = next.slot.take() {
+                    svc.backlog.park(next.id.as_str(), dup);
+                }
+                continue;
+            }
         }
         let (svc, in_flight) = (svc.clone(), in_flight.clone());
         tokio::spawn(async move {
             if settle_queued(&svc, &next.id).await {
                 svc.backlog.record_finished(svc.clock.now_unix_s());
             }
-            svc.backlog.unpark(next.id.as_str());
-            if let Ok(mut set) = in_flight.lock() {
+            {
+                let mut set = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 set.remove(&next.id);
+                svc.backlog.unpark(next.id.as_str());
             }
             drop(next.slot);
             drop(slot);
