@@ -8,7 +8,7 @@
 //! hashes the pure classification sees, the binary search of block timestamps (times to
 //! blocks, blocks to UTC days), and the job's lease (one replica at a time).
 //!
-//! Must not: classify (that is the metering crate's pure function, so the rules are unit-tested
+//! Must not: classify (that is `tollgate-recon`'s pure function, so the rules are unit-tested
 //! without a chain), change ledger entries beyond one correction — a settled entry whose block
 //! was reorged away goes back to `settling` and is re-checked (Ledger::reopen_reorged) —
 //! (otherwise reconciliation only reports; resolutions are notes), or know HTTP.
@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
-use tollgate_metering::{
-    ChainTransfer, Entry, EntryId, EntryState, MeteringError, NewReconRun, ReconBreakdown, ReconClass, ReconItem,
-    ReconReport, ReconScope, ReconSums, breakdown, reconcile, unix_s_of_utc,
-};
+use tollgate_metering::{Entry, EntryId, EntryState, MeteringError, ReconClass, ReconItem, ReconScope};
+pub use tollgate_recon::parse_time;
+use tollgate_recon::{ChainTransfer, ReconBreakdown, ReconReport, ReconSums, breakdown, reconcile};
 use tollgate_verifier::{AUTHORIZATION_USED_TOPIC, Chain, Fault, LogQuery, ReceiptLog, TRANSFER_TOPIC, VerifyError};
 use tollgate_x402::Network;
 
@@ -204,13 +203,7 @@ pub async fn reconcile_range(
     });
     let confirmed_head = current_block.saturating_add(1).checked_sub(opts.confirmations_min.max(1));
     let cursor_block = confirmed_head.map(|head| head.min(to_block)).filter(|c| *c >= from_block);
-    let run = NewReconRun {
-        scope: &scope,
-        cursor_block,
-        started_unix_s,
-        finished_unix_s: gw.clock.now_unix_s().max(started_unix_s),
-        report: &report,
-    };
+    let run = report.new_run(&scope, cursor_block, started_unix_s, gw.clock.now_unix_s().max(started_unix_s));
     let run_id = gw.ledger.record_recon_run(&run).await?;
     let reopened = reopen_reorged(gw, &report, &entries).await?;
     Ok(ReconcileOutcome { run_id, scope, cursor_block, current_block, report, breakdown, reopened })
@@ -394,48 +387,6 @@ async fn days_of_blocks(
         spans.push((mid, hi));
     }
     Ok(day_of)
-}
-
-/// Parses a time argument: unix seconds (`1767225600`) or RFC 3339 (`2026-01-01T00:00:00Z`,
-/// `2026-01-01T01:00:00+01:00`, fractional seconds dropped).
-pub fn parse_time(s: &str) -> Result<u64, String> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse().map_err(|_| format!("`{s}` is too large"));
-    }
-    let bad = || format!("`{s}` is neither unix seconds nor RFC 3339 (2026-01-31T00:00:00Z)");
-    let num = |range: std::ops::Range<usize>| -> Result<u64, String> {
-        let part = s.get(range).ok_or_else(bad)?;
-        if !part.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        part.parse().map_err(|_| bad())
-    };
-    let sep = |i: usize, allowed: &[u8]| s.as_bytes().get(i).is_some_and(|b| allowed.contains(b));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return Err(bad());
-    }
-    let local =
-        unix_s_of_utc(num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?).ok_or_else(bad)?;
-    let mut rest = s.get(19..).ok_or_else(bad)?;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = frac.get(digits..).ok_or_else(bad)?;
-    }
-    match rest.as_bytes() {
-        [b'Z' | b'z'] => Ok(local),
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let offset_s = num(s.len() - 5..s.len() - 3)? * 3_600 + num(s.len() - 2..s.len())? * 60;
-            if offset_s >= 86_400 {
-                return Err(bad());
-            }
-            // The local time is `offset` ahead of UTC for `+`.
-            if *sign == b'+' { local.checked_sub(offset_s) } else { local.checked_add(offset_s) }.ok_or_else(bad)
-        }
-        _ => Err(bad()),
-    }
 }
 
 /// The periodic job's settings (`[reconciliation]`).
@@ -915,33 +866,6 @@ mod tests {
             out.push('|');
         }
         assert_eq!(out, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\r\nlines\"|");
-    }
-
-    #[test]
-    fn time_arguments() {
-        // Goal: unix seconds and RFC 3339 (Z, offsets, fractions) parse to the same instant; malformed and impossible times are refused.
-        assert_eq!(parse_time("1767225600"), Ok(1_767_225_600));
-        assert_eq!(parse_time("2026-01-01T00:00:00Z"), Ok(1_767_225_600));
-        assert_eq!(parse_time("2026-01-01t00:00:00.250z"), Ok(1_767_225_600));
-        assert_eq!(parse_time("2026-01-01T01:30:00+01:30"), Ok(1_767_225_600));
-        assert_eq!(parse_time("2025-12-31T22:00:00-02:00"), Ok(1_767_225_600));
-        assert_eq!(parse_time("2026-01-01 00:00:00Z"), Ok(1_767_225_600));
-        for bad in [
-            "",
-            "2026-01-01",
-            "2026-01-01T00:00:00",
-            "2026-02-30T00:00:00Z",
-            "2026-01-01T24:00:00Z",
-            "2026-01-01T00:00:00.Z",
-            "2026-01-01T00:00:00+0100",
-            "2026-01-01T00:00:00+24:00",
-            "+2026-01-01T00:00:00Z",
-            "1e9",
-            "-5",
-            "99999999999999999999999",
-        ] {
-            assert!(parse_time(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

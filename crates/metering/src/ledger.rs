@@ -1534,13 +1534,12 @@ impl Ledger {
         let cursor = run.cursor_block.map(|v| to_i64("cursor_block", v)).transpose()?;
         let started = to_i64("started_unix_s", run.started_unix_s)?;
         let finished = to_i64("finished_unix_s", run.finished_unix_s)?;
-        let totals = &run.report.totals;
         let mut counts = Vec::with_capacity(ReconClass::ALL.len());
         for class in ReconClass::ALL {
-            counts.push(to_i64("count", totals.counts.get(&class).copied().unwrap_or(0))?);
+            counts.push(to_i64("count", run.counts.get(&class).copied().unwrap_or(0))?);
         }
-        let holds = i64::from(run.report.tie_out(&scope.pay_to).holds);
-        let exceptions = run.report.exceptions().map(ExceptionColumns::of).collect::<Result<Vec<_>, _>>()?;
+        let holds = i64::from(run.tie_out_holds);
+        let exceptions = run.exceptions.iter().map(|i| ExceptionColumns::of(i)).collect::<Result<Vec<_>, _>>()?;
         let err = |e: sqlx::Error| self.db_error(OP, e);
         self.bounded(OP, async {
             on_db!(write self, |pool, begin| {
@@ -1557,9 +1556,9 @@ impl Ledger {
                     insert = insert.bind(*n);
                 }
                 let id: i64 = insert
-                    .bind(totals.chain_total.to_string())
-                    .bind(totals.ledger_total.to_string())
-                    .bind(totals.matched_total.to_string())
+                    .bind(run.chain_total.to_string())
+                    .bind(run.ledger_total.to_string())
+                    .bind(run.matched_total.to_string())
                     .bind(holds)
                     .fetch_one(&mut *tx)
                     .await

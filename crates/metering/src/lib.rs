@@ -9,7 +9,8 @@
 //! that let one process at a time act for a relayer key, the control plane's storage (admin
 //! token hashes, providers, endpoints and price versions, credential ciphertexts, wallet
 //! policies enforced inside [`Ledger::reserve`], the change counter, the hash-chained audit
-//! log) and the reconciliation's pure matcher and records. SQLite (embedded) or PostgreSQL
+//! log) and the reconciliation's records (runs, exceptions, notes, the cursor; the matcher is
+//! `tollgate-recon`'s). SQLite (embedded) or PostgreSQL
 //! (shared), chosen by the URL.
 //!
 //! Must not: know HTTP or status codes, reach a chain or depend on alloy providers (callers
@@ -34,11 +35,7 @@ pub use control::{
 };
 pub use error::MeteringError;
 pub use ledger::{Engine, Ledger, LedgerOptions};
-pub use reconcile::{
-    ChainTransfer, NewReconRun, PERIOD_UNKNOWN, ReconBreakdown, ReconClass, ReconException, ReconItem, ReconNote,
-    ReconReport, ReconRun, ReconScope, ReconSums, ReconTotals, TieOut, breakdown, reconcile, unix_s_of_utc, utc_day,
-    utc_month,
-};
+pub use reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun, ReconScope};
 pub use types::{
     AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
     PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, StateCounts, Tally,

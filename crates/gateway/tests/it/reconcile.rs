@@ -10,9 +10,8 @@ use tollgate_gateway::reconcile::{
     JOB_LEASE, JobSettings, JobTick, ReconcileOptions, ReconcileOutcome, blocks_of_times, job_tick, reconcile_range,
     reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
 };
-use tollgate_metering::{
-    AtomicAmount, EntryState, NewEntry, ReconClass, ReconSums, SettlementMode, Transition, utc_day, utc_month,
-};
+use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, Transition};
+use tollgate_recon::{ReconSums, utc_day, utc_month};
 use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
 use tollgate_verifier::Clock;
 use tollgate_x402::Network;
