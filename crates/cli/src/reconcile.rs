@@ -1,16 +1,16 @@
 //! `tollgate reconcile`: reconciles one network's settlements over a block range, a time range,
 //! or from the stored cursor to the head, against the ledger; records the run, prints a summary
 //! and writes CSV or JSON (docs/reconciliation.md). Knows nothing of the classification: that
-//! is `tollgate_gateway::reconcile`.
+//! is `tollgate-recon`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tollgate_gateway::reconcile::{
+use tollgate_gateway::{Config, Gateway};
+use tollgate_recon::{
     ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
     render_totals_csv,
 };
-use tollgate_gateway::{Config, Gateway};
 use tollgate_verifier::SystemClock;
 use tollgate_x402::Network;
 
@@ -78,7 +78,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         (None, [only]) => only.network,
         (None, _) => return Err(Failure::usage("several networks are configured: pass --network eip155:<chain id>")),
     };
-    let defaults = ReconcileOptions::from_config(&config.reconciliation);
+    let defaults = tollgate_gateway::reconcile::options(&config.reconciliation);
     let opts = ReconcileOptions {
         confirmations_min: args.confirmations.unwrap_or(defaults.confirmations_min),
         chunk_blocks: args.chunk_blocks.unwrap_or(defaults.chunk_blocks),
@@ -96,10 +96,11 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         }
     };
     let gw = Gateway::start(config, Arc::new(SystemClock)).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+    let recon = tollgate_gateway::reconcile::reconciler(&gw);
     let outcome = match range {
-        Range::Blocks((from, to)) => reconcile_range(&gw, network, from, to, opts).await.map(Some),
-        Range::Times((from, to)) => reconcile_times(&gw, network, from, to, opts).await.map(Some),
-        Range::Resume => reconcile_resume(&gw, network, start_block, blocks_max, opts).await,
+        Range::Blocks((from, to)) => reconcile_range(&recon, network, from, to, opts).await.map(Some),
+        Range::Times((from, to)) => reconcile_times(&recon, network, from, to, opts).await.map(Some),
+        Range::Resume => reconcile_resume(&recon, network, start_block, blocks_max, opts).await,
     };
     gw.ledger.close().await;
     let Some(outcome) = outcome.map_err(|e| Failure::new(EXIT_FAILURE, e))? else {

@@ -37,12 +37,11 @@ use crate::app::Gateway;
 use crate::config::{RawProvider, RawRoute, build_provider, build_route};
 use crate::control::{self, prices_json, reserved_path_check};
 use crate::error::GatewayError;
-use crate::reconcile::{
-    ReconcileError, ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv,
-    render_json,
-};
 use crate::routes::PathPattern;
 use crate::vault;
+use tollgate_recon::{
+    ReconcileError, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
+};
 
 /// Longest upstream timeout a provider token may set on its endpoints.
 const PROVIDER_UPSTREAM_TIMEOUT_MAX_S: u64 = 300;
@@ -1098,7 +1097,8 @@ async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body:
     };
     let b: ReconcileBody = body.json()?;
     let network = network_of(&gw, b.network.as_deref())?;
-    let mut opts = ReconcileOptions::from_config(&gw.config.reconciliation);
+    let mut opts = crate::reconcile::options(&gw.config.reconciliation);
+    let recon = crate::reconcile::reconciler(&gw);
     if let Some(c) = b.confirmations {
         opts.confirmations_min = c.max(1);
     }
@@ -1106,15 +1106,15 @@ async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body:
         opts.chunk_blocks = c.clamp(1, 100_000);
     }
     let outcome = match (b.from_block, b.to_block, b.from_time, b.to_time, b.resume) {
-        (Some(from), Some(to), None, None, false) => reconcile_range(&gw, network, from, to, opts).await,
+        (Some(from), Some(to), None, None, false) => reconcile_range(&recon, network, from, to, opts).await,
         (None, None, Some(from), Some(to), false) => {
             let from = parse_time(&from).map_err(|e| invalid("from_time", e))?;
             let to = parse_time(&to).map_err(|e| invalid("to_time", e))?;
-            reconcile_times(&gw, network, from, to, opts).await
+            reconcile_times(&recon, network, from, to, opts).await
         }
         (None, None, None, None, true) => {
             let c = &gw.config.reconciliation;
-            match reconcile_resume(&gw, network, c.start_block, c.run_blocks_max, opts).await {
+            match reconcile_resume(&recon, network, c.start_block, c.run_blocks_max, opts).await {
                 Ok(Some(o)) => Ok(o),
                 Ok(None) => return ok(json!({ "run": null, "reason": "no new block since the last run" })),
                 Err(e) => Err(e),

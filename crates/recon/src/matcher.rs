@@ -341,7 +341,8 @@ pub fn utc_day(unix_s: u64) -> String {
 
 /// The UTC month of `unix_s` as `YYYY-MM` ([`PERIOD_UNKNOWN`] past year 9999).
 pub fn utc_month(unix_s: u64) -> String {
-    utc_date(unix_s).map_or_else(|| PERIOD_UNKNOWN.to_owned(), |d| format!("{:04}-{:02}", d.year(), u8::from(d.month())))
+    utc_date(unix_s)
+        .map_or_else(|| PERIOD_UNKNOWN.to_owned(), |d| format!("{:04}-{:02}", d.year(), u8::from(d.month())))
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
 use alloy_sol_types::SolCall;
-use tollgate_gateway::reconcile::{
+use tollgate_gateway::reconcile::reconciler;
+use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, Transition};
+use tollgate_recon::{
     JOB_LEASE, JobSettings, JobTick, ReconcileOptions, ReconcileOutcome, blocks_of_times, job_tick, reconcile_range,
     reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
 };
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, Transition};
 use tollgate_recon::{ReconSums, utc_day, utc_month};
 use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
 use tollgate_verifier::Clock;
@@ -40,7 +41,7 @@ async fn paid_call(h: &Harness, city: &str) {
 }
 
 async fn run(h: &Harness, from: u64, to: u64) -> ReconcileOutcome {
-    reconcile_range(&h.gateway, Network::BASE, from, to, opts()).await.unwrap()
+    reconcile_range(&reconciler(&h.gateway), Network::BASE, from, to, opts()).await.unwrap()
 }
 
 fn count(o: &ReconcileOutcome, class: ReconClass) -> u64 {
@@ -265,7 +266,7 @@ async fn time_range_and_days(h: &Harness) {
     h.chain.warp_to(d3 + 3_600).await.unwrap();
     let first_of_d3 = head(h).await;
 
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
     assert_eq!(blocks_of_times(gw, Network::BASE, d1, d3, opts()).await.unwrap(), (first_of_d1, first_of_d3 - 1));
     assert_eq!(blocks_of_times(gw, Network::BASE, d2, d3, opts()).await.unwrap(), (first_of_d2, first_of_d3 - 1));
     // An end beyond the head takes the head; a range with no block, or backwards, is refused.
@@ -304,7 +305,7 @@ both_engines!(recon_by_time, time_range_and_days);
 // ends at the head; a settlement with too few confirmations stays behind the cursor and is
 // matched by the next resume once confirmed; with no new block there is nothing to do.
 async fn resume_from_cursor(h: &Harness) {
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
     let start = head(h).await + 1;
     let two = ReconcileOptions { confirmations_min: 2, ..opts() };
     assert!(gw.ledger.recon_cursor(8453, h.chain.token).await.unwrap().is_none());
@@ -348,16 +349,17 @@ fn job(interval: Duration) -> JobSettings {
 // replica holding it means no run), reconciles every network from its cursor, and releases
 // the lease afterwards.
 async fn job_tick_takes_the_lease(h: &Harness) {
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
+    let instance = &h.gateway.instance;
     paid_call(h, "nairobi").await;
     let now = h.clock.now_unix_s();
     assert!(gw.ledger.try_lease(JOB_LEASE, "other-replica", 60, now).await.unwrap());
-    let tick = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap();
+    let tick = job_tick(gw, instance, &job(Duration::from_secs(1))).await.unwrap();
     assert!(matches!(tick, JobTick::LeaseBusy), "{tick:?}");
     assert!(gw.ledger.recon_runs(8453, h.chain.token, 10).await.unwrap().is_empty());
     gw.ledger.release_lease(JOB_LEASE, "other-replica").await.unwrap();
 
-    let JobTick::Ran(results) = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap() else {
+    let JobTick::Ran(results) = job_tick(gw, instance, &job(Duration::from_secs(1))).await.unwrap() else {
         panic!("the lease was free");
     };
     assert_eq!(results.len(), 1);

@@ -88,11 +88,7 @@ async fn runs_exceptions_and_notes() {
             ledger_state: None,
             ..item_of(ReconClass::OnchainMissingInLedger, e1)
         };
-        let items = [
-            item_of(ReconClass::Matched, e1),
-            item_of(ReconClass::LedgerSettledMissingOnchain, e2),
-            stray,
-        ];
+        let items = [item_of(ReconClass::Matched, e1), item_of(ReconClass::LedgerSettledMissingOnchain, e2), stray];
         let counts: BTreeMap<ReconClass, u64> =
             ReconClass::ALL.into_iter().map(|c| (c, items.iter().filter(|i| i.class == c).count() as u64)).collect();
         let scope = scope(1_000, 1_010);
