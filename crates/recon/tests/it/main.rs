@@ -1,0 +1,4 @@
+//! Integration tests of `tollgate-recon` through its public API.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+mod render;
