@@ -458,33 +458,15 @@ pub fn audit_hash(seq: u64, r: &NewAuditRecord, prev_hash: &str) -> String {
 /// Start of the UTC day and of the UTC calendar month containing `now_unix_s`.
 pub fn period_starts(now_unix_s: u64) -> (u64, u64) {
     let day_start = now_unix_s - now_unix_s % DAY_S;
-    let days = now_unix_s / DAY_S;
-    let (y, m, _) = civil_from_days(days);
-    (day_start, days_from_civil(y, m, 1) * DAY_S)
-}
-
-// Howard Hinnant's civil-date algorithms, for days since 1970-01-01 (non-negative only).
-fn civil_from_days(z: u64) -> (u64, u64, u64) {
-    let z = z + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    (era * 146_097 + doe).saturating_sub(719_468)
+    // The month's first day, by the `time` crate's calendar. Past year 9999 (beyond any clock
+    // this runs under) the month is taken to start with the day.
+    let month_start = i64::try_from(now_unix_s)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.replace_day(1).ok())
+        .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+        .map_or(day_start, |first_day| first_day - first_day % DAY_S);
+    (day_start, month_start)
 }
 
 // ---------------------------------------------------------------------------------------
