@@ -34,6 +34,11 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "tls: one TLS stack, knows nothing of the product",
     ),
     (
+        "tollgate-recon",
+        &["axum", "tollgate-gateway", "tollgate-client"],
+        "recon: knows nothing of HTTP serving or the gateway",
+    ),
+    (
         "tollgate-client",
         &["sqlx", "axum", "tollgate-metering", "tollgate-gateway", "tollgate-verifier"],
         "client: knows nothing of the gateway's internals, the ledger or sqlx",
