@@ -6,3 +6,4 @@ mod binary;
 mod pg_server;
 mod rpc_fault;
 mod upstream;
+mod workspace;
