@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tollgate_test_support::{Deployment, RpcFaultProxy, ScriptedUpstream, TestCa, TestChain, anvil_key, random_key};
+use tollgate_test_support::{Deployment, MockUpstream, RpcFaultProxy, TestCa, TestChain, anvil_key, random_key};
 
 use crate::agent::tollgate;
 use crate::startup::{config, refused};
@@ -63,7 +63,7 @@ fn der(pem: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_over_tls_call_balance_and_sighup_reload() {
     let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
-    let upstream = ScriptedUpstream::start().await.unwrap();
+    let upstream = MockUpstream::start().await.unwrap();
     let ca = TestCa::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_file, key_file) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
