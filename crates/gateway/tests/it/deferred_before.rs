@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode};
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
 
 // Goal: a deferred route answers right after the upstream with a receipt id; the worker
 // settles in the background and /receipts/{id} reports the transaction; an upstream failure

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_metering::EntryState;
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, Options, PRICE_ATOMIC};
+use crate::harness::{Harness, Options, PRICE_ATOMIC};
 
 /// The hostile providers' secret: characters that every encoding spells differently.
 const SECRET: &str = "hx-9f/2+Kq=7&z~Lw";
@@ -211,7 +211,7 @@ macro_rules! hostile_both_engines {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 let s = setup().await;
-                if let Some(h) = Harness::start_with(crate::Engine::Sqlite, s.options.clone()).await {
+                if let Some(h) = Harness::start_with(crate::harness::Engine::Sqlite, s.options.clone()).await {
                     ($body)(&h, &s).await;
                     h.stop().await;
                 }
@@ -219,7 +219,7 @@ macro_rules! hostile_both_engines {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let s = setup().await;
-                if let Some(h) = Harness::start_with(crate::Engine::Postgres, s.options.clone()).await {
+                if let Some(h) = Harness::start_with(crate::harness::Engine::Postgres, s.options.clone()).await {
                     ($body)(&h, &s).await;
                     h.stop().await;
                 }
@@ -361,7 +361,7 @@ async fn redirects_are_not_charged_and_rewritten(h: &Harness, s: &Setup) {
     let (b, resp) = paid_get(h, "/hcr/redirect-in").await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(resp.headers()["location"], "/hcr/landing?x=1");
-    assert!(crate::receipt_of(&resp, "payment-response").success);
+    assert!(crate::harness::receipt_of(&resp, "payment-response").success);
     h.wait_state(&b, EntryState::Settled).await;
     assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap());
 }

@@ -13,8 +13,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tollgate_metering::EntryState;
 use tollgate_test_support::{MockUpstream, RpcFaultProxy, TestCa, v2_header};
 
+use crate::harness::{API_KEY, Engine, Harness, Options, PRICE_ATOMIC};
 use crate::secrets::captured_logs;
-use crate::{API_KEY, Engine, Harness, Options, PRICE_ATOMIC};
 
 fn with_ca(ca: &TestCa) -> String {
     format!("\n[tls]\nextra_ca_file = \"{}\"\n", ca.ca_file().display())
