@@ -551,23 +551,8 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
         .gateway
         .ledger
         .reserve(&tollgate_metering::NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: tollgate_metering::AtomicAmount::new(PRICE_ATOMIC).unwrap(),
-            valid_before_unix_s: h.now + 600,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/riga".to_owned(),
-            mode: tollgate_metering::SettlementMode::After,
-            payment: "{}".to_owned(),
-            price_version: Some(1),
             credential: Some("env:TEST_API_KEY".to_owned()),
-            credential_version: None,
-            now_unix_s: h.now,
+            ..h.weather_entry(&b, "/weather/riga", tollgate_metering::SettlementMode::After)
         })
         .await
         .unwrap();

@@ -11,7 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, U256};
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use tollgate_gateway::Gateway;
-use tollgate_metering::{Entry, EntryState, Role};
+use tollgate_metering::{AtomicAmount, Entry, EntryState, NewEntry, Role, SettlementMode};
 use tollgate_test_support::{
     ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, PgDatabase, ProviderConfig, Recorded,
     Reply, RouteConfig, TestChain, TestGateway, anvil_key, random_key,
@@ -321,6 +321,31 @@ impl Harness {
         s.read_to_string(&mut out).await.unwrap();
         let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         (status, out)
+    }
+
+    /// The reservation the gateway makes for `b` on `GET path` of the `weather` route in
+    /// `mode` (valid 600 s from `now`, no stored payment, no credential): what a process leaves
+    /// behind when it dies mid-call. Tests change the fields their scene needs.
+    pub fn weather_entry(&self, b: &PaymentBuilder, path: &str, mode: SettlementMode) -> NewEntry {
+        NewEntry {
+            chain_id: 8453,
+            asset: self.chain.token,
+            payer: b.from,
+            pay_to: b.to,
+            nonce: b.nonce,
+            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
+            valid_before_unix_s: self.now + 600,
+            provider: "weather".to_owned(),
+            route: "weather:/weather/{city}".to_owned(),
+            method: "GET".to_owned(),
+            path: path.to_owned(),
+            mode,
+            payment: "{}".to_owned(),
+            price_version: Some(1),
+            credential: None,
+            credential_version: None,
+            now_unix_s: self.now,
+        }
     }
 
     pub async fn payee_balance(&self) -> U256 {

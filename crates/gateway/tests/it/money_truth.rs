@@ -4,7 +4,7 @@
 
 use alloy_primitives::{B256, U256};
 use tollgate_gateway::stored_payment::StoredPayment;
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
+use tollgate_metering::{EntryState, NewEntry, SettlementMode, Transition};
 use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
 use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 
@@ -127,23 +127,9 @@ async fn forwarded_entry_stored(
         .gateway
         .ledger
         .reserve(&NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
             valid_before_unix_s: b.valid_before,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/rome".to_owned(),
-            mode,
             payment: store(&verified),
-            price_version: Some(1),
-            credential: None,
-            credential_version: None,
-            now_unix_s: h.now,
+            ..h.weather_entry(b, "/weather/rome", mode)
         })
         .await
         .unwrap();
