@@ -115,6 +115,19 @@ pub enum Reply {
         /// The answer.
         then: Box<Reply>,
     },
+    /// Status and headers, then a body streamed without a length, chunk by chunk (each after
+    /// its pause), ending normally or, with `cut_after`, by closing the connection that long
+    /// after the last chunk went out (a body that breaks off mid-delivery).
+    Stream {
+        /// HTTP status.
+        status: u16,
+        /// Response headers (name, value).
+        headers: Vec<(String, String)>,
+        /// (pause before the chunk, the chunk).
+        chunks: Vec<(Duration, Bytes)>,
+        /// Close the connection (an orderly FIN, no final chunk) this long after the last one.
+        cut_after: Option<Duration>,
+    },
     /// The answer a function computes from the request (see [`Reply::with`]).
     Computed(Responder),
 }
@@ -463,6 +476,34 @@ async fn answer(mut reply: Reply, req: &Recorded, ctl: &Arc<ConnCtl>) -> Respons
         Reply::Drop { reset } => {
             ctl.abort(reset);
             never().await
+        }
+        Reply::Stream { status, headers, chunks, cut_after } => {
+            let (tx, body) = FixtureBody::channel();
+            let ctl = ctl.clone();
+            tokio::spawn(async move {
+                for (pause, chunk) in chunks {
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(wait) = cut_after {
+                    // Capacity 1: once a permit is free, hyper has taken the last chunk. The
+                    // sender lives until the connection is gone (its body with it), so the
+                    // body never ends properly.
+                    let _ = tx.reserve().await;
+                    tokio::time::sleep(wait).await;
+                    ctl.abort(false);
+                    tx.closed().await;
+                }
+            });
+            let mut builder = Response::builder().status(status);
+            for (k, v) in &headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            builder.body(body).unwrap_or_else(|_| Response::new(FixtureBody::empty()))
         }
         // Unwrapped by the loop above.
         Reply::Delayed { .. } | Reply::Computed(_) => response(500, &[], "unreachable"),

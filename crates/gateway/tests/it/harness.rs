@@ -164,6 +164,8 @@ pub struct Options {
     pub upstream_url: Option<String>,
     /// The network's `rpc_url` instead of anvil's (e.g. a TLS proxy in front of it).
     pub rpc_url: Option<String>,
+    /// Providers added after the suite's own.
+    pub providers: Vec<ProviderConfig>,
 }
 
 impl Default for Options {
@@ -176,6 +178,7 @@ impl Default for Options {
             server_config: String::new(),
             upstream_url: None,
             rpc_url: None,
+            providers: Vec::new(),
         }
     }
 }
@@ -204,7 +207,11 @@ impl Harness {
         let relayer = anvil_key(9);
         let upstream_url = opts.upstream_url.clone().unwrap_or(upstream_url);
         let rpc_url = opts.rpc_url.clone().unwrap_or(chain.anvil.url.clone());
-        let text = config(&db_url, &rpc_url, &upstream_url, payee, &opts).raw(&opts.extra_config).build();
+        let mut config = config(&db_url, &rpc_url, &upstream_url, payee, &opts);
+        for p in &opts.providers {
+            config = config.provider(p.clone());
+        }
+        let text = config.raw(&opts.extra_config).build();
         let db_url = db_url.clone();
         let env = [
             ("TEST_RELAYER_KEY", format!("{:#x}", relayer.to_bytes())),
