@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tollgate_metering::{Decision, Ledger, LedgerOptions, NewAuditRecord};
+use tollgate_test_support::{ConfigBuilder, MockUpstream, NetworkConfig, Reply, TestGateway};
 
 const VAULT_ENV: &str = "TG_ADMIN_TEST_VAULT_KEY";
 const VAULT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -19,14 +20,13 @@ const SECRET: &str = "sk-admin-cli-test-secret-7f3e";
 /// A JSON-RPC stub that only answers `eth_chainId` (Base, 8453): enough for the gateway to
 /// start with a network configured, which endpoint prices need.
 pub(crate) async fn chain_id_rpc() -> String {
-    async fn handler(axum::Json(req): axum::Json<Value>) -> axum::Json<Value> {
-        axum::Json(json!({ "jsonrpc": "2.0", "id": req["id"].clone(), "result": "0x2105" }))
-    }
-    let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    let reply = Reply::with(|req| {
+        let Ok(call) = serde_json::from_slice::<Value>(&req.body) else {
+            return Reply::text(400, "not JSON");
+        };
+        Reply::json(200, &json!({ "jsonrpc": "2.0", "id": call["id"].clone(), "result": "0x2105" }))
+    });
+    MockUpstream::answering(reply).await.unwrap().detach()
 }
 
 /// A gateway with its admin API, and the operator token made by `tollgate admin bootstrap`.
@@ -36,7 +36,7 @@ struct Fixture {
     db_url: String,
     admin_url: String,
     operator: String,
-    _gateway: Child,
+    _gateway: TestGateway,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -46,40 +46,17 @@ impl Fixture {
         let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
         let config = dir.path().join("tollgate.toml");
         let rpc = chain_id_rpc().await;
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-# The test upstreams are on loopback, which the SSRF guard refuses unless allowed.
-upstream_allow = ["127.0.0.1"]
-
-[database]
-url = "{db_url}"
-
-[vault]
-master_key_env = "{VAULT_ENV}"
-
-[control]
-poll_interval_ms = 100
-
-[settlement]
-relayer_key_env = "ADMIN_TEST_RELAYER_KEY"
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-"#
-            ),
-        )
-        .unwrap();
+        ConfigBuilder::new()
+            .admin_listen()
+            // The test upstreams are on loopback, which the SSRF guard refuses unless allowed.
+            .allow_loopback_upstreams()
+            .database(&db_url)
+            .vault_env(VAULT_ENV)
+            .set("control", "poll_interval_ms", 100u64)
+            .relayer_env("ADMIN_TEST_RELAYER_KEY")
+            .network(NetworkConfig::base(&rpc))
+            .write(&config)
+            .unwrap();
         // The first token is made before the gateway ever ran: bootstrap migrates the database.
         let out =
             run_cli(&["admin", "bootstrap", "--config", config.to_str().unwrap(), "--label", "first"], &[], None).await;
@@ -92,9 +69,9 @@ eip712_version = "2"
         let log: Arc<Mutex<Vec<String>>> = Default::default();
         let relayer = format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes());
         let env = [(VAULT_ENV, VAULT_KEY.to_owned()), ("ADMIN_TEST_RELAYER_KEY", relayer)];
-        let served = crate::spawn_serve_with_admin(&config, &env, log.clone()).await;
+        let served = crate::serve::spawn_serve_with_admin(&config, &env, log.clone()).await;
         let admin_url = served.admin_url.expect("admin API line");
-        Fixture { dir, config, db_url, admin_url, operator, _gateway: served.child, log }
+        Fixture { dir, config, db_url, admin_url, operator, _gateway: served.gateway, log }
     }
 
     /// `tollgate admin --url <admin> <args>` with `token` in TOLLGATE_ADMIN_TOKEN.

@@ -27,8 +27,8 @@ use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 use tollgate_metering::{Entry, EntryState, Ledger, LedgerOptions, SettlementMode};
 use tollgate_test_support::{
-    Deployment, GatewayProcess, PaymentBuilder, Reply, RpcFault, RpcFaultProxy, ScriptedUpstream, TestChain,
-    ThrowawayPg, anvil_key, random_key, v2_header,
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, ProviderConfig, Reply, RouteConfig,
+    RpcFault, RpcFaultProxy, TestChain, TestGateway, ThrowawayPg, anvil_key, random_key, sqlite_url, v2_header,
 };
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
@@ -148,13 +148,13 @@ struct Verdict {
 struct Rig {
     chain: TestChain,
     proxy: RpcFaultProxy,
-    upstream: ScriptedUpstream,
+    upstream: MockUpstream,
     payee: Address,
     db_url: String,
     /// The relayer key's hex, as the scan looks for it (leaked once per rig: spawned calls
     /// need a `'static` copy).
     relayer_hex: &'static str,
-    gw: GatewayProcess,
+    gw: TestGateway,
     http: reqwest::Client,
     recovery_grace: Duration,
     config: std::path::PathBuf,
@@ -169,21 +169,19 @@ impl Rig {
     async fn start_on(knobs: Knobs, db: Db) -> Rig {
         let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
         let proxy = RpcFaultProxy::start(&chain.anvil.url).await.unwrap();
-        let upstream = ScriptedUpstream::start().await.unwrap();
-        upstream.set_default(Reply::Echo { status: 200 });
+        let upstream = MockUpstream::answering(Reply::Echo { status: 200 }).await.unwrap();
         let payee = random_key().address();
         let dir = tempfile::tempdir().unwrap();
         let db_url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display()),
+            Db::Sqlite => sqlite_url(dir.path()),
             Db::Url(url) => url,
         };
         let config = dir.path().join("tollgate.toml");
-        std::fs::write(&config, config_text(&knobs, &db_url, &proxy.url(), &upstream.url(), payee)).unwrap();
+        config_for(&knobs, &db_url, &proxy.url(), &upstream.url(), payee).write(&config).unwrap();
         let relayer_key = format!("{:#x}", anvil_key(9).to_bytes());
         let env = [("FAULTS_RELAYER_KEY", relayer_key.clone()), ("FAULTS_API_KEY", UPSTREAM_KEY.to_owned())];
-        let gw = GatewayProcess::spawn(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs"))
-            .await
-            .unwrap();
+        let gw =
+            TestGateway::binary(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs")).await.unwrap();
         let http = tollgate_test_support::http_builder().timeout(CALL_TIMEOUT).build().unwrap();
         let relayer_hex: &'static str = Box::leak(relayer_key.trim_start_matches("0x").to_owned().into_boxed_str());
         let recovery_grace = Duration::from_secs(knobs.recovery_grace_s);
@@ -192,8 +190,9 @@ impl Rig {
 
     /// Rewrites the config with `knobs` (the next restart reads it).
     fn reconfigure(&mut self, knobs: &Knobs) {
-        let text = config_text(knobs, &self.db_url, &self.proxy.url(), &self.upstream.url(), self.payee);
-        std::fs::write(&self.config, text).unwrap();
+        config_for(knobs, &self.db_url, &self.proxy.url(), &self.upstream.url(), self.payee)
+            .write(&self.config)
+            .unwrap();
         self.recovery_grace = Duration::from_secs(knobs.recovery_grace_s);
     }
 
@@ -353,64 +352,27 @@ impl Rig {
     }
 }
 
-fn config_text(k: &Knobs, db_url: &str, rpc_url: &str, upstream: &str, payee: Address) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-response_bytes_max = {response_bytes_max}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-statement_timeout_ms = {statement_timeout_ms}
-
-[settlement]
-relayer_key_env = "FAULTS_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-receipt_timeout_ms = {receipt_timeout_ms}
-deferred_receipt_poll_interval_ms = 50
-recovery_interval_ms = {RECOVERY_INTERVAL_MS}
-recovery_grace_s = {recovery_grace_s}
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc_url}"
-rpc_timeout_ms = {rpc_timeout_ms}
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "faults"
-pay_to = "{payee:#x}"
-upstream = "{upstream}"
-upstream_timeout_ms = {upstream_timeout_ms}
-credential = {{ inject = "header", secret_env = "FAULTS_API_KEY" }}
-
-[[providers.routes]]
-path = "/after/{{x}}"
-price_atomic = "{PRICE}"
-
-[[providers.routes]]
-path = "/before/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "before"
-
-[[providers.routes]]
-path = "/deferred/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "deferred"
-"#,
-        response_bytes_max = k.response_bytes_max,
-        statement_timeout_ms = k.statement_timeout_ms,
-        receipt_timeout_ms = k.receipt_timeout_ms,
-        rpc_timeout_ms = k.rpc_timeout_ms,
-        upstream_timeout_ms = k.upstream_timeout_ms,
-        recovery_grace_s = k.recovery_grace_s,
-    )
+fn config_for(k: &Knobs, db_url: &str, rpc_url: &str, upstream: &str, payee: Address) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .set("server", "response_bytes_max", k.response_bytes_max)
+        .admin_listen()
+        .database(db_url)
+        .set("database", "statement_timeout_ms", k.statement_timeout_ms)
+        .relayer_env("FAULTS_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .set("settlement", "receipt_timeout_ms", k.receipt_timeout_ms)
+        .set("settlement", "deferred_receipt_poll_interval_ms", 50u64)
+        .set("settlement", "recovery_interval_ms", RECOVERY_INTERVAL_MS)
+        .set("settlement", "recovery_grace_s", k.recovery_grace_s)
+        .network(NetworkConfig::base(rpc_url).set("rpc_timeout_ms", k.rpc_timeout_ms))
+        .provider(
+            ProviderConfig::new("faults", payee, upstream)
+                .upstream_timeout_ms(k.upstream_timeout_ms)
+                .credential_header("FAULTS_API_KEY")
+                .route(RouteConfig::new("/after/{x}", PRICE))
+                .route(RouteConfig::new("/before/{x}", PRICE).settlement("before"))
+                .route(RouteConfig::new("/deferred/{x}", PRICE).settlement("deferred")),
+        )
 }
 
 /// Sends one signed payment and reads what the answer told the agent.

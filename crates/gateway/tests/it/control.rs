@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tollgate_metering::{EntryState, Role};
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, PRICE_ATOMIC, admin_call, admin_token, both_engines};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, admin_call, admin_token};
 
 /// Who may call a route: `(method, path, operator, provider (own), finance)`. A provider
 /// route is tried with another provider's token too; it must be refused.
@@ -550,23 +551,8 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
         .gateway
         .ledger
         .reserve(&tollgate_metering::NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: tollgate_metering::AtomicAmount::new(PRICE_ATOMIC).unwrap(),
-            valid_before_unix_s: h.now + 600,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/riga".to_owned(),
-            mode: tollgate_metering::SettlementMode::After,
-            payment: "{}".to_owned(),
-            price_version: Some(1),
             credential: Some("env:TEST_API_KEY".to_owned()),
-            credential_version: None,
-            now_unix_s: h.now,
+            ..h.weather_entry(&b, "/weather/riga", tollgate_metering::SettlementMode::After)
         })
         .await
         .unwrap();
@@ -601,14 +587,14 @@ both_engines!(audit_backfill, lost_audit_records_are_recovered);
 // not_configured, applying nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_refuses_what_cannot_be_served() {
-    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    let Some(h) = Harness::start(crate::harness::Engine::Sqlite).await else { return };
     // A second gateway on the same database without vault key and relayer key.
     let text = h.config_text_for_test().replace("[vault]\nmaster_key_env = \"TEST_VAULT_KEY\"\n", "");
     let text = text.replace("relayer_key_env = \"TEST_RELAYER_KEY\"\n", "");
     let text = text.split("[[providers]]").next().unwrap().to_owned();
     let config = tollgate_gateway::Config::parse(&text, &|_| None).expect("config without keys");
     let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
-    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
+    let admin = crate::harness::serve_admin_on_free_port(gw.clone()).await;
     let before = gw.ledger.control_state().await.unwrap().version;
     let provider = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9",
         "credential": { "inject": "header", "vault": "main" } });
@@ -691,7 +677,7 @@ async fn offer_at(h: &Harness, base: &str, path: &str) -> tollgate_x402::v2::Pay
 // every connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssrf_guard_refuses_internal_upstreams() {
-    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    let Some(h) = Harness::start(crate::harness::Engine::Sqlite).await else { return };
     let weather = h.gateway.config.providers.iter().find(|p| p.id == "weather").unwrap();
     let port = weather.upstream.port().unwrap();
     let text = h
@@ -699,8 +685,8 @@ async fn ssrf_guard_refuses_internal_upstreams() {
         .replace("upstream_allow = [\"127.0.0.1\"]", &format!("upstream_allow = [\"localhost:{port}\"]"));
     let config = tollgate_gateway::Config::parse(&text, &|k| h.env.get(k).cloned()).expect("config");
     let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
-    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
-    let (url, _stop) = crate::serve_on_free_port(gw.clone()).await;
+    let admin = crate::harness::serve_admin_on_free_port(gw.clone()).await;
+    let (url, _stop) = crate::harness::serve_on_free_port(gw.clone()).await;
     let rpc = reqwest::Url::parse(secrecy::ExposeSecret::expose_secret(&gw.config.networks[0].rpc_url)).unwrap();
     let (rpc_host, rpc_port) = (rpc.host_str().unwrap().to_owned(), rpc.port().unwrap());
     let put = |upstream: String| {

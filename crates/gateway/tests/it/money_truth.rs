@@ -4,11 +4,12 @@
 
 use alloy_primitives::{B256, U256};
 use tollgate_gateway::stored_payment::StoredPayment;
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
+use tollgate_metering::{EntryState, NewEntry, SettlementMode, Transition};
 use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
 use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 
-use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
 
 async fn pay(h: &Harness, path: &str, b: &PaymentBuilder) -> reqwest::Response {
     h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send().await.unwrap()
@@ -126,23 +127,9 @@ async fn forwarded_entry_stored(
         .gateway
         .ledger
         .reserve(&NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
             valid_before_unix_s: b.valid_before,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/rome".to_owned(),
-            mode,
             payment: store(&verified),
-            price_version: Some(1),
-            credential: None,
-            credential_version: None,
-            now_unix_s: h.now,
+            ..h.weather_entry(b, "/weather/rome", mode)
         })
         .await
         .unwrap();
@@ -267,7 +254,7 @@ async fn receipt_or_code(resp: reqwest::Response) -> String {
 // gone, the answer is still `nonce_already_used`, not `chain_unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_refused_before_any_rpc() {
-    let mut h = Harness::start(crate::Engine::Sqlite).await.unwrap();
+    let mut h = Harness::start(crate::harness::Engine::Sqlite).await.unwrap();
     let b = h.payment("/weather/paris").await;
     assert_eq!(pay(&h, "/weather/paris", &b).await.status(), reqwest::StatusCode::OK);
     h.chain.anvil.kill().await;
@@ -277,8 +264,8 @@ async fn replay_is_refused_before_any_rpc() {
     h.stop().await;
 }
 
-async fn start_with_settlement(engine: crate::Engine, settlement: &str) -> Option<Harness> {
-    let opts = crate::Options { settlement_config: settlement.to_owned(), ..Default::default() };
+async fn start_with_settlement(engine: crate::harness::Engine, settlement: &str) -> Option<Harness> {
+    let opts = crate::harness::Options { settlement_config: settlement.to_owned(), ..Default::default() };
     Harness::start_with(engine, opts).await
 }
 
@@ -297,7 +284,7 @@ async fn other_payer(h: &Harness) -> alloy::signers::local::PrivateKeySigner {
 // backlog bound, an authorization too close to expiry, a payer over its unsettled cap — with
 // 503 and `Retry-After` when configured to reject, reserving nothing and calling no upstream;
 // a slot frees once its settlement finishes.
-async fn deferred_admission_rejects(engine: crate::Engine) {
+async fn deferred_admission_rejects(engine: crate::harness::Engine) {
     let settlement = "deferred_concurrency = 1\ndeferred_backlog_horizon_s = 1\ndeferred_overflow = \"reject\"\n\
                       deferred_payer_exposure_max_atomic = \"1000\"\ndeferred_receipt_poll_interval_ms = 20";
     let Some(h) = start_with_settlement(engine, settlement).await else { return };
@@ -352,19 +339,19 @@ async fn deferred_admission_rejects(engine: crate::Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_rejects_sqlite() {
-    deferred_admission_rejects(crate::Engine::Sqlite).await;
+    deferred_admission_rejects(crate::harness::Engine::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_rejects_postgres() {
-    deferred_admission_rejects(crate::Engine::Postgres).await;
+    deferred_admission_rejects(crate::harness::Engine::Postgres).await;
 }
 
 // Goal: by default a deferred payment admission control refuses is served in `after` mode —
 // fully verified and settled before the answer, with its x402 receipt — not refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_falls_back_to_after() {
-    let h = start_with_settlement(crate::Engine::Sqlite, "deferred_admission_margin_s = 1000").await.unwrap();
+    let h = start_with_settlement(crate::harness::Engine::Sqlite, "deferred_admission_margin_s = 1000").await.unwrap();
     let path = "/deferred/weather/accra";
     let short = h.payment(path).await; // valid for 300 s < 1000 s margin
     let resp = pay(&h, path, &short).await;

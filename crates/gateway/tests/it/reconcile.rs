@@ -17,7 +17,8 @@ use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
 use tollgate_verifier::Clock;
 use tollgate_x402::Network;
 
-use crate::{Engine, Harness, Options, PRICE_ATOMIC, both_engines};
+use crate::both_engines;
+use crate::harness::{Engine, Harness, Options, PRICE_ATOMIC};
 
 fn opts() -> ReconcileOptions {
     // Small chunks so that a run crosses several eth_getLogs calls.
