@@ -29,20 +29,20 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tollgate_control::{ControlError, EndpointSpec, Principal, ProviderSpec, vault};
 use tollgate_metering::{
     Actor, AuditQuery, Decision, GLOBAL_SCOPE, MeteringError, Role, Source, WalletPolicy, token_hash,
 };
 
 use crate::app::Gateway;
 use crate::config::{RawProvider, RawRoute, build_provider, build_route};
-use crate::control::{self, prices_json, reserved_path_check};
+use crate::control::{self, endpoint_spec, prices_json, provider_spec, reserved_path_check};
 use crate::error::GatewayError;
 use crate::reconcile::{
     ReconcileError, ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv,
     render_json,
 };
 use crate::routes::PathPattern;
-use crate::vault;
 
 /// Longest upstream timeout a provider token may set on its endpoints.
 const PROVIDER_UPSTREAM_TIMEOUT_MAX_S: u64 = 300;
@@ -105,46 +105,20 @@ fn ok(value: serde_json::Value) -> AdminResult {
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], axum::Json(value)).into_response())
 }
 
-/// The caller, from a valid bearer token.
+/// The caller, authenticated from the bearer token; the rules of what it may do are
+/// `tollgate_control::Principal`'s.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    /// Token id.
-    pub token_id: String,
-    /// Role.
-    pub role: Role,
-    /// Provider of a provider token.
-    pub provider: Option<String>,
-}
+pub struct Auth(pub Principal);
 
-impl Principal {
-    fn actor(&self) -> Actor {
-        Actor(format!("token:{}", self.token_id))
-    }
-
-    fn require(&self, roles: &[Role], action: &'static str) -> Result<(), AdminError> {
-        if roles.contains(&self.role) { Ok(()) } else { Err(forbidden(action)) }
-    }
-
-    /// Operators, or the provider's own token.
-    fn require_provider(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
-        match self.role {
-            Role::Operator => Ok(()),
-            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
-            _ => Err(forbidden(action)),
-        }
-    }
-
-    /// Operators, finance, or the provider's own token (read-only views).
-    fn require_reader_of(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
-        match self.role {
-            Role::Operator | Role::Finance => Ok(()),
-            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
-            Role::Provider => Err(forbidden(action)),
+impl From<ControlError> for AdminError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Forbidden { action } => forbidden(action),
         }
     }
 }
 
-impl FromRequestParts<Arc<Gateway>> for Principal {
+impl FromRequestParts<Arc<Gateway>> for Auth {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
@@ -161,7 +135,7 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
         if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) || record.revoked_unix_s.is_some() {
             return Err(unauthorized());
         }
-        Ok(Principal { token_id: record.id, role: record.role, provider: record.provider })
+        Ok(Auth(Principal { token_id: record.id, role: record.role, provider: record.provider }))
     }
 }
 
@@ -352,7 +326,7 @@ async fn not_found() -> Response {
 /// Prometheus metrics (text format). Operators and finance only: the metrics name every
 /// route and show the relayer's balance and the revenue flow, which a provider token must not
 /// see for other providers. Prometheus sends the token with `authorization.credentials_file`.
-async fn metrics(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn metrics(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read metrics")?;
     let text = crate::metrics::render(&gw).await;
     Ok((
@@ -366,7 +340,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
         .into_response())
 }
 
-async fn openapi(_p: Principal) -> Response {
+async fn openapi(_p: Auth) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
@@ -375,7 +349,7 @@ async fn openapi(_p: Principal) -> Response {
         .into_response()
 }
 
-async fn whoami(p: Principal) -> AdminResult {
+async fn whoami(Auth(p): Auth) -> AdminResult {
     ok(json!({ "token_id": p.token_id, "role": p.role, "provider": p.provider }))
 }
 
@@ -389,7 +363,7 @@ struct NewTokenBody {
     label: Option<String>,
 }
 
-async fn list_tokens(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn list_tokens(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "list tokens")?;
     ok(json!({ "tokens": gw.ledger.admin_tokens().await? }))
 }
@@ -412,7 +386,7 @@ pub async fn create_token_record(
     Ok((record, token))
 }
 
-async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
+async fn create_token(State(gw): State<Arc<Gateway>>, Auth(p): Auth, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "create tokens")?;
     let b: NewTokenBody = body.json()?;
     let role = Role::parse(&b.role).ok_or_else(|| invalid("role", "expected operator, provider or finance"))?;
@@ -427,7 +401,7 @@ async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminB
     ok(json!({ "token": token, "record": record }))
 }
 
-async fn revoke_token(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn revoke_token(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator], "revoke tokens")?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("id", "expected a token id (16 hex digits)"));
@@ -452,7 +426,7 @@ struct ProviderBody {
     allow_insecure_http: Option<bool>,
 }
 
-async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn list_providers(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "list providers")?;
     let mut list = gw.ledger.providers().await?;
     if p.role == Role::Provider {
@@ -461,7 +435,7 @@ async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminRe
     let providers: Vec<serde_json::Value> = list
         .into_iter()
         .map(|r| {
-            let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or(serde_json::Value::Null);
+            let spec = ProviderSpec::from_stored(&r.spec).map_or(serde_json::Value::Null, |s| json!(s));
             json!({ "id": r.id, "spec": spec, "source": r.source, "updated_unix_s": r.updated_unix_s })
         })
         .collect();
@@ -470,7 +444,7 @@ async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminRe
 
 async fn put_provider(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
@@ -498,7 +472,7 @@ async fn put_provider(
             "the vault has no master key (vault.master_key_env or vault.master_key_file)",
         )));
     }
-    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let spec = provider_spec(&raw).to_stored();
     gw.ledger.put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
     ok(json!({ "id": id, "spec": raw }))
@@ -514,7 +488,7 @@ fn config_error(e: crate::config::ConfigError) -> AdminError {
     }
 }
 
-async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn list_endpoints(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's endpoints")?;
     let endpoints: Vec<serde_json::Value> = gw
         .ledger
@@ -524,7 +498,7 @@ async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): 
         .map(|e| {
             json!({
                 "id": e.id, "name": format!("{}:{}", e.provider, e.path), "path": e.path,
-                "spec": serde_json::from_str::<serde_json::Value>(&e.spec).unwrap_or(serde_json::Value::Null),
+                "spec": EndpointSpec::from_stored(&e.spec).map_or(serde_json::Value::Null, |s| json!(s)),
                 "enabled": e.enabled, "source": e.source, "price_version": e.price_version,
                 "prices": serde_json::from_str::<serde_json::Value>(&e.prices).unwrap_or(serde_json::Value::Null),
                 "updated_unix_s": e.updated_unix_s,
@@ -536,7 +510,7 @@ async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): 
 
 async fn put_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
@@ -586,7 +560,7 @@ async fn put_endpoint(
             return Err(invalid("path", "overlaps an endpoint of another provider"));
         }
     }
-    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let spec = endpoint_spec(&raw).to_stored();
     let w = gw
         .ledger
         .put_endpoint(&id, &raw.path, &spec, &prices_json(&route.prices), Source::Admin, &p.actor(), now(&gw))
@@ -616,7 +590,7 @@ async fn set_enabled(gw: &Gateway, p: &Principal, id: &str, path: &str, enabled:
 
 async fn disable_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
@@ -627,7 +601,7 @@ async fn disable_endpoint(
 
 async fn enable_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
@@ -644,7 +618,7 @@ struct PathQuery {
 
 async fn endpoint_prices(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     uri: Uri,
 ) -> AdminResult {
@@ -675,7 +649,7 @@ struct SecretBody {
     secret: SecretString,
 }
 
-async fn list_credentials(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn list_credentials(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's credentials")?;
     // Metadata only: CredentialVersion skips nonce and ciphertext when serialized.
     ok(json!({ "credentials": gw.ledger.credential_versions(Some(&id)).await? }))
@@ -683,7 +657,7 @@ async fn list_credentials(State(gw): State<Arc<Gateway>>, p: Principal, Path(id)
 
 async fn upload_credential(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path((id, name)): Path<(String, String)>,
     body: AdminBody,
 ) -> AdminResult {
@@ -693,14 +667,8 @@ async fn upload_credential(
     let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
         "the vault has no master key (vault.master_key_env or vault.master_key_file)",
     ))?;
-    crate::config::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
-    let len = secrecy::ExposeSecret::expose_secret(&b.secret).len();
-    if len == 0 || len > 8192 {
-        return Err(invalid("secret", "must be 1 to 8192 bytes"));
-    }
-    if secrecy::ExposeSecret::expose_secret(&b.secret).bytes().any(|c| c.is_ascii_control()) {
-        return Err(invalid("secret", "must not contain control characters"));
-    }
+    vault::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
+    vault::check_secret(&b.secret).map_err(|reason| invalid("secret", reason))?;
     let (nonce, ct) = vault::seal(key, &id, &name, &b.secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let version = gw.ledger.add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
@@ -709,7 +677,7 @@ async fn upload_credential(
 
 async fn revoke_credential(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path((id, name, version)): Path<(String, String, String)>,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
@@ -736,7 +704,7 @@ struct RangeQuery {
     to_unix_s: Option<u64>,
 }
 
-async fn revenue(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>, uri: Uri) -> AdminResult {
+async fn revenue(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>, uri: Uri) -> AdminResult {
     p.require_reader_of(&id, "read another provider's revenue")?;
     let q: RangeQuery = query(&uri)?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
@@ -756,7 +724,7 @@ struct EntriesQuery {
     limit: Option<u32>,
 }
 
-async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn ledger_entries(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     let q: EntriesQuery = query(&uri)?;
     let provider = match p.role {
         Role::Operator | Role::Finance => q.provider,
@@ -844,7 +812,7 @@ async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError>
     Ok(())
 }
 
-async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn list_wallets(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "read wallet policies")?;
     let q: WalletsQuery = query(&uri)?;
     let scope = match p.role {
@@ -857,7 +825,7 @@ async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
 
 async fn put_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
     body: AdminBody,
@@ -907,7 +875,7 @@ async fn set_revoked(gw: &Gateway, p: &Principal, wallet: &str, scope: Option<St
 
 async fn revoke_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
 ) -> AdminResult {
@@ -918,7 +886,7 @@ async fn revoke_wallet(
 
 async fn reinstate_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
 ) -> AdminResult {
@@ -935,13 +903,13 @@ struct SettingsBody {
     allowlist_mode: bool,
 }
 
-async fn get_settings(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn get_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "read settings")?;
     let s = gw.ledger.control_state().await?;
     ok(json!({ "allowlist_mode": s.allowlist_mode, "version": s.version }))
 }
 
-async fn put_settings(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
+async fn put_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "change settings")?;
     let b: SettingsBody = body.json()?;
     gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
@@ -989,7 +957,7 @@ fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError>
     })
 }
 
-async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn audit_query(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     let q: AuditParams = query(&uri)?;
     let filter = audit_filter(&p, q)?;
     let records = gw.ledger.audit(&filter).await?;
@@ -999,7 +967,7 @@ async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> 
 
 /// JSON lines, every matching record, streamed page by page (1,000 records a page, at most
 /// 1,000 pages): memory stays at one page whatever the size of the trail.
-async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn audit_export(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     let q: AuditParams = query(&uri)?;
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
@@ -1040,7 +1008,7 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
         .into_response())
 }
 
-async fn audit_verify(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn audit_verify(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
     ok(serde_json::to_value(gw.ledger.verify_audit().await?).unwrap_or(serde_json::Value::Null))
 }
@@ -1088,7 +1056,7 @@ fn recon_error(e: ReconcileError) -> AdminError {
 
 /// Runs a reconciliation (blocks, times, or resume from the cursor), records it, and answers
 /// with the report as JSON, or its items as CSV with `?format=csv`.
-async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body: AdminBody) -> AdminResult {
+async fn reconcile(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "run reconciliations")?;
     let f: FormatQuery = query(&uri)?;
     let csv = match f.format.as_deref() {
@@ -1140,7 +1108,7 @@ struct RunsQuery {
     limit: Option<u32>,
 }
 
-async fn recon_runs(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn recon_runs(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation runs")?;
     let q: RunsQuery = query(&uri)?;
     let network = network_of(&gw, q.network.as_deref())?;
@@ -1149,13 +1117,13 @@ async fn recon_runs(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> A
     ok(json!({ "network": network.caip2(), "runs": runs }))
 }
 
-async fn recon_exceptions(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn recon_exceptions(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected a run id"))?;
     ok(json!({ "run_id": id, "exceptions": gw.ledger.recon_exceptions(id).await? }))
 }
 
-async fn recon_notes(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn recon_notes(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation notes")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
     ok(json!({ "exception_id": id, "notes": gw.ledger.recon_notes(id).await? }))
@@ -1170,7 +1138,7 @@ struct NoteBody {
 /// Appends a resolution note (who = the token) to an exception; notes are never edited.
 async fn add_recon_note(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {

@@ -23,10 +23,12 @@ use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditReco
 use tollgate_x402::{DecimalU256, Network, v2};
 
 use crate::app::{Gateway, StartError};
+use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, vault};
+
 use crate::config::{
-    Config, NetworkConfig, ProviderConfig, RawProvider, RawRoute, RouteConfig, build_provider, build_route,
+    Config, NetworkConfig, ProviderConfig, RawCredential, RawProvider, RawRoute, RouteConfig, build_provider,
+    build_route,
 };
-use crate::vault;
 
 /// Paths the gateway serves itself; no endpoint may take them.
 pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz", "/readyz"];
@@ -118,6 +120,90 @@ fn parse_prices(text: &str) -> Option<Vec<(Network, AtomicAmount)>> {
         .collect()
 }
 
+/// The stored form of a provider of the file or the admin API (its routes are stored apart).
+pub fn provider_spec(raw: &RawProvider) -> ProviderSpec {
+    ProviderSpec {
+        id: raw.id.clone(),
+        pay_to: raw.pay_to.clone(),
+        upstream: raw.upstream.clone(),
+        strip_prefix: raw.strip_prefix.clone(),
+        credential: raw.credential.clone().map(|c| CredentialSpec {
+            inject: c.inject,
+            secret_env: c.secret_env,
+            secret_file: c.secret_file,
+            vault: c.vault,
+            header: c.header,
+            template: c.template,
+            param: c.param,
+            username: c.username,
+        }),
+        upstream_timeout_ms: raw.upstream_timeout_ms,
+        allow_insecure_http: raw.allow_insecure_http,
+    }
+}
+
+/// A stored provider in the form the file's validation reads.
+pub fn raw_provider(spec: ProviderSpec) -> RawProvider {
+    RawProvider {
+        id: spec.id,
+        pay_to: spec.pay_to,
+        upstream: spec.upstream,
+        strip_prefix: spec.strip_prefix,
+        credential: spec.credential.map(|c| RawCredential {
+            inject: c.inject,
+            secret_env: c.secret_env,
+            secret_file: c.secret_file,
+            vault: c.vault,
+            header: c.header,
+            template: c.template,
+            param: c.param,
+            username: c.username,
+        }),
+        upstream_timeout_ms: spec.upstream_timeout_ms,
+        allow_insecure_http: spec.allow_insecure_http,
+        routes: Vec::new(),
+    }
+}
+
+/// The stored form of a route.
+pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
+    let r = r.clone();
+    EndpointSpec {
+        path: r.path,
+        methods: r.methods,
+        price: r.price,
+        price_atomic: r.price_atomic,
+        networks: r.networks,
+        description: r.description,
+        mime_type: r.mime_type,
+        settlement: r.settlement,
+        max_timeout_seconds: r.max_timeout_seconds,
+        upstream_timeout_ms: r.upstream_timeout_ms,
+        body_bytes_max: r.body_bytes_max,
+        charge_redirects: r.charge_redirects,
+        allow_set_cookie: r.allow_set_cookie,
+    }
+}
+
+/// A stored endpoint in the form the file's validation reads.
+pub fn raw_route(e: EndpointSpec) -> RawRoute {
+    RawRoute {
+        path: e.path,
+        methods: e.methods,
+        price: e.price,
+        price_atomic: e.price_atomic,
+        networks: e.networks,
+        description: e.description,
+        mime_type: e.mime_type,
+        settlement: e.settlement,
+        max_timeout_seconds: e.max_timeout_seconds,
+        upstream_timeout_ms: e.upstream_timeout_ms,
+        body_bytes_max: e.body_bytes_max,
+        charge_redirects: e.charge_redirects,
+        allow_set_cookie: e.allow_set_cookie,
+    }
+}
+
 /// Seeds providers and endpoints from the file: created or updated (a changed price makes a
 /// new price version); endpoints seeded earlier by the file and no longer in it are disabled.
 /// Records made through the admin API are kept.
@@ -125,12 +211,11 @@ pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(
     let actor = Actor("config".to_owned());
     let db = |e: MeteringError| StartError::Database(e.to_string());
     for (raw, typed) in config.raw_providers.iter().zip(&config.providers) {
-        let spec = RawProvider { routes: Vec::new(), ..raw.clone() };
-        let spec = serde_json::to_string(&spec).map_err(|e| StartError::Config(e.to_string()))?;
+        let spec = provider_spec(raw).to_stored();
         ledger.put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
         for (r, route) in raw.routes.iter().zip(&typed.routes) {
             reserved_path_check(&r.path).map_err(StartError::Config)?;
-            let spec = serde_json::to_string(r).map_err(|e| StartError::Config(e.to_string()))?;
+            let spec = endpoint_spec(r).to_stored();
             ledger
                 .put_endpoint(&raw.id, &r.path, &spec, &prices_json(&route.prices), Source::Config, &actor, now_unix_s)
                 .await
@@ -162,8 +247,8 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
     let no_env = |_: &str| None;
     let mut providers: Vec<Arc<ProviderConfig>> = Vec::new();
     for rec in ledger.providers().await? {
-        let mut raw: RawProvider = match serde_json::from_str(&rec.spec) {
-            Ok(r) => r,
+        let mut raw = match ProviderSpec::from_stored(&rec.spec) {
+            Ok(spec) => raw_provider(spec),
             Err(e) => {
                 tracing::error!(provider = %rec.id, error = %e, "stored provider does not parse; left out");
                 continue;
@@ -201,7 +286,8 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
             continue;
         }
         let Some(provider) = providers.iter().find(|p| p.id == e.provider) else { continue };
-        let entry = serde_json::from_str::<RawRoute>(&e.spec)
+        let entry = EndpointSpec::from_stored(&e.spec)
+            .map(raw_route)
             .map_err(|x| x.to_string())
             .and_then(|raw| {
                 build_route(
