@@ -34,6 +34,16 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "tls: one TLS stack, knows nothing of the product",
     ),
     (
+        "tollgate-control",
+        &["axum", "hyper", "reqwest", "alloy", "tollgate-gateway", "tollgate-verifier"],
+        "control: the control plane's rules know no HTTP, no chain and not the gateway",
+    ),
+    (
+        "tollgate-admin-api",
+        &["axum", "hyper", "reqwest", "sqlx", "tokio", "tollgate-metering", "tollgate-control", "tollgate-gateway"],
+        "admin-api: the contract knows no server, no database and no control-plane code",
+    ),
+    (
         "tollgate-client",
         &["sqlx", "axum", "tollgate-metering", "tollgate-gateway", "tollgate-verifier"],
         "client: knows nothing of the gateway's internals, the ledger or sqlx",
