@@ -1,7 +1,7 @@
 //! The gateway's shared state, built once from the configuration at startup.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
 
 use crate::config::Config;
-use crate::control::Live;
+use crate::control::{ControlHost, Live, SeedError};
 use crate::settlement::{Settlements, SettlementsParts};
 
 /// Why the gateway could not start.
@@ -35,16 +35,33 @@ pub enum StartError {
     Config(String),
 }
 
+impl From<SeedError> for StartError {
+    fn from(e: SeedError) -> Self {
+        match e {
+            SeedError::Database(e) => StartError::Database(e.to_string()),
+            SeedError::Config(reason) => StartError::Config(reason),
+        }
+    }
+}
+
+impl ControlHost for Gateway {
+    fn live(&self) -> &Live {
+        &self.live
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
 /// Everything a request handler needs.
 pub struct Gateway {
     /// The configuration.
     pub config: Arc<Config>,
     /// The control plane in use: route table and live credentials.
     pub live: Live,
-    /// Set once the first snapshot is loaded.
-    pub loaded: AtomicBool,
-    /// One reload at a time.
-    pub reload_lock: tokio::sync::Mutex<()>,
     /// Audit records waiting for the writer.
     pub audit_tx: mpsc::Sender<NewAuditRecord>,
     /// Audit records queued and not yet committed.
@@ -216,8 +233,6 @@ impl Gateway {
         let gw = Arc::new(Gateway {
             config,
             live: Live::default(),
-            loaded: AtomicBool::new(false),
-            reload_lock: tokio::sync::Mutex::new(()),
             audit_tx,
             audit_pending: Arc::new(AtomicU64::new(0)),
             counters,
@@ -236,7 +251,7 @@ impl Gateway {
             metrics,
             rpc_stats,
         });
-        crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
+        crate::control::refresh(&*gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         warn_unusable_vault_credentials(&gw);
         // The first readiness verdict before anything is served; the monitor started by
         // `serve` keeps it current from then on.

@@ -39,6 +39,16 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "recon: knows nothing of HTTP serving or the gateway",
     ),
     (
+        "tollgate-control",
+        &["axum", "hyper", "reqwest", "alloy", "tollgate-gateway", "tollgate-verifier"],
+        "control: the control plane's rules know no HTTP, no chain and not the gateway",
+    ),
+    (
+        "tollgate-admin-api",
+        &["axum", "hyper", "reqwest", "sqlx", "tokio", "tollgate-metering", "tollgate-control", "tollgate-gateway"],
+        "admin-api: the contract knows no server, no database and no control-plane code",
+    ),
+    (
         "tollgate-client",
         &["sqlx", "axum", "tollgate-metering", "tollgate-gateway", "tollgate-verifier"],
         "client: knows nothing of the gateway's internals, the ledger or sqlx",
@@ -246,7 +256,7 @@ fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 /// Module cycles that exist today and are being taken apart (issue 16). The list may only
 /// shrink: a new cycle fails the test, and so does a listed one that is gone (delete its line).
 const KNOWN_CYCLES: &[&str] = &[
-    "gateway: app <-> control <-> metrics <-> readiness <-> settlement",
+    "gateway: app <-> metrics <-> readiness <-> settlement",
     "gateway: config <-> ssrf",
     "metering: control <-> error <-> ledger <-> reconcile <-> types",
 ];

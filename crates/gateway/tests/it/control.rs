@@ -74,7 +74,19 @@ fn concrete(path: &str) -> String {
 // provider's token where it is provider-scoped (403).
 async fn admin_routes_enforce_roles(h: &Harness) {
     let routes: Vec<(&str, &str)> = MATRIX.iter().map(|(m, p, ..)| (*m, *p)).collect();
-    assert_eq!(routes, tollgate_gateway::admin::ROUTES.to_vec(), "the matrix must list every admin route");
+    let table: Vec<(&str, &str)> = tollgate_admin_api::ROUTES.iter().map(|r| (r.method.as_str(), r.path)).collect();
+    assert_eq!(routes, table, "the matrix must list every admin route");
+    // The table's roles (the document's x-roles) are the ones the gateway enforces.
+    for ((_, path, operator, own, fin), route) in MATRIX.iter().zip(tollgate_admin_api::ROUTES) {
+        use tollgate_admin_api::Role as R;
+        let roles = [(R::Operator, *operator), (R::Provider, *own), (R::Finance, *fin)];
+        let allowed: Vec<R> = roles.iter().filter(|(_, ok)| *ok).map(|(r, _)| *r).collect();
+        let mut listed = route.roles.to_vec();
+        listed.sort_by_key(|r| r.as_str());
+        let mut allowed = allowed;
+        allowed.sort_by_key(|r| r.as_str());
+        assert_eq!(listed, allowed, "{path}: the route table's roles");
+    }
     let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
     let other = admin_token(&h.gateway, Role::Provider, Some("vaulted")).await;
     let finance = admin_token(&h.gateway, Role::Finance, None).await;
