@@ -505,7 +505,7 @@ impl TokenRow {
     fn into_token(self) -> Result<AdminToken, MeteringError> {
         Ok(AdminToken {
             role: Role::parse(&self.role)
-                .ok_or_else(|| MeteringError::Corrupt { column: "role", reason: self.role.clone() })?,
+                .ok_or_else(|| MeteringError::Corrupt { column: "role".to_owned(), reason: self.role.clone() })?,
             id: self.id,
             provider: self.provider,
             token_hash: self.token_hash,
@@ -574,7 +574,7 @@ impl PolicyRow {
             wallet: self
                 .wallet
                 .parse()
-                .map_err(|_| MeteringError::Corrupt { column: "wallet", reason: self.wallet.clone() })?,
+                .map_err(|_| MeteringError::Corrupt { column: "wallet".to_owned(), reason: self.wallet.clone() })?,
             scope: self.scope,
             revoked: self.revoked != 0,
             registered: self.registered != 0,
@@ -583,7 +583,7 @@ impl PolicyRow {
                 .as_deref()
                 .map(serde_json::from_str::<Vec<String>>)
                 .transpose()
-                .map_err(|e| MeteringError::Corrupt { column: "endpoints", reason: e.to_string() })?,
+                .map_err(|e| MeteringError::Corrupt { column: "endpoints".to_owned(), reason: e.to_string() })?,
             per_call_max: opt("per_call_max", self.per_call_max)?,
             daily_cap: opt("daily_cap", self.daily_cap)?,
             monthly_cap: opt("monthly_cap", self.monthly_cap)?,
@@ -621,27 +621,25 @@ impl AuditRow {
             seq: unsigned_column("seq", self.seq)?,
             record: NewAuditRecord {
                 at_unix_ms: unsigned_column("at_unix_ms", self.at_unix_ms)?,
-                wallet: self
-                    .wallet
-                    .as_deref()
-                    .map(str::parse)
-                    .transpose()
-                    .map_err(|_| MeteringError::Corrupt { column: "wallet", reason: "not an address".to_owned() })?,
+                wallet: self.wallet.as_deref().map(str::parse).transpose().map_err(|_| MeteringError::Corrupt {
+                    column: "wallet".to_owned(),
+                    reason: "not an address".to_owned(),
+                })?,
                 provider: self.provider,
                 endpoint: self.endpoint,
                 method: self.method,
                 path: self.path,
                 price_version: opt("price_version", self.price_version)?,
-                decision: Decision::parse(&self.decision)
-                    .ok_or_else(|| MeteringError::Corrupt { column: "decision", reason: self.decision.clone() })?,
+                decision: Decision::parse(&self.decision).ok_or_else(|| MeteringError::Corrupt {
+                    column: "decision".to_owned(),
+                    reason: self.decision.clone(),
+                })?,
                 reason: self.reason,
                 credential: self.credential,
                 credential_version: opt("credential_version", self.credential_version)?,
-                upstream_status: self
-                    .upstream_status
-                    .map(u16::try_from)
-                    .transpose()
-                    .map_err(|_| MeteringError::Corrupt { column: "upstream_status", reason: "range".to_owned() })?,
+                upstream_status: self.upstream_status.map(u16::try_from).transpose().map_err(|_| {
+                    MeteringError::Corrupt { column: "upstream_status".to_owned(), reason: "range".to_owned() }
+                })?,
                 latency_ms: unsigned_column("latency_ms", self.latency_ms)?,
                 entry_id: self.entry_id,
                 tx_hash: self.tx_hash,

@@ -125,7 +125,7 @@ pub enum MeteringError {
     #[error("ledger row has an invalid {column}: {reason}")]
     Corrupt {
         /// The column.
-        column: &'static str,
+        column: String,
         /// What is wrong with the stored value.
         reason: String,
     },
@@ -149,6 +149,11 @@ pub enum MeteringError {
 }
 
 impl MeteringError {
+    /// A stored value of `column` that cannot be read back.
+    pub(crate) fn corrupt(column: &str, reason: impl std::fmt::Display) -> MeteringError {
+        MeteringError::Corrupt { column: column.to_owned(), reason: reason.to_string() }
+    }
+
     /// Whether repeating the same call may succeed. Repeating is always safe: a repeated
     /// `reserve` meets the UNIQUE constraint ([`MeteringError::DuplicateAuthorization`]) and a
     /// repeated `transition` meets the conditional update, so nothing is applied twice.

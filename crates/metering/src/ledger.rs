@@ -345,11 +345,12 @@ where
     T: FromStr,
     T::Err: fmt::Display,
 {
-    value.parse().map_err(|e: T::Err| MeteringError::Corrupt { column, reason: e.to_string() })
+    value.parse().map_err(|e: T::Err| MeteringError::corrupt(column, e))
 }
 
 pub(crate) fn unsigned_column(column: &'static str, value: i64) -> Result<u64, MeteringError> {
-    u64::try_from(value).map_err(|_| MeteringError::Corrupt { column, reason: format!("negative value {value}") })
+    u64::try_from(value)
+        .map_err(|_| MeteringError::Corrupt { column: column.to_owned(), reason: format!("negative value {value}") })
 }
 
 pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, MeteringError> {
@@ -376,7 +377,7 @@ impl EntryRow {
             pay_to: parse_column("pay_to", &self.pay_to)?,
             nonce: parse_column("nonce", &self.nonce)?,
             amount: AtomicAmount::new(unsigned_column("amount", self.amount)?)
-                .ok_or_else(|| MeteringError::Corrupt { column: "amount", reason: "zero".to_owned() })?,
+                .ok_or_else(|| MeteringError::Corrupt { column: "amount".to_owned(), reason: "zero".to_owned() })?,
             valid_before_unix_s: unsigned_column("valid_before_unix_s", self.valid_before_unix_s)?,
             provider: self.provider,
             route: self.route,
@@ -392,7 +393,7 @@ impl EntryRow {
                 .upstream_status
                 .map(|v| {
                     u16::try_from(v).map_err(|_| MeteringError::Corrupt {
-                        column: "upstream_status",
+                        column: "upstream_status".to_owned(),
                         reason: format!("{v} is not an HTTP status"),
                     })
                 })
@@ -1395,7 +1396,8 @@ struct ExceptionRow {
 }
 
 fn decimal_column(column: &'static str, value: &str) -> Result<U256, MeteringError> {
-    U256::from_str_radix(value, 10).map_err(|e| MeteringError::Corrupt { column, reason: e.to_string() })
+    U256::from_str_radix(value, 10)
+        .map_err(|e| MeteringError::Corrupt { column: column.to_owned(), reason: e.to_string() })
 }
 
 impl RunRow {
