@@ -423,7 +423,7 @@ impl Stack {
                 created_from_unix_s: None,
                 created_before_unix_s: None,
             };
-            let t = self.gateway.ledger.spend(&q).await?;
+            let t = self.gateway.ledger.spend().totals(&q).await?;
             settled += t.settled.count;
             pending += t.pending.count + t.refund_owed.count;
         }
@@ -845,7 +845,7 @@ impl Stack {
             created_from_unix_s: None,
             created_before_unix_s: None,
         };
-        let t = self.gateway.ledger.spend(&q).await?;
+        let t = self.gateway.ledger.spend().totals(&q).await?;
         Ok(t.settled.count + t.pending.count + t.refund_owed.count)
     }
 

@@ -992,7 +992,7 @@ fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError>
 async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
     let q: AuditParams = query(&uri)?;
     let filter = audit_filter(&p, q)?;
-    let records = gw.ledger.audit(&filter).await?;
+    let records = gw.ledger.audit().query(&filter).await?;
     let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
     ok(json!({ "records": records, "next_after_seq": next }))
 }
@@ -1004,12 +1004,12 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
     // The first page is read here, so that a failing database is an error status, not a cut body.
-    let first = gw.ledger.audit(&filter).await?;
+    let first = gw.ledger.audit().query(&filter).await?;
     let pages = futures_util::stream::unfold((gw, filter, Some(first), 0u32), |(gw, mut filter, page, n)| async move {
         let page = match page {
             Some(p) => p,
             None if n >= 1000 => return None,
-            None => match gw.ledger.audit(&filter).await {
+            None => match gw.ledger.audit().query(&filter).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "audit export cut short");

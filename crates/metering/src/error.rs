@@ -137,7 +137,7 @@ pub enum MeteringError {
     },
     /// The payer's wallet policy refuses this call; nothing was reserved.
     #[error("wallet policy: {0}")]
-    PolicyDenied(crate::control::PolicyDenial),
+    PolicyDenied(crate::policy::PolicyDenial),
     /// A control-plane record (provider, endpoint, credential, token) does not exist.
     #[error("no {what} `{key}`")]
     UnknownRecord {

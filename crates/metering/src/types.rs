@@ -274,7 +274,7 @@ impl EntryState {
                 | (Settling, Settling | Settled | SettleFailed | Voided | RefundOwed)
                 | (Settled, RefundOwed)
                 // Only when the settlement's block was reorged away: back to be re-checked
-                // (Ledger::reopen_reorged).
+                // (Entries::reopen_reorged).
                 | (Settled, Settling)
         )
     }
@@ -298,7 +298,7 @@ impl FromStr for EntryState {
 }
 
 /// How many entries are in each state (states with none are absent), for the metrics
-/// exporter ([`crate::Ledger::state_counts`]).
+/// exporter (`Spend::state_counts`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateCounts {
     /// (state, entries).
@@ -489,7 +489,7 @@ pub struct Event {
     pub at_unix_s: u64,
 }
 
-/// Which of a payer's entries to total in [`crate::Ledger::spend`].
+/// Which of a payer's entries to total in `Spend::totals`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpendQuery {
     /// EVM chain id (amounts of different chains or tokens are never added together).

@@ -152,7 +152,7 @@ async fn crash_and_recover(db_url: String) {
         created_from_unix_s: None,
         created_before_unix_s: None,
     };
-    let totals = ledger.spend(&query).await.unwrap();
+    let totals = ledger.spend().totals(&query).await.unwrap();
     assert_eq!(totals.pending.count, 0);
     let balance = chain.balance(payee).await.unwrap();
     assert_eq!(

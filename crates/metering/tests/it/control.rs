@@ -162,11 +162,12 @@ async fn audit_chain_detects_edits_and_deletions() {
         ensure!(last == 4);
         let v = l.verify_audit().await?;
         ensure!(v.intact && v.records == 4, "{v:?}");
-        let denied = l.audit(&AuditQuery { decision: Some(Decision::Denied), limit: 10, ..Default::default() }).await?;
+        let denied =
+            l.audit().query(&AuditQuery { decision: Some(Decision::Denied), limit: 10, ..Default::default() }).await?;
         ensure!(denied.len() == 1 && denied[0].seq == 2);
-        let page = l.audit(&AuditQuery { after_seq: Some(2), limit: 1, ..Default::default() }).await?;
+        let page = l.audit().query(&AuditQuery { after_seq: Some(2), limit: 1, ..Default::default() }).await?;
         ensure!(page.len() == 1 && page[0].seq == 3);
-        ensure!(page[0].prev_hash == l.audit(&AuditQuery { limit: 10, ..Default::default() }).await?[1].hash);
+        ensure!(page[0].prev_hash == l.audit().query(&AuditQuery { limit: 10, ..Default::default() }).await?[1].hash);
 
         // The triggers refuse edits through SQL ...
         ensure!(db.raw.exec("UPDATE audit_log SET reason = 'x' WHERE seq = 2").await.is_err());

@@ -6,6 +6,7 @@
 
 mod concurrency;
 mod control;
+mod layers;
 mod lifecycle;
 mod queries;
 mod reconcile;

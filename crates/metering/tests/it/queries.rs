@@ -102,7 +102,7 @@ async fn pending_spend_and_spend_totals() {
             created_before_unix_s: None,
         };
         let tally = |count, amount| Tally { count, amount };
-        let all = ledger.spend(&query).await?;
+        let all = ledger.spend().totals(&query).await?;
         ensure!(
             all == SpendTotals {
                 settled: tally(2, 1_000 + big),
@@ -111,7 +111,8 @@ async fn pending_spend_and_spend_totals() {
             },
             "{all:?}"
         );
-        let openai = ledger.spend(&SpendQuery { provider: Some("openai".to_owned()), ..query.clone() }).await?;
+        let openai =
+            ledger.spend().totals(&SpendQuery { provider: Some("openai".to_owned()), ..query.clone() }).await?;
         ensure!(
             openai
                 == SpendTotals {
@@ -122,16 +123,16 @@ async fn pending_spend_and_spend_totals() {
             "{openai:?}"
         );
         let chat = SpendQuery { provider: Some("openai".to_owned()), route: Some("chat".to_owned()), ..query.clone() };
-        let chat_totals = ledger.spend(&chat).await?;
+        let chat_totals = ledger.spend().totals(&chat).await?;
         ensure!(chat_totals.pending == tally(2, 400 + big) && chat_totals.settled == tally(1, 1_000));
         // Created in [100, 200): nonces 1 (100), 3 (150), 7 (120); 2 (200) is excluded.
         let window = SpendQuery { created_from_unix_s: Some(100), created_before_unix_s: Some(200), ..query.clone() };
-        let windowed = ledger.spend(&window).await?;
+        let windowed = ledger.spend().totals(&window).await?;
         ensure!(
             windowed == SpendTotals { settled: tally(1, 1_000), pending: tally(1, 300), refund_owed: tally(1, 500) },
             "{windowed:?}"
         );
-        let nobody = ledger.spend(&SpendQuery { payer: Address::repeat_byte(0xEE), ..query }).await?;
+        let nobody = ledger.spend().totals(&SpendQuery { payer: Address::repeat_byte(0xEE), ..query }).await?;
         ensure!(nobody == SpendTotals::default());
         Ok(())
     })
