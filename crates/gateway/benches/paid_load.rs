@@ -762,7 +762,7 @@ impl Stack {
 
         // A load payer, whose many entries the sum has to go through, as under load.
         let (pending, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, busy_payer).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, busy_payer).await?) }).await?;
 
         let (reserve, ids) = timed(n, |i| {
             let v = &verified[i];
@@ -787,7 +787,7 @@ impl Stack {
                     credential_version: None,
                     now_unix_s: gw.clock.now_unix_s(),
                 };
-                Ok(gw.ledger.reserve(&entry).await?)
+                Ok(gw.ledger.entries().reserve(&entry).await?)
             }
         })
         .await?;
@@ -798,6 +798,7 @@ impl Stack {
                 let t = Transition::Forwarded { upstream_status: Some(200) };
                 let moved = gw
                     .ledger
+                    .entries()
                     .transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s())
                     .await?;
                 ensure!(moved, "probe entry {id} was not in reserved");
@@ -808,7 +809,7 @@ impl Stack {
 
         let (by_id, _) = timed(n, |i| {
             let id = &ids[i];
-            async move { gw.ledger.entry(id).await?.context("probe entry vanished") }
+            async move { gw.ledger.entries().get(id).await?.context("probe entry vanished") }
         })
         .await?;
 
@@ -816,7 +817,7 @@ impl Stack {
         // entry the payer ever had (through the unique index's prefix) to filter on state.
         let fresh = random_key().address();
         let (pending_fresh, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, fresh).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, fresh).await?) }).await?;
         let history = self.entries_of(busy_payer).await?;
 
         let mut pending = Phase::new(format!("ledger_pending_spend{suffix}"), true, pending);
@@ -853,7 +854,10 @@ impl Stack {
         let gw = &self.gateway;
         for id in ids {
             let t = Transition::Voided { reason: "bench_probe".to_owned() };
-            gw.ledger.transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s()).await?;
+            gw.ledger
+                .entries()
+                .transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s())
+                .await?;
         }
         Ok(())
     }

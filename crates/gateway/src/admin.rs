@@ -155,7 +155,7 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
             return Err(unauthorized());
         }
         let hash = token_hash(token);
-        let record = gw.ledger.admin_token_by_hash(&hash).await?.ok_or_else(unauthorized)?;
+        let record = gw.ledger.tokens().by_hash(&hash).await?.ok_or_else(unauthorized)?;
         // The lookup is by hash already; compare again in constant time so that no code path
         // branches on a partial match of secret material.
         if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) || record.revoked_unix_s.is_some() {
@@ -391,7 +391,7 @@ struct NewTokenBody {
 
 async fn list_tokens(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
     p.require(&[Role::Operator], "list tokens")?;
-    ok(json!({ "tokens": gw.ledger.admin_tokens().await? }))
+    ok(json!({ "tokens": gw.ledger.tokens().list().await? }))
 }
 
 /// Creates a token: shown once in the response, stored as its hash.
@@ -403,12 +403,12 @@ pub async fn create_token_record(
     actor: &Actor,
 ) -> Result<(tollgate_metering::AdminToken, String), AdminError> {
     if let Some(id) = provider
-        && !gw.ledger.providers().await?.iter().any(|x| x.id == id)
+        && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == id)
     {
         return Err(AdminError(GatewayError::AdminNotFound { what: "provider", key: id.to_owned() }));
     }
     let token = new_token();
-    let record = gw.ledger.create_admin_token(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
+    let record = gw.ledger.tokens().create(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
     Ok((record, token))
 }
 
@@ -432,8 +432,8 @@ async fn revoke_token(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Pa
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("id", "expected a token id (16 hex digits)"));
     }
-    let revoked = gw.ledger.revoke_admin_token(&id, &p.actor(), now(&gw)).await?;
-    if !revoked && !gw.ledger.admin_tokens().await?.iter().any(|t| t.id == id) {
+    let revoked = gw.ledger.tokens().revoke(&id, &p.actor(), now(&gw)).await?;
+    if !revoked && !gw.ledger.tokens().list().await?.iter().any(|t| t.id == id) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "token", key: id }));
     }
     ok(json!({ "id": id, "revoked": true }))
@@ -454,7 +454,7 @@ struct ProviderBody {
 
 async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "list providers")?;
-    let mut list = gw.ledger.providers().await?;
+    let mut list = gw.ledger.catalog().providers().await?;
     if p.role == Role::Provider {
         list.retain(|x| Some(&x.id) == p.provider.as_ref());
     }
@@ -499,7 +499,7 @@ async fn put_provider(
         )));
     }
     let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    gw.ledger.put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
+    gw.ledger.catalog().put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
     ok(json!({ "id": id, "spec": raw }))
 }
@@ -518,6 +518,7 @@ async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): 
     p.require_provider(&id, "read another provider's endpoints")?;
     let endpoints: Vec<serde_json::Value> = gw
         .ledger
+        .catalog()
         .endpoints(Some(&id))
         .await?
         .into_iter()
@@ -578,7 +579,7 @@ async fn put_endpoint(
     }
     // No endpoint may overlap another provider's (enabled or not): the first match would take
     // the other's callers, and their payments.
-    for other in gw.ledger.endpoints(None).await? {
+    for other in gw.ledger.catalog().endpoints(None).await? {
         if other.provider == id {
             continue;
         }
@@ -589,6 +590,7 @@ async fn put_endpoint(
     let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let w = gw
         .ledger
+        .catalog()
         .put_endpoint(&id, &raw.path, &spec, &prices_json(&route.prices), Source::Admin, &p.actor(), now(&gw))
         .await?;
     applied(&gw).await?;
@@ -606,8 +608,8 @@ struct PathBody {
 
 async fn set_enabled(gw: &Gateway, p: &Principal, id: &str, path: &str, enabled: bool) -> AdminResult {
     p.require_provider(id, "change another provider's endpoints")?;
-    let changed = gw.ledger.set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
-    if !changed && !gw.ledger.endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
+    let changed = gw.ledger.catalog().set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
+    if !changed && !gw.ledger.catalog().endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{path}") }));
     }
     applied(gw).await?;
@@ -651,11 +653,12 @@ async fn endpoint_prices(
     p.require_reader_of(&id, "read another provider's prices")?;
     let q: PathQuery = query(&uri)?;
     let e =
-        gw.ledger.endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
+        gw.ledger.catalog().endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
             AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{}", q.path) })
         })?;
     let versions: Vec<serde_json::Value> = gw
         .ledger
+        .catalog()
         .price_versions(e.id)
         .await?
         .into_iter()
@@ -678,7 +681,7 @@ struct SecretBody {
 async fn list_credentials(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's credentials")?;
     // Metadata only: CredentialVersion skips nonce and ciphertext when serialized.
-    ok(json!({ "credentials": gw.ledger.credential_versions(Some(&id)).await? }))
+    ok(json!({ "credentials": gw.ledger.catalog().credential_versions(Some(&id)).await? }))
 }
 
 async fn upload_credential(
@@ -702,7 +705,7 @@ async fn upload_credential(
         return Err(invalid("secret", "must not contain control characters"));
     }
     let (nonce, ct) = vault::seal(key, &id, &name, &b.secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let version = gw.ledger.add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
+    let version = gw.ledger.catalog().add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
     ok(json!({ "provider": id, "name": name, "version": version }))
 }
@@ -714,9 +717,15 @@ async fn revoke_credential(
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
     let version: u64 = version.parse().map_err(|_| invalid("version", "expected a version number"))?;
-    let revoked = gw.ledger.revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
+    let revoked = gw.ledger.catalog().revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
     if !revoked
-        && !gw.ledger.credential_versions(Some(&id)).await?.iter().any(|v| v.name == name && v.version == version)
+        && !gw
+            .ledger
+            .catalog()
+            .credential_versions(Some(&id))
+            .await?
+            .iter()
+            .any(|v| v.name == name && v.version == version)
     {
         return Err(AdminError(GatewayError::AdminNotFound {
             what: "credential version",
@@ -741,7 +750,7 @@ async fn revenue(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<St
     let q: RangeQuery = query(&uri)?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
     ok(
-        json!({ "provider": id, "from_unix_s": from, "to_unix_s": to, "lines": gw.ledger.revenue(&id, from, to).await? }),
+        json!({ "provider": id, "from_unix_s": from, "to_unix_s": to, "lines": gw.ledger.spend().revenue(&id, from, to).await? }),
     )
 }
 
@@ -770,7 +779,8 @@ async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) 
     let payer = q.payer.as_deref().map(|w| parse_wallet("payer", w)).transpose()?;
     let entries = gw
         .ledger
-        .entries_page(
+        .entries()
+        .page(
             provider.as_deref(),
             payer,
             q.from_unix_s.unwrap_or(0),
@@ -838,7 +848,7 @@ fn scope_for(p: &Principal, asked: Option<String>, action: &'static str) -> Resu
 }
 
 async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError> {
-    if scope != GLOBAL_SCOPE && !gw.ledger.providers().await?.iter().any(|x| x.id == scope) {
+    if scope != GLOBAL_SCOPE && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == scope) {
         return Err(invalid("scope", format!("`{scope}` is neither `*` nor a provider")));
     }
     Ok(())
@@ -852,7 +862,7 @@ async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
         _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
     };
     let wallet = q.wallet.as_deref().map(|w| parse_wallet("wallet", w)).transpose()?;
-    ok(json!({ "policies": gw.ledger.wallet_policies(scope.as_deref(), wallet).await? }))
+    ok(json!({ "policies": gw.ledger.policies().list(scope.as_deref(), wallet).await? }))
 }
 
 async fn put_wallet(
@@ -880,7 +890,7 @@ async fn put_wallet(
     }
     let revoked = match b.revoked {
         Some(r) => r,
-        None => gw.ledger.wallet_policies(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
+        None => gw.ledger.policies().list(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
     };
     let policy = WalletPolicy {
         scope,
@@ -893,7 +903,7 @@ async fn put_wallet(
         monthly_cap: parse_atomic("monthly_cap", &b.monthly_cap)?,
         updated_unix_s: now(&gw),
     };
-    gw.ledger.put_wallet_policy(&policy, &p.actor()).await?;
+    gw.ledger.policies().put(&policy, &p.actor()).await?;
     ok(json!({ "policy": policy }))
 }
 
@@ -901,7 +911,7 @@ async fn set_revoked(gw: &Gateway, p: &Principal, wallet: &str, scope: Option<St
     let scope = scope_for(p, scope, "revoke or reinstate wallets")?;
     check_scope_exists(gw, &scope).await?;
     let wallet = parse_wallet("wallet", wallet)?;
-    gw.ledger.set_wallet_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
+    gw.ledger.policies().set_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
     ok(json!({ "scope": scope, "wallet": format!("{wallet:#x}"), "revoked": revoked }))
 }
 
@@ -937,14 +947,14 @@ struct SettingsBody {
 
 async fn get_settings(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
     p.require(&[Role::Operator], "read settings")?;
-    let s = gw.ledger.control_state().await?;
+    let s = gw.ledger.settings().state().await?;
     ok(json!({ "allowlist_mode": s.allowlist_mode, "version": s.version }))
 }
 
 async fn put_settings(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "change settings")?;
     let b: SettingsBody = body.json()?;
-    gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
+    gw.ledger.settings().set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
     ok(json!({ "allowlist_mode": b.allowlist_mode }))
 }
 
@@ -1042,7 +1052,7 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
 
 async fn audit_verify(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
-    ok(serde_json::to_value(gw.ledger.verify_audit().await?).unwrap_or(serde_json::Value::Null))
+    ok(serde_json::to_value(gw.ledger.audit().verify().await?).unwrap_or(serde_json::Value::Null))
 }
 
 // --- reconciliation (finance) -----------------------------------------------------------
@@ -1145,20 +1155,20 @@ async fn recon_runs(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> A
     let q: RunsQuery = query(&uri)?;
     let network = network_of(&gw, q.network.as_deref())?;
     let asset = gw.config.network(network).map(|n| n.asset).ok_or_else(|| invalid("network", "not configured"))?;
-    let runs = gw.ledger.recon_runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let runs = gw.ledger.recon().runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     ok(json!({ "network": network.caip2(), "runs": runs }))
 }
 
 async fn recon_exceptions(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected a run id"))?;
-    ok(json!({ "run_id": id, "exceptions": gw.ledger.recon_exceptions(id).await? }))
+    ok(json!({ "run_id": id, "exceptions": gw.ledger.recon().exceptions(id).await? }))
 }
 
 async fn recon_notes(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation notes")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
-    ok(json!({ "exception_id": id, "notes": gw.ledger.recon_notes(id).await? }))
+    ok(json!({ "exception_id": id, "notes": gw.ledger.recon().notes(id).await? }))
 }
 
 #[derive(Deserialize)]
@@ -1181,7 +1191,7 @@ async fn add_recon_note(
         return Err(invalid("why", "must not be empty"));
     }
     let who = p.actor().0;
-    let note_id = gw.ledger.add_recon_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
+    let note_id = gw.ledger.recon().add_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
         // A foreign-key failure: no such exception.
         MeteringError::Database { retryable: false, .. } => {
             AdminError(GatewayError::AdminNotFound { what: "reconciliation exception", key: id.to_string() })

@@ -180,6 +180,7 @@ pub async fn reconcile_range(
     for p in &scope.pay_to {
         let got = gw
             .ledger
+            .recon()
             .settled_entries(scope.chain_id, scope.asset, *p, Some(from_block), Some(to_block), opts.entries_max)
             .await?;
         if got.len() >= usize::try_from(opts.entries_max).unwrap_or(usize::MAX) {
@@ -211,7 +212,7 @@ pub async fn reconcile_range(
         finished_unix_s: gw.clock.now_unix_s().max(started_unix_s),
         report: &report,
     };
-    let run_id = gw.ledger.record_recon_run(&run).await?;
+    let run_id = gw.ledger.recon().record_run(&run).await?;
     let reopened = reopen_reorged(gw, &report, &entries).await?;
     Ok(ReconcileOutcome { run_id, scope, cursor_block, current_block, report, breakdown, reopened })
 }
@@ -224,7 +225,7 @@ async fn reopen_reorged(gw: &Gateway, report: &ReconReport, entries: &[Entry]) -
     for item in report.items.iter().filter(|i| i.class == ReconClass::Reorged) {
         let Some(entry) = item.entry_id.as_ref().and_then(|id| entries.iter().find(|e| &e.id == id)) else { continue };
         let (EntryState::Settled, Some(block_hash)) = (entry.state, entry.block_hash) else { continue };
-        if gw.ledger.reopen_reorged(&entry.id, block_hash, gw.clock.now_unix_s()).await? {
+        if gw.ledger.entries().reopen_reorged(&entry.id, block_hash, gw.clock.now_unix_s()).await? {
             tracing::warn!(id = %entry.id, block = ?entry.block_number, "settlement reorged away; re-checking");
             crate::settlement::recheck(&gw.settlements, &entry.id).await;
             reopened.push(entry.id.clone());
@@ -325,7 +326,7 @@ pub async fn reconcile_resume(
     opts: ReconcileOptions,
 ) -> Result<Option<ReconcileOutcome>, ReconcileError> {
     let (chain, asset) = chain_of(gw, network)?;
-    let from_block = match gw.ledger.recon_cursor(network.chain_id, asset).await? {
+    let from_block = match gw.ledger.recon().cursor(network.chain_id, asset).await? {
         Some(cursor) => cursor.saturating_add(1),
         None => start_block,
     };
@@ -474,7 +475,7 @@ pub async fn job_tick(gw: &Gateway, job: &JobSettings) -> Result<JobTick, Reconc
     for n in &gw.config.networks {
         // Renewed before each network, so a long tick keeps it; lost only if a run outlasts
         // the TTL, in which case another replica may record a duplicate (identical) run.
-        if !gw.ledger.try_lease(JOB_LEASE, &gw.instance, job.lease_ttl_s, gw.clock.now_unix_s()).await? {
+        if !gw.ledger.leases().try_acquire(JOB_LEASE, &gw.instance, job.lease_ttl_s, gw.clock.now_unix_s()).await? {
             if results.is_empty() {
                 return Ok(JobTick::LeaseBusy);
             }
@@ -483,7 +484,7 @@ pub async fn job_tick(gw: &Gateway, job: &JobSettings) -> Result<JobTick, Reconc
         let outcome = reconcile_resume(gw, n.network, job.start_block, job.run_blocks_max, job.options).await;
         results.push((n.network, outcome));
     }
-    gw.ledger.release_lease(JOB_LEASE, &gw.instance).await?;
+    gw.ledger.leases().release(JOB_LEASE, &gw.instance).await?;
     Ok(JobTick::Ran(results))
 }
 
@@ -663,7 +664,7 @@ async fn add_entries_of_authorizations(
         if known.contains(&(t.from, nonce)) {
             continue;
         }
-        if let Some(e) = gw.ledger.entry_by_authorization(scope.chain_id, scope.asset, t.from, nonce).await? {
+        if let Some(e) = gw.ledger.entries().by_authorization(scope.chain_id, scope.asset, t.from, nonce).await? {
             entries.push(e);
         }
     }

@@ -101,6 +101,7 @@ async fn unmarked_entries_are_voided_with_what_is_known(h: &Harness) {
         let id = h
             .gateway
             .ledger
+            .entries()
             .reserve(&NewEntry {
                 chain_id: 8453,
                 asset: h.chain.token,
