@@ -7,8 +7,9 @@
 //! Layers, each importing only from the ones above it (no file imports from a file that
 //! imports from it):
 //!
-//! - vocabulary: [`MeteringError`] (`error`), the entry value types (`types`), the wallet
-//!   policy rules (`policy`, pure), the reconciliation matcher's types (`reconcile`, pure);
+//! - vocabulary: the entry value types (`types`, which name no error), [`MeteringError`]
+//!   (`error`), parsing and checking values (`checks`), the wallet policy rules (`policy`,
+//!   pure), the reconciliation matcher and its types (`reconcile`, pure);
 //! - `db`: the engine (SQLite or PostgreSQL, chosen by the URL), connect and migrate
 //!   (`migrations/sqlite`, `migrations/postgres`, embedded), the time limit around every call,
 //!   the driver-error mapping, `db_call!` and the value codecs (`db::codec`);
@@ -31,6 +32,7 @@
 //! and hashes). Every call has a time limit ([`LedgerOptions`]). Callers never check the
 //! engine to decide what to run: the repositories hide it.
 
+mod checks;
 mod db;
 mod error;
 mod ledger;

@@ -13,6 +13,7 @@
 use alloy_primitives::{Address, B256};
 
 use crate::MeteringError;
+use crate::checks::{check_cause, check_len};
 use crate::db::codec::{Hex, Unsigned};
 use crate::db::{Db, Engine, db_call};
 use crate::policy::{GLOBAL_SCOPE, LOCK_POLICIES_PG, PolicyCheckRow, SELECT_CAP_SPEND, SELECT_POLICY_CHECK};
@@ -20,7 +21,7 @@ use crate::policy::{check_cap, evaluate_policies};
 use crate::repo::entry_row::{EntryRow, SumRow, entries, entry_columns};
 use crate::types::{
     DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry, PATH_BYTES_MAX, PAYMENT_BYTES_MAX,
-    REASON_BYTES_MAX, Transition, check_cause, check_len,
+    REASON_BYTES_MAX, Transition,
 };
 
 // The AFTER INSERT trigger (migration 0006) appends the `reserved` event from `last_cause`.

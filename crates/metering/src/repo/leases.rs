@@ -4,9 +4,10 @@
 //! Must not: import another repository, or decide what a lease protects (callers name it).
 
 use crate::MeteringError;
+use crate::checks::check_len;
 use crate::db::codec::Unsigned;
 use crate::db::{Db, db_call};
-use crate::types::{LABEL_BYTES_MAX, check_len};
+use crate::types::LABEL_BYTES_MAX;
 
 const UPSERT_LEASE: &str = "INSERT INTO leases (name, holder, expires_unix_s) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_unix_s = excluded.expires_unix_s \

@@ -11,11 +11,12 @@
 use alloy_primitives::{Address, B256, U256};
 
 use crate::MeteringError;
+use crate::checks::check_len;
 use crate::db::codec::{Hex, Unsigned};
 use crate::db::{Db, db_call};
 use crate::reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun};
 use crate::repo::entry_row::{entries, entry_columns};
-use crate::types::{Entry, EntryId, LABEL_BYTES_MAX, REASON_BYTES_MAX, check_len};
+use crate::types::{Entry, EntryId, LABEL_BYTES_MAX, REASON_BYTES_MAX};
 
 const SELECT_SETTLED: &str = concat!(
     "SELECT ",

@@ -123,7 +123,7 @@ impl Tokens {
                 reason: "required for provider tokens and only for them".to_owned(),
             });
         }
-        let id = hex::encode(crate::types::random_bytes::<8>()?);
+        let id = hex::encode(crate::checks::random_bytes::<8>()?);
         let now = Unsigned::new("now_unix_s", now_unix_s)?;
         db_call!(
             self.db,
