@@ -174,15 +174,15 @@ async fn main() -> anyhow::Result<()> {
         created_from_unix_s: None,
         created_before_unix_s: None,
     };
-    let mut totals = gateway.ledger.spend(&query).await?;
+    let mut totals = gateway.ledger.spend().totals(&query).await?;
     for _ in 0..200 {
         if totals.pending.count == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        totals = gateway.ledger.spend(&query).await?;
+        totals = gateway.ledger.spend().totals(&query).await?;
     }
-    let entries = gateway.ledger.entries_of_payer(8453, chain.token, agent.address(), 100).await?;
+    let entries = gateway.ledger.entries().of_payer(8453, chain.token, agent.address(), 100).await?;
     for row in rows.iter_mut().filter(|r| r.tx.starts_with("deferred")) {
         if let Some(e) = entries.iter().find(|e| row.tx.ends_with(&e.id.to_string())) {
             row.tx = e.tx_hash.map(|t| format!("{t:#x} (settled later)")).unwrap_or_else(|| row.tx.clone());

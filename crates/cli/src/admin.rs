@@ -1204,7 +1204,7 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
     let ledger = open_ledger(config).await?;
     let created = async {
         let db_fail = |e: tollgate_metering::MeteringError| Failure::new(EXIT_FAILURE, e);
-        let existing = ledger.admin_tokens().await.map_err(db_fail)?;
+        let existing = ledger.tokens().list().await.map_err(db_fail)?;
         if let Some(t) = existing.iter().find(|t| t.role == Role::Operator && t.revoked_unix_s.is_none())
             && !force
         {
@@ -1221,14 +1221,8 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
         let now_unix_s =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let record = ledger
-            .create_admin_token(
-                Role::Operator,
-                None,
-                &token_hash(&token),
-                label,
-                &Actor("cli:bootstrap".to_owned()),
-                now_unix_s,
-            )
+            .tokens()
+            .create(Role::Operator, None, &token_hash(&token), label, &Actor("cli:bootstrap".to_owned()), now_unix_s)
             .await
             .map_err(db_fail)?;
         Ok(json!({ "token": token, "record": record }))
@@ -1240,7 +1234,7 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
 
 async fn verify_offline(config: &Path) -> Result<u8, Failure> {
     let ledger = open_ledger(config).await?;
-    let verified = ledger.verify_audit().await;
+    let verified = ledger.audit().verify().await;
     ledger.close().await;
     let v = verified.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
     print_json(&serde_json::to_value(&v).unwrap_or(Value::Null));

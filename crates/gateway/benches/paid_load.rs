@@ -418,7 +418,7 @@ impl Stack {
                 created_from_unix_s: None,
                 created_before_unix_s: None,
             };
-            let t = self.gateway.ledger.spend(&q).await?;
+            let t = self.gateway.ledger.spend().totals(&q).await?;
             settled += t.settled.count;
             pending += t.pending.count + t.refund_owed.count;
         }
@@ -757,7 +757,7 @@ impl Stack {
 
         // A load payer, whose many entries the sum has to go through, as under load.
         let (pending, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, busy_payer).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, busy_payer).await?) }).await?;
 
         let (reserve, ids) = timed(n, |i| {
             let v = &verified[i];
@@ -782,7 +782,7 @@ impl Stack {
                     credential_version: None,
                     now_unix_s: gw.clock.now_unix_s(),
                 };
-                Ok(gw.ledger.reserve(&entry).await?)
+                Ok(gw.ledger.entries().reserve(&entry).await?)
             }
         })
         .await?;
@@ -793,6 +793,7 @@ impl Stack {
                 let t = Transition::Forwarded { upstream_status: Some(200) };
                 let moved = gw
                     .ledger
+                    .entries()
                     .transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s())
                     .await?;
                 ensure!(moved, "probe entry {id} was not in reserved");
@@ -803,7 +804,7 @@ impl Stack {
 
         let (by_id, _) = timed(n, |i| {
             let id = &ids[i];
-            async move { gw.ledger.entry(id).await?.context("probe entry vanished") }
+            async move { gw.ledger.entries().get(id).await?.context("probe entry vanished") }
         })
         .await?;
 
@@ -811,7 +812,7 @@ impl Stack {
         // entry the payer ever had (through the unique index's prefix) to filter on state.
         let fresh = random_key().address();
         let (pending_fresh, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, fresh).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, fresh).await?) }).await?;
         let history = self.entries_of(busy_payer).await?;
 
         let mut pending = Phase::new(format!("ledger_pending_spend{suffix}"), true, pending);
@@ -840,7 +841,7 @@ impl Stack {
             created_from_unix_s: None,
             created_before_unix_s: None,
         };
-        let t = self.gateway.ledger.spend(&q).await?;
+        let t = self.gateway.ledger.spend().totals(&q).await?;
         Ok(t.settled.count + t.pending.count + t.refund_owed.count)
     }
 
@@ -848,7 +849,10 @@ impl Stack {
         let gw = &self.gateway;
         for id in ids {
             let t = Transition::Voided { reason: "bench_probe".to_owned() };
-            gw.ledger.transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s()).await?;
+            gw.ledger
+                .entries()
+                .transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s())
+                .await?;
         }
         Ok(())
     }

@@ -138,7 +138,7 @@ impl FromRequestParts<Arc<Gateway>> for Auth {
             return Err(unauthorized());
         }
         let hash = token_hash(token);
-        let record = gw.ledger.admin_token_by_hash(&hash).await?.ok_or_else(unauthorized)?;
+        let record = gw.ledger.tokens().by_hash(&hash).await?.ok_or_else(unauthorized)?;
         // The lookup is by hash already; compare again in constant time so that no code path
         // branches on a partial match of secret material.
         if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) || record.revoked_unix_s.is_some() {
@@ -343,7 +343,7 @@ async fn whoami(Auth(p): Auth) -> AdminResult {
 
 async fn list_tokens(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "list tokens")?;
-    ok(api::TokenList { tokens: values(gw.ledger.admin_tokens().await?) })
+    ok(api::TokenList { tokens: values(gw.ledger.tokens().list().await?) })
 }
 
 /// Creates a token: shown once in the response, stored as its hash.
@@ -355,12 +355,12 @@ pub async fn create_token_record(
     actor: &Actor,
 ) -> Result<(tollgate_metering::AdminToken, String), AdminError> {
     if let Some(id) = provider
-        && !gw.ledger.providers().await?.iter().any(|x| x.id == id)
+        && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == id)
     {
         return Err(AdminError(GatewayError::AdminNotFound { what: "provider", key: id.to_owned() }));
     }
     let token = new_token();
-    let record = gw.ledger.create_admin_token(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
+    let record = gw.ledger.tokens().create(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
     Ok((record, token))
 }
 
@@ -384,8 +384,8 @@ async fn revoke_token(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): P
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("id", "expected a token id (16 hex digits)"));
     }
-    let revoked = gw.ledger.revoke_admin_token(&id, &p.actor(), now(&gw)).await?;
-    if !revoked && !gw.ledger.admin_tokens().await?.iter().any(|t| t.id == id) {
+    let revoked = gw.ledger.tokens().revoke(&id, &p.actor(), now(&gw)).await?;
+    if !revoked && !gw.ledger.tokens().list().await?.iter().any(|t| t.id == id) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "token", key: id }));
     }
     ok(api::TokenRevoked { id, revoked: true })
@@ -437,7 +437,7 @@ fn raw_route(b: api::EndpointBody) -> RawRoute {
 
 async fn list_providers(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "list providers")?;
-    let mut list = gw.ledger.providers().await?;
+    let mut list = gw.ledger.catalog().providers().await?;
     if p.role == Role::Provider {
         list.retain(|x| Some(&x.id) == p.provider.as_ref());
     }
@@ -474,7 +474,7 @@ async fn put_provider(
         )));
     }
     let spec = provider_spec(&raw);
-    gw.ledger.put_provider(&id, &spec.to_stored(), Source::Admin, &p.actor(), now(&gw)).await?;
+    gw.ledger.catalog().put_provider(&id, &spec.to_stored(), Source::Admin, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
     ok(api::ProviderPut { id, spec: value(spec) })
 }
@@ -493,6 +493,7 @@ async fn list_endpoints(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id):
     p.require_provider(&id, "read another provider's endpoints")?;
     let endpoints = gw
         .ledger
+        .catalog()
         .endpoints(Some(&id))
         .await?
         .into_iter()
@@ -555,7 +556,7 @@ async fn put_endpoint(
     }
     // No endpoint may overlap another provider's (enabled or not): the first match would take
     // the other's callers, and their payments.
-    for other in gw.ledger.endpoints(None).await? {
+    for other in gw.ledger.catalog().endpoints(None).await? {
         if other.provider == id {
             continue;
         }
@@ -566,6 +567,7 @@ async fn put_endpoint(
     let spec = endpoint_spec(&raw).to_stored();
     let w = gw
         .ledger
+        .catalog()
         .put_endpoint(&id, &raw.path, &spec, &prices_json(&route.prices), Source::Admin, &p.actor(), now(&gw))
         .await?;
     applied(&gw).await?;
@@ -579,8 +581,8 @@ async fn put_endpoint(
 
 async fn set_enabled(gw: &Gateway, p: &Principal, id: &str, path: &str, enabled: bool) -> AdminResult {
     p.require_provider(id, "change another provider's endpoints")?;
-    let changed = gw.ledger.set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
-    if !changed && !gw.ledger.endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
+    let changed = gw.ledger.catalog().set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
+    if !changed && !gw.ledger.catalog().endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{path}") }));
     }
     applied(gw).await?;
@@ -618,11 +620,12 @@ async fn endpoint_prices(
     p.require_reader_of(&id, "read another provider's prices")?;
     let q: api::EndpointPath = query(&uri)?;
     let e =
-        gw.ledger.endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
+        gw.ledger.catalog().endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
             AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{}", q.path) })
         })?;
     let versions = gw
         .ledger
+        .catalog()
         .price_versions(e.id)
         .await?
         .into_iter()
@@ -640,7 +643,7 @@ async fn endpoint_prices(
 async fn list_credentials(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's credentials")?;
     // Metadata only: CredentialVersion skips nonce and ciphertext when serialized.
-    ok(api::CredentialList { credentials: values(gw.ledger.credential_versions(Some(&id)).await?) })
+    ok(api::CredentialList { credentials: values(gw.ledger.catalog().credential_versions(Some(&id)).await?) })
 }
 
 async fn upload_credential(
@@ -660,7 +663,7 @@ async fn upload_credential(
     vault::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
     vault::check_secret(&secret).map_err(|reason| invalid("secret", reason))?;
     let (nonce, ct) = vault::seal(key, &id, &name, &secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let version = gw.ledger.add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
+    let version = gw.ledger.catalog().add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
     ok(api::CredentialUploaded { provider: id, name, version })
 }
@@ -672,9 +675,15 @@ async fn revoke_credential(
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
     let version: u64 = version.parse().map_err(|_| invalid("version", "expected a version number"))?;
-    let revoked = gw.ledger.revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
+    let revoked = gw.ledger.catalog().revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
     if !revoked
-        && !gw.ledger.credential_versions(Some(&id)).await?.iter().any(|v| v.name == name && v.version == version)
+        && !gw
+            .ledger
+            .catalog()
+            .credential_versions(Some(&id))
+            .await?
+            .iter()
+            .any(|v| v.name == name && v.version == version)
     {
         return Err(AdminError(GatewayError::AdminNotFound {
             what: "credential version",
@@ -691,7 +700,7 @@ async fn revenue(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<S
     p.require_reader_of(&id, "read another provider's revenue")?;
     let q: api::RangeQuery = query(&uri)?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
-    let lines = values(gw.ledger.revenue(&id, from, to).await?);
+    let lines = values(gw.ledger.spend().revenue(&id, from, to).await?);
     ok(api::Revenue { provider: id, from_unix_s: from, to_unix_s: to, lines })
 }
 
@@ -709,7 +718,8 @@ async fn ledger_entries(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri)
     let payer = q.payer.as_deref().map(|w| parse_wallet("payer", w)).transpose()?;
     let entries = gw
         .ledger
-        .entries_page(
+        .entries()
+        .page(
             provider.as_deref(),
             payer,
             q.from_unix_s.unwrap_or(0),
@@ -751,7 +761,7 @@ fn scope_for(p: &Principal, asked: Option<String>, action: &'static str) -> Resu
 }
 
 async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError> {
-    if scope != GLOBAL_SCOPE && !gw.ledger.providers().await?.iter().any(|x| x.id == scope) {
+    if scope != GLOBAL_SCOPE && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == scope) {
         return Err(invalid("scope", format!("`{scope}` is neither `*` nor a provider")));
     }
     Ok(())
@@ -765,7 +775,7 @@ async fn list_wallets(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -
         _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
     };
     let wallet = q.wallet.as_deref().map(|w| parse_wallet("wallet", w)).transpose()?;
-    ok(api::WalletPolicyList { policies: values(gw.ledger.wallet_policies(scope.as_deref(), wallet).await?) })
+    ok(api::WalletPolicyList { policies: values(gw.ledger.policies().list(scope.as_deref(), wallet).await?) })
 }
 
 async fn put_wallet(
@@ -793,7 +803,7 @@ async fn put_wallet(
     }
     let revoked = match b.revoked {
         Some(r) => r,
-        None => gw.ledger.wallet_policies(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
+        None => gw.ledger.policies().list(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
     };
     let policy = WalletPolicy {
         scope,
@@ -806,7 +816,7 @@ async fn put_wallet(
         monthly_cap: parse_atomic("monthly_cap", &b.monthly_cap)?,
         updated_unix_s: now(&gw),
     };
-    gw.ledger.put_wallet_policy(&policy, &p.actor()).await?;
+    gw.ledger.policies().put(&policy, &p.actor()).await?;
     ok(api::WalletPolicySet { policy: value(policy) })
 }
 
@@ -814,7 +824,7 @@ async fn set_revoked(gw: &Gateway, p: &Principal, wallet: &str, scope: Option<St
     let scope = scope_for(p, scope, "revoke or reinstate wallets")?;
     check_scope_exists(gw, &scope).await?;
     let wallet = parse_wallet("wallet", wallet)?;
-    gw.ledger.set_wallet_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
+    gw.ledger.policies().set_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
     ok(api::WalletRevoked { scope, wallet: format!("{wallet:#x}"), revoked })
 }
 
@@ -844,14 +854,14 @@ async fn reinstate_wallet(
 
 async fn get_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "read settings")?;
-    let s = gw.ledger.control_state().await?;
+    let s = gw.ledger.settings().state().await?;
     ok(api::Settings { allowlist_mode: s.allowlist_mode, version: s.version })
 }
 
 async fn put_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "change settings")?;
     let b: api::SettingsBody = body.json()?;
-    gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
+    gw.ledger.settings().set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
     ok(api::SettingsSet { allowlist_mode: b.allowlist_mode })
 }
 
@@ -886,7 +896,7 @@ fn audit_filter(p: &Principal, q: api::AuditParams) -> Result<AuditQuery, AdminE
 async fn audit_query(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     let q: api::AuditParams = query(&uri)?;
     let filter = audit_filter(&p, q)?;
-    let records = gw.ledger.audit(&filter).await?;
+    let records = gw.ledger.audit().query(&filter).await?;
     let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
     ok(api::AuditPage { records: values(records), next_after_seq: next })
 }
@@ -898,12 +908,12 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
     // The first page is read here, so that a failing database is an error status, not a cut body.
-    let first = gw.ledger.audit(&filter).await?;
+    let first = gw.ledger.audit().query(&filter).await?;
     let pages = futures_util::stream::unfold((gw, filter, Some(first), 0u32), |(gw, mut filter, page, n)| async move {
         let page = match page {
             Some(p) => p,
             None if n >= 1000 => return None,
-            None => match gw.ledger.audit(&filter).await {
+            None => match gw.ledger.audit().query(&filter).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "audit export cut short");
@@ -936,7 +946,7 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -
 
 async fn audit_verify(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
-    ok(gw.ledger.verify_audit().await?)
+    ok(gw.ledger.audit().verify().await?)
 }
 
 // --- reconciliation (finance) -----------------------------------------------------------
@@ -1013,20 +1023,20 @@ async fn recon_runs(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> 
     let q: api::RunsQuery = query(&uri)?;
     let network = network_of(&gw, q.network.as_deref())?;
     let asset = gw.config.network(network).map(|n| n.asset).ok_or_else(|| invalid("network", "not configured"))?;
-    let runs = gw.ledger.recon_runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    let runs = gw.ledger.recon().runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
     ok(api::ReconRuns { network: network.caip2(), runs: values(runs) })
 }
 
 async fn recon_exceptions(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected a run id"))?;
-    ok(api::ReconExceptions { run_id: id, exceptions: values(gw.ledger.recon_exceptions(id).await?) })
+    ok(api::ReconExceptions { run_id: id, exceptions: values(gw.ledger.recon().exceptions(id).await?) })
 }
 
 async fn recon_notes(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation notes")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
-    ok(api::ReconNotes { exception_id: id, notes: values(gw.ledger.recon_notes(id).await?) })
+    ok(api::ReconNotes { exception_id: id, notes: values(gw.ledger.recon().notes(id).await?) })
 }
 
 /// Appends a resolution note (who = the token) to an exception; notes are never edited.
@@ -1043,7 +1053,7 @@ async fn add_recon_note(
         return Err(invalid("why", "must not be empty"));
     }
     let who = p.actor().0;
-    let note_id = gw.ledger.add_recon_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
+    let note_id = gw.ledger.recon().add_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
         // A foreign-key failure: no such exception.
         MeteringError::Database { retryable: false, .. } => {
             AdminError(GatewayError::AdminNotFound { what: "reconciliation exception", key: id.to_string() })

@@ -238,18 +238,19 @@ pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(
     let db = SeedError::Database;
     for (raw, typed) in config.raw_providers.iter().zip(&config.providers) {
         let spec = provider_spec(raw).to_stored();
-        ledger.put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
+        ledger.catalog().put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
         for (r, route) in raw.routes.iter().zip(&typed.routes) {
             reserved_path_check(&r.path).map_err(SeedError::Config)?;
             let spec = endpoint_spec(r).to_stored();
             ledger
+                .catalog()
                 .put_endpoint(&raw.id, &r.path, &spec, &prices_json(&route.prices), Source::Config, &actor, now_unix_s)
                 .await
                 .map_err(db)?;
         }
-        for e in ledger.endpoints(Some(&raw.id)).await.map_err(db)? {
+        for e in ledger.catalog().endpoints(Some(&raw.id)).await.map_err(db)? {
             if e.source == Source::Config && e.enabled && !raw.routes.iter().any(|r| r.path == e.path) {
-                ledger.set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
+                ledger.catalog().set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
             }
         }
     }
@@ -267,12 +268,12 @@ pub fn reserved_path_check(path: &str) -> Result<(), String> {
 /// Builds a snapshot from the database. Records that no longer validate (a network removed
 /// from the file, an environment variable gone) are left out and logged.
 pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, MeteringError> {
-    let state = ledger.control_state().await?;
+    let state = ledger.settings().state().await?;
     // Secrets from the environment or a file were read once, with the file; they are taken
     // from the loaded configuration, never re-read here.
     let no_env = |_: &str| None;
     let mut providers: Vec<Arc<ProviderConfig>> = Vec::new();
-    for rec in ledger.providers().await? {
+    for rec in ledger.catalog().providers().await? {
         let mut raw = match ProviderSpec::from_stored(&rec.spec) {
             Ok(spec) => raw_provider(spec),
             Err(e) => {
@@ -307,7 +308,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
         }
     }
     let mut routes = Vec::new();
-    for e in ledger.endpoints(None).await? {
+    for e in ledger.catalog().endpoints(None).await? {
         if !e.enabled {
             continue;
         }
@@ -339,7 +340,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
     }
     let mut secrets = HashMap::new();
     if let Some(key) = &config.vault_key {
-        for v in ledger.credential_versions(None).await? {
+        for v in ledger.catalog().credential_versions(None).await? {
             if v.revoked_unix_s.is_some() {
                 continue;
             }
@@ -387,7 +388,7 @@ fn route_entry(
 pub async fn refresh<H: ControlHost>(host: &H, force: bool) -> Result<bool, MeteringError> {
     let live = host.live();
     let _guard = live.reload_lock.lock().await;
-    let version = host.ledger().control_state().await?.version;
+    let version = host.ledger().settings().state().await?.version;
     if !force && version == live.get().version && live.is_loaded() {
         return Ok(false);
     }
@@ -400,7 +401,7 @@ pub async fn refresh<H: ControlHost>(host: &H, force: bool) -> Result<bool, Mete
 /// Keeps the snapshot current: woken by PostgreSQL notifications, and polls the change
 /// counter every `control.poll_interval` (the fallback, and SQLite's only way).
 pub async fn watch<H: ControlHost>(gw: Arc<H>) {
-    let mut listener = match gw.ledger().control_listener().await {
+    let mut listener = match gw.ledger().settings().listener().await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "control-plane notifications unavailable; polling only");
@@ -413,7 +414,7 @@ pub async fn watch<H: ControlHost>(gw: Arc<H>) {
         ticks = ticks.wrapping_add(1);
         // A broken notification stream is re-opened now and then (polling covers the gap).
         if listener.is_none() && ticks.is_multiple_of(40) {
-            listener = gw.ledger().control_listener().await.ok().flatten();
+            listener = gw.ledger().settings().listener().await.ok().flatten();
         }
         match listener.as_mut() {
             Some(l) => {
@@ -459,7 +460,7 @@ pub async fn audit_writer(
             }
         }
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = ledger.append_audit(&batch).await {
+        while let Err(e) = ledger.audit().append(&batch).await {
             tracing::error!(error = %e, records = batch.len(), "audit append failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));

@@ -137,7 +137,7 @@ impl Metrics {
         {
             return Some(counts.clone());
         }
-        match gw.ledger.state_counts().await {
+        match gw.ledger.spend().state_counts().await {
             Ok(counts) => {
                 if let Ok(mut cache) = self.state_counts.lock() {
                     *cache = Some((Instant::now(), counts.clone()));

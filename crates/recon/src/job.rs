@@ -47,7 +47,7 @@ pub async fn job_tick(r: &Reconciler, instance: &str, job: &JobSettings) -> Resu
     for t in &r.targets {
         // Renewed before each network, so a long tick keeps it; lost only if a run outlasts
         // the TTL, in which case another replica may record a duplicate (identical) run.
-        if !r.ledger.try_lease(JOB_LEASE, instance, job.lease_ttl_s, r.clock.now_unix_s()).await? {
+        if !r.ledger.leases().try_acquire(JOB_LEASE, instance, job.lease_ttl_s, r.clock.now_unix_s()).await? {
             if results.is_empty() {
                 return Ok(JobTick::LeaseBusy);
             }
@@ -56,7 +56,7 @@ pub async fn job_tick(r: &Reconciler, instance: &str, job: &JobSettings) -> Resu
         let outcome = reconcile_resume(r, t.network, job.start_block, job.run_blocks_max, job.options).await;
         results.push((t.network, outcome));
     }
-    r.ledger.release_lease(JOB_LEASE, instance).await?;
+    r.ledger.leases().release(JOB_LEASE, instance).await?;
     Ok(JobTick::Ran(results))
 }
 

@@ -155,6 +155,7 @@ pub async fn reconcile_range(
     for p in &scope.pay_to {
         let got = r
             .ledger
+            .recon()
             .settled_entries(scope.chain_id, scope.asset, *p, Some(from_block), Some(to_block), opts.entries_max)
             .await?;
         if got.len() >= usize::try_from(opts.entries_max).unwrap_or(usize::MAX) {
@@ -180,7 +181,7 @@ pub async fn reconcile_range(
     let confirmed_head = current_block.saturating_add(1).checked_sub(opts.confirmations_min.max(1));
     let cursor_block = confirmed_head.map(|head| head.min(to_block)).filter(|c| *c >= from_block);
     let run = report.new_run(&scope, cursor_block, started_unix_s, r.clock.now_unix_s().max(started_unix_s));
-    let run_id = r.ledger.record_recon_run(&run).await?;
+    let run_id = r.ledger.recon().record_run(&run).await?;
     let reopened = reopen_reorged(r, &report, &entries).await?;
     Ok(ReconcileOutcome { run_id, scope, cursor_block, current_block, report, breakdown, reopened })
 }
@@ -198,7 +199,7 @@ async fn reopen_reorged(
     for item in report.items.iter().filter(|i| i.class == ReconClass::Reorged) {
         let Some(entry) = item.entry_id.as_ref().and_then(|id| entries.iter().find(|e| &e.id == id)) else { continue };
         let (EntryState::Settled, Some(block_hash)) = (entry.state, entry.block_hash) else { continue };
-        if r.ledger.reopen_reorged(&entry.id, block_hash, r.clock.now_unix_s()).await? {
+        if r.ledger.entries().reopen_reorged(&entry.id, block_hash, r.clock.now_unix_s()).await? {
             tracing::warn!(id = %entry.id, block = ?entry.block_number, "settlement reorged away; re-checking");
             r.host.reopened(&entry.id).await;
             reopened.push(entry.id.clone());
@@ -261,7 +262,7 @@ pub async fn reconcile_resume(
 ) -> Result<Option<ReconcileOutcome>, ReconcileError> {
     let target = r.target(network)?;
     let chain = target.chain.as_ref();
-    let from_block = match r.ledger.recon_cursor(network.chain_id, target.asset).await? {
+    let from_block = match r.ledger.recon().cursor(network.chain_id, target.asset).await? {
         Some(cursor) => cursor.saturating_add(1),
         None => start_block,
     };
@@ -288,7 +289,7 @@ async fn add_entries_of_authorizations(
         if known.contains(&(t.from, nonce)) {
             continue;
         }
-        if let Some(e) = r.ledger.entry_by_authorization(scope.chain_id, scope.asset, t.from, nonce).await? {
+        if let Some(e) = r.ledger.entries().by_authorization(scope.chain_id, scope.asset, t.from, nonce).await? {
             entries.push(e);
         }
     }

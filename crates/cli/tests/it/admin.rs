@@ -387,7 +387,7 @@ async fn audit_query_export_and_verify() {
         audit_record(2, "maps", Decision::Denied),
         audit_record(3, "weather", Decision::Accepted),
     ];
-    assert_eq!(ledger.append_audit(&records).await.unwrap(), 3);
+    assert_eq!(ledger.audit().append(&records).await.unwrap(), 3);
     ledger.close().await;
     let finance = f.token("finance", None).await;
 

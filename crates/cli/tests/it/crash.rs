@@ -97,7 +97,7 @@ async fn crash_and_recover(db_url: String) {
     }
 
     let ledger = Ledger::connect(&db_url, LedgerOptions::default()).await.unwrap();
-    let before = ledger.unfinished(u64::MAX / 2, 1000).await.unwrap().len();
+    let before = ledger.entries().unfinished(u64::MAX / 2, 1000).await.unwrap().len();
     eprintln!("entries unfinished at the kill: {before}");
 
     // Restart with no grace period: every unfinished entry is now abandoned.
@@ -105,7 +105,7 @@ async fn crash_and_recover(db_url: String) {
     let (mut gateway, _url) = spawn_gateway(&config).await;
     let mut left = usize::MAX;
     for _ in 0..300 {
-        left = ledger.unfinished(u64::MAX / 2, 1000).await.unwrap().len();
+        left = ledger.entries().unfinished(u64::MAX / 2, 1000).await.unwrap().len();
         if left == 0 {
             break;
         }
@@ -124,7 +124,7 @@ async fn crash_and_recover(db_url: String) {
         created_from_unix_s: None,
         created_before_unix_s: None,
     };
-    let totals = ledger.spend(&query).await.unwrap();
+    let totals = ledger.spend().totals(&query).await.unwrap();
     assert_eq!(totals.pending.count, 0);
     let balance = chain.balance(payee).await.unwrap();
     assert_eq!(
@@ -136,7 +136,7 @@ async fn crash_and_recover(db_url: String) {
 
     let mut tx_hashes = std::collections::HashSet::new();
     // Walk every entry through its authorization to check its on-chain state.
-    let all = ledger.entries_of_payer(8453, chain.token, payer.address(), 1000).await.unwrap();
+    let all = ledger.entries().of_payer(8453, chain.token, payer.address(), 1000).await.unwrap();
     assert_eq!(all.len() as u64, totals.settled.count + totals_other(&all));
     for e in &all {
         let used = chain.authorization_used(e.payer, e.nonce).await.unwrap();

@@ -280,7 +280,7 @@ impl Rig {
         while Instant::now() < deadline {
             let mut all = true;
             for c in calls {
-                let entries = ledger.entries_of_payer(8453, self.chain.token, c.payer.address(), 100).await;
+                let entries = ledger.entries().of_payer(8453, self.chain.token, c.payer.address(), 100).await;
                 all &= entries.is_ok_and(|es| es.iter().all(|e| e.state.is_terminal()));
                 if !all {
                     break;
@@ -300,7 +300,7 @@ impl Rig {
         let mut moved = 0u128;
         for call in calls {
             judge(ledger, &self.chain, call, &mut v).await;
-            for e in ledger.entries_of_payer(8453, self.chain.token, call.payer.address(), 100).await.unwrap() {
+            for e in ledger.entries().of_payer(8453, self.chain.token, call.payer.address(), 100).await.unwrap() {
                 if matches!(e.state, EntryState::Settled | EntryState::RefundOwed) {
                     moved += u128::from(e.amount.get());
                 }
@@ -430,7 +430,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// The truth rule for one call, joined by (payer, nonce) with the ledger and the chain.
 async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict) {
     let payer = call.payer.address();
-    let entries = ledger.entries_of_payer(8453, chain.token, payer, 100).await.unwrap();
+    let entries = ledger.entries().of_payer(8453, chain.token, payer, 100).await.unwrap();
     let entry = entries.iter().find(|e| e.nonce == call.nonce);
     let story = match entry {
         Some(e) => describe(ledger, e).await,
@@ -479,7 +479,14 @@ async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict)
             check(charged_once, format!("charged once means {}, balance is {balance}", MINTED - PRICE));
             let mut recorded = Vec::new();
             if let Some(e) = entry {
-                recorded = ledger.events(&e.id).await.unwrap().iter().filter_map(|ev| ev.tx_hash).collect::<Vec<_>>();
+                recorded = ledger
+                    .entries()
+                    .events(&e.id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter_map(|ev| ev.tx_hash)
+                    .collect::<Vec<_>>();
             }
             if !recorded.contains(tx) {
                 v.violations.push(format!(
@@ -496,7 +503,7 @@ async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict)
 }
 
 async fn describe(ledger: &Ledger, entry: &Entry) -> String {
-    let events = ledger.events(&entry.id).await.unwrap();
+    let events = ledger.entries().events(&entry.id).await.unwrap();
     let trail: Vec<String> = events
         .iter()
         .map(|e| {
@@ -526,7 +533,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// The entry of `call`, after recovery.
 async fn entry_of(ledger: &Ledger, rig: &Rig, call: &Call) -> Option<Entry> {
-    ledger.entry_by_authorization(8453, rig.chain.token, call.payer.address(), call.nonce).await.unwrap()
+    ledger.entries().by_authorization(8453, rig.chain.token, call.payer.address(), call.nonce).await.unwrap()
 }
 
 /// Every transaction the node knew when the gateway died: mined up to `block`, or waiting in

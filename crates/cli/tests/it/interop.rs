@@ -146,7 +146,7 @@ impl Scene {
     async fn assert_settled_once(&self, nonce: B256, tx: B256) {
         let payer = self.payer.address();
         let ledger = Ledger::connect(&self.db_url, LedgerOptions::default()).await.unwrap();
-        let entries = ledger.entries_of_payer(8453, self.chain.token, payer, 100).await.unwrap();
+        let entries = ledger.entries().of_payer(8453, self.chain.token, payer, 100).await.unwrap();
         ledger.close().await;
         assert_eq!(entries.len(), 1, "one ledger entry for the payer: {entries:#?}");
         let e = &entries[0];

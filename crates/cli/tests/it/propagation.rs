@@ -93,10 +93,7 @@ async fn changes_reach_the_other_process_within_a_second() {
     // The first operator token, made in the database as `tollgate admin bootstrap` does.
     let ledger = Ledger::connect(&pg.url, LedgerOptions::default()).await.unwrap();
     let token = tollgate_gateway::admin::new_token();
-    ledger
-        .create_admin_token(Role::Operator, None, &token_hash(&token), "test", &Actor("test".into()), 1)
-        .await
-        .unwrap();
+    ledger.tokens().create(Role::Operator, None, &token_hash(&token), "test", &Actor("test".into()), 1).await.unwrap();
 
     let a = start(&config).await;
     let b = start(&config).await;

@@ -152,7 +152,7 @@ impl Harness {
 
     /// Every ledger entry of `payer`.
     pub async fn entries(&self, payer: Address) -> Vec<Entry> {
-        self.gateway.ledger.entries_of_payer(8453, self.chain.token, payer, 100).await.unwrap()
+        self.gateway.ledger.entries().of_payer(8453, self.chain.token, payer, 100).await.unwrap()
     }
 
     /// Polls the ledger until every entry of `payer` is terminal (bounded).

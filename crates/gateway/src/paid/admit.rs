@@ -71,7 +71,7 @@ pub(super) async fn not_seen_before(
     payment: &PaymentPayload,
 ) -> Result<(), GatewayError> {
     let a = &payment.exact().authorization;
-    match gw.ledger.entry_by_authorization(offer.network.chain_id, offer.asset, a.from, a.nonce).await? {
+    match gw.ledger.entries().by_authorization(offer.network.chain_id, offer.asset, a.from, a.nonce).await? {
         Some(e) if e.state.is_terminal() => Err(GatewayError::AuthorizationUsed),
         Some(_) => Err(GatewayError::PaymentInFlight),
         None => Ok(()),
@@ -105,7 +105,7 @@ pub(super) async fn verify(
         return Err(GatewayError::Verify(VerifyError::NonceAlreadyUsed { from: a.from, nonce: a.nonce }));
     }
     let balance = balance.map_err(GatewayError::Verify)?;
-    let pending = gw.ledger.pending_spend(verified.chain_id, verified.asset, a.from).await?;
+    let pending = gw.ledger.spend().pending(verified.chain_id, verified.asset, a.from).await?;
     let available = balance.saturating_sub(alloy_primitives::U256::from(pending));
     if available < a.value {
         return Err(GatewayError::Verify(VerifyError::InsufficientBalance { balance: available, required: a.value }));

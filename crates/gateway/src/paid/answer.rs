@@ -139,7 +139,7 @@ pub async fn get_receipt(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let Ok(id) = id.parse::<EntryId>() else { return GatewayError::ReceiptNotFound.rescue(None) };
-    match gw.ledger.entry(&id).await {
+    match gw.ledger.entries().get(&id).await {
         Ok(Some(e)) => {
             let body = serde_json::json!({
                 "id": e.id.to_string(),

@@ -256,24 +256,24 @@ async fn settlement_refused(
         (SettleError::Reverted(_), _) => Ok(true),
         (SettleError::NotBroadcast { .. }, _) => {
             let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
-            gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
+            gw.ledger.entries().transition_from(id, EntryState::Settling, t, reason, None, now).await
         }
         // The claim may or may not have committed: end whichever state the entry is in.
         (SettleError::Ledger(_), EntryState::Forwarded) => end_unclaimed(gw, id, reason, now).await,
         (_, EntryState::Forwarded) if e.payer_fault() => {
             let t = Transition::SettleFailed { reason: reason.to_owned() };
-            gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
+            gw.ledger.entries().transition_from(id, EntryState::Forwarded, t, reason, None, now).await
         }
         (_, EntryState::Forwarded) => {
             let t = Transition::Voided { reason: reason.to_owned() };
-            gw.ledger.transition_from(id, EntryState::Forwarded, t, reason, None, now).await
+            gw.ledger.entries().transition_from(id, EntryState::Forwarded, t, reason, None, now).await
         }
         // Nothing was forwarded: voided whatever the cause, from `from` or, when a claim may
         // have committed (a ledger error while claiming), from `settling`.
         (_, from) => {
             let t = Transition::Voided { reason: reason.to_owned() };
-            match gw.ledger.transition_from(id, from, t.clone(), reason, None, now).await {
-                Ok(false) => gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await,
+            match gw.ledger.entries().transition_from(id, from, t.clone(), reason, None, now).await {
+                Ok(false) => gw.ledger.entries().transition_from(id, EntryState::Settling, t, reason, None, now).await,
                 other => other,
             }
         }
@@ -295,10 +295,10 @@ async fn settlement_refused(
 /// `settling` with a transaction that was never broadcast).
 async fn end_unclaimed(gw: &Gateway, id: &EntryId, reason: &str, now: u64) -> Result<bool, MeteringError> {
     let t = Transition::Voided { reason: "settlement_not_broadcast".to_owned() };
-    if gw.ledger.transition_from(id, EntryState::Forwarded, t.clone(), reason, None, now).await? {
+    if gw.ledger.entries().transition_from(id, EntryState::Forwarded, t.clone(), reason, None, now).await? {
         return Ok(true);
     }
-    gw.ledger.transition_from(id, EntryState::Settling, t, reason, None, now).await
+    gw.ledger.entries().transition_from(id, EntryState::Settling, t, reason, None, now).await
 }
 
 /// Hands a `forwarded` deferred entry to the worker.

@@ -50,9 +50,9 @@ pub(super) fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str)
         let mut noted = false;
         while Instant::now() < deadline {
             let now = gw.clock.now_unix_s();
-            match gw.ledger.transition_from(&id, EntryState::Settled, t.clone(), reason, None, now).await {
+            match gw.ledger.entries().transition_from(&id, EntryState::Settled, t.clone(), reason, None, now).await {
                 Ok(true) => return,
-                Ok(false) => match gw.ledger.entry(&id).await {
+                Ok(false) => match gw.ledger.entries().get(&id).await {
                     // Pending: noted durably first, so a restart (or this wait running out)
                     // cannot lose the refund; the sweep records it when the money lands.
                     Ok(Some(e)) if e.state == EntryState::Settling => {
@@ -60,7 +60,7 @@ pub(super) fn refund_owed(gw: &Arc<Gateway>, id: &EntryId, reason: &'static str)
                             let cause = format!("{REFUND_DUE}{reason}");
                             // A failed note is retried on the next round; the final failure is
                             // logged and counted below.
-                            match gw.ledger.note_settling(&id, &cause, gw.clock.now_unix_s()).await {
+                            match gw.ledger.entries().note_settling(&id, &cause, gw.clock.now_unix_s()).await {
                                 Ok(_) => noted = true,
                                 Err(e) => tracing::warn!(%id, error = %e, "refund due not noted yet; retrying"),
                             }

@@ -47,7 +47,7 @@ pub(super) async fn reserve(
         credential_version: call.credential.as_ref().and_then(|c| c.version),
         now_unix_s: gw.clock.now_unix_s(),
     };
-    match gw.ledger.reserve(&entry).await {
+    match gw.ledger.entries().reserve(&entry).await {
         Ok(id) => Ok(id),
         Err(MeteringError::DuplicateAuthorization { state, .. }) if state.is_terminal() => {
             Err(GatewayError::AuthorizationUsed)

@@ -60,7 +60,7 @@ pub(super) async fn forward(gw: &Gateway, call: &mut PaidCall, buffer: bool) -> 
 /// Voids the entry: the upstream failed, nothing is charged.
 pub(super) async fn void(gw: &Gateway, id: &EntryId, from: EntryState, reason: &str) {
     let t = Transition::Voided { reason: reason.to_owned() };
-    match gw.ledger.transition_from(id, from, t, reason, None, gw.clock.now_unix_s()).await {
+    match gw.ledger.entries().transition_from(id, from, t, reason, None, gw.clock.now_unix_s()).await {
         Ok(true) => {
             gw.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -139,6 +139,7 @@ pub(super) async fn mark_forwarded(
     let t = Transition::Forwarded { upstream_status: Some(status.as_u16()) };
     let error = match gw
         .ledger
+        .entries()
         .transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s())
         .await
     {
@@ -149,12 +150,17 @@ pub(super) async fn mark_forwarded(
     };
     let mut backoff = Duration::from_millis(50);
     for _ in 0..MARK_READBACK_ATTEMPTS {
-        match gw.ledger.entry(id).await {
+        match gw.ledger.entries().get(id).await {
             Ok(Some(e)) if e.state == EntryState::Forwarded => return Ok(()),
             Ok(Some(e)) if e.state == EntryState::Reserved => {
                 let now = gw.clock.now_unix_s();
                 let t = Transition::Voided { reason: "forwarded_mark_failed".to_owned() };
-                match gw.ledger.transition_from(id, EntryState::Reserved, t, "forwarded_mark_failed", None, now).await {
+                match gw
+                    .ledger
+                    .entries()
+                    .transition_from(id, EntryState::Reserved, t, "forwarded_mark_failed", None, now)
+                    .await
+                {
                     Ok(true) => return Err(error.into()),
                     // Moved meanwhile: look again.
                     Ok(false) => continue,

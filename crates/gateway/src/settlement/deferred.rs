@@ -62,7 +62,7 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
         // queue had no room for compete on expiry with the queued ones.
         if last_sweep.elapsed() >= sweep {
             last_sweep = tokio::time::Instant::now();
-            match svc.ledger.deferred_backlog(256).await {
+            match svc.ledger.entries().deferred_backlog(256).await {
                 Ok(entries) => {
                     for e in entries {
                         let q = Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None };
@@ -120,7 +120,7 @@ async fn settle_queued(svc: &Settlements, id: &EntryId) -> bool {
     let attempts_max = svc.config.settlement.deferred_attempts_max;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=attempts_max {
-        let entry = match svc.ledger.entry(id).await {
+        let entry = match svc.ledger.entries().get(id).await {
             Ok(Some(e)) if e.state == EntryState::Forwarded => e,
             Ok(_) => return false,
             Err(e) => {

@@ -54,7 +54,7 @@ pub const REFUND_DUE: &str = "refund_due:";
 pub async fn note_answered(svc: &Settlements, id: &EntryId) {
     let mut backoff = Duration::from_millis(20);
     for attempt in 1..=RECORD_ATTEMPTS {
-        match svc.ledger.note_settling(id, ANSWERED, svc.clock.now_unix_s()).await {
+        match svc.ledger.entries().note_settling(id, ANSWERED, svc.clock.now_unix_s()).await {
             Ok(_) => return,
             Err(e) if attempt < RECORD_ATTEMPTS && e.is_retryable() => {
                 tokio::time::sleep(backoff).await;
@@ -97,7 +97,7 @@ pub(super) async fn record_settled(svc: &Settlements, id: &EntryId, s: &Settled)
         block_hash: s.block_hash,
         log_index: s.log_index,
     };
-    svc.ledger.transition_from(id, EntryState::Settling, t, "receipt", None, svc.clock.now_unix_s()).await
+    svc.ledger.entries().transition_from(id, EntryState::Settling, t, "receipt", None, svc.clock.now_unix_s()).await
 }
 
 /// The payment stored with an entry (`crate::stored_payment`, any known version).
@@ -124,7 +124,7 @@ pub(super) async fn fail(svc: &Settlements, entry: &Entry, from: EntryState, rea
     let now = svc.clock.now_unix_s();
     // The service was delivered but no money moved: finance sees it as a failed settlement.
     let t = Transition::SettleFailed { reason: reason.to_owned() };
-    match svc.ledger.transition_from(&entry.id, from, t, reason, None, now).await {
+    match svc.ledger.entries().transition_from(&entry.id, from, t, reason, None, now).await {
         Ok(true) => {
             svc.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

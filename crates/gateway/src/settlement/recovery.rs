@@ -35,7 +35,7 @@ pub async fn recover_once(svc: &Settlements) -> Result<usize, MeteringError> {
     use futures_util::StreamExt as _;
     let now = svc.clock.now_unix_s();
     let cutoff = now.saturating_sub(svc.config.settlement.recovery_grace_s);
-    let mut stuck = svc.ledger.unfinished(cutoff, 200).await?;
+    let mut stuck = svc.ledger.entries().unfinished(cutoff, 200).await?;
     stuck.retain(|e| !svc.live_entries.contains(&e.id));
     let count = stuck.len();
     futures_util::stream::iter(stuck.iter())
@@ -62,11 +62,11 @@ pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usi
     const LEASE: &str = "audit_backfill";
     // The holder is unique per sweep, so two sweeps of one process exclude each other too.
     let holder = format!("{}-{}", svc.instance, hex::encode(rand::random::<[u8; 4]>()));
-    if !svc.ledger.try_lease(LEASE, &holder, 60, svc.clock.now_unix_s()).await? {
+    if !svc.ledger.leases().try_acquire(LEASE, &holder, 60, svc.clock.now_unix_s()).await? {
         return Ok(0);
     }
     let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
-    let missing = svc.ledger.entries_without_audit(since, before_unix_s, 500).await?;
+    let missing = svc.ledger.entries().without_audit(since, before_unix_s, 500).await?;
     if missing.is_empty() {
         return Ok(0);
     }
@@ -90,7 +90,7 @@ pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usi
             tx_hash: e.tx_hash.map(|t| format!("{t:#x}")),
         })
         .collect();
-    svc.ledger.append_audit(&records).await?;
+    svc.ledger.audit().append(&records).await?;
     tracing::warn!(records = records.len(), "audit records recovered from the ledger");
     Ok(records.len())
 }
@@ -143,7 +143,7 @@ async fn recover_entry(svc: &Settlements, entry: &Entry) {
 /// Voids an entry the sweep found unfinished; a failure is retried by the next sweep.
 async fn void_left(svc: &Settlements, entry: &Entry, from: EntryState, reason: &str, now: u64) {
     let t = Transition::Voided { reason: reason.to_owned() };
-    match svc.ledger.transition_from(&entry.id, from, t, "recovery", None, now).await {
+    match svc.ledger.entries().transition_from(&entry.id, from, t, "recovery", None, now).await {
         Ok(true) => {
             svc.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -160,7 +160,7 @@ async fn void_left(svc: &Settlements, entry: &Entry, from: EntryState, reason: &
 /// one that did (used after a reorg moved a settled entry back to `settling`). Resending or
 /// voiding is left to the recovery sweep, after its grace period.
 pub async fn recheck(svc: &Settlements, id: &EntryId) {
-    let entry = match svc.ledger.entry(id).await {
+    let entry = match svc.ledger.entries().get(id).await {
         Ok(Some(e)) if e.state == EntryState::Settling => e,
         Ok(_) => return,
         Err(e) => {
@@ -171,7 +171,7 @@ pub async fn recheck(svc: &Settlements, id: &EntryId) {
     // Unusable: the recovery sweep decides what becomes of the entry.
     let Ok(payment) = stored_payment(&entry) else { return };
     let Some(settler) = svc.settlers.get(&payment.chain_id) else { return };
-    let hashes = match svc.ledger.events(id).await {
+    let hashes = match svc.ledger.entries().events(id).await {
         Ok(events) => events.iter().filter_map(|e| e.tx_hash).chain(entry.tx_hash).collect::<Vec<_>>(),
         // Safe to leave: nothing was written; the recovery sweep reads the same events.
         Err(e) => {
@@ -215,7 +215,7 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
         Err(e) => return unusable_payment(svc, entry, EntryState::Settling, e).await,
     };
     let Some(settler) = svc.settlers.get(&payment.chain_id) else { return };
-    let events = match svc.ledger.events(&entry.id).await {
+    let events = match svc.ledger.entries().events(&entry.id).await {
         Ok(events) => events,
         Err(e) => {
             tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
@@ -321,7 +321,7 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
 /// Records a refund owed on a settled entry whose agent did not get what it paid for.
 async fn owe_back(svc: &Settlements, id: &EntryId, reason: &str, now: u64) {
     let t = Transition::RefundOwed { reason: reason.to_owned() };
-    match svc.ledger.transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
+    match svc.ledger.entries().transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
         Ok(_) => tracing::warn!(%id, "settled after its process died before answering; refund owed"),
         // Left `settled`: finance sees a charge without a recorded answer. Counted and logged.
         Err(e) => {
@@ -336,7 +336,7 @@ async fn owe_back(svc: &Settlements, id: &EntryId, reason: &str, now: u64) {
 async fn resend(svc: &Settlements, entry: &Entry, payment: &VerifiedPayment, now: u64) {
     let lease = format!("resend:{}", entry.id);
     let ttl_s = svc.config.settlement.receipt_timeout.as_secs().saturating_add(10);
-    match svc.ledger.try_lease(&lease, &svc.instance, ttl_s, now).await {
+    match svc.ledger.leases().try_acquire(&lease, &svc.instance, ttl_s, now).await {
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => {

@@ -140,7 +140,7 @@ async fn submit_once(
     let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
     let sent = settler.submit_claimed(payment, claim).await;
     if let Some(hold) = hold
-        && let Err(e) = svc.ledger.release_lease(&hold.name, &svc.instance).await
+        && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
     {
         // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
         // other replicas wait for it (and this process re-enters it).
@@ -227,8 +227,11 @@ pub async fn settle_entry(
             let now = svc.clock.now_unix_s();
             let reverted = SettleError::Reverted(e);
             let t = Transition::SettleFailed { reason: reverted.reason_code().to_owned() };
-            if let Err(db) =
-                svc.ledger.transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now).await
+            if let Err(db) = svc
+                .ledger
+                .entries()
+                .transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now)
+                .await
             {
                 // Safe to leave: the sweep finds every recorded transaction reverted and the
                 // authorization unused, and records the failure; nothing re-broadcasts it.
@@ -258,7 +261,8 @@ impl Claim for LedgerClaim<'_> {
         let now = self.svc.clock.now_unix_s();
         let t = Transition::Settling { tx_hash };
         let detail = ClaimDetail { relayer, nonce }.to_json();
-        match self.svc.ledger.transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await {
+        match self.svc.ledger.entries().transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await
+        {
             Ok(true) => {
                 self.expected = EntryState::Settling;
                 self.claimed = Some(tx_hash);
@@ -289,7 +293,7 @@ async fn relayer_lease<'a>(
     chain_id: u64,
     relayer: alloy_primitives::Address,
 ) -> Result<Option<RelayerHold<'a>>, SettleError> {
-    if svc.ledger.engine() != tollgate_metering::Engine::Postgres {
+    if !svc.ledger.leases().needed() {
         return Ok(None);
     }
     let turn = svc.relayer_turn.lock().await;
@@ -298,7 +302,7 @@ async fn relayer_lease<'a>(
     loop {
         let now = svc.clock.now_unix_s();
         let ttl_s = svc.config.settlement.relayer_lease_ttl_s;
-        if svc.ledger.try_lease(&name, &svc.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
+        if svc.ledger.leases().try_acquire(&name, &svc.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
             return Ok(Some(RelayerHold { name, _turn: turn }));
         }
         if tokio::time::Instant::now() >= deadline {

@@ -243,6 +243,7 @@ async fn vault_rotation_applies_on_next_request(h: &Harness) {
     let stored: Vec<String> = h
         .gateway
         .ledger
+        .catalog()
         .credential_versions(Some("vaulted"))
         .await
         .unwrap()
@@ -335,7 +336,7 @@ both_engines!(caps_and_scopes, caps_and_scopes_at_the_paid_call);
 // Goal: bad admin input gets 400 invalid_request naming the field — invalid address, malformed
 // and negative prices, unknown fields, an oversized body — and nothing is applied.
 async fn bad_admin_input_is_refused_whole(h: &Harness) {
-    let before = h.gateway.ledger.control_state().await.unwrap().version;
+    let before = h.gateway.ledger.settings().state().await.unwrap().version;
     let op = Some(h.operator.as_str());
     let cases: Vec<(Method, &str, Value, &str)> = vec![
         (
@@ -388,8 +389,8 @@ async fn bad_admin_input_is_refused_whole(h: &Harness) {
     let (s, out) = h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", op, Some(huge)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
     assert!(out["error"]["message"].as_str().unwrap().contains("body"));
-    assert_eq!(h.gateway.ledger.control_state().await.unwrap().version, before, "nothing was applied");
-    assert!(h.gateway.ledger.providers().await.unwrap().iter().all(|p| p.id != "newco"));
+    assert_eq!(h.gateway.ledger.settings().state().await.unwrap().version, before, "nothing was applied");
+    assert!(h.gateway.ledger.catalog().providers().await.unwrap().iter().all(|p| p.id != "newco"));
 }
 both_engines!(bad_admin_input, bad_admin_input_is_refused_whole);
 
@@ -562,6 +563,7 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     let lost = h
         .gateway
         .ledger
+        .entries()
         .reserve(&tollgate_metering::NewEntry {
             credential: Some("env:TEST_API_KEY".to_owned()),
             ..h.weather_entry(&b, "/weather/riga", tollgate_metering::SettlementMode::After)
@@ -575,7 +577,10 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     // than the grace period, the record is rebuilt.
     h.clock.set(h.now + 3 * 3600);
     tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
-    assert_eq!(h.gateway.ledger.entry(&lost).await.unwrap().unwrap().state, tollgate_metering::EntryState::Voided);
+    assert_eq!(
+        h.gateway.ledger.entries().get(&lost).await.unwrap().unwrap().state,
+        tollgate_metering::EntryState::Voided
+    );
     h.clock.set(h.now + 6 * 3600);
     tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let records = wait_audit(h, "/admin/audit", 2).await;
@@ -607,7 +612,7 @@ async fn admin_refuses_what_cannot_be_served() {
     let config = tollgate_gateway::Config::parse(&text, &|_| None).expect("config without keys");
     let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
     let admin = crate::harness::serve_admin_on_free_port(gw.clone()).await;
-    let before = gw.ledger.control_state().await.unwrap().version;
+    let before = gw.ledger.settings().state().await.unwrap().version;
     let provider = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9",
         "credential": { "inject": "header", "vault": "main" } });
     let (s, out) =
@@ -618,7 +623,7 @@ async fn admin_refuses_what_cannot_be_served() {
         admin_call(&h.http, &admin, Method::PUT, "/admin/providers/weather/endpoints", Some(&h.operator), Some(spec))
             .await;
     assert_eq!((s, out["error"]["code"].clone()), (StatusCode::CONFLICT, json!("not_configured")), "{out}");
-    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+    assert_eq!(gw.ledger.settings().state().await.unwrap().version, before, "nothing applied");
     h.stop().await;
 }
 
@@ -707,7 +712,7 @@ async fn ssrf_guard_refuses_internal_upstreams() {
         let (http, admin, operator) = (h.http.clone(), admin.clone(), h.operator.clone());
         async move { admin_call(&http, &admin, Method::PUT, "/admin/providers/ssrfok", Some(&operator), Some(body)).await }
     };
-    let before = gw.ledger.control_state().await.unwrap().version;
+    let before = gw.ledger.settings().state().await.unwrap().version;
     let cases = [
         ("http://127.0.0.2:9".to_owned(), "loopback"),
         ("http://localhost:9".to_owned(), "loopback"),
@@ -741,7 +746,7 @@ async fn ssrf_guard_refuses_internal_upstreams() {
     let (_, out) = put("http://localhost:9".to_owned()).await;
     let message = out["error"]["message"].as_str().unwrap();
     assert!(message.contains("localhost") && !message.contains("127.0.0.1"), "{message}");
-    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+    assert_eq!(gw.ledger.settings().state().await.unwrap().version, before, "nothing applied");
 
     // The allow-list admits exactly localhost:PORT; a paid call through it is served.
     let (s, out) = put(format!("http://localhost:{port}")).await;

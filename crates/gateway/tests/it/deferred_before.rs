@@ -99,7 +99,8 @@ async fn unmarked_entries_are_voided_with_what_is_known(h: &Harness) {
     let mut made = Vec::new();
     for (mode, city) in [(SettlementMode::Deferred, "oslo"), (SettlementMode::After, "kyiv")] {
         let b = h.payment(&format!("/weather/{city}")).await;
-        let id = h.gateway.ledger.reserve(&h.weather_entry(&b, &format!("/weather/{city}"), mode)).await.unwrap();
+        let id =
+            h.gateway.ledger.entries().reserve(&h.weather_entry(&b, &format!("/weather/{city}"), mode)).await.unwrap();
         made.push((id, b));
     }
     // Within the grace period the sweep leaves them alone (a live process may be writing).

@@ -360,7 +360,7 @@ impl Harness {
     }
 
     pub async fn entry_for(&self, b: &PaymentBuilder) -> Option<Entry> {
-        self.gateway.ledger.entry_by_authorization(8453, self.chain.token, b.from, b.nonce).await.unwrap()
+        self.gateway.ledger.entries().by_authorization(8453, self.chain.token, b.from, b.nonce).await.unwrap()
     }
 
     /// Runs SQL statements on the ledger database through a connection of its own (fault

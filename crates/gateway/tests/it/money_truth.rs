@@ -126,6 +126,7 @@ async fn forwarded_entry_stored(
     let id = h
         .gateway
         .ledger
+        .entries()
         .reserve(&NewEntry {
             valid_before_unix_s: b.valid_before,
             payment: store(&verified),
@@ -134,7 +135,14 @@ async fn forwarded_entry_stored(
         .await
         .unwrap();
     let forwarded = Transition::Forwarded { upstream_status: Some(200) };
-    assert!(h.gateway.ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+    assert!(
+        h.gateway
+            .ledger
+            .entries()
+            .transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now)
+            .await
+            .unwrap()
+    );
     id
 }
 
@@ -151,7 +159,13 @@ async fn claimed_never_sent(
     let claim = Transition::Settling { tx_hash: B256::random() };
     let detail =
         relayer_nonce.map(|n| serde_json::json!({ "relayer": anvil_key(9).address(), "nonce": n }).to_string());
-    assert!(ledger.transition_from(&id, EntryState::Forwarded, claim, "test", detail.as_deref(), h.now).await.unwrap());
+    assert!(
+        ledger
+            .entries()
+            .transition_from(&id, EntryState::Forwarded, claim, "test", detail.as_deref(), h.now)
+            .await
+            .unwrap()
+    );
     id
 }
 
@@ -427,7 +441,7 @@ async fn unversioned_stored_payment_still_settles(h: &Harness) {
     let mut b = h.payment("/weather/rome").await;
     b.valid_before = h.now + 20_000;
     let id = forwarded_entry_stored(h, &b, SettlementMode::Deferred, unversioned_payment_json).await;
-    let stored = h.gateway.ledger.entry(&id).await.unwrap().unwrap().payment;
+    let stored = h.gateway.ledger.entries().get(&id).await.unwrap().unwrap().payment;
     assert!(!stored.contains("\"v\":1"), "stored in the old shape: {stored}");
     sweep_later(h, h.now + 7_200).await;
     let entry = h.wait_state(&b, EntryState::Settled).await;

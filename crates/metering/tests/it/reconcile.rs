@@ -50,13 +50,16 @@ async fn settled_entries_by_block_range() {
         let _far = entry_in(&ledger, EntryState::Settled, 50, 10).await?;
 
         let ids = |v: Vec<tollgate_metering::Entry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
-        let got = ledger.settled_entries(CHAIN_ID, asset(), pay_to(), Some(1_002), Some(1_005), 100).await?;
+        let got = ledger.recon().settled_entries(CHAIN_ID, asset(), pay_to(), Some(1_002), Some(1_005), 100).await?;
         ensure!(ids(got) == [settling.clone(), s2.clone(), r3.clone(), s5.clone()], "range and order");
-        let got = ledger.settled_entries(CHAIN_ID, asset(), pay_to(), None, None, 100).await?;
+        let got = ledger.recon().settled_entries(CHAIN_ID, asset(), pay_to(), None, None, 100).await?;
         ensure!(got.len() == 5, "unbounded: {}", got.len());
-        ensure!(ledger.settled_entries(CHAIN_ID, asset(), pay_to(), None, None, 2).await?.len() == 2, "limit");
-        ensure!(ledger.settled_entries(CHAIN_ID, asset(), payer(), None, None, 100).await?.is_empty(), "other payee");
-        ensure!(ledger.settled_entries(1, asset(), pay_to(), None, None, 100).await?.is_empty(), "other chain");
+        ensure!(ledger.recon().settled_entries(CHAIN_ID, asset(), pay_to(), None, None, 2).await?.len() == 2, "limit");
+        ensure!(
+            ledger.recon().settled_entries(CHAIN_ID, asset(), payer(), None, None, 100).await?.is_empty(),
+            "other payee"
+        );
+        ensure!(ledger.recon().settled_entries(1, asset(), pay_to(), None, None, 100).await?.is_empty(), "other chain");
         Ok(())
     })
     .await;
@@ -69,7 +72,8 @@ async fn runs_exceptions_and_notes() {
         let ledger = db.ledger;
         let matched = entry_in(&ledger, EntryState::Settled, 1, 10).await?;
         let missing = entry_in(&ledger, EntryState::Settled, 2, 10).await?;
-        let entries = ledger.settled_entries(CHAIN_ID, asset(), pay_to(), Some(1_000), Some(1_010), 100).await?;
+        let entries =
+            ledger.recon().settled_entries(CHAIN_ID, asset(), pay_to(), Some(1_000), Some(1_010), 100).await?;
         let e1 = entries.iter().find(|e| e.id == matched).unwrap();
         let e2 = entries.iter().find(|e| e.id == missing).unwrap();
         let big = U256::from(u128::MAX) * U256::from(3u8);
@@ -104,10 +108,10 @@ async fn runs_exceptions_and_notes() {
             tie_out_holds: true,
             exceptions: items.iter().filter(|i| i.class != ReconClass::Matched).collect(),
         };
-        let first = ledger.record_recon_run(&run).await?;
-        let second = ledger.record_recon_run(&run).await?;
+        let first = ledger.recon().record_run(&run).await?;
+        let second = ledger.recon().record_run(&run).await?;
         ensure!(second > first);
-        let runs = ledger.recon_runs(CHAIN_ID, asset(), 10).await?;
+        let runs = ledger.recon().runs(CHAIN_ID, asset(), 10).await?;
         ensure!(runs.len() == 2);
         let r = &runs[0];
         ensure!(r.id == first && r.from_block == 1_000 && r.to_block == 1_010 && r.cursor_block == Some(1_010));
@@ -120,7 +124,7 @@ async fn runs_exceptions_and_notes() {
         again.id = r.id;
         ensure!(&again == r, "a re-run stores the same results");
 
-        let exceptions = ledger.recon_exceptions(first).await?;
+        let exceptions = ledger.recon().exceptions(first).await?;
         ensure!(exceptions.len() == 2, "{exceptions:?}");
         let lost = exceptions.iter().find(|x| x.class == ReconClass::LedgerSettledMissingOnchain).unwrap();
         ensure!(
@@ -130,7 +134,7 @@ async fn runs_exceptions_and_notes() {
         );
         let stray = exceptions.iter().find(|x| x.class == ReconClass::OnchainMissingInLedger).unwrap();
         ensure!(stray.amount_chain == Some(big) && stray.entry_id.is_none() && stray.tx_hash == Some(hash(99)));
-        let second_exceptions = ledger.recon_exceptions(second).await?;
+        let second_exceptions = ledger.recon().exceptions(second).await?;
         ensure!(
             second_exceptions
                 .iter()
@@ -138,12 +142,12 @@ async fn runs_exceptions_and_notes() {
                 .eq(exceptions.iter().map(|x| (x.class, x.amount_chain)))
         );
 
-        let n1 = ledger.add_recon_note(lost.id, "ops@example", "tx dropped; re-settling", 60).await?;
-        let n2 = ledger.add_recon_note(lost.id, "ops@example", "resolved", 70).await?;
-        let notes = ledger.recon_notes(lost.id).await?;
+        let n1 = ledger.recon().add_note(lost.id, "ops@example", "tx dropped; re-settling", 60).await?;
+        let n2 = ledger.recon().add_note(lost.id, "ops@example", "resolved", 70).await?;
+        let notes = ledger.recon().notes(lost.id).await?;
         ensure!(notes.iter().map(|n| n.id).collect::<Vec<_>>() == [n1, n2] && notes[1].why == "resolved");
-        ensure!(ledger.add_recon_note(lost.id, "", "x", 1).await.is_err(), "empty author refused");
-        ensure!(ledger.add_recon_note(i64::MAX, "a", "x", 1).await.is_err(), "unknown exception refused");
+        ensure!(ledger.recon().add_note(lost.id, "", "x", 1).await.is_err(), "empty author refused");
+        ensure!(ledger.recon().add_note(i64::MAX, "a", "x", 1).await.is_err(), "unknown exception refused");
         for sql in [
             "UPDATE recon_notes SET why = 'edited'",
             "DELETE FROM recon_notes",
@@ -173,7 +177,7 @@ async fn recon_cursor_is_the_highest_stored() {
     // Goal: the resume cursor of (chain, asset) is the highest cursor of its runs, ignoring runs without one and other assets; none before any run.
     each_engine(|db| async move {
         let ledger = db.ledger;
-        ensure!(ledger.recon_cursor(CHAIN_ID, asset()).await?.is_none(), "no run yet");
+        ensure!(ledger.recon().cursor(CHAIN_ID, asset()).await?.is_none(), "no run yet");
         let counts = BTreeMap::new();
         for (from, to, cursor) in [(1_000, 1_010, Some(1_010)), (1_011, 1_020, None), (0, 50, Some(50))] {
             let scope = scope(from, to);
@@ -189,11 +193,11 @@ async fn recon_cursor_is_the_highest_stored() {
                 tie_out_holds: true,
                 exceptions: Vec::new(),
             };
-            ledger.record_recon_run(&run).await?;
+            ledger.recon().record_run(&run).await?;
         }
-        ensure!(ledger.recon_cursor(CHAIN_ID, asset()).await? == Some(1_010));
-        ensure!(ledger.recon_cursor(CHAIN_ID, Address::repeat_byte(0x55)).await?.is_none(), "other asset");
-        ensure!(ledger.recon_cursor(CHAIN_ID + 1, asset()).await?.is_none(), "other chain");
+        ensure!(ledger.recon().cursor(CHAIN_ID, asset()).await? == Some(1_010));
+        ensure!(ledger.recon().cursor(CHAIN_ID, Address::repeat_byte(0x55)).await?.is_none(), "other asset");
+        ensure!(ledger.recon().cursor(CHAIN_ID + 1, asset()).await?.is_none(), "other chain");
         Ok(())
     })
     .await;
