@@ -6,20 +6,22 @@
 //! paying through `tollgate-client` from its own wallet, with a budget. It makes a handful
 //! of calls — paid ones, a deferred one, an upstream failure that is not charged, and one
 //! refused by the agent's budget — then prints what happened and ties the ledger to the
-//! chain. It cleans up after itself and exits 0 only if the books balance.
+//! chain. It cleans up after itself and exits 0 only if the books balance. The stage is the
+//! test kit's (`tollgate-test-support`): `TestChain`, `MockUpstream`, `ConfigBuilder` and an
+//! in-process `TestGateway`, the same pieces the tests use.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use axum::http::StatusCode;
 use tollgate_client::{ClientConfig, ClientError, HeaderMap, Method, PayingClient, SpendLimits};
-use tollgate_gateway::{Config, Gateway};
 use tollgate_metering::{EntryState, SpendQuery};
-use tollgate_test_support::{Deployment, TestChain, anvil_key, random_key};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, ProviderConfig, Reply, RouteConfig, TestChain, TestGateway,
+    anvil_key, random_key, sqlite_url,
+};
 use tollgate_verifier::SystemClock;
 
 const API_KEY: &str = "demo-weather-key-4f9c2a";
@@ -35,80 +37,45 @@ fn usdc(atomic: U256) -> String {
 }
 
 /// The demo upstream: a weather API that refuses calls without its key.
-async fn weather_api() -> String {
-    async fn handler(req: axum::extract::Request) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        let authorized =
-            req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"));
-        if !authorized {
-            return (StatusCode::UNAUTHORIZED, "missing API key").into_response();
+async fn weather_api() -> anyhow::Result<MockUpstream> {
+    let text = |status: u16, body: &str| Reply::body(status, "text/plain; charset=utf-8", body.to_owned());
+    MockUpstream::answering(Reply::with(move |req| {
+        if req.header("authorization") != Some(format!("Bearer {API_KEY}")) {
+            return text(401, "missing API key");
         }
-        let path = req.uri().path().to_owned();
-        if path == "/broken" {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "weather station offline").into_response();
+        if req.path() == "/broken" {
+            return text(500, "weather station offline");
         }
-        let city = path.rsplit('/').next().unwrap_or("?").to_owned();
-        axum::Json(serde_json::json!({ "city": city, "temp_c": 18, "sky": "clear" })).into_response()
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(handler)).await });
-    url
+        let city = req.path().rsplit('/').next().unwrap_or("?").to_owned();
+        Reply::json(200, &serde_json::json!({ "city": city, "temp_c": 18, "sky": "clear" }))
+    }))
+    .await
 }
 
-fn config_text(db_url: &str, rpc: &str, upstream: &str, pay_to: Address) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-
-[settlement]
-relayer_key_env = "DEMO_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-recovery_interval_ms = 200
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "weather"
-pay_to = "{pay_to:#x}"
-upstream = "{upstream}"
-credential = {{ inject = "header", secret_env = "DEMO_WEATHER_KEY" }}
-
-[[providers.routes]]
-path = "/weather/{{city}}"
-price = "{PRICE_USDC}"
-description = "Current weather for a city"
-
-[[providers.routes]]
-path = "/broken"
-price = "{PRICE_USDC}"
-
-[[providers]]
-id = "weather-bulk"
-pay_to = "{pay_to:#x}"
-upstream = "{upstream}"
-strip_prefix = "/bulk"
-credential = {{ inject = "header", secret_env = "DEMO_WEATHER_KEY" }}
-
-[[providers.routes]]
-path = "/bulk/weather/{{city}}"
-price = "{PRICE_USDC}"
-settlement = "deferred"
-description = "Weather, settled in the background"
-"#
-    )
+fn config(db_url: &str, rpc: &str, upstream: &str, pay_to: Address) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .admin_listen()
+        .database(db_url)
+        .relayer_env("DEMO_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .set("settlement", "recovery_interval_ms", 200u64)
+        .network(NetworkConfig::base(rpc))
+        .provider(
+            ProviderConfig::new("weather", pay_to, upstream)
+                .credential_header("DEMO_WEATHER_KEY")
+                .route(RouteConfig::priced("/weather/{city}", PRICE_USDC).description("Current weather for a city"))
+                .route(RouteConfig::priced("/broken", PRICE_USDC)),
+        )
+        .provider(
+            ProviderConfig::new("weather-bulk", pay_to, upstream)
+                .strip_prefix("/bulk")
+                .credential_header("DEMO_WEATHER_KEY")
+                .route(
+                    RouteConfig::priced("/bulk/weather/{city}", PRICE_USDC)
+                        .settlement("deferred")
+                        .description("Weather, settled in the background"),
+                ),
+        )
 }
 
 struct Row {
@@ -125,29 +92,21 @@ async fn main() -> anyhow::Result<()> {
     let chain = TestChain::start(Deployment::BaseUsdc).await?;
 
     step(2, "creating the agent's wallet with 1.00 test USDC");
-    let agent = random_key();
-    chain.mint(agent.address(), 1_000_000).await?;
+    let agent = chain.funded_payer(1_000_000).await?;
     let provider_wallet = random_key().address();
 
     step(3, "starting the demo weather API (requires an API key the agent never sees)");
-    let upstream = weather_api().await;
+    let weather = weather_api().await?;
+    let upstream = weather.url();
 
     step(4, "starting the tollgate gateway on embedded SQLite, API key injected at call time");
     let dir = tempfile::tempdir()?;
-    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
-    let env: HashMap<&str, String> = HashMap::from([
-        ("DEMO_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())),
-        ("DEMO_WEATHER_KEY", API_KEY.to_owned()),
-    ]);
-    let config =
-        Config::parse(&config_text(&db_url, &chain.anvil.url, &upstream, provider_wallet), &|k| env.get(k).cloned())?;
-    let gateway = Gateway::start(config, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tollgate_gateway::serve(listener, gateway.clone(), async {
-        let _ = stopped.await;
-    }));
+    let text = config(&sqlite_url(dir.path()), &chain.anvil.url, &upstream, provider_wallet).build();
+    let env =
+        [("DEMO_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("DEMO_WEATHER_KEY", API_KEY.to_owned())];
+    let running = TestGateway::start_paid(&text, &env, Arc::new(SystemClock)).await?;
+    let gateway = running.gateway().clone();
+    let base = running.url().to_owned();
     println!("      gateway at {base}, relayer {}", gateway.relayer().map(|a| a.to_string()).unwrap_or_default());
 
     step(5, "agent pays per call (budget 0.04 USDC in all, 0.01 USDC per call)");
@@ -215,15 +174,15 @@ async fn main() -> anyhow::Result<()> {
         created_from_unix_s: None,
         created_before_unix_s: None,
     };
-    let mut totals = gateway.ledger.spend(&query).await?;
+    let mut totals = gateway.ledger.spend().totals(&query).await?;
     for _ in 0..200 {
         if totals.pending.count == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-        totals = gateway.ledger.spend(&query).await?;
+        totals = gateway.ledger.spend().totals(&query).await?;
     }
-    let entries = gateway.ledger.entries_of_payer(8453, chain.token, agent.address(), 100).await?;
+    let entries = gateway.ledger.entries().of_payer(8453, chain.token, agent.address(), 100).await?;
     for row in rows.iter_mut().filter(|r| r.tx.starts_with("deferred")) {
         if let Some(e) = entries.iter().find(|e| row.tx.ends_with(&e.id.to_string())) {
             row.tx = e.tx_hash.map(|t| format!("{t:#x} (settled later)")).unwrap_or_else(|| row.tx.clone());
@@ -256,9 +215,7 @@ async fn main() -> anyhow::Result<()> {
     let balanced = U256::from(totals.settled.amount) == onchain_provider && agent_spent == onchain_provider;
     println!("  books balance: {}", if balanced { "yes — ledger settled total == on-chain transfers" } else { "NO" });
 
-    let _ = stop.send(());
-    let _ = server.await;
-    gateway.ledger.close().await;
+    running.stop().await;
     drop(chain); // kills anvil
     if !balanced {
         anyhow::bail!("ledger and chain disagree");

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use tollgate_admin_api::types as api;
 use tollgate_gateway::Config;
 use tollgate_metering::{Actor, Ledger, LedgerOptions, Role, token_hash};
 
@@ -685,8 +686,8 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
         AdminCommand::Wallet(cmd) => wallet(&api, cmd).await,
         AdminCommand::Settings(SettingsCommand::Show) => api.show(Method::GET, &["settings"], &[], None).await,
         AdminCommand::Allowlist { state } => {
-            let body = json!({ "allowlist_mode": state == "on" });
-            api.show(Method::PUT, &["settings"], &[], Some(body)).await
+            let body = to_body(&api::SettingsBody { allowlist_mode: state == "on" });
+            api.show(Method::PUT, &["settings"], &[], body).await
         }
         AdminCommand::Audit(cmd) => audit(&api, cmd).await,
         AdminCommand::Revenue { provider, from_unix_s, to_unix_s } => {
@@ -722,20 +723,19 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
             chunk_blocks,
             csv,
         } => {
-            let mut body = json!({});
-            put_opt(&mut body, "network", network.map(Value::String));
-            put_opt(&mut body, "from_block", from_block.map(Value::from));
-            put_opt(&mut body, "to_block", to_block.map(Value::from));
-            put_opt(&mut body, "from_time", from_time.map(Value::String));
-            put_opt(&mut body, "to_time", to_time.map(Value::String));
-            if resume {
-                put_opt(&mut body, "resume", Some(Value::Bool(true)));
-            }
-            put_opt(&mut body, "confirmations", confirmations.map(Value::from));
-            put_opt(&mut body, "chunk_blocks", chunk_blocks.map(Value::from));
+            let body = to_body(&api::ReconcileBody {
+                network,
+                from_block,
+                to_block,
+                from_time,
+                to_time,
+                resume,
+                confirmations,
+                chunk_blocks,
+            });
             if csv {
                 let query = [("format", Some("csv".to_owned()))];
-                let resp = api.send(Method::POST, &["reconcile"], &query, Some(body)).await?;
+                let resp = api.send(Method::POST, &["reconcile"], &query, body).await?;
                 // Streamed: a large report is never cut short.
                 let mut resp = resp;
                 let mut out = std::io::stdout().lock();
@@ -746,7 +746,7 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
                 out.flush().map_err(fail)?;
                 return Ok(EXIT_OK);
             }
-            api.show(Method::POST, &["reconcile"], &[], Some(body)).await
+            api.show(Method::POST, &["reconcile"], &[], body).await
         }
         ReconcileCommand::Runs { network, limit } => {
             let query = [("network", network), ("limit", limit.map(|v| v.to_string()))];
@@ -759,8 +759,8 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
             api.show(Method::GET, &["reconcile", "exceptions", &exception.to_string(), "notes"], &[], None).await
         }
         ReconcileCommand::Note { exception, why } => {
-            let body = json!({ "why": why });
-            api.show(Method::POST, &["reconcile", "exceptions", &exception.to_string(), "notes"], &[], Some(body)).await
+            let body = to_body(&api::NoteBody { why });
+            api.show(Method::POST, &["reconcile", "exceptions", &exception.to_string(), "notes"], &[], body).await
         }
     }
 }
@@ -768,10 +768,8 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
 async fn token(api: &Api, cmd: TokenCommand) -> Result<u8, Failure> {
     match cmd {
         TokenCommand::Create { role, provider, label, out } => {
-            let mut body = json!({ "role": role });
-            put_opt(&mut body, "provider", provider.map(Value::String));
-            put_opt(&mut body, "label", label.map(Value::String));
-            let answer = api.json(Method::POST, &["tokens"], &[], Some(body)).await?;
+            let body = to_body(&api::NewToken { role, provider, label });
+            let answer = api.json(Method::POST, &["tokens"], &[], body).await?;
             print_created(answer, out.as_deref())
         }
         TokenCommand::List => api.show(Method::GET, &["tokens"], &[], None).await,
@@ -789,12 +787,12 @@ async fn endpoint(api: &Api, cmd: EndpointCommand) -> Result<u8, Failure> {
             api.show(Method::PUT, &["providers", &e.provider, "endpoints"], &[], Some(body)).await
         }
         EndpointCommand::Disable(r) => {
-            let body = json!({ "path": r.path });
-            api.show(Method::POST, &["providers", &r.provider, "endpoints", "disable"], &[], Some(body)).await
+            let body = to_body(&api::EndpointPath { path: r.path });
+            api.show(Method::POST, &["providers", &r.provider, "endpoints", "disable"], &[], body).await
         }
         EndpointCommand::Enable(r) => {
-            let body = json!({ "path": r.path });
-            api.show(Method::POST, &["providers", &r.provider, "endpoints", "enable"], &[], Some(body)).await
+            let body = to_body(&api::EndpointPath { path: r.path });
+            api.show(Method::POST, &["providers", &r.provider, "endpoints", "enable"], &[], body).await
         }
         EndpointCommand::Prices(r) => {
             let query = [("path", Some(r.path))];
@@ -810,8 +808,8 @@ async fn credential(api: &Api, cmd: CredentialCommand) -> Result<u8, Failure> {
         }
         CredentialCommand::Rotate { provider, name, secret_file } => {
             let secret = read_secret(secret_file.as_deref())?;
-            let body = json!({ "secret": secret.expose_secret() });
-            api.show(Method::POST, &["providers", &provider, "credentials", &name], &[], Some(body)).await
+            let body = to_body(&api::SecretBody { secret: secret.expose_secret().to_owned() });
+            api.show(Method::POST, &["providers", &provider, "credentials", &name], &[], body).await
         }
         CredentialCommand::Revoke { provider, name, version } => {
             let version = version.to_string();
@@ -827,12 +825,15 @@ async fn wallet(api: &Api, cmd: WalletCommand) -> Result<u8, Failure> {
             api.show(Method::GET, &["wallets"], &[("scope", scope), ("wallet", wallet)], None).await
         }
         WalletCommand::Set { wallet, scope, revoked, registered, endpoints, per_call_max, daily_cap, monthly_cap } => {
-            let mut body = json!({ "revoked": revoked, "registered": registered });
-            put_opt(&mut body, "endpoints", endpoints.map(|e| json!(e)));
-            put_opt(&mut body, "per_call_max", per_call_max.map(Value::String));
-            put_opt(&mut body, "daily_cap", daily_cap.map(Value::String));
-            put_opt(&mut body, "monthly_cap", monthly_cap.map(Value::String));
-            api.show(Method::PUT, &["wallets", &wallet], &[("scope", scope)], Some(body)).await
+            let body = to_body(&api::WalletPolicyBody {
+                revoked: Some(revoked),
+                registered,
+                endpoints,
+                per_call_max,
+                daily_cap,
+                monthly_cap,
+            });
+            api.show(Method::PUT, &["wallets", &wallet], &[("scope", scope)], body).await
         }
         WalletCommand::Revoke(w) => {
             api.show(Method::POST, &["wallets", &w.wallet, "revoke"], &[("scope", w.scope)], None).await
@@ -880,10 +881,9 @@ fn verdict(intact: bool, broken_at_seq: Option<u64>, problem: Option<&str>) -> R
 // ---------------------------------------------------------------------------------------
 // Request bodies.
 
-fn put_opt(body: &mut Value, key: &str, value: Option<Value>) {
-    if let (Some(obj), Some(v)) = (body.as_object_mut(), value) {
-        obj.insert(key.to_owned(), v);
-    }
+/// A request body of the contract as JSON (the contract's types serialise infallibly).
+fn to_body<T: serde::Serialize>(body: &T) -> Option<Value> {
+    serde_json::to_value(body).ok()
 }
 
 fn parse_json_object(flag: &str, text: &str) -> Result<Value, Failure> {
@@ -894,23 +894,33 @@ fn parse_json_object(flag: &str, text: &str) -> Result<Value, Failure> {
     }
 }
 
+/// The provider body from the flags. `--credential-json` is passed through as given, so the
+/// gateway judges it (and names an unknown field) like any other body.
 fn provider_body(p: &ProviderPut) -> Result<Value, Failure> {
-    let mut body = json!({ "pay_to": p.pay_to, "upstream": p.upstream });
-    put_opt(&mut body, "strip_prefix", p.strip_prefix.clone().map(Value::String));
-    put_opt(&mut body, "upstream_timeout_ms", p.upstream_timeout_ms.map(Value::from));
-    let credential = match (&p.credential_json, &p.vault) {
-        (Some(text), _) => Some(parse_json_object("--credential-json", text)?),
-        (None, Some(vault)) => {
-            let mut c = json!({ "inject": p.inject.as_deref().unwrap_or("header"), "vault": vault });
-            put_opt(&mut c, "header", p.header.clone().map(Value::String));
-            put_opt(&mut c, "template", p.template.clone().map(Value::String));
-            put_opt(&mut c, "param", p.param.clone().map(Value::String));
-            put_opt(&mut c, "username", p.username.clone().map(Value::String));
-            Some(c)
-        }
-        (None, None) => None,
+    let credential = match &p.vault {
+        Some(vault) if p.credential_json.is_none() => Some(api::CredentialBody {
+            inject: p.inject.clone().unwrap_or_else(|| "header".to_owned()),
+            vault: Some(vault.clone()),
+            header: p.header.clone(),
+            template: p.template.clone(),
+            param: p.param.clone(),
+            username: p.username.clone(),
+            ..api::CredentialBody::default()
+        }),
+        _ => None,
     };
-    put_opt(&mut body, "credential", credential);
+    let mut body = to_body(&api::ProviderBody {
+        pay_to: p.pay_to.clone(),
+        upstream: p.upstream.clone(),
+        strip_prefix: p.strip_prefix.clone(),
+        credential,
+        upstream_timeout_ms: p.upstream_timeout_ms,
+        allow_insecure_http: None,
+    })
+    .unwrap_or_default();
+    if let (Some(text), Some(obj)) = (&p.credential_json, body.as_object_mut()) {
+        obj.insert("credential".to_owned(), parse_json_object("--credential-json", text)?);
+    }
     Ok(body)
 }
 
@@ -918,19 +928,23 @@ fn endpoint_body(e: &EndpointPut) -> Result<Value, Failure> {
     if let Some(text) = &e.spec_json {
         return parse_json_object("--spec-json", text);
     }
-    let mut body = Value::Object(Map::new());
-    put_opt(&mut body, "path", e.path.clone().map(Value::String));
-    put_opt(&mut body, "price", e.price.clone().map(Value::String));
-    put_opt(&mut body, "price_atomic", e.price_atomic.clone().map(Value::String));
-    put_opt(&mut body, "methods", e.methods.clone().map(|m| json!(m)));
-    put_opt(&mut body, "networks", e.networks.clone().map(|n| json!(n)));
-    put_opt(&mut body, "settlement", e.settlement.clone().map(Value::String));
-    put_opt(&mut body, "description", e.description.clone().map(Value::String));
-    put_opt(&mut body, "mime_type", e.mime_type.clone().map(Value::String));
-    put_opt(&mut body, "max_timeout_seconds", e.max_timeout_seconds.map(Value::from));
-    put_opt(&mut body, "upstream_timeout_ms", e.upstream_timeout_ms.map(Value::from));
-    put_opt(&mut body, "body_bytes_max", e.body_bytes_max.map(Value::from));
-    Ok(body)
+    // clap requires --path unless --spec-json is given.
+    let path = e.path.clone().ok_or_else(|| Failure::usage("--path is required"))?;
+    Ok(to_body(&api::EndpointBody {
+        path,
+        price: e.price.clone(),
+        price_atomic: e.price_atomic.clone(),
+        methods: e.methods.clone(),
+        networks: e.networks.clone(),
+        settlement: e.settlement.clone(),
+        description: e.description.clone(),
+        mime_type: e.mime_type.clone(),
+        max_timeout_seconds: e.max_timeout_seconds,
+        upstream_timeout_ms: e.upstream_timeout_ms,
+        body_bytes_max: e.body_bytes_max,
+        ..api::EndpointBody::default()
+    })
+    .unwrap_or_default())
 }
 
 /// A secret from a file or stdin, with one trailing newline removed; never echoed.
@@ -969,7 +983,9 @@ fn print_created(mut answer: Value, out: Option<&Path>) -> Result<u8, Failure> {
             .and_then(|t| t.as_str().map(str::to_owned))
             .ok_or_else(|| Failure::new(EXIT_FAILURE, "the answer holds no token"))?;
         write_new_private(path, &format!("{token}\n"))?;
-        put_opt(&mut answer, "token_file", Some(Value::String(path.display().to_string())));
+        if let Some(o) = answer.as_object_mut() {
+            o.insert("token_file".to_owned(), Value::String(path.display().to_string()));
+        }
     }
     print_json(&answer);
     Ok(EXIT_OK)
@@ -1188,7 +1204,7 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
     let ledger = open_ledger(config).await?;
     let created = async {
         let db_fail = |e: tollgate_metering::MeteringError| Failure::new(EXIT_FAILURE, e);
-        let existing = ledger.admin_tokens().await.map_err(db_fail)?;
+        let existing = ledger.tokens().list().await.map_err(db_fail)?;
         if let Some(t) = existing.iter().find(|t| t.role == Role::Operator && t.revoked_unix_s.is_none())
             && !force
         {
@@ -1205,14 +1221,8 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
         let now_unix_s =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let record = ledger
-            .create_admin_token(
-                Role::Operator,
-                None,
-                &token_hash(&token),
-                label,
-                &Actor("cli:bootstrap".to_owned()),
-                now_unix_s,
-            )
+            .tokens()
+            .create(Role::Operator, None, &token_hash(&token), label, &Actor("cli:bootstrap".to_owned()), now_unix_s)
             .await
             .map_err(db_fail)?;
         Ok(json!({ "token": token, "record": record }))
@@ -1224,7 +1234,7 @@ async fn bootstrap(config: &Path, label: &str, out: Option<&Path>, force: bool) 
 
 async fn verify_offline(config: &Path) -> Result<u8, Failure> {
     let ledger = open_ledger(config).await?;
-    let verified = ledger.verify_audit().await;
+    let verified = ledger.audit().verify().await;
     ledger.close().await;
     let v = verified.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
     print_json(&serde_json::to_value(&v).unwrap_or(Value::Null));

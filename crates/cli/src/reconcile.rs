@@ -1,17 +1,26 @@
 //! `tollgate reconcile`: reconciles one network's settlements over a block range, a time range,
 //! or from the stored cursor to the head, against the ledger; records the run, prints a summary
 //! and writes CSV or JSON (docs/reconciliation.md). Knows nothing of the classification: that
-//! is `tollgate_gateway::reconcile`.
+//! is `tollgate-recon`.
+//!
+//! Builds only what a reconciliation needs — the configuration, the ledger, the one network's
+//! chain client — and never starts a gateway: the control plane is read (the stored payees),
+//! never seeded from the file or otherwise written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tollgate_gateway::reconcile::{
-    ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
-    render_totals_csv,
+use secrecy::ExposeSecret;
+use tollgate_gateway::config::NetworkConfig;
+use tollgate_metering::{Ledger, LedgerOptions};
+
+use tollgate_gateway::Config;
+use tollgate_recon::{
+    ReconcileOptions, Reconciler, Standalone, Target, parse_time, reconcile_range, reconcile_resume, reconcile_times,
+    render_csv, render_json, render_totals_csv,
 };
-use tollgate_gateway::{Config, Gateway};
-use tollgate_verifier::SystemClock;
+use tollgate_verifier::{AlloyChain, SystemClock};
 use tollgate_x402::Network;
 
 use crate::{EXIT_FAILURE, EXIT_OK, Failure};
@@ -78,7 +87,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         (None, [only]) => only.network,
         (None, _) => return Err(Failure::usage("several networks are configured: pass --network eip155:<chain id>")),
     };
-    let defaults = ReconcileOptions::from_config(&config.reconciliation);
+    let defaults = tollgate_gateway::reconcile::options(&config.reconciliation);
     let opts = ReconcileOptions {
         confirmations_min: args.confirmations.unwrap_or(defaults.confirmations_min),
         chunk_blocks: args.chunk_blocks.unwrap_or(defaults.chunk_blocks),
@@ -95,13 +104,16 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
             ));
         }
     };
-    let gw = Gateway::start(config, Arc::new(SystemClock)).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
+    let net = config
+        .network(network)
+        .ok_or_else(|| Failure::new(EXIT_FAILURE, format!("network {} is not configured", network.caip2())))?;
+    let recon = connect(&config, net).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
     let outcome = match range {
-        Range::Blocks((from, to)) => reconcile_range(&gw, network, from, to, opts).await.map(Some),
-        Range::Times((from, to)) => reconcile_times(&gw, network, from, to, opts).await.map(Some),
-        Range::Resume => reconcile_resume(&gw, network, start_block, blocks_max, opts).await,
+        Range::Blocks((from, to)) => reconcile_range(&recon, network, from, to, opts).await.map(Some),
+        Range::Times((from, to)) => reconcile_times(&recon, network, from, to, opts).await.map(Some),
+        Range::Resume => reconcile_resume(&recon, network, start_block, blocks_max, opts).await,
     };
-    gw.ledger.close().await;
+    recon.ledger.close().await;
     let Some(outcome) = outcome.map_err(|e| Failure::new(EXIT_FAILURE, e))? else {
         eprintln!("tollgate: nothing to reconcile: no block after the stored cursor (or start_block) yet");
         return Ok(EXIT_OK);
@@ -135,4 +147,39 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         println!("{}", render_json(&outcome));
     }
     Ok(EXIT_OK)
+}
+
+/// The ledger, the chain of `net` and the payees — the file's providers and those the admin API
+/// stored, read from the control plane without seeding it — as a [`Reconciler`] whose host
+/// re-checks nothing (a reopened settlement is left to the serving gateway's recovery sweep).
+async fn connect(config: &Config, net: &NetworkConfig) -> Result<Reconciler, String> {
+    let db = &config.database;
+    let options = LedgerOptions {
+        max_connections: db.max_connections,
+        statement_timeout_ms: db.statement_timeout_ms,
+        sqlite_synchronous_full: db.sqlite_synchronous_full,
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::connect(db.url.expose_secret(), options).await.map_err(|e| format!("database: {e}"))?;
+    // RPC is trusted through the `[tls]` roots, like the gateway's; each call has its own
+    // timeout in `AlloyChain`, this bounds the connection.
+    let rpc_http = config
+        .tls
+        .client
+        .reqwest_builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("RPC HTTP client: {e}"))?;
+    let chain = AlloyChain::connect(net.rpc_url.expose_secret(), net.network.chain_id, net.rpc_timeout, rpc_http)
+        .await
+        .map_err(|e| format!("network {}: {e}", net.network.caip2()))?;
+    let stored = tollgate_gateway::control::load(config, &ledger).await.map_err(|e| format!("database: {e}"))?;
+    let mut payees = tollgate_gateway::reconcile::file_payees(config);
+    payees.extend(stored.providers.iter().map(|p| p.pay_to));
+    Ok(Reconciler {
+        ledger,
+        clock: Arc::new(SystemClock),
+        targets: vec![Target { network: net.network, asset: net.asset, chain: Arc::new(chain) }],
+        host: Arc::new(Standalone { payees }),
+    })
 }

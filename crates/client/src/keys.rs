@@ -96,7 +96,7 @@ pub fn write_keystore(path: &Path, signer: &PrivateKeySigner, password: &SecretS
     };
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::Builder::new().prefix(".tollgate-keystore").tempdir_in(dir).map_err(|e| err("temp dir", &e))?;
-    let mut rng = rand08::rngs::OsRng;
+    let mut rng = rand::rngs::OsRng;
     PrivateKeySigner::encrypt_keystore(
         tmp.path(),
         &mut rng,

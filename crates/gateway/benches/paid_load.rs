@@ -4,7 +4,10 @@
 //! response), and in mode `deferred` (signature plus cached balance, respond, settle in
 //! the background). Everything is real: an anvil node (automine) with the token at Base's
 //! USDC address, an axum upstream demanding `Authorization: Bearer <key>`, one gateway on
-//! SQLite in a temporary directory, all on 127.0.0.1 port 0.
+//! SQLite in a temporary directory, all on 127.0.0.1 port 0. The stack comes from the test
+//! kit (`ConfigBuilder`, `TestGateway`, `TestChain`), except the upstream: it stays a bare
+//! axum route so `direct` keeps measuring an upstream that records nothing (the kit's
+//! `MockUpstream` keeps every request), as the numbers in BENCHMARKS.md always have.
 //!
 //! Per pass (concurrency C, then C = 1): each mode runs a warm-up of 20 requests, then N
 //! measured requests with C in flight over a keep-alive client; every response must be 200.
@@ -30,7 +33,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,10 +47,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tollgate_gateway::Gateway;
 use tollgate_gateway::proxy::{self, Target};
-use tollgate_gateway::{Config, Gateway};
 use tollgate_metering::{AtomicAmount, EntryId, EntryState, NewEntry, SettlementMode, SpendQuery, Transition};
-use tollgate_test_support::{Deployment, PaymentBuilder, TestChain, anvil_key, random_key, v2_header};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, NetworkConfig, PaymentBuilder, ProviderConfig, RouteConfig, TestChain, TestGateway,
+    anvil_key, random_key, sqlite_url, v2_header,
+};
 use tollgate_verifier::{CallOutcome, Clock, SettleOutcome, SystemClock};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, PaymentPayload, decode_header, find_offer, v2};
 use tower::ServiceExt;
@@ -310,6 +315,7 @@ struct Stack {
     payee: Address,
     payers: Vec<PrivateKeySigner>,
     servers: Vec<(oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
+    running: TestGateway,
     db_dir: tempfile::TempDir,
 }
 
@@ -345,32 +351,21 @@ impl Stack {
         });
 
         let db_dir = tempfile::tempdir()?;
-        let db_url = format!("sqlite://{}?mode=rwc", db_dir.path().join("ledger.db").display());
         let payee = random_key().address();
         // Room for every deferred call of a run, so none waits for the backlog sweep.
         let queue = (WARMUP + s.requests).max(1024);
-        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, queue);
-        let env: HashMap<&str, String> = HashMap::from([
-            ("BENCH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())),
-            ("BENCH_API_KEY", API_KEY.to_owned()),
-        ]);
-        let config = Config::parse(&text, &|k| env.get(k).cloned()).context("bench config")?;
-        let gateway = Gateway::start(config, Arc::new(SystemClock)).await.context("gateway start")?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let gateway_url = format!("http://{}", listener.local_addr()?);
-        let gw = gateway.clone();
-        let server = spawn_server(|rx| async move {
-            tollgate_gateway::serve(listener, gw, async move {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let text = config(&sqlite_url(db_dir.path()), &chain.anvil.url, &upstream_url, payee, queue).build();
+        let env =
+            [("BENCH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("BENCH_API_KEY", API_KEY.to_owned())];
+        let running = TestGateway::start_paid(&text, &env, Arc::new(SystemClock)).await.context("gateway start")?;
+        let gateway = running.gateway().clone();
+        let gateway_url = running.url().to_owned();
 
-        let payers: Vec<PrivateKeySigner> = (0..PAYERS).map(|_| random_key()).collect();
-        for p in &payers {
-            chain.mint(p.address(), MINT_ATOMIC).await?;
+        let mut payers: Vec<PrivateKeySigner> = Vec::with_capacity(PAYERS);
+        for _ in 0..PAYERS {
+            payers.push(chain.funded_payer(MINT_ATOMIC).await?);
         }
-        Ok(Stack { chain, gateway, gateway_url, upstream_url, payee, payers, servers: vec![upstream, server], db_dir })
+        Ok(Stack { chain, gateway, gateway_url, upstream_url, payee, payers, servers: vec![upstream], running, db_dir })
     }
 
     async fn stop(self) {
@@ -378,7 +373,7 @@ impl Stack {
             let _ = tx.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        self.gateway.ledger.close().await;
+        self.running.stop().await;
     }
 
     /// Our offer for `GET path`, from a real 402.
@@ -423,7 +418,7 @@ impl Stack {
                 created_from_unix_s: None,
                 created_before_unix_s: None,
             };
-            let t = self.gateway.ledger.spend(&q).await?;
+            let t = self.gateway.ledger.spend().totals(&q).await?;
             settled += t.settled.count;
             pending += t.pending.count + t.refund_owed.count;
         }
@@ -762,7 +757,7 @@ impl Stack {
 
         // A load payer, whose many entries the sum has to go through, as under load.
         let (pending, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, busy_payer).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, busy_payer).await?) }).await?;
 
         let (reserve, ids) = timed(n, |i| {
             let v = &verified[i];
@@ -787,7 +782,7 @@ impl Stack {
                     credential_version: None,
                     now_unix_s: gw.clock.now_unix_s(),
                 };
-                Ok(gw.ledger.reserve(&entry).await?)
+                Ok(gw.ledger.entries().reserve(&entry).await?)
             }
         })
         .await?;
@@ -798,6 +793,7 @@ impl Stack {
                 let t = Transition::Forwarded { upstream_status: Some(200) };
                 let moved = gw
                     .ledger
+                    .entries()
                     .transition_from(id, EntryState::Reserved, t, "upstream_ok", None, gw.clock.now_unix_s())
                     .await?;
                 ensure!(moved, "probe entry {id} was not in reserved");
@@ -808,7 +804,7 @@ impl Stack {
 
         let (by_id, _) = timed(n, |i| {
             let id = &ids[i];
-            async move { gw.ledger.entry(id).await?.context("probe entry vanished") }
+            async move { gw.ledger.entries().get(id).await?.context("probe entry vanished") }
         })
         .await?;
 
@@ -816,7 +812,7 @@ impl Stack {
         // entry the payer ever had (through the unique index's prefix) to filter on state.
         let fresh = random_key().address();
         let (pending_fresh, _) =
-            timed(n, |_| async move { Ok(gw.ledger.pending_spend(CHAIN_ID, token, fresh).await?) }).await?;
+            timed(n, |_| async move { Ok(gw.ledger.spend().pending(CHAIN_ID, token, fresh).await?) }).await?;
         let history = self.entries_of(busy_payer).await?;
 
         let mut pending = Phase::new(format!("ledger_pending_spend{suffix}"), true, pending);
@@ -845,7 +841,7 @@ impl Stack {
             created_from_unix_s: None,
             created_before_unix_s: None,
         };
-        let t = self.gateway.ledger.spend(&q).await?;
+        let t = self.gateway.ledger.spend().totals(&q).await?;
         Ok(t.settled.count + t.pending.count + t.refund_owed.count)
     }
 
@@ -853,7 +849,10 @@ impl Stack {
         let gw = &self.gateway;
         for id in ids {
             let t = Transition::Voided { reason: "bench_probe".to_owned() };
-            gw.ledger.transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s()).await?;
+            gw.ledger
+                .entries()
+                .transition_from(id, EntryState::Forwarded, t, "bench_probe", None, gw.clock.now_unix_s())
+                .await?;
         }
         Ok(())
     }
@@ -869,59 +868,28 @@ fn sign_many(payers: &[PrivateKeySigner], offer: &v2::PaymentRequirements, now: 
         .collect()
 }
 
-fn config_text(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, queue: usize) -> String {
+fn config(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, queue: usize) -> ConfigBuilder {
     // `TOLLGATE_BENCH_SQLITE_DURABILITY=normal` measures SQLite without a sync per commit.
     let durability = std::env::var("TOLLGATE_BENCH_SQLITE_DURABILITY").unwrap_or_else(|_| "full".to_owned());
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://gateway.test"
-
-[database]
-url = "{db_url}"
-sqlite_durability = "{durability}"
-
-[settlement]
-relayer_key_env = "BENCH_RELAYER_KEY"
-receipt_poll_interval_ms = 5
-receipt_timeout_ms = 10000
-recovery_interval_ms = 1000
-recovery_grace_s = 3600
-deferred_queue_capacity = {queue}
-
-[[networks]]
-id = "eip155:{CHAIN_ID}"
-rpc_url = "{rpc_url}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "{AFTER_PROVIDER}"
-pay_to = "{payee:#x}"
-upstream = "{upstream_url}"
-strip_prefix = "/after"
-credential = {{ inject = "header", secret_env = "BENCH_API_KEY" }}
-
-[[providers.routes]]
-path = "/after/weather/{{city}}"
-price_atomic = "{PRICE_ATOMIC}"
-settlement = "after"
-
-[[providers]]
-id = "{DEFERRED_PROVIDER}"
-pay_to = "{payee:#x}"
-upstream = "{upstream_url}"
-strip_prefix = "/deferred"
-credential = {{ inject = "header", secret_env = "BENCH_API_KEY" }}
-
-[[providers.routes]]
-path = "/deferred/weather/{{city}}"
-price_atomic = "{PRICE_ATOMIC}"
-settlement = "deferred"
-"#
-    )
+    let provider = |id: &str, prefix: &str, mode: &str| {
+        ProviderConfig::new(id, payee, upstream_url)
+            .strip_prefix(prefix)
+            .credential_header("BENCH_API_KEY")
+            .route(RouteConfig::new(&format!("{prefix}/weather/{{city}}"), PRICE_ATOMIC).settlement(mode))
+    };
+    ConfigBuilder::new()
+        .public_url("http://gateway.test")
+        .database(db_url)
+        .set("database", "sqlite_durability", durability)
+        .relayer_env("BENCH_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 5u64)
+        .set("settlement", "receipt_timeout_ms", 10_000u64)
+        .set("settlement", "recovery_interval_ms", 1000u64)
+        .set("settlement", "recovery_grace_s", 3600u64)
+        .set("settlement", "deferred_queue_capacity", queue)
+        .network(NetworkConfig::base(rpc_url))
+        .provider(provider(AFTER_PROVIDER, "/after", "after"))
+        .provider(provider(DEFERRED_PROVIDER, "/deferred", "deferred"))
 }
 
 // ---------------------------------------------------------------------------------------

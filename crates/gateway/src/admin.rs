@@ -23,26 +23,26 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use tollgate_admin_api::types as api;
+use tollgate_admin_api::{Operation, ROUTES, Route};
+use tollgate_control::{ControlError, EndpointSpec, Principal, ProviderSpec, vault};
 use tollgate_metering::{
     Actor, AuditQuery, Decision, GLOBAL_SCOPE, MeteringError, Role, Source, WalletPolicy, token_hash,
 };
 
 use crate::app::Gateway;
-use crate::config::{RawProvider, RawRoute, build_provider, build_route};
-use crate::control::{self, prices_json, reserved_path_check};
+use crate::config::{RawCredential, RawProvider, RawRoute, build_provider, build_route};
+use crate::control::{self, endpoint_spec, prices_json, provider_spec, reserved_path_check};
 use crate::error::GatewayError;
-use crate::reconcile::{
-    ReconcileError, ReconcileOptions, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv,
-    render_json,
-};
 use crate::routes::PathPattern;
-use crate::vault;
+use tollgate_recon::{
+    ReconcileError, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
+};
 
 /// Longest upstream timeout a provider token may set on its endpoints.
 const PROVIDER_UPSTREAM_TIMEOUT_MAX_S: u64 = 300;
@@ -101,50 +101,33 @@ fn forbidden(action: &'static str) -> AdminError {
     AdminError(GatewayError::AdminForbidden { action })
 }
 
-fn ok(value: serde_json::Value) -> AdminResult {
+fn ok<T: Serialize>(value: T) -> AdminResult {
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")], axum::Json(value)).into_response())
 }
 
-/// The caller, from a valid bearer token.
+/// A value as JSON (records of the ledger inside the contract's envelopes).
+fn value<T: Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn values<T: Serialize>(list: Vec<T>) -> Vec<serde_json::Value> {
+    list.into_iter().map(value).collect()
+}
+
+/// The caller, authenticated from the bearer token; the rules of what it may do are
+/// `tollgate_control::Principal`'s.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    /// Token id.
-    pub token_id: String,
-    /// Role.
-    pub role: Role,
-    /// Provider of a provider token.
-    pub provider: Option<String>,
-}
+pub struct Auth(pub Principal);
 
-impl Principal {
-    fn actor(&self) -> Actor {
-        Actor(format!("token:{}", self.token_id))
-    }
-
-    fn require(&self, roles: &[Role], action: &'static str) -> Result<(), AdminError> {
-        if roles.contains(&self.role) { Ok(()) } else { Err(forbidden(action)) }
-    }
-
-    /// Operators, or the provider's own token.
-    fn require_provider(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
-        match self.role {
-            Role::Operator => Ok(()),
-            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
-            _ => Err(forbidden(action)),
-        }
-    }
-
-    /// Operators, finance, or the provider's own token (read-only views).
-    fn require_reader_of(&self, provider: &str, action: &'static str) -> Result<(), AdminError> {
-        match self.role {
-            Role::Operator | Role::Finance => Ok(()),
-            Role::Provider if self.provider.as_deref() == Some(provider) => Ok(()),
-            Role::Provider => Err(forbidden(action)),
+impl From<ControlError> for AdminError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Forbidden { action } => forbidden(action),
         }
     }
 }
 
-impl FromRequestParts<Arc<Gateway>> for Principal {
+impl FromRequestParts<Arc<Gateway>> for Auth {
     type Rejection = AdminError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
@@ -155,13 +138,13 @@ impl FromRequestParts<Arc<Gateway>> for Principal {
             return Err(unauthorized());
         }
         let hash = token_hash(token);
-        let record = gw.ledger.admin_token_by_hash(&hash).await?.ok_or_else(unauthorized)?;
+        let record = gw.ledger.tokens().by_hash(&hash).await?.ok_or_else(unauthorized)?;
         // The lookup is by hash already; compare again in constant time so that no code path
         // branches on a partial match of secret material.
         if !bool::from(record.token_hash.as_bytes().ct_eq(hash.as_bytes())) || record.revoked_unix_s.is_some() {
             return Err(unauthorized());
         }
-        Ok(Principal { token_id: record.id, role: record.role, provider: record.provider })
+        Ok(Auth(Principal { token_id: record.id, role: record.role, provider: record.provider }))
     }
 }
 
@@ -273,77 +256,55 @@ fn parse_atomic(field: &str, s: &Option<String>) -> Result<Option<u64>, AdminErr
 // ---------------------------------------------------------------------------------------
 // Router.
 
-/// The admin router (mounted on its own listener by `serve_admin`).
+/// The admin router (mounted on its own listener by `serve_admin`): every route of the
+/// contract's table, each with its handler.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/admin/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/admin/whoami", get(whoami))
-        .route("/admin/tokens", get(list_tokens).post(create_token))
-        .route("/admin/tokens/{id}/revoke", post(revoke_token))
-        .route("/admin/providers", get(list_providers))
-        .route("/admin/providers/{id}", put(put_provider))
-        .route("/admin/providers/{id}/endpoints", get(list_endpoints).put(put_endpoint))
-        .route("/admin/providers/{id}/endpoints/disable", post(disable_endpoint))
-        .route("/admin/providers/{id}/endpoints/enable", post(enable_endpoint))
-        .route("/admin/providers/{id}/endpoints/prices", get(endpoint_prices))
-        .route("/admin/providers/{id}/credentials", get(list_credentials))
-        .route("/admin/providers/{id}/credentials/{name}", post(upload_credential))
-        .route("/admin/providers/{id}/credentials/{name}/{version}/revoke", post(revoke_credential))
-        .route("/admin/providers/{id}/revenue", get(revenue))
-        .route("/admin/wallets", get(list_wallets))
-        .route("/admin/wallets/{wallet}", put(put_wallet))
-        .route("/admin/wallets/{wallet}/revoke", post(revoke_wallet))
-        .route("/admin/wallets/{wallet}/reinstate", post(reinstate_wallet))
-        .route("/admin/settings", get(get_settings).put(put_settings))
-        .route("/admin/audit", get(audit_query))
-        .route("/admin/audit/export", get(audit_export))
-        .route("/admin/audit/verify", get(audit_verify))
-        .route("/admin/ledger/entries", get(ledger_entries))
-        .route("/admin/reconcile", post(reconcile))
-        .route("/admin/reconcile/runs", get(recon_runs))
-        .route("/admin/reconcile/runs/{id}/exceptions", get(recon_exceptions))
-        .route("/admin/reconcile/exceptions/{id}/notes", get(recon_notes).post(add_recon_note))
-        .fallback(not_found)
-        .with_state(gw)
+    ROUTES.iter().fold(Router::new(), |r, route| r.route(route.path, handler(route))).fallback(not_found).with_state(gw)
 }
 
-/// Every admin route as (method, path template): the auth test walks this list, and a test
-/// checks it against the OpenAPI document.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/admin/openapi.json"),
-    ("GET", "/metrics"),
-    ("GET", "/admin/whoami"),
-    ("GET", "/admin/tokens"),
-    ("POST", "/admin/tokens"),
-    ("POST", "/admin/tokens/{id}/revoke"),
-    ("GET", "/admin/providers"),
-    ("PUT", "/admin/providers/{id}"),
-    ("GET", "/admin/providers/{id}/endpoints"),
-    ("PUT", "/admin/providers/{id}/endpoints"),
-    ("POST", "/admin/providers/{id}/endpoints/disable"),
-    ("POST", "/admin/providers/{id}/endpoints/enable"),
-    ("GET", "/admin/providers/{id}/endpoints/prices"),
-    ("GET", "/admin/providers/{id}/credentials"),
-    ("POST", "/admin/providers/{id}/credentials/{name}"),
-    ("POST", "/admin/providers/{id}/credentials/{name}/{version}/revoke"),
-    ("GET", "/admin/providers/{id}/revenue"),
-    ("GET", "/admin/wallets"),
-    ("PUT", "/admin/wallets/{wallet}"),
-    ("POST", "/admin/wallets/{wallet}/revoke"),
-    ("POST", "/admin/wallets/{wallet}/reinstate"),
-    ("GET", "/admin/settings"),
-    ("PUT", "/admin/settings"),
-    ("GET", "/admin/audit"),
-    ("GET", "/admin/audit/export"),
-    ("GET", "/admin/audit/verify"),
-    ("GET", "/admin/ledger/entries"),
-    ("POST", "/admin/reconcile"),
-    ("GET", "/admin/reconcile/runs"),
-    ("GET", "/admin/reconcile/runs/{id}/exceptions"),
-    ("GET", "/admin/reconcile/exceptions/{id}/notes"),
-    ("POST", "/admin/reconcile/exceptions/{id}/notes"),
-];
+/// The handler of a route: an exhaustive match, so an operation without a handler does not
+/// compile.
+fn handler(route: &Route) -> MethodRouter<Arc<Gateway>> {
+    let f = match route.method {
+        tollgate_admin_api::Method::Get => MethodFilter::GET,
+        tollgate_admin_api::Method::Put => MethodFilter::PUT,
+        tollgate_admin_api::Method::Post => MethodFilter::POST,
+    };
+    match route.operation {
+        Operation::Openapi => on(f, openapi),
+        Operation::Metrics => on(f, metrics),
+        Operation::Whoami => on(f, whoami),
+        Operation::ListTokens => on(f, list_tokens),
+        Operation::CreateToken => on(f, create_token),
+        Operation::RevokeToken => on(f, revoke_token),
+        Operation::ListProviders => on(f, list_providers),
+        Operation::PutProvider => on(f, put_provider),
+        Operation::ListEndpoints => on(f, list_endpoints),
+        Operation::PutEndpoint => on(f, put_endpoint),
+        Operation::DisableEndpoint => on(f, disable_endpoint),
+        Operation::EnableEndpoint => on(f, enable_endpoint),
+        Operation::EndpointPrices => on(f, endpoint_prices),
+        Operation::ListCredentials => on(f, list_credentials),
+        Operation::UploadCredential => on(f, upload_credential),
+        Operation::RevokeCredential => on(f, revoke_credential),
+        Operation::Revenue => on(f, revenue),
+        Operation::ListWallets => on(f, list_wallets),
+        Operation::PutWallet => on(f, put_wallet),
+        Operation::RevokeWallet => on(f, revoke_wallet),
+        Operation::ReinstateWallet => on(f, reinstate_wallet),
+        Operation::GetSettings => on(f, get_settings),
+        Operation::PutSettings => on(f, put_settings),
+        Operation::AuditQuery => on(f, audit_query),
+        Operation::AuditExport => on(f, audit_export),
+        Operation::AuditVerify => on(f, audit_verify),
+        Operation::LedgerEntries => on(f, ledger_entries),
+        Operation::Reconcile => on(f, reconcile),
+        Operation::ReconRuns => on(f, recon_runs),
+        Operation::ReconExceptions => on(f, recon_exceptions),
+        Operation::ReconNotes => on(f, recon_notes),
+        Operation::AddReconNote => on(f, add_recon_note),
+    }
+}
 
 async fn not_found() -> Response {
     GatewayError::AdminNotFound { what: "admin route", key: "requested".to_owned() }.rescue(None)
@@ -352,7 +313,7 @@ async fn not_found() -> Response {
 /// Prometheus metrics (text format). Operators and finance only: the metrics name every
 /// route and show the relayer's balance and the revenue flow, which a provider token must not
 /// see for other providers. Prometheus sends the token with `authorization.credentials_file`.
-async fn metrics(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn metrics(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read metrics")?;
     let text = crate::metrics::render(&gw).await;
     Ok((
@@ -366,32 +327,23 @@ async fn metrics(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
         .into_response())
 }
 
-async fn openapi(_p: Principal) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
-        include_str!("openapi.json"),
-    )
+/// The OpenAPI document, generated from the contract once per process.
+async fn openapi(_p: Auth) -> Response {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = DOCUMENT.get_or_init(|| tollgate_admin_api::openapi::document().to_string());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], text.as_str())
         .into_response()
 }
 
-async fn whoami(p: Principal) -> AdminResult {
-    ok(json!({ "token_id": p.token_id, "role": p.role, "provider": p.provider }))
+async fn whoami(Auth(p): Auth) -> AdminResult {
+    ok(api::Whoami { token_id: p.token_id, role: p.role.as_str().to_owned(), provider: p.provider })
 }
 
 // --- tokens -------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTokenBody {
-    role: String,
-    provider: Option<String>,
-    label: Option<String>,
-}
-
-async fn list_tokens(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn list_tokens(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "list tokens")?;
-    ok(json!({ "tokens": gw.ledger.admin_tokens().await? }))
+    ok(api::TokenList { tokens: values(gw.ledger.tokens().list().await?) })
 }
 
 /// Creates a token: shown once in the response, stored as its hash.
@@ -403,18 +355,18 @@ pub async fn create_token_record(
     actor: &Actor,
 ) -> Result<(tollgate_metering::AdminToken, String), AdminError> {
     if let Some(id) = provider
-        && !gw.ledger.providers().await?.iter().any(|x| x.id == id)
+        && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == id)
     {
         return Err(AdminError(GatewayError::AdminNotFound { what: "provider", key: id.to_owned() }));
     }
     let token = new_token();
-    let record = gw.ledger.create_admin_token(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
+    let record = gw.ledger.tokens().create(role, provider, &token_hash(&token), label, actor, now(gw)).await?;
     Ok((record, token))
 }
 
-async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
+async fn create_token(State(gw): State<Arc<Gateway>>, Auth(p): Auth, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "create tokens")?;
-    let b: NewTokenBody = body.json()?;
+    let b: api::NewToken = body.json()?;
     let role = Role::parse(&b.role).ok_or_else(|| invalid("role", "expected operator, provider or finance"))?;
     if (role == Role::Provider) != b.provider.is_some() {
         return Err(invalid("provider", "required for provider tokens and only for them"));
@@ -424,68 +376,91 @@ async fn create_token(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminB
         return Err(invalid("label", "at most 128 bytes"));
     }
     let (record, token) = create_token_record(&gw, role, b.provider.as_deref(), &label, &p.actor()).await?;
-    ok(json!({ "token": token, "record": record }))
+    ok(api::CreatedToken { token, record: value(record) })
 }
 
-async fn revoke_token(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn revoke_token(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator], "revoke tokens")?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid("id", "expected a token id (16 hex digits)"));
     }
-    let revoked = gw.ledger.revoke_admin_token(&id, &p.actor(), now(&gw)).await?;
-    if !revoked && !gw.ledger.admin_tokens().await?.iter().any(|t| t.id == id) {
+    let revoked = gw.ledger.tokens().revoke(&id, &p.actor(), now(&gw)).await?;
+    if !revoked && !gw.ledger.tokens().list().await?.iter().any(|t| t.id == id) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "token", key: id }));
     }
-    ok(json!({ "id": id, "revoked": true }))
+    ok(api::TokenRevoked { id, revoked: true })
 }
 
 // --- providers and endpoints --------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProviderBody {
-    pay_to: String,
-    upstream: String,
-    strip_prefix: Option<String>,
-    credential: Option<crate::config::RawCredential>,
-    upstream_timeout_ms: Option<u64>,
-    allow_insecure_http: Option<bool>,
+/// A provider body in the form the file's validation reads.
+fn raw_provider(id: &str, b: api::ProviderBody) -> RawProvider {
+    RawProvider {
+        id: id.to_owned(),
+        pay_to: b.pay_to,
+        upstream: b.upstream,
+        strip_prefix: b.strip_prefix,
+        credential: b.credential.map(|c| RawCredential {
+            inject: c.inject,
+            secret_env: c.secret_env,
+            secret_file: c.secret_file.map(std::path::PathBuf::from),
+            vault: c.vault,
+            header: c.header,
+            template: c.template,
+            param: c.param,
+            username: c.username,
+        }),
+        upstream_timeout_ms: b.upstream_timeout_ms,
+        allow_insecure_http: b.allow_insecure_http,
+        routes: Vec::new(),
+    }
 }
 
-async fn list_providers(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+/// An endpoint body in the form the file's validation reads.
+fn raw_route(b: api::EndpointBody) -> RawRoute {
+    RawRoute {
+        path: b.path,
+        methods: b.methods,
+        price: b.price,
+        price_atomic: b.price_atomic,
+        networks: b.networks,
+        description: b.description,
+        mime_type: b.mime_type,
+        settlement: b.settlement,
+        max_timeout_seconds: b.max_timeout_seconds,
+        upstream_timeout_ms: b.upstream_timeout_ms,
+        body_bytes_max: b.body_bytes_max,
+        charge_redirects: b.charge_redirects,
+        allow_set_cookie: b.allow_set_cookie,
+    }
+}
+
+async fn list_providers(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "list providers")?;
-    let mut list = gw.ledger.providers().await?;
+    let mut list = gw.ledger.catalog().providers().await?;
     if p.role == Role::Provider {
         list.retain(|x| Some(&x.id) == p.provider.as_ref());
     }
-    let providers: Vec<serde_json::Value> = list
+    let providers = list
         .into_iter()
-        .map(|r| {
-            let spec: serde_json::Value = serde_json::from_str(&r.spec).unwrap_or(serde_json::Value::Null);
-            json!({ "id": r.id, "spec": spec, "source": r.source, "updated_unix_s": r.updated_unix_s })
+        .map(|r| api::Provider {
+            spec: ProviderSpec::from_stored(&r.spec).map_or(serde_json::Value::Null, value),
+            id: r.id,
+            source: value(r.source),
+            updated_unix_s: r.updated_unix_s,
         })
         .collect();
-    ok(json!({ "providers": providers }))
+    ok(api::ProviderList { providers })
 }
 
 async fn put_provider(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
     p.require(&[Role::Operator], "create or change providers")?;
-    let b: ProviderBody = body.json()?;
-    let raw = RawProvider {
-        id: id.clone(),
-        pay_to: b.pay_to,
-        upstream: b.upstream,
-        strip_prefix: b.strip_prefix,
-        credential: b.credential,
-        upstream_timeout_ms: b.upstream_timeout_ms,
-        allow_insecure_http: b.allow_insecure_http,
-        routes: Vec::new(),
-    };
+    let raw = raw_provider(&id, body.json()?);
     // The same validation as the file, except that secrets must come from the vault.
     let built = build_provider("provider", &raw, &|_| None, false).map_err(config_error)?;
     // Checked after DNS resolution here, and again at every connection (`crate::ssrf`).
@@ -498,10 +473,10 @@ async fn put_provider(
             "the vault has no master key (vault.master_key_env or vault.master_key_file)",
         )));
     }
-    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    gw.ledger.put_provider(&id, &spec, Source::Admin, &p.actor(), now(&gw)).await?;
+    let spec = provider_spec(&raw);
+    gw.ledger.catalog().put_provider(&id, &spec.to_stored(), Source::Admin, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
-    ok(json!({ "id": id, "spec": raw }))
+    ok(api::ProviderPut { id, spec: value(spec) })
 }
 
 fn config_error(e: crate::config::ConfigError) -> AdminError {
@@ -514,34 +489,37 @@ fn config_error(e: crate::config::ConfigError) -> AdminError {
     }
 }
 
-async fn list_endpoints(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn list_endpoints(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's endpoints")?;
-    let endpoints: Vec<serde_json::Value> = gw
+    let endpoints = gw
         .ledger
+        .catalog()
         .endpoints(Some(&id))
         .await?
         .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.id, "name": format!("{}:{}", e.provider, e.path), "path": e.path,
-                "spec": serde_json::from_str::<serde_json::Value>(&e.spec).unwrap_or(serde_json::Value::Null),
-                "enabled": e.enabled, "source": e.source, "price_version": e.price_version,
-                "prices": serde_json::from_str::<serde_json::Value>(&e.prices).unwrap_or(serde_json::Value::Null),
-                "updated_unix_s": e.updated_unix_s,
-            })
+        .map(|e| api::Endpoint {
+            id: e.id,
+            name: format!("{}:{}", e.provider, e.path),
+            spec: EndpointSpec::from_stored(&e.spec).map_or(serde_json::Value::Null, value),
+            enabled: e.enabled,
+            source: value(e.source),
+            price_version: e.price_version,
+            prices: serde_json::from_str::<serde_json::Value>(&e.prices).unwrap_or(serde_json::Value::Null),
+            updated_unix_s: e.updated_unix_s,
+            path: e.path,
         })
         .collect();
-    ok(json!({ "endpoints": endpoints }))
+    ok(api::EndpointList { endpoints })
 }
 
 async fn put_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's endpoints")?;
-    let raw: RawRoute = body.json()?;
+    let raw = raw_route(body.json()?);
     if gw.settlers.is_empty() {
         return Err(AdminError(GatewayError::AdminUnavailable(
             "no relayer key is configured (settlement.relayer_key_env or relayer_key_file): priced endpoints could not settle",
@@ -578,7 +556,7 @@ async fn put_endpoint(
     }
     // No endpoint may overlap another provider's (enabled or not): the first match would take
     // the other's callers, and their payments.
-    for other in gw.ledger.endpoints(None).await? {
+    for other in gw.ledger.catalog().endpoints(None).await? {
         if other.provider == id {
             continue;
         }
@@ -586,137 +564,126 @@ async fn put_endpoint(
             return Err(invalid("path", "overlaps an endpoint of another provider"));
         }
     }
-    let spec = serde_json::to_string(&raw).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let spec = endpoint_spec(&raw).to_stored();
     let w = gw
         .ledger
+        .catalog()
         .put_endpoint(&id, &raw.path, &spec, &prices_json(&route.prices), Source::Admin, &p.actor(), now(&gw))
         .await?;
     applied(&gw).await?;
-    ok(json!({
-        "name": format!("{id}:{}", raw.path), "endpoint_id": w.endpoint_id,
-        "price_version": w.price_version, "new_price_version": w.new_price_version,
-    }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PathBody {
-    path: String,
+    ok(api::EndpointWrite {
+        name: format!("{id}:{}", raw.path),
+        endpoint_id: w.endpoint_id,
+        price_version: w.price_version,
+        new_price_version: w.new_price_version,
+    })
 }
 
 async fn set_enabled(gw: &Gateway, p: &Principal, id: &str, path: &str, enabled: bool) -> AdminResult {
     p.require_provider(id, "change another provider's endpoints")?;
-    let changed = gw.ledger.set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
-    if !changed && !gw.ledger.endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
+    let changed = gw.ledger.catalog().set_endpoint_enabled(id, path, enabled, &p.actor(), now(gw)).await?;
+    if !changed && !gw.ledger.catalog().endpoints(Some(id)).await?.iter().any(|e| e.path == path) {
         return Err(AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{path}") }));
     }
     applied(gw).await?;
-    ok(json!({ "name": format!("{id}:{path}"), "enabled": enabled }))
+    ok(api::EndpointEnabled { name: format!("{id}:{path}"), enabled })
 }
 
 async fn disable_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's endpoints")?;
-    let b: PathBody = body.json()?;
+    let b: api::EndpointPath = body.json()?;
     set_enabled(&gw, &p, &id, &b.path, false).await
 }
 
 async fn enable_endpoint(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's endpoints")?;
-    let b: PathBody = body.json()?;
+    let b: api::EndpointPath = body.json()?;
     set_enabled(&gw, &p, &id, &b.path, true).await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PathQuery {
-    path: String,
 }
 
 async fn endpoint_prices(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     uri: Uri,
 ) -> AdminResult {
     p.require_reader_of(&id, "read another provider's prices")?;
-    let q: PathQuery = query(&uri)?;
+    let q: api::EndpointPath = query(&uri)?;
     let e =
-        gw.ledger.endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
+        gw.ledger.catalog().endpoints(Some(&id)).await?.into_iter().find(|e| e.path == q.path).ok_or_else(|| {
             AdminError(GatewayError::AdminNotFound { what: "endpoint", key: format!("{id}:{}", q.path) })
         })?;
-    let versions: Vec<serde_json::Value> = gw
+    let versions = gw
         .ledger
+        .catalog()
         .price_versions(e.id)
         .await?
         .into_iter()
-        .map(|v| {
-            json!({ "price_version": v.id, "created_unix_s": v.created_unix_s,
-                "prices": serde_json::from_str::<serde_json::Value>(&v.prices).unwrap_or(serde_json::Value::Null) })
+        .map(|v| api::PriceVersion {
+            price_version: v.id,
+            created_unix_s: v.created_unix_s,
+            prices: serde_json::from_str::<serde_json::Value>(&v.prices).unwrap_or(serde_json::Value::Null),
         })
         .collect();
-    ok(json!({ "name": format!("{id}:{}", q.path), "current": e.price_version, "versions": versions }))
+    ok(api::PriceHistory { name: format!("{id}:{}", q.path), current: e.price_version, versions })
 }
 
 // --- credentials --------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretBody {
-    secret: SecretString,
-}
-
-async fn list_credentials(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn list_credentials(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require_provider(&id, "read another provider's credentials")?;
     // Metadata only: CredentialVersion skips nonce and ciphertext when serialized.
-    ok(json!({ "credentials": gw.ledger.credential_versions(Some(&id)).await? }))
+    ok(api::CredentialList { credentials: values(gw.ledger.catalog().credential_versions(Some(&id)).await?) })
 }
 
 async fn upload_credential(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path((id, name)): Path<(String, String)>,
     body: AdminBody,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
     // Never echo what was sent: a malformed secret field may be the secret itself.
-    let b: SecretBody = body.json().map_err(|_| invalid("secret", "expected {\"secret\": \"...\"} with a string"))?;
+    let b: api::SecretBody =
+        body.json().map_err(|_| invalid("secret", "expected {\"secret\": \"...\"} with a string"))?;
+    let secret = SecretString::from(b.secret);
     let key = gw.config.vault_key.as_ref().ok_or(GatewayError::AdminUnavailable(
         "the vault has no master key (vault.master_key_env or vault.master_key_file)",
     ))?;
-    crate::config::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
-    let len = secrecy::ExposeSecret::expose_secret(&b.secret).len();
-    if len == 0 || len > 8192 {
-        return Err(invalid("secret", "must be 1 to 8192 bytes"));
-    }
-    if secrecy::ExposeSecret::expose_secret(&b.secret).bytes().any(|c| c.is_ascii_control()) {
-        return Err(invalid("secret", "must not contain control characters"));
-    }
-    let (nonce, ct) = vault::seal(key, &id, &name, &b.secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let version = gw.ledger.add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
+    vault::check_vault_name(&name).map_err(|reason| invalid("name", reason))?;
+    vault::check_secret(&secret).map_err(|reason| invalid("secret", reason))?;
+    let (nonce, ct) = vault::seal(key, &id, &name, &secret).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let version = gw.ledger.catalog().add_credential_version(&id, &name, &nonce, &ct, &p.actor(), now(&gw)).await?;
     applied(&gw).await?;
-    ok(json!({ "provider": id, "name": name, "version": version }))
+    ok(api::CredentialUploaded { provider: id, name, version })
 }
 
 async fn revoke_credential(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path((id, name, version)): Path<(String, String, String)>,
 ) -> AdminResult {
     p.require_provider(&id, "change another provider's credentials")?;
     let version: u64 = version.parse().map_err(|_| invalid("version", "expected a version number"))?;
-    let revoked = gw.ledger.revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
+    let revoked = gw.ledger.catalog().revoke_credential_version(&id, &name, version, &p.actor(), now(&gw)).await?;
     if !revoked
-        && !gw.ledger.credential_versions(Some(&id)).await?.iter().any(|v| v.name == name && v.version == version)
+        && !gw
+            .ledger
+            .catalog()
+            .credential_versions(Some(&id))
+            .await?
+            .iter()
+            .any(|v| v.name == name && v.version == version)
     {
         return Err(AdminError(GatewayError::AdminNotFound {
             what: "credential version",
@@ -724,40 +691,21 @@ async fn revoke_credential(
         }));
     }
     applied(&gw).await?;
-    ok(json!({ "provider": id, "name": name, "version": version, "revoked": true }))
+    ok(api::CredentialRevoked { provider: id, name, version, revoked: true })
 }
 
 // --- revenue, ledger ------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RangeQuery {
-    from_unix_s: Option<u64>,
-    to_unix_s: Option<u64>,
-}
-
-async fn revenue(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>, uri: Uri) -> AdminResult {
+async fn revenue(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>, uri: Uri) -> AdminResult {
     p.require_reader_of(&id, "read another provider's revenue")?;
-    let q: RangeQuery = query(&uri)?;
+    let q: api::RangeQuery = query(&uri)?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
-    ok(
-        json!({ "provider": id, "from_unix_s": from, "to_unix_s": to, "lines": gw.ledger.revenue(&id, from, to).await? }),
-    )
+    let lines = values(gw.ledger.spend().revenue(&id, from, to).await?);
+    ok(api::Revenue { provider: id, from_unix_s: from, to_unix_s: to, lines })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntriesQuery {
-    provider: Option<String>,
-    payer: Option<String>,
-    from_unix_s: Option<u64>,
-    to_unix_s: Option<u64>,
-    offset: Option<u64>,
-    limit: Option<u32>,
-}
-
-async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
-    let q: EntriesQuery = query(&uri)?;
+async fn ledger_entries(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
+    let q: api::EntriesQuery = query(&uri)?;
     let provider = match p.role {
         Role::Operator | Role::Finance => q.provider,
         Role::Provider => {
@@ -770,7 +718,8 @@ async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) 
     let payer = q.payer.as_deref().map(|w| parse_wallet("payer", w)).transpose()?;
     let entries = gw
         .ledger
-        .entries_page(
+        .entries()
+        .page(
             provider.as_deref(),
             payer,
             q.from_unix_s.unwrap_or(0),
@@ -780,7 +729,7 @@ async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) 
         )
         .await?;
     // The stored payment (signature included) is not part of the view.
-    let entries: Vec<serde_json::Value> = entries
+    let entries = entries
         .into_iter()
         .map(|e| {
             let mut v = serde_json::to_value(&e).unwrap_or(serde_json::Value::Null);
@@ -790,36 +739,10 @@ async fn ledger_entries(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) 
             v
         })
         .collect();
-    ok(json!({ "entries": entries }))
+    ok(api::LedgerEntries { entries })
 }
 
 // --- wallets ------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScopeQuery {
-    scope: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WalletsQuery {
-    scope: Option<String>,
-    wallet: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyBody {
-    /// Absent: the wallet's current revocation is kept (a PUT of caps never reinstates).
-    revoked: Option<bool>,
-    #[serde(default)]
-    registered: bool,
-    endpoints: Option<Vec<String>>,
-    per_call_max: Option<String>,
-    daily_cap: Option<String>,
-    monthly_cap: Option<String>,
-}
 
 /// The scope a caller acts in: operators choose (default `*`); a provider token always acts
 /// in its own provider's scope.
@@ -838,34 +761,34 @@ fn scope_for(p: &Principal, asked: Option<String>, action: &'static str) -> Resu
 }
 
 async fn check_scope_exists(gw: &Gateway, scope: &str) -> Result<(), AdminError> {
-    if scope != GLOBAL_SCOPE && !gw.ledger.providers().await?.iter().any(|x| x.id == scope) {
+    if scope != GLOBAL_SCOPE && !gw.ledger.catalog().providers().await?.iter().any(|x| x.id == scope) {
         return Err(invalid("scope", format!("`{scope}` is neither `*` nor a provider")));
     }
     Ok(())
 }
 
-async fn list_wallets(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn list_wallets(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "read wallet policies")?;
-    let q: WalletsQuery = query(&uri)?;
+    let q: api::WalletsQuery = query(&uri)?;
     let scope = match p.role {
         Role::Operator => q.scope,
         _ => Some(scope_for(&p, q.scope, "read wallet policies")?),
     };
     let wallet = q.wallet.as_deref().map(|w| parse_wallet("wallet", w)).transpose()?;
-    ok(json!({ "policies": gw.ledger.wallet_policies(scope.as_deref(), wallet).await? }))
+    ok(api::WalletPolicyList { policies: values(gw.ledger.policies().list(scope.as_deref(), wallet).await?) })
 }
 
 async fn put_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
     body: AdminBody,
 ) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "set wallet policies")?;
-    let q: ScopeQuery = query(&uri)?;
+    let q: api::ScopeQuery = query(&uri)?;
     let scope = scope_for(&p, q.scope, "set wallet policies")?;
-    let b: PolicyBody = body.json()?;
+    let b: api::WalletPolicyBody = body.json()?;
     check_scope_exists(&gw, &scope).await?;
     let wallet = parse_wallet("wallet", &wallet)?;
     if let Some(list) = &b.endpoints {
@@ -880,7 +803,7 @@ async fn put_wallet(
     }
     let revoked = match b.revoked {
         Some(r) => r,
-        None => gw.ledger.wallet_policies(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
+        None => gw.ledger.policies().list(Some(&scope), Some(wallet)).await?.first().is_some_and(|x| x.revoked),
     };
     let policy = WalletPolicy {
         scope,
@@ -893,77 +816,58 @@ async fn put_wallet(
         monthly_cap: parse_atomic("monthly_cap", &b.monthly_cap)?,
         updated_unix_s: now(&gw),
     };
-    gw.ledger.put_wallet_policy(&policy, &p.actor()).await?;
-    ok(json!({ "policy": policy }))
+    gw.ledger.policies().put(&policy, &p.actor()).await?;
+    ok(api::WalletPolicySet { policy: value(policy) })
 }
 
 async fn set_revoked(gw: &Gateway, p: &Principal, wallet: &str, scope: Option<String>, revoked: bool) -> AdminResult {
     let scope = scope_for(p, scope, "revoke or reinstate wallets")?;
     check_scope_exists(gw, &scope).await?;
     let wallet = parse_wallet("wallet", wallet)?;
-    gw.ledger.set_wallet_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
-    ok(json!({ "scope": scope, "wallet": format!("{wallet:#x}"), "revoked": revoked }))
+    gw.ledger.policies().set_revoked(&scope, wallet, revoked, &p.actor(), now(gw)).await?;
+    ok(api::WalletRevoked { scope, wallet: format!("{wallet:#x}"), revoked })
 }
 
 async fn revoke_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
 ) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "revoke wallets")?;
-    let q: ScopeQuery = query(&uri)?;
+    let q: api::ScopeQuery = query(&uri)?;
     set_revoked(&gw, &p, &wallet, q.scope, true).await
 }
 
 async fn reinstate_wallet(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(wallet): Path<String>,
     uri: Uri,
 ) -> AdminResult {
     p.require(&[Role::Operator, Role::Provider], "reinstate wallets")?;
-    let q: ScopeQuery = query(&uri)?;
+    let q: api::ScopeQuery = query(&uri)?;
     set_revoked(&gw, &p, &wallet, q.scope, false).await
 }
 
 // --- settings -----------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsBody {
-    allowlist_mode: bool,
-}
-
-async fn get_settings(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn get_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator], "read settings")?;
-    let s = gw.ledger.control_state().await?;
-    ok(json!({ "allowlist_mode": s.allowlist_mode, "version": s.version }))
+    let s = gw.ledger.settings().state().await?;
+    ok(api::Settings { allowlist_mode: s.allowlist_mode, version: s.version })
 }
 
-async fn put_settings(State(gw): State<Arc<Gateway>>, p: Principal, body: AdminBody) -> AdminResult {
+async fn put_settings(State(gw): State<Arc<Gateway>>, Auth(p): Auth, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator], "change settings")?;
-    let b: SettingsBody = body.json()?;
-    gw.ledger.set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
-    ok(json!({ "allowlist_mode": b.allowlist_mode }))
+    let b: api::SettingsBody = body.json()?;
+    gw.ledger.settings().set_allowlist_mode(b.allowlist_mode, &p.actor(), now(&gw)).await?;
+    ok(api::SettingsSet { allowlist_mode: b.allowlist_mode })
 }
 
 // --- audit --------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct AuditParams {
-    wallet: Option<String>,
-    endpoint: Option<String>,
-    provider: Option<String>,
-    from_unix_ms: Option<u64>,
-    to_unix_ms: Option<u64>,
-    decision: Option<String>,
-    after_seq: Option<u64>,
-    limit: Option<u32>,
-}
-
-fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError> {
+fn audit_filter(p: &Principal, q: api::AuditParams) -> Result<AuditQuery, AdminError> {
     let provider = match p.role {
         Role::Operator | Role::Finance => q.provider,
         Role::Provider => {
@@ -989,27 +893,27 @@ fn audit_filter(p: &Principal, q: AuditParams) -> Result<AuditQuery, AdminError>
     })
 }
 
-async fn audit_query(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
-    let q: AuditParams = query(&uri)?;
+async fn audit_query(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
+    let q: api::AuditParams = query(&uri)?;
     let filter = audit_filter(&p, q)?;
-    let records = gw.ledger.audit(&filter).await?;
+    let records = gw.ledger.audit().query(&filter).await?;
     let next = if records.len() == filter.limit as usize { records.last().map(|r| r.seq) } else { None };
-    ok(json!({ "records": records, "next_after_seq": next }))
+    ok(api::AuditPage { records: values(records), next_after_seq: next })
 }
 
 /// JSON lines, every matching record, streamed page by page (1,000 records a page, at most
 /// 1,000 pages): memory stays at one page whatever the size of the trail.
-async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
-    let q: AuditParams = query(&uri)?;
+async fn audit_export(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
+    let q: api::AuditParams = query(&uri)?;
     let mut filter = audit_filter(&p, q)?;
     filter.limit = 1000;
     // The first page is read here, so that a failing database is an error status, not a cut body.
-    let first = gw.ledger.audit(&filter).await?;
+    let first = gw.ledger.audit().query(&filter).await?;
     let pages = futures_util::stream::unfold((gw, filter, Some(first), 0u32), |(gw, mut filter, page, n)| async move {
         let page = match page {
             Some(p) => p,
             None if n >= 1000 => return None,
-            None => match gw.ledger.audit(&filter).await {
+            None => match gw.ledger.audit().query(&filter).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, "audit export cut short");
@@ -1040,32 +944,12 @@ async fn audit_export(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) ->
         .into_response())
 }
 
-async fn audit_verify(State(gw): State<Arc<Gateway>>, p: Principal) -> AdminResult {
+async fn audit_verify(State(gw): State<Arc<Gateway>>, Auth(p): Auth) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "verify the audit chain")?;
-    ok(serde_json::to_value(gw.ledger.verify_audit().await?).unwrap_or(serde_json::Value::Null))
+    ok(gw.ledger.audit().verify().await?)
 }
 
 // --- reconciliation (finance) -----------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReconcileBody {
-    network: Option<String>,
-    from_block: Option<u64>,
-    to_block: Option<u64>,
-    from_time: Option<String>,
-    to_time: Option<String>,
-    #[serde(default)]
-    resume: bool,
-    confirmations: Option<u64>,
-    chunk_blocks: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FormatQuery {
-    format: Option<String>,
-}
 
 fn network_of(gw: &Gateway, asked: Option<&str>) -> Result<tollgate_x402::Network, AdminError> {
     match (asked, gw.config.networks.as_slice()) {
@@ -1088,17 +972,18 @@ fn recon_error(e: ReconcileError) -> AdminError {
 
 /// Runs a reconciliation (blocks, times, or resume from the cursor), records it, and answers
 /// with the report as JSON, or its items as CSV with `?format=csv`.
-async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body: AdminBody) -> AdminResult {
+async fn reconcile(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "run reconciliations")?;
-    let f: FormatQuery = query(&uri)?;
+    let f: api::FormatQuery = query(&uri)?;
     let csv = match f.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
         Some(other) => return Err(invalid("format", format!("`{other}`: expected json or csv"))),
     };
-    let b: ReconcileBody = body.json()?;
+    let b: api::ReconcileBody = body.json()?;
     let network = network_of(&gw, b.network.as_deref())?;
-    let mut opts = ReconcileOptions::from_config(&gw.config.reconciliation);
+    let mut opts = crate::reconcile::options(&gw.config.reconciliation);
+    let recon = crate::reconcile::reconciler(&gw);
     if let Some(c) = b.confirmations {
         opts.confirmations_min = c.max(1);
     }
@@ -1106,17 +991,17 @@ async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body:
         opts.chunk_blocks = c.clamp(1, 100_000);
     }
     let outcome = match (b.from_block, b.to_block, b.from_time, b.to_time, b.resume) {
-        (Some(from), Some(to), None, None, false) => reconcile_range(&gw, network, from, to, opts).await,
+        (Some(from), Some(to), None, None, false) => reconcile_range(&recon, network, from, to, opts).await,
         (None, None, Some(from), Some(to), false) => {
             let from = parse_time(&from).map_err(|e| invalid("from_time", e))?;
             let to = parse_time(&to).map_err(|e| invalid("to_time", e))?;
-            reconcile_times(&gw, network, from, to, opts).await
+            reconcile_times(&recon, network, from, to, opts).await
         }
         (None, None, None, None, true) => {
             let c = &gw.config.reconciliation;
-            match reconcile_resume(&gw, network, c.start_block, c.run_blocks_max, opts).await {
+            match reconcile_resume(&recon, network, c.start_block, c.run_blocks_max, opts).await {
                 Ok(Some(o)) => Ok(o),
-                Ok(None) => return ok(json!({ "run": null, "reason": "no new block since the last run" })),
+                Ok(None) => return ok(serde_json::json!({ "run": null, "reason": "no new block since the last run" })),
                 Err(e) => Err(e),
             }
         }
@@ -1133,62 +1018,49 @@ async fn reconcile(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri, body:
     ok(render_json(&outcome))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunsQuery {
-    network: Option<String>,
-    limit: Option<u32>,
-}
-
-async fn recon_runs(State(gw): State<Arc<Gateway>>, p: Principal, uri: Uri) -> AdminResult {
+async fn recon_runs(State(gw): State<Arc<Gateway>>, Auth(p): Auth, uri: Uri) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation runs")?;
-    let q: RunsQuery = query(&uri)?;
+    let q: api::RunsQuery = query(&uri)?;
     let network = network_of(&gw, q.network.as_deref())?;
     let asset = gw.config.network(network).map(|n| n.asset).ok_or_else(|| invalid("network", "not configured"))?;
-    let runs = gw.ledger.recon_runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
-    ok(json!({ "network": network.caip2(), "runs": runs }))
+    let runs = gw.ledger.recon().runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    ok(api::ReconRuns { network: network.caip2(), runs: values(runs) })
 }
 
-async fn recon_exceptions(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn recon_exceptions(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected a run id"))?;
-    ok(json!({ "run_id": id, "exceptions": gw.ledger.recon_exceptions(id).await? }))
+    ok(api::ReconExceptions { run_id: id, exceptions: values(gw.ledger.recon().exceptions(id).await?) })
 }
 
-async fn recon_notes(State(gw): State<Arc<Gateway>>, p: Principal, Path(id): Path<String>) -> AdminResult {
+async fn recon_notes(State(gw): State<Arc<Gateway>>, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation notes")?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
-    ok(json!({ "exception_id": id, "notes": gw.ledger.recon_notes(id).await? }))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoteBody {
-    why: String,
+    ok(api::ReconNotes { exception_id: id, notes: values(gw.ledger.recon().notes(id).await?) })
 }
 
 /// Appends a resolution note (who = the token) to an exception; notes are never edited.
 async fn add_recon_note(
     State(gw): State<Arc<Gateway>>,
-    p: Principal,
+    Auth(p): Auth,
     Path(id): Path<String>,
     body: AdminBody,
 ) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "annotate reconciliation exceptions")?;
-    let b: NoteBody = body.json()?;
+    let b: api::NoteBody = body.json()?;
     let id: i64 = id.parse().map_err(|_| invalid("id", "expected an exception id"))?;
     if b.why.trim().is_empty() {
         return Err(invalid("why", "must not be empty"));
     }
     let who = p.actor().0;
-    let note_id = gw.ledger.add_recon_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
+    let note_id = gw.ledger.recon().add_note(id, &who, &b.why, now(&gw)).await.map_err(|e| match e {
         // A foreign-key failure: no such exception.
         MeteringError::Database { retryable: false, .. } => {
             AdminError(GatewayError::AdminNotFound { what: "reconciliation exception", key: id.to_string() })
         }
         other => AdminError::from(other),
     })?;
-    ok(json!({ "exception_id": id, "note_id": note_id, "who": who }))
+    ok(api::NoteAdded { exception_id: id, note_id, who })
 }
 
 #[cfg(test)]

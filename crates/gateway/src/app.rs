@@ -1,19 +1,20 @@
 //! The gateway's shared state, built once from the configuration at startup.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
 use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
 
 use crate::config::Config;
-use crate::control::Live;
+use crate::control::{ControlHost, Live, SeedError};
+use crate::settlement::{Settlements, SettlementsParts};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,67 +35,46 @@ pub enum StartError {
     Config(String),
 }
 
-/// In-doubt settlements waiting for the chaser (a rare path: a broadcast whose answer was
-/// lost); past this, the sweep follows them without re-broadcasting.
-const CHASE_QUEUE_CAPACITY: usize = 1024;
-
-/// Entries a live call of this process is working on. The recovery sweep leaves them alone,
-/// whatever their age: a slow upstream must not have its reservation voided under it.
-#[derive(Debug, Default)]
-pub struct LiveEntries(Mutex<std::collections::HashSet<tollgate_metering::EntryId>>);
-
-/// One live call's hold on its entry, released when dropped.
-#[derive(Debug)]
-pub struct LiveHold(Arc<LiveEntries>, tollgate_metering::EntryId);
-
-impl LiveEntries {
-    /// Marks `id` live until the hold is dropped.
-    pub fn hold(self: &Arc<Self>, id: tollgate_metering::EntryId) -> LiveHold {
-        if let Ok(mut set) = self.0.lock() {
-            set.insert(id.clone());
-        }
-        LiveHold(self.clone(), id)
-    }
-
-    /// Whether a live call holds `id`.
-    pub fn contains(&self, id: &tollgate_metering::EntryId) -> bool {
-        self.0.lock().is_ok_and(|set| set.contains(id))
-    }
-}
-
-impl Drop for LiveHold {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.0.0.lock() {
-            set.remove(&self.1);
+impl From<SeedError> for StartError {
+    fn from(e: SeedError) -> Self {
+        match e {
+            SeedError::Database(e) => StartError::Database(e.to_string()),
+            SeedError::Config(reason) => StartError::Config(reason),
         }
     }
 }
 
-/// (chain id, asset, payer).
-pub type BalanceKey = (u64, Address, Address);
+impl ControlHost for Gateway {
+    fn live(&self) -> &Live {
+        &self.live
+    }
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
 
 /// Everything a request handler needs.
 pub struct Gateway {
     /// The configuration.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The control plane in use: route table and live credentials.
     pub live: Live,
-    /// Set once the first snapshot is loaded.
-    pub loaded: AtomicBool,
-    /// One reload at a time.
-    pub reload_lock: tokio::sync::Mutex<()>,
     /// Audit records waiting for the writer.
     pub audit_tx: mpsc::Sender<NewAuditRecord>,
     /// Audit records queued and not yet committed.
     pub audit_pending: Arc<AtomicU64>,
     /// What is counted instead of recorded (payment attempts that never verified) and what
     /// happened off the happy path of settlement.
-    pub counters: crate::counters::Counters,
+    pub counters: Arc<crate::counters::Counters>,
     /// The writer's end of the queue (taken by `serve`).
     pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
     /// Payment verification.
-    pub verifier: Verifier,
-    /// One settler per chain id (absent without a relayer key).
+    pub verifier: Arc<Verifier>,
+    /// One settler per chain id (absent without a relayer key); the same settlers as
+    /// `settlements.settlers`, for readiness checks and reports.
     pub settlers: HashMap<u64, Arc<Settler>>,
     /// The metering ledger.
     pub ledger: Ledger,
@@ -107,30 +87,17 @@ pub struct Gateway {
     pub http_guarded: reqwest::Client,
     /// The clock used for validity windows and ledger times.
     pub clock: Arc<dyn Clock>,
-    /// Deferred settlements waiting for the worker.
-    pub deferred_tx: mpsc::Sender<crate::settlement::Queued>,
-    /// The worker's end of the queue (taken by `serve`).
-    pub deferred_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Queued>>>,
-    /// Entries this process's live calls are working on (the sweep skips them).
-    pub live_entries: Arc<LiveEntries>,
-    /// In-doubt settlements for the chaser (`settlement::chase_worker`).
-    pub chase_tx: mpsc::Sender<crate::settlement::Chase>,
-    /// The chaser's end of the queue (taken by `serve`).
-    pub chase_rx: Mutex<Option<mpsc::Receiver<crate::settlement::Chase>>>,
-    /// Deferred payments admitted and not finished, and the measured settlement throughput
-    /// (admission control, `crate::admission`).
-    pub backlog: Arc<crate::admission::Backlog>,
-    /// Token balances by (chain, asset, payer) for deferred-mode checks.
-    pub balances: Mutex<HashMap<BalanceKey, (U256, Instant)>>,
+    /// Settling: the settlers' turn, the deferred queue and its admission backlog, the
+    /// chaser, the entries live calls hold (`crate::settlement::Settlements`).
+    pub settlements: Arc<Settlements>,
+    /// Token balances for deferred-mode checks.
+    pub balances: crate::balances::BalanceCache,
     /// This process's id for leases.
     pub instance: String,
-    /// Held by the settlement that holds this process's relayer lease (shared databases):
-    /// the lease is re-entrant for its holder, so the process's settlements take turns.
-    pub relayer_turn: tokio::sync::Mutex<()>,
     /// Whether paid calls can be settled now (read by the request path, set by the monitor).
     pub readiness: crate::readiness::Readiness,
     /// The Prometheus metrics the request path updates.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// RPC calls and errors per method, per network (CAIP-2 id), counted by the verifier.
     pub rpc_stats: Vec<(String, Arc<tollgate_verifier::RpcStats>)>,
 }
@@ -242,19 +209,33 @@ impl Gateway {
         let http_guarded = crate::ssrf::guarded_client(&config.tls.client, &upstream_guard)
             .map_err(|e| StartError::Config(format!("HTTP client: {e}")))?;
         crate::control::seed(&config, &ledger, clock.now_unix_s()).await?;
-        let (deferred_tx, deferred_rx) = mpsc::channel(config.settlement.deferred_queue_capacity);
         let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
-        let (chase_tx, chase_rx) = mpsc::channel(CHASE_QUEUE_CAPACITY);
         let instance = hex::encode(rand::random::<[u8; 8]>());
         let readiness = crate::readiness::Readiness::new(config.networks.iter().map(|n| n.network.chain_id));
+        let balances =
+            crate::balances::BalanceCache::new(Duration::from_millis(config.verification.balance_cache_ttl_ms));
+        let config = Arc::new(config);
+        let (verifier, counters, metrics) = (
+            Arc::new(verifier),
+            Arc::new(crate::counters::Counters::default()),
+            Arc::new(crate::metrics::Metrics::default()),
+        );
+        let settlements = Arc::new(Settlements::new(SettlementsParts {
+            config: config.clone(),
+            ledger: ledger.clone(),
+            verifier: verifier.clone(),
+            clock: clock.clone(),
+            settlers: settlers.clone(),
+            instance: instance.clone(),
+            counters: counters.clone(),
+            metrics: metrics.clone(),
+        }));
         let gw = Arc::new(Gateway {
             config,
             live: Live::default(),
-            loaded: AtomicBool::new(false),
-            reload_lock: tokio::sync::Mutex::new(()),
             audit_tx,
             audit_pending: Arc::new(AtomicU64::new(0)),
-            counters: crate::counters::Counters::default(),
+            counters,
             audit_rx: Mutex::new(Some(audit_rx)),
             verifier,
             settlers,
@@ -263,20 +244,14 @@ impl Gateway {
             upstream_guard,
             http_guarded,
             clock,
-            deferred_tx,
-            deferred_rx: Mutex::new(Some(deferred_rx)),
-            backlog: Arc::default(),
-            chase_tx,
-            chase_rx: Mutex::new(Some(chase_rx)),
-            live_entries: Arc::default(),
-            balances: Mutex::new(HashMap::new()),
+            settlements,
+            balances,
             instance,
-            relayer_turn: tokio::sync::Mutex::new(()),
             readiness,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             rpc_stats,
         });
-        crate::control::refresh(&gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
+        crate::control::refresh(&*gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         warn_unusable_vault_credentials(&gw);
         // The first readiness verdict before anything is served; the monitor started by
         // `serve` keeps it current from then on.

@@ -20,6 +20,8 @@ use tollgate_tls::{ClientTls, ServerCert};
 use tollgate_x402::Network;
 
 use crate::routes::PathPattern;
+pub use tollgate_control::VaultKey;
+use tollgate_control::vault::check_vault_name;
 
 mod toml_error;
 
@@ -435,15 +437,6 @@ pub struct TlsConfig {
     pub cert_reload_interval: Option<Duration>,
 }
 
-/// The vault's AES-256 master key. Never printed; never stored in the database.
-pub struct VaultKey(pub secrecy::SecretBox<[u8; 32]>);
-
-impl std::fmt::Debug for VaultKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("VaultKey([redacted])")
-    }
-}
-
 /// `[control]`.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -803,14 +796,6 @@ fn secret_from(
         },
         (None, None) => Ok(None),
     }
-}
-
-/// A vault credential's name (the file's `credential.vault` and the admin API's upload path).
-pub(crate) fn check_vault_name(name: &str) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-        return Err("use 1 to 64 letters, digits, '-', '_' and '.'");
-    }
-    Ok(())
 }
 
 /// A `0x`-prefixed 20-byte address (the file's and the admin API's one rule).

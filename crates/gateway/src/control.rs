@@ -13,20 +13,23 @@
 //! out and the error logged).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditRecord, Source};
 use tollgate_x402::{DecimalU256, Network, v2};
 
-use crate::app::{Gateway, StartError};
+use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, vault};
+
 use crate::config::{
-    Config, NetworkConfig, ProviderConfig, RawProvider, RawRoute, RouteConfig, build_provider, build_route,
+    Config, NetworkConfig, ProviderConfig, RawCredential, RawProvider, RawRoute, RouteConfig, build_provider,
+    build_route,
 };
-use crate::vault;
 
 /// Paths the gateway serves itself; no endpoint may take them.
 pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz", "/readyz"];
@@ -74,28 +77,53 @@ pub struct Snapshot {
     pub secrets: HashMap<(String, String), LiveSecret>,
 }
 
-/// The route table and secrets in use, swapped whole on change.
+/// The route table and secrets in use, swapped whole on change (read without a lock on every
+/// request), with the flag of the first load and the lock that keeps reloads one at a time.
 #[derive(Debug, Default)]
 pub struct Live {
-    current: RwLock<Arc<Snapshot>>,
+    current: ArcSwap<Snapshot>,
+    loaded: AtomicBool,
+    reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Live {
     /// The snapshot in use.
     pub fn get(&self) -> Arc<Snapshot> {
-        match self.current.read() {
-            Ok(s) => s.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.current.load_full()
+    }
+
+    /// Whether a snapshot has been loaded from the database yet.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
     }
 
     fn set(&self, s: Snapshot) {
-        let s = Arc::new(s);
-        match self.current.write() {
-            Ok(mut g) => *g = s,
-            Err(poisoned) => *poisoned.into_inner() = s,
-        }
+        self.current.store(Arc::new(s));
+        self.loaded.store(true, Ordering::Release);
     }
+}
+
+/// What the control plane needs from its host (the gateway): its snapshot holder, the
+/// configuration and the ledger. A trait, so that this module does not import the gateway's
+/// state and the gateway's state may import this module.
+pub trait ControlHost: Send + Sync + 'static {
+    /// The snapshot holder.
+    fn live(&self) -> &Live;
+    /// The configuration.
+    fn config(&self) -> &Config;
+    /// The ledger.
+    fn ledger(&self) -> &Ledger;
+}
+
+/// Why seeding the control plane from the file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    /// The ledger refused or failed.
+    #[error("database: {0}")]
+    Database(#[from] MeteringError),
+    /// The file names a path the gateway serves itself.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A route's prices as stored in a price version: `[{"network": "eip155:8453", "amount": "1000"}]`.
@@ -118,27 +146,111 @@ fn parse_prices(text: &str) -> Option<Vec<(Network, AtomicAmount)>> {
         .collect()
 }
 
+/// The stored form of a provider of the file or the admin API (its routes are stored apart).
+pub fn provider_spec(raw: &RawProvider) -> ProviderSpec {
+    ProviderSpec {
+        id: raw.id.clone(),
+        pay_to: raw.pay_to.clone(),
+        upstream: raw.upstream.clone(),
+        strip_prefix: raw.strip_prefix.clone(),
+        credential: raw.credential.clone().map(|c| CredentialSpec {
+            inject: c.inject,
+            secret_env: c.secret_env,
+            secret_file: c.secret_file,
+            vault: c.vault,
+            header: c.header,
+            template: c.template,
+            param: c.param,
+            username: c.username,
+        }),
+        upstream_timeout_ms: raw.upstream_timeout_ms,
+        allow_insecure_http: raw.allow_insecure_http,
+    }
+}
+
+/// A stored provider in the form the file's validation reads.
+pub fn raw_provider(spec: ProviderSpec) -> RawProvider {
+    RawProvider {
+        id: spec.id,
+        pay_to: spec.pay_to,
+        upstream: spec.upstream,
+        strip_prefix: spec.strip_prefix,
+        credential: spec.credential.map(|c| RawCredential {
+            inject: c.inject,
+            secret_env: c.secret_env,
+            secret_file: c.secret_file,
+            vault: c.vault,
+            header: c.header,
+            template: c.template,
+            param: c.param,
+            username: c.username,
+        }),
+        upstream_timeout_ms: spec.upstream_timeout_ms,
+        allow_insecure_http: spec.allow_insecure_http,
+        routes: Vec::new(),
+    }
+}
+
+/// The stored form of a route.
+pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
+    let r = r.clone();
+    EndpointSpec {
+        path: r.path,
+        methods: r.methods,
+        price: r.price,
+        price_atomic: r.price_atomic,
+        networks: r.networks,
+        description: r.description,
+        mime_type: r.mime_type,
+        settlement: r.settlement,
+        max_timeout_seconds: r.max_timeout_seconds,
+        upstream_timeout_ms: r.upstream_timeout_ms,
+        body_bytes_max: r.body_bytes_max,
+        charge_redirects: r.charge_redirects,
+        allow_set_cookie: r.allow_set_cookie,
+    }
+}
+
+/// A stored endpoint in the form the file's validation reads.
+pub fn raw_route(e: EndpointSpec) -> RawRoute {
+    RawRoute {
+        path: e.path,
+        methods: e.methods,
+        price: e.price,
+        price_atomic: e.price_atomic,
+        networks: e.networks,
+        description: e.description,
+        mime_type: e.mime_type,
+        settlement: e.settlement,
+        max_timeout_seconds: e.max_timeout_seconds,
+        upstream_timeout_ms: e.upstream_timeout_ms,
+        body_bytes_max: e.body_bytes_max,
+        charge_redirects: e.charge_redirects,
+        allow_set_cookie: e.allow_set_cookie,
+    }
+}
+
 /// Seeds providers and endpoints from the file: created or updated (a changed price makes a
 /// new price version); endpoints seeded earlier by the file and no longer in it are disabled.
 /// Records made through the admin API are kept.
-pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(), StartError> {
+pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(), SeedError> {
     let actor = Actor("config".to_owned());
-    let db = |e: MeteringError| StartError::Database(e.to_string());
+    let db = SeedError::Database;
     for (raw, typed) in config.raw_providers.iter().zip(&config.providers) {
-        let spec = RawProvider { routes: Vec::new(), ..raw.clone() };
-        let spec = serde_json::to_string(&spec).map_err(|e| StartError::Config(e.to_string()))?;
-        ledger.put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
+        let spec = provider_spec(raw).to_stored();
+        ledger.catalog().put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
         for (r, route) in raw.routes.iter().zip(&typed.routes) {
-            reserved_path_check(&r.path).map_err(StartError::Config)?;
-            let spec = serde_json::to_string(r).map_err(|e| StartError::Config(e.to_string()))?;
+            reserved_path_check(&r.path).map_err(SeedError::Config)?;
+            let spec = endpoint_spec(r).to_stored();
             ledger
+                .catalog()
                 .put_endpoint(&raw.id, &r.path, &spec, &prices_json(&route.prices), Source::Config, &actor, now_unix_s)
                 .await
                 .map_err(db)?;
         }
-        for e in ledger.endpoints(Some(&raw.id)).await.map_err(db)? {
+        for e in ledger.catalog().endpoints(Some(&raw.id)).await.map_err(db)? {
             if e.source == Source::Config && e.enabled && !raw.routes.iter().any(|r| r.path == e.path) {
-                ledger.set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
+                ledger.catalog().set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
             }
         }
     }
@@ -156,14 +268,14 @@ pub fn reserved_path_check(path: &str) -> Result<(), String> {
 /// Builds a snapshot from the database. Records that no longer validate (a network removed
 /// from the file, an environment variable gone) are left out and logged.
 pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, MeteringError> {
-    let state = ledger.control_state().await?;
+    let state = ledger.settings().state().await?;
     // Secrets from the environment or a file were read once, with the file; they are taken
     // from the loaded configuration, never re-read here.
     let no_env = |_: &str| None;
     let mut providers: Vec<Arc<ProviderConfig>> = Vec::new();
-    for rec in ledger.providers().await? {
-        let mut raw: RawProvider = match serde_json::from_str(&rec.spec) {
-            Ok(r) => r,
+    for rec in ledger.catalog().providers().await? {
+        let mut raw = match ProviderSpec::from_stored(&rec.spec) {
+            Ok(spec) => raw_provider(spec),
             Err(e) => {
                 tracing::error!(provider = %rec.id, error = %e, "stored provider does not parse; left out");
                 continue;
@@ -196,12 +308,13 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
         }
     }
     let mut routes = Vec::new();
-    for e in ledger.endpoints(None).await? {
+    for e in ledger.catalog().endpoints(None).await? {
         if !e.enabled {
             continue;
         }
         let Some(provider) = providers.iter().find(|p| p.id == e.provider) else { continue };
-        let entry = serde_json::from_str::<RawRoute>(&e.spec)
+        let entry = EndpointSpec::from_stored(&e.spec)
+            .map(raw_route)
             .map_err(|x| x.to_string())
             .and_then(|raw| {
                 build_route(
@@ -227,7 +340,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
     }
     let mut secrets = HashMap::new();
     if let Some(key) = &config.vault_key {
-        for v in ledger.credential_versions(None).await? {
+        for v in ledger.catalog().credential_versions(None).await? {
             if v.revoked_unix_s.is_some() {
                 continue;
             }
@@ -272,36 +385,36 @@ fn route_entry(
 }
 
 /// Reloads the snapshot if the change counter moved (or `force`). Returns whether it did.
-pub async fn refresh(gw: &Gateway, force: bool) -> Result<bool, MeteringError> {
-    let _guard = gw.reload_lock.lock().await;
-    let version = gw.ledger.control_state().await?.version;
-    if !force && version == gw.live.get().version && gw.loaded.load(Ordering::Acquire) {
+pub async fn refresh<H: ControlHost>(host: &H, force: bool) -> Result<bool, MeteringError> {
+    let live = host.live();
+    let _guard = live.reload_lock.lock().await;
+    let version = host.ledger().settings().state().await?.version;
+    if !force && version == live.get().version && live.is_loaded() {
         return Ok(false);
     }
-    let snapshot = load(&gw.config, &gw.ledger).await?;
+    let snapshot = load(host.config(), host.ledger()).await?;
     tracing::info!(version = snapshot.version, routes = snapshot.routes.len(), "control plane loaded");
-    gw.live.set(snapshot);
-    gw.loaded.store(true, Ordering::Release);
+    live.set(snapshot);
     Ok(true)
 }
 
 /// Keeps the snapshot current: woken by PostgreSQL notifications, and polls the change
 /// counter every `control.poll_interval` (the fallback, and SQLite's only way).
-pub async fn watch(gw: Arc<Gateway>) {
-    let mut listener = match gw.ledger.control_listener().await {
+pub async fn watch<H: ControlHost>(gw: Arc<H>) {
+    let mut listener = match gw.ledger().settings().listener().await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "control-plane notifications unavailable; polling only");
             None
         }
     };
-    let poll = gw.config.control.poll_interval;
+    let poll = gw.config().control.poll_interval;
     let mut ticks: u64 = 0;
     loop {
         ticks = ticks.wrapping_add(1);
         // A broken notification stream is re-opened now and then (polling covers the gap).
         if listener.is_none() && ticks.is_multiple_of(40) {
-            listener = gw.ledger.control_listener().await.ok().flatten();
+            listener = gw.ledger().settings().listener().await.ok().flatten();
         }
         match listener.as_mut() {
             Some(l) => {
@@ -315,7 +428,7 @@ pub async fn watch(gw: Arc<Gateway>) {
             }
             None => tokio::time::sleep(poll).await,
         }
-        if let Err(e) = refresh(&gw, false).await {
+        if let Err(e) = refresh(&*gw, false).await {
             tracing::warn!(error = %e, "control-plane refresh failed; keeping the current table");
         }
     }
@@ -347,7 +460,7 @@ pub async fn audit_writer(
             }
         }
         let mut delay = Duration::from_millis(50);
-        while let Err(e) = ledger.append_audit(&batch).await {
+        while let Err(e) = ledger.audit().append(&batch).await {
             tracing::error!(error = %e, records = batch.len(), "audit append failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));

@@ -30,6 +30,13 @@ pub struct Counters {
     /// Ledger writes on the money path that failed for good and were left to the recovery
     /// sweep (which re-derives them from the chain); each is also logged with its entry id.
     pub ledger_writes_left_to_recovery: AtomicU64,
+    /// Ledger writes of the recovery sweep (or a re-check) that failed and are left to the
+    /// next sweep, which decides the entry again from the ledger and the chain; each is also
+    /// logged with its entry id.
+    pub ledger_writes_left_to_next_sweep: AtomicU64,
+    /// Relayer leases whose release failed; each expires by itself after
+    /// `settlement.relayer_lease_ttl_s` (logged with the entry whose send held it).
+    pub leases_left_to_expire: AtomicU64,
     /// Paid calls answered `settlement_pending` (a transaction may exist, no receipt yet).
     pub settlements_pending: AtomicU64,
     /// Paid calls refused with 503 `settlement_unavailable` before any money could move.
@@ -55,6 +62,8 @@ impl Default for Counters {
             last_warn_ms: AtomicU64::new(0),
             since_warn: AtomicU64::new(0),
             ledger_writes_left_to_recovery: AtomicU64::new(0),
+            ledger_writes_left_to_next_sweep: AtomicU64::new(0),
+            leases_left_to_expire: AtomicU64::new(0),
             settlements_pending: AtomicU64::new(0),
             settlements_unavailable: AtomicU64::new(0),
             deferred_admission_refused: AtomicU64::new(0),
@@ -93,6 +102,17 @@ impl Counters {
         }
     }
 
+    /// Counts one ledger write on the money path that failed and was left to the recovery
+    /// sweep. The caller logs it with the entry id and says why leaving it is safe.
+    pub fn left_to_recovery(&self) {
+        self.ledger_writes_left_to_recovery.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one write of the sweep left to the next sweep (logged by the caller).
+    pub fn left_to_next_sweep(&self) {
+        self.ledger_writes_left_to_next_sweep.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Payment attempts refused before verification, in total.
     pub fn unaudited_attempts(&self) -> u64 {
         self.unaudited_total.load(Ordering::Relaxed)
@@ -105,6 +125,8 @@ impl Counters {
         all.extend(
             [
                 ("ledger_writes_left_to_recovery", "", &self.ledger_writes_left_to_recovery),
+                ("ledger_writes_left_to_next_sweep", "", &self.ledger_writes_left_to_next_sweep),
+                ("leases_left_to_expire", "", &self.leases_left_to_expire),
                 ("settlements_pending", "", &self.settlements_pending),
                 ("settlements_unavailable", "", &self.settlements_unavailable),
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),

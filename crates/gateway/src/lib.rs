@@ -3,7 +3,8 @@
 //! Owns: the configuration file, the route table, the paid-request pipeline (402 quote →
 //! decode → verify → reserve → forward with the provider's credential → settle or void),
 //! settlement orchestration (modes `after`, `before`, `deferred`), the crash-recovery sweep,
-//! the live control plane (snapshot, vault, audit writer) and the admin API on its own
+//! the live control plane (snapshot, audit writer; the stored specs, the vault and the
+//! permission rules are `tollgate-control`'s) and the admin API on its own
 //! listener, reconciliation against the chain, and the **only** mapping from errors to HTTP
 //! status codes (`error.rs`).
 //!
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod admission;
 pub mod app;
+pub mod balances;
 pub mod challenge;
 pub mod config;
 pub mod control;
@@ -30,7 +32,7 @@ pub mod routes;
 pub mod server;
 pub mod settlement;
 pub mod ssrf;
-pub mod vault;
+pub mod stored_payment;
 
 pub use app::{Gateway, StartError};
 pub use config::{Config, ConfigError};

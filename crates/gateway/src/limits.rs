@@ -58,7 +58,8 @@ use tollgate_x402::{PaymentPayload, v2};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
-use crate::app::{BalanceKey, Gateway};
+use crate::app::Gateway;
+use crate::balances::BalanceKey;
 use crate::config::ServerLimits;
 use crate::error::GatewayError;
 
@@ -336,23 +337,15 @@ pub async fn verify_funded(
         return Err(VerifyError::InsufficientBalance { balance, required });
     }
     let verified = gw.verifier.verify(offer, payment).await;
-    if let Err(VerifyError::InsufficientBalance { balance, .. }) = &verified
-        && let Ok(mut cache) = gw.balances.lock()
-    {
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        cache.insert(key, (*balance, Instant::now()));
+    if let Err(VerifyError::InsufficientBalance { balance, .. }) = &verified {
+        gw.balances.remember(key, *balance);
     }
     verified
 }
 
 /// The cached balance of `key`, when read within `[verification] balance_cache_ttl_ms`.
 fn known_balance(gw: &Gateway, key: &BalanceKey) -> Option<U256> {
-    let ttl = Duration::from_millis(gw.config.verification.balance_cache_ttl_ms);
-    let cache = gw.balances.lock().ok()?;
-    let (balance, at) = cache.get(key)?;
-    (at.elapsed() < ttl).then_some(*balance)
+    gw.balances.known(key)
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ impl Metrics {
         {
             return Some(counts.clone());
         }
-        match gw.ledger.state_counts().await {
+        match gw.ledger.spend().state_counts().await {
             Ok(counts) => {
                 if let Ok(mut cache) = self.state_counts.lock() {
                     *cache = Some((Instant::now(), counts.clone()));
@@ -254,13 +254,13 @@ pub async fn render(gw: &Gateway) -> String {
         &mut r,
         "deferred_backlog",
         "Deferred payments admitted and not settled (this process)",
-        as_i64(gw.backlog.len()),
+        as_i64(gw.settlements.backlog.len()),
     );
     gauge(
         &mut r,
         "deferred_settlements_per_second",
         "Measured deferred settlement throughput (best second of the last minute)",
-        as_i64(gw.backlog.throughput_per_s(now)),
+        as_i64(gw.settlements.backlog.throughput_per_s(now)),
     );
     if let Some(counts) = m.state_counts(gw).await {
         let family: Family<StateLabels, Gauge> = Family::default();

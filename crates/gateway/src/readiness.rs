@@ -190,7 +190,7 @@ pub async fn check(gw: &Gateway) -> Arc<Report> {
         relayers.extend(relayer);
     }
     checks.push(vault_check(gw));
-    let loaded = gw.loaded.load(Ordering::Acquire);
+    let loaded = gw.live.is_loaded();
     checks.push(Check {
         name: "control".into(),
         ok: loaded,

@@ -87,33 +87,9 @@ impl PathPattern {
     }
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Percent-decodes `s` (invalid escapes are kept as they are).
 pub(crate) fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%'
-            && let (Some(h), Some(l)) =
-                (bytes.get(i + 1).and_then(|c| hex_val(*c)), bytes.get(i + 2).and_then(|c| hex_val(*c)))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(b);
-        i += 1;
-    }
-    out
+    percent_encoding::percent_decode_str(s).collect()
 }
 
 /// Longest request path accepted: what the ledger records of a call (longer ones would be
@@ -169,6 +145,14 @@ pub fn check_request_path(path: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Goal: valid escapes decode (either hex case), invalid or cut-off ones stay as they are.
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%2Fb%2fc"), b"a/b/c".to_vec());
+        assert_eq!(percent_decode("100%zz%4"), b"100%zz%4".to_vec());
+        assert_eq!(percent_decode("%"), b"%".to_vec());
+    }
 
     // Goal: literal, parameter and wildcard patterns match exactly what they should.
     #[test]

@@ -43,7 +43,7 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let recovery = tokio::spawn(settlement::recovery_loop(gw.clone()));
+    let recovery = tokio::spawn(settlement::recovery_loop(gw.settlements.clone()));
     let watcher = tokio::spawn(control::watch(gw.clone()));
     // Readiness: the verdict paid calls read (fail closed before anything is forwarded).
     let monitor = tokio::spawn(crate::readiness::monitor(gw.clone()));
@@ -56,17 +56,19 @@ pub async fn serve(
         ))
     });
     let worker = gw
+        .settlements
         .deferred_rx
         .lock()
         .ok()
         .and_then(|mut rx| rx.take())
-        .map(|rx| tokio::spawn(settlement::deferred_worker(gw.clone(), rx)));
+        .map(|rx| tokio::spawn(settlement::deferred_worker(gw.settlements.clone(), rx)));
     let chaser = gw
+        .settlements
         .chase_rx
         .lock()
         .ok()
         .and_then(|mut rx| rx.take())
-        .map(|rx| tokio::spawn(settlement::chase_worker(gw.clone(), rx)));
+        .map(|rx| tokio::spawn(settlement::chase_worker(gw.settlements.clone(), rx)));
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     let reload = spawn_cert_watcher(&gw);

@@ -125,7 +125,7 @@ pub enum MeteringError {
     #[error("ledger row has an invalid {column}: {reason}")]
     Corrupt {
         /// The column.
-        column: &'static str,
+        column: String,
         /// What is wrong with the stored value.
         reason: String,
     },
@@ -137,7 +137,7 @@ pub enum MeteringError {
     },
     /// The payer's wallet policy refuses this call; nothing was reserved.
     #[error("wallet policy: {0}")]
-    PolicyDenied(crate::control::PolicyDenial),
+    PolicyDenied(crate::policy::PolicyDenial),
     /// A control-plane record (provider, endpoint, credential, token) does not exist.
     #[error("no {what} `{key}`")]
     UnknownRecord {
@@ -149,6 +149,11 @@ pub enum MeteringError {
 }
 
 impl MeteringError {
+    /// A stored value of `column` that cannot be read back.
+    pub(crate) fn corrupt(column: &str, reason: impl std::fmt::Display) -> MeteringError {
+        MeteringError::Corrupt { column: column.to_owned(), reason: reason.to_string() }
+    }
+
     /// Whether repeating the same call may succeed. Repeating is always safe: a repeated
     /// `reserve` meets the UNIQUE constraint ([`MeteringError::DuplicateAuthorization`]) and a
     /// repeated `transition` meets the conditional update, so nothing is applied twice.

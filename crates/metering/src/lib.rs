@@ -1,44 +1,62 @@
-//! The tollgate ledger: one entry per payment authorization, recorded *before* the paid call
-//! is forwarded, then moved through `reserved → forwarded → settling → settled` (or voided,
-//! failed, refund owed), each move an appended event.
+//! The tollgate ledger and everything else tollgate keeps in its database: the storage layer.
+//! One entry per payment authorization, recorded *before* the paid call is forwarded, then
+//! moved through `reserved → forwarded → settling → settled` (or voided, failed, refund owed),
+//! each move an appended event; and beside it the control plane's storage, the audit log and
+//! the reconciliation's records.
 //!
-//! Owns: the schema (`migrations/sqlite`, `migrations/postgres`, embedded and applied by
-//! [`Ledger::connect`]), the double-spend guard (UNIQUE on chain, asset, payer, nonce, so it
-//! holds across gateway replicas), the state machine (in Rust, [`EntryState::can_go_to`], and
-//! again in a schema trigger, which also appends each change's event), spend totals, leases
-//! that let one process at a time act for a relayer key, the control plane's storage (admin
-//! token hashes, providers, endpoints and price versions, credential ciphertexts, wallet
-//! policies enforced inside [`Ledger::reserve`], the change counter, the hash-chained audit
-//! log) and the reconciliation's pure matcher and records. SQLite (embedded) or PostgreSQL
-//! (shared), chosen by the URL.
+//! Layers, each importing only from the ones above it (no file imports from a file that
+//! imports from it):
+//!
+//! - vocabulary: the entry value types (`types`, which name no error), [`MeteringError`]
+//!   (`error`), parsing and checking values (`checks`), the wallet policy rules (`policy`,
+//!   pure), the reconciliation store's vocabulary (`reconcile`: classes, scope, items, runs, exceptions, notes; the matcher is `tollgate-recon`'s);
+//! - `db`: the engine (SQLite or PostgreSQL, chosen by the URL), connect and migrate
+//!   (`migrations/sqlite`, `migrations/postgres`, embedded), the time limit around every call,
+//!   the driver-error mapping, `db_call!` and the value codecs (`db::codec`);
+//! - `repo`: one repository per concern on `db` ([`Entries`], [`Spend`], [`Leases`],
+//!   [`Policies`], [`Catalog`], [`Tokens`], [`Audit`], [`ReconStore`], [`Settings`]); a
+//!   repository imports no other, except `settings` (the change log) and `entry_row` (the
+//!   shape of an entry row), which import none;
+//! - `ledger`: [`Ledger`], the handle that connects and hands out the repositories.
+//!
+//! Owns: the schema, the double-spend guard (UNIQUE on chain, asset, payer, nonce, so it holds
+//! across gateway replicas), the state machine (in Rust, [`EntryState::can_go_to`], and again
+//! in a schema trigger, which also appends each change's event), spend totals, leases, wallet
+//! policies enforced inside [`Entries::reserve`], the change counter and the hash-chained audit
+//! log, and the reconciliation's pure matcher and records.
 //!
 //! Must not: know HTTP or status codes, reach a chain or depend on alloy providers (callers
 //! record outcomes; only `alloy-primitives` types cross this boundary), parse the payment JSON
-//! it stores, read the environment (configuration arrives by value), or put the database URL
-//! in errors or `Debug` output, see a credential in clear or a bearer token (only ciphertext
-//! and hashes). Every call has a time limit ([`LedgerOptions`]).
+//! it stores, read the environment (configuration arrives by value), put the database URL in
+//! errors or `Debug` output, or see a credential in clear or a bearer token (only ciphertext
+//! and hashes). Every call has a time limit ([`LedgerOptions`]). Callers never check the
+//! engine to decide what to run: the repositories hide it.
 
-// First: its `on_db!` macro is used by the modules after it.
-#[macro_use]
-mod ledger;
-
-mod control;
+mod checks;
+mod db;
 mod error;
+mod ledger;
+mod policy;
 mod reconcile;
+mod repo;
 mod types;
 
-pub use control::{
-    Actor, AdminToken, AuditQuery, AuditRecord, AuditVerification, CONTROL_CHANNEL, ControlListener, ControlState,
-    CredentialVersion, Decision, EndpointRecord, EndpointWrite, GLOBAL_SCOPE, NewAuditRecord, PolicyDenial,
-    PriceVersion, ProviderRecord, RevenueLine, Role, Source, WalletPolicy, audit_hash, period_starts, token_hash,
-};
+pub use db::{Engine, LedgerOptions};
 pub use error::MeteringError;
-pub use ledger::{Engine, Ledger, LedgerOptions};
-pub use reconcile::{
-    ChainTransfer, NewReconRun, PERIOD_UNKNOWN, ReconBreakdown, ReconClass, ReconException, ReconItem, ReconNote,
-    ReconReport, ReconRun, ReconScope, ReconSums, ReconTotals, TieOut, breakdown, reconcile, unix_s_of_utc, utc_day,
-    utc_month,
+pub use ledger::Ledger;
+pub use policy::{GLOBAL_SCOPE, PolicyDenial, period_starts};
+pub use reconcile::{NewReconRun, ReconClass, ReconException, ReconItem, ReconNote, ReconRun, ReconScope};
+pub use repo::audit::{Audit, AuditQuery, AuditRecord, AuditVerification, Decision, NewAuditRecord, audit_hash};
+pub use repo::catalog::{
+    Catalog, CredentialVersion, EndpointRecord, EndpointWrite, PriceVersion, ProviderRecord, Source,
 };
+pub use repo::entries::Entries;
+pub use repo::leases::Leases;
+pub use repo::policies::{Policies, WalletPolicy};
+pub use repo::recon::ReconStore;
+pub use repo::settings::{Actor, CONTROL_CHANNEL, ControlListener, ControlState, Settings};
+pub use repo::spend::{RevenueLine, Spend};
+pub use repo::tokens::{AdminToken, Role, Tokens, token_hash};
 pub use types::{
     AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
     PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, StateCounts, Tally,

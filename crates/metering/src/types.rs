@@ -4,15 +4,14 @@
 //! Owns the Rust half of every money invariant (the schema holds the other half): the checked
 //! amount newtype, the legal state transitions ([`EntryState::can_go_to`], mirrored by the
 //! trigger in `migrations/*/0001_ledger.sql`) and the size limits of stored text.
-//! Must not do IO.
+//! Must not do IO, or name the error type: parsing and checking these values, which can
+//! fail with [`crate::MeteringError`], is `checks`'s (so that `error`, which names ids and
+//! states, and this file do not import each other).
 
 use std::fmt;
-use std::str::FromStr;
 
 use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use crate::MeteringError;
 
 /// Longest event cause stored (a short machine-readable word such as `upstream_5xx`).
 pub const CAUSE_BYTES_MAX: usize = 64;
@@ -28,32 +27,6 @@ pub const PATH_BYTES_MAX: usize = 8 * 1024;
 /// Longest reason stored on an entry.
 pub const REASON_BYTES_MAX: usize = 2 * 1024;
 
-/// `N` bytes from the operating system's generator.
-pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], MeteringError> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| MeteringError::Randomness { reason: e.to_string() })?;
-    Ok(bytes)
-}
-
-pub(crate) fn check_len(field: &'static str, value: &str, max_bytes: usize) -> Result<(), MeteringError> {
-    if value.len() > max_bytes {
-        return Err(MeteringError::TooLong { field, len_bytes: value.len(), max_bytes });
-    }
-    Ok(())
-}
-
-/// Checks that an event cause is a short machine-readable word: `[a-z0-9_]`, 1 to 64 bytes.
-pub(crate) fn check_cause(cause: &str) -> Result<(), MeteringError> {
-    check_len("cause", cause, CAUSE_BYTES_MAX)?;
-    if cause.is_empty() || !cause.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-        return Err(MeteringError::InvalidValue {
-            what: "cause",
-            reason: "expected 1 to 64 characters of [a-z0-9_]".to_owned(),
-        });
-    }
-    Ok(())
-}
-
 /// A ledger entry's id: 128 random bits as 32 lowercase hex characters. It doubles as the
 /// public receipt id, so it reveals nothing (no time, no sequence).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,9 +36,9 @@ impl EntryId {
     /// Length of the hex form.
     pub const LEN: usize = 32;
 
-    /// A fresh random id from the operating system's generator.
-    pub(crate) fn random() -> Result<EntryId, MeteringError> {
-        Ok(EntryId(hex::encode(random_bytes::<16>()?)))
+    /// An id from 32 lowercase hex characters already checked (`checks` parses and makes ids).
+    pub(crate) fn from_checked_hex(hex: String) -> EntryId {
+        EntryId(hex)
     }
 
     /// The 32 hex characters.
@@ -77,20 +50,6 @@ impl EntryId {
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-impl FromStr for EntryId {
-    type Err = MeteringError;
-
-    fn from_str(s: &str) -> Result<EntryId, MeteringError> {
-        if s.len() != EntryId::LEN || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(MeteringError::InvalidValue {
-                what: "entry id",
-                reason: "expected 32 lowercase hex characters".to_owned(),
-            });
-        }
-        Ok(EntryId(s.to_owned()))
     }
 }
 
@@ -189,22 +148,6 @@ impl fmt::Display for SettlementMode {
     }
 }
 
-impl FromStr for SettlementMode {
-    type Err = MeteringError;
-
-    fn from_str(s: &str) -> Result<SettlementMode, MeteringError> {
-        match s {
-            "after" => Ok(SettlementMode::After),
-            "before" => Ok(SettlementMode::Before),
-            "deferred" => Ok(SettlementMode::Deferred),
-            other => Err(MeteringError::InvalidValue {
-                what: "settlement mode",
-                reason: format!("unknown mode `{}`", other.escape_debug()),
-            }),
-        }
-    }
-}
-
 /// Where a ledger entry is in its life.
 ///
 /// ```text
@@ -274,7 +217,7 @@ impl EntryState {
                 | (Settling, Settling | Settled | SettleFailed | Voided | RefundOwed)
                 | (Settled, RefundOwed)
                 // Only when the settlement's block was reorged away: back to be re-checked
-                // (Ledger::reopen_reorged).
+                // (Entries::reopen_reorged).
                 | (Settled, Settling)
         )
     }
@@ -286,19 +229,8 @@ impl fmt::Display for EntryState {
     }
 }
 
-impl FromStr for EntryState {
-    type Err = MeteringError;
-
-    fn from_str(s: &str) -> Result<EntryState, MeteringError> {
-        EntryState::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| MeteringError::InvalidValue {
-            what: "entry state",
-            reason: format!("unknown state `{}`", s.escape_debug()),
-        })
-    }
-}
-
 /// How many entries are in each state (states with none are absent), for the metrics
-/// exporter ([`crate::Ledger::state_counts`]).
+/// exporter (`Spend::state_counts`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateCounts {
     /// (state, entries).
@@ -489,7 +421,7 @@ pub struct Event {
     pub at_unix_s: u64,
 }
 
-/// Which of a payer's entries to total in [`crate::Ledger::spend`].
+/// Which of a payer's entries to total in `Spend::totals`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpendQuery {
     /// EVM chain id (amounts of different chains or tokens are never added together).
@@ -531,6 +463,7 @@ pub struct SpendTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::check_cause;
 
     #[test]
     fn amount_bounds() {

@@ -199,6 +199,15 @@ impl TestChain {
         Ok(())
     }
 
+    /// A fresh payer holding `amount` atomic units of the token (no gas: payers only sign).
+    pub async fn funded_payer(&self, amount: u64) -> anyhow::Result<PrivateKeySigner> {
+        let payer = crate::random_key();
+        if amount > 0 {
+            self.mint(payer.address(), amount).await?;
+        }
+        Ok(payer)
+    }
+
     /// Token balance of `who`.
     pub async fn balance(&self, who: Address) -> anyhow::Result<U256> {
         let out = self.call(self.token, TokenCall::balanceOfCall { account: who }.abi_encode()).await?;

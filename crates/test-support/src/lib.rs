@@ -1,11 +1,19 @@
-//! Dev-only fixtures shared by every crate's tests: a real anvil node on a free loopback
-//! port with our EIP-3009 token deployed (normally, or at Base's USDC address on chain
-//! 8453), anvil's well-known keys, and payment signing done with alloy's generic EIP-712
-//! code — deliberately independent of the verifier's hand-rolled hashing, so each checks
-//! the other. The fault kit for the fault-matrix tests: a JSON-RPC fault proxy in front of
-//! anvil (`rpc_fault`), a scripted upstream (`upstream`), a PostgreSQL server a test can stop
-//! and start (`pg_server`, optionally with `ssl = on`), the real `tollgate` binary as a killable
-//! process (`binary`), and a test certificate authority (`tls`) for real TLS handshakes.
+//! The test kit: every fixture the workspace's tests, the bench and the demo use, so none
+//! of them carries a harness of its own.
+//!
+//! - [`TestChain`]: a real anvil node on a free loopback port with our EIP-3009 token deployed
+//!   (normally, or at Base's USDC address on chain 8453), funded payers, anvil's well-known
+//!   keys; payment signing ([`PaymentBuilder`]) done with alloy's generic EIP-712 code —
+//!   deliberately independent of the verifier's hand-rolled hashing, so each checks the other.
+//! - [`ConfigBuilder`]: the gateway's TOML configuration, built instead of copied.
+//! - [`MockUpstream`]: the one provider upstream: scripted per path (fixed, JSON, computed,
+//!   broken deliveries, down and up again), recording headers, bodies and hit counts.
+//! - [`TestGateway`]: a gateway in-process (feature `gateway`) or as the real `tollgate`
+//!   binary, killable with SIGKILL and restartable on the same config.
+//! - The fault kit: a JSON-RPC fault proxy in front of anvil ([`RpcFaultProxy`]), a
+//!   PostgreSQL server a test can stop and start ([`ThrowawayPg`], optionally with
+//!   `ssl = on`), per-test databases ([`PgDatabase`]), and a test certificate authority
+//!   ([`TestCa`]) for real TLS handshakes.
 //!
 //! Must not be a dependency of any non-dev target. Helpers here may panic: a panic in a
 //! fixture is a failed test.
@@ -13,8 +21,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
 
 mod anvil;
-mod binary;
 mod chain;
+mod config;
+mod gateway;
 mod pg;
 mod pg_server;
 mod rpc_fault;
@@ -24,8 +33,13 @@ mod tls;
 mod upstream;
 
 pub use anvil::{Anvil, workspace_root};
-pub use binary::GatewayProcess;
 pub use chain::{Deployment, TestChain, TokenCall};
+pub use config::{
+    ConfigBuilder, NetworkConfig, ProviderConfig, RouteConfig, TomlValue, quote, sqlite_url, string_array,
+};
+pub use gateway::{LogSink, TestGateway};
+#[cfg(feature = "gateway")]
+pub use gateway::{admin_token, serve_admin, serve_paid};
 pub use pg::{PgDatabase, pg_admin_url};
 pub use pg_server::ThrowawayPg;
 pub use rpc_fault::{ANY_METHOD, RpcFault, RpcFaultProxy};
@@ -33,7 +47,7 @@ pub use sign::{
     PaymentBuilder, sign_authorization_digest, sign_cancel, sign_transfer_authorization, v1_header, v2_header,
 };
 pub use tls::{IssuedCert, TestCa, http, http_builder};
-pub use upstream::{Recorded, Reply, ScriptedUpstream};
+pub use upstream::{MockUpstream, Recorded, Reply, Responder};
 
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, address};

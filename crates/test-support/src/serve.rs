@@ -1,5 +1,5 @@
 //! The HTTP/1.1 server loop under the fault fixtures ([`crate::RpcFaultProxy`],
-//! [`crate::ScriptedUpstream`]): hyper on a loopback listener, one task per connection, and
+//! [`crate::MockUpstream`]): hyper on a loopback listener, one task per connection, and
 //! the controls a fault needs that a normal server hides — closing one connection without an
 //! answer (with a TCP reset or a plain close), refusing connections altogether and coming
 //! back on the same port. Optionally over TLS (a rustls server configuration from
@@ -143,6 +143,11 @@ impl HttpServer {
         let server = HttpServer { addr, handler, tls, running: Mutex::new(None) };
         server.run(listener);
         Ok(server)
+    }
+
+    /// The bound address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// `http://127.0.0.1:<port>`, or `https://localhost:<port>` over TLS (the name test

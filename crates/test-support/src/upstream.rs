@@ -1,12 +1,16 @@
-//! [`ScriptedUpstream`]: a provider's upstream that a test scripts per path — plain answers,
-//! redirects, echoes of what it received, and the broken deliveries a gateway must survive
-//! (reset mid-body, trickle, oversize, slow headers, dropped connections) — and that records
-//! every request it got.
+//! [`MockUpstream`]: the one provider upstream of every test, the bench's paid checks and the
+//! demo. A test scripts it per path — plain answers, JSON, redirects, echoes of what it
+//! received, answers computed from the request (a key check, a path parameter, a side effect
+//! before answering), and the broken deliveries a gateway must survive (reset mid-body,
+//! trickle, oversize, slow headers, dropped connections, refused connections) — and it records
+//! every request it got (method, URI, headers, body, arrival time) with hit counts per path.
 //!
 //! Owns the script and the record. Knows nothing of payments or the gateway: tests assert
 //! "the upstream was (not) reached" and "it received exactly these headers" from here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,28 @@ const REQUEST_BYTES_MAX: usize = 64 << 20;
 /// How long a mid-body reset waits after handing its bytes to hyper before resetting, so
 /// they are on the wire first.
 const RESET_FLUSH_WAIT: Duration = Duration::from_millis(100);
+
+/// An answer computed from the request, possibly after awaiting something (a key check, a
+/// path parameter in the body, a chain warp before answering).
+#[derive(Clone)]
+pub struct Responder(Arc<ResponderFn>);
+
+/// The function behind a [`Responder`].
+type ResponderFn = dyn Fn(Recorded) -> Pin<Box<dyn Future<Output = Reply> + Send>> + Send + Sync;
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder(..)")
+    }
+}
+
+impl PartialEq for Responder {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Responder {}
 
 /// How the upstream answers a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +115,21 @@ pub enum Reply {
         /// The answer.
         then: Box<Reply>,
     },
+    /// Status and headers, then a body streamed without a length, chunk by chunk (each after
+    /// its pause), ending normally or, with `cut_after`, by closing the connection that long
+    /// after the last chunk went out (a body that breaks off mid-delivery).
+    Stream {
+        /// HTTP status.
+        status: u16,
+        /// Response headers (name, value).
+        headers: Vec<(String, String)>,
+        /// (pause before the chunk, the chunk).
+        chunks: Vec<(Duration, Bytes)>,
+        /// Close the connection (an orderly FIN, no final chunk) this long after the last one.
+        cut_after: Option<Duration>,
+    },
+    /// The answer a function computes from the request (see [`Reply::with`]).
+    Computed(Responder),
 }
 
 impl Reply {
@@ -104,6 +145,33 @@ impl Reply {
     /// `200 ok`.
     pub fn ok() -> Reply {
         Reply::text(200, "ok")
+    }
+
+    /// `status` with a body of `content_type`.
+    pub fn body(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        Reply::Fixed { status, headers: vec![("content-type".into(), content_type.into())], body: body.into() }
+    }
+
+    /// `status` with a JSON body.
+    pub fn json(status: u16, value: &serde_json::Value) -> Reply {
+        Reply::body(status, "application/json", value.to_string())
+    }
+
+    /// The answer `f` computes from the recorded request (synchronously).
+    pub fn with(f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Reply {
+        Reply::with_async(move |req| {
+            let reply = f(&req);
+            async move { reply }
+        })
+    }
+
+    /// The answer `f` computes from the recorded request, after awaiting what it must.
+    pub fn with_async<F, Fut>(f: F) -> Reply
+    where
+        F: Fn(Recorded) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        Reply::Computed(Responder(Arc::new(move |req| Box::pin(f(req)))))
     }
 
     /// This answer, after `delay` before headers.
@@ -178,29 +246,29 @@ impl State {
     }
 }
 
-/// A scripted HTTP/1.1 upstream on `127.0.0.1:<free port>`; dropped, it stops.
+/// A scripted, recording HTTP/1.1 upstream on `127.0.0.1:<free port>`; dropped, it stops.
 ///
 /// Paths not scripted get the default answer (`200 ok` unless changed). A script key is an
 /// exact path (`/v1/x`), a prefix ending in `*` (`/v1/*`), or `*` for everything.
 #[derive(Debug)]
-pub struct ScriptedUpstream {
+pub struct MockUpstream {
     server: HttpServer,
     state: Arc<Mutex<State>>,
 }
 
-impl ScriptedUpstream {
+impl MockUpstream {
     /// Starts the upstream answering `200 ok` everywhere.
-    pub async fn start() -> anyhow::Result<ScriptedUpstream> {
+    pub async fn start() -> anyhow::Result<MockUpstream> {
         Self::start_with(None).await
     }
 
     /// Starts the upstream over TLS with `tls` (e.g. [`crate::TestCa::server_config`] for
     /// `localhost`).
-    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<ScriptedUpstream> {
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> anyhow::Result<MockUpstream> {
         Self::start_with(Some(tls)).await
     }
 
-    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<ScriptedUpstream> {
+    async fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<MockUpstream> {
         let state = Arc::new(Mutex::new(State {
             script: HashMap::new(),
             default: Reply::ok(),
@@ -210,13 +278,31 @@ impl ScriptedUpstream {
         }));
         let st = state.clone();
         let server = HttpServer::start_with(handler(move |req, ctl| handle(req, ctl, st.clone())), tls).await?;
-        Ok(ScriptedUpstream { server, state })
+        Ok(MockUpstream { server, state })
     }
 
     /// The base URL (`http://127.0.0.1:<port>`, or `https://localhost:<port>` over TLS), for
     /// a provider's `upstream`.
     pub fn url(&self) -> String {
         self.server.base_url()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
+    }
+
+    /// Starts the upstream answering `reply` everywhere.
+    pub async fn answering(reply: Reply) -> anyhow::Result<MockUpstream> {
+        let up = Self::start().await?;
+        up.set_default(reply);
+        Ok(up)
+    }
+
+    /// Keeps the upstream serving for the rest of the test process (as a spawned server task
+    /// would) and returns its URL: for suites that only ever need the address.
+    pub fn detach(self) -> String {
+        Box::leak(Box::new(self)).url()
     }
 
     /// Answers requests matching `key` (exact path, `prefix*` or `*`) with `reply` from now on.
@@ -306,9 +392,15 @@ async fn handle(req: Request<Incoming>, ctl: Arc<ConnCtl>, state: Arc<Mutex<Stat
 }
 
 async fn answer(mut reply: Reply, req: &Recorded, ctl: &Arc<ConnCtl>) -> Response<FixtureBody> {
-    while let Reply::Delayed { delay, then } = reply {
-        tokio::time::sleep(delay).await;
-        reply = *then;
+    loop {
+        match reply {
+            Reply::Delayed { delay, then } => {
+                tokio::time::sleep(delay).await;
+                reply = *then;
+            }
+            Reply::Computed(f) => reply = (f.0)(req.clone()).await,
+            _ => break,
+        }
     }
     match reply {
         Reply::Fixed { status, headers, body } => {
@@ -385,8 +477,36 @@ async fn answer(mut reply: Reply, req: &Recorded, ctl: &Arc<ConnCtl>) -> Respons
             ctl.abort(reset);
             never().await
         }
+        Reply::Stream { status, headers, chunks, cut_after } => {
+            let (tx, body) = FixtureBody::channel();
+            let ctl = ctl.clone();
+            tokio::spawn(async move {
+                for (pause, chunk) in chunks {
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(wait) = cut_after {
+                    // Capacity 1: once a permit is free, hyper has taken the last chunk. The
+                    // sender lives until the connection is gone (its body with it), so the
+                    // body never ends properly.
+                    let _ = tx.reserve().await;
+                    tokio::time::sleep(wait).await;
+                    ctl.abort(false);
+                    tx.closed().await;
+                }
+            });
+            let mut builder = Response::builder().status(status);
+            for (k, v) in &headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            builder.body(body).unwrap_or_else(|_| Response::new(FixtureBody::empty()))
+        }
         // Unwrapped by the loop above.
-        Reply::Delayed { .. } => response(500, &[], "unreachable"),
+        Reply::Delayed { .. } | Reply::Computed(_) => response(500, &[], "unreachable"),
     }
 }
 

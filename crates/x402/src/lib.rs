@@ -17,6 +17,7 @@
 mod amount;
 mod codec;
 mod error;
+mod exact;
 mod hexser;
 mod matching;
 mod network;
@@ -30,9 +31,10 @@ pub use alloy_primitives::{Address, B256, Bytes, U256};
 pub use amount::{DecimalError, DecimalU256};
 pub use codec::{PAYMENT_HEADER_BYTES_MAX, decode_header, encode_header};
 pub use error::{MatchError, WireError};
+pub use exact::{Authorization, ExactEvmPayload};
 pub use matching::find_offer;
 pub use network::Network;
-pub use payload::{Authorization, ExactEvmPayload, PaymentPayload};
+pub use payload::PaymentPayload;
 
 /// The only payment scheme tollgate speaks: a one-shot EIP-3009 authorization for an
 /// exact amount.

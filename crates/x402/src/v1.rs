@@ -5,8 +5,8 @@ use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::exact::ExactEvmPayload;
 use crate::network::v1_name;
-use crate::payload::ExactEvmPayload;
 use crate::{DecimalU256, Network, WireError, hexser, v2};
 
 /// The protocol version number these types carry.

@@ -5,7 +5,7 @@ use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::payload::ExactEvmPayload;
+use crate::exact::ExactEvmPayload;
 use crate::{DecimalU256, Network, hexser};
 
 /// The protocol version number these types carry.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tollgate_metering::{Decision, Ledger, LedgerOptions, NewAuditRecord};
+use tollgate_test_support::{ConfigBuilder, MockUpstream, NetworkConfig, Reply, TestGateway};
 
 const VAULT_ENV: &str = "TG_ADMIN_TEST_VAULT_KEY";
 const VAULT_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -19,14 +20,13 @@ const SECRET: &str = "sk-admin-cli-test-secret-7f3e";
 /// A JSON-RPC stub that only answers `eth_chainId` (Base, 8453): enough for the gateway to
 /// start with a network configured, which endpoint prices need.
 pub(crate) async fn chain_id_rpc() -> String {
-    async fn handler(axum::Json(req): axum::Json<Value>) -> axum::Json<Value> {
-        axum::Json(json!({ "jsonrpc": "2.0", "id": req["id"].clone(), "result": "0x2105" }))
-    }
-    let app = axum::Router::new().fallback(axum::routing::post(handler));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    let reply = Reply::with(|req| {
+        let Ok(call) = serde_json::from_slice::<Value>(&req.body) else {
+            return Reply::text(400, "not JSON");
+        };
+        Reply::json(200, &json!({ "jsonrpc": "2.0", "id": call["id"].clone(), "result": "0x2105" }))
+    });
+    MockUpstream::answering(reply).await.unwrap().detach()
 }
 
 /// A gateway with its admin API, and the operator token made by `tollgate admin bootstrap`.
@@ -36,7 +36,7 @@ struct Fixture {
     db_url: String,
     admin_url: String,
     operator: String,
-    _gateway: Child,
+    _gateway: TestGateway,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -46,40 +46,17 @@ impl Fixture {
         let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
         let config = dir.path().join("tollgate.toml");
         let rpc = chain_id_rpc().await;
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-# The test upstreams are on loopback, which the SSRF guard refuses unless allowed.
-upstream_allow = ["127.0.0.1"]
-
-[database]
-url = "{db_url}"
-
-[vault]
-master_key_env = "{VAULT_ENV}"
-
-[control]
-poll_interval_ms = 100
-
-[settlement]
-relayer_key_env = "ADMIN_TEST_RELAYER_KEY"
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-"#
-            ),
-        )
-        .unwrap();
+        ConfigBuilder::new()
+            .admin_listen()
+            // The test upstreams are on loopback, which the SSRF guard refuses unless allowed.
+            .allow_loopback_upstreams()
+            .database(&db_url)
+            .vault_env(VAULT_ENV)
+            .set("control", "poll_interval_ms", 100u64)
+            .relayer_env("ADMIN_TEST_RELAYER_KEY")
+            .network(NetworkConfig::base(&rpc))
+            .write(&config)
+            .unwrap();
         // The first token is made before the gateway ever ran: bootstrap migrates the database.
         let out =
             run_cli(&["admin", "bootstrap", "--config", config.to_str().unwrap(), "--label", "first"], &[], None).await;
@@ -92,9 +69,9 @@ eip712_version = "2"
         let log: Arc<Mutex<Vec<String>>> = Default::default();
         let relayer = format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes());
         let env = [(VAULT_ENV, VAULT_KEY.to_owned()), ("ADMIN_TEST_RELAYER_KEY", relayer)];
-        let served = crate::spawn_serve_with_admin(&config, &env, log.clone()).await;
+        let served = crate::serve::spawn_serve_with_admin(&config, &env, log.clone()).await;
         let admin_url = served.admin_url.expect("admin API line");
-        Fixture { dir, config, db_url, admin_url, operator, _gateway: served.child, log }
+        Fixture { dir, config, db_url, admin_url, operator, _gateway: served.gateway, log }
     }
 
     /// `tollgate admin --url <admin> <args>` with `token` in TOLLGATE_ADMIN_TOKEN.
@@ -410,7 +387,7 @@ async fn audit_query_export_and_verify() {
         audit_record(2, "maps", Decision::Denied),
         audit_record(3, "weather", Decision::Accepted),
     ];
-    assert_eq!(ledger.append_audit(&records).await.unwrap(), 3);
+    assert_eq!(ledger.audit().append(&records).await.unwrap(), 3);
     ledger.close().await;
     let finance = f.token("finance", None).await;
 
@@ -530,7 +507,7 @@ async fn every_admin_subcommand_help_has_an_example() {
 // responses and closed request bodies; `tollgate admin openapi` prints the same document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_matches_the_routes() {
-    let doc: Value = serde_json::from_str(include_str!("../../../gateway/src/openapi.json")).unwrap();
+    let doc: Value = tollgate_admin_api::openapi::document();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let mut documented: Vec<(String, String)> = Vec::new();
@@ -570,12 +547,16 @@ async fn openapi_document_matches_the_routes() {
         }
     }
     let mut routes: Vec<(String, String)> =
-        tollgate_gateway::admin::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+        tollgate_admin_api::ROUTES.iter().map(|r| (r.method.as_str().to_owned(), r.path.to_owned())).collect();
     documented.sort();
     routes.sort();
     assert_eq!(documented, routes);
-    let error = &doc["components"]["schemas"]["Error"];
-    let codes = error["properties"]["error"]["properties"]["code"]["enum"].as_array().unwrap();
+    let schema = |r: &Value| {
+        let name = r["$ref"].as_str().unwrap().trim_start_matches("#/components/schemas/").to_owned();
+        doc["components"]["schemas"][name].clone()
+    };
+    let detail = schema(&doc["components"]["schemas"]["Error"]["properties"]["error"]);
+    let codes = schema(&detail["properties"]["code"])["enum"].as_array().unwrap().clone();
     for code in
         ["admin_unauthorized", "admin_forbidden", "invalid_request", "upstream_refused", "not_found", "not_configured"]
     {

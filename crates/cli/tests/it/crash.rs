@@ -8,79 +8,51 @@ use std::time::Duration;
 use alloy::providers::Provider;
 use alloy_primitives::{Address, U256};
 use serde_json::json;
-use tokio::process::Child;
 use tollgate_metering::{EntryState, Ledger, LedgerOptions};
-use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key, v2_header};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, PgDatabase, ProviderConfig, Reply,
+    RouteConfig, TestChain, TestGateway, anvil_key, random_key, v2_header,
+};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
 
 pub(crate) const KEY: &str = "sk-crash-test-upstream-key";
 pub(crate) const PRICE: u64 = 1_000;
 
+/// An upstream that insists on the injected bearer key and answers after 150 ms.
 pub(crate) async fn slow_upstream() -> String {
-    async fn handler(headers: axum::http::HeaderMap) -> axum::response::Response {
-        use axum::response::IntoResponse;
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {KEY}")) {
-            return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
+    let reply = Reply::with(|req| {
+        if req.header("authorization") != Some(format!("Bearer {KEY}")) {
+            return Reply::body(401, "text/plain; charset=utf-8", "no key");
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        "ok".into_response()
-    }
-    let app = axum::Router::new().fallback(handler);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+        Reply::body(200, "text/plain; charset=utf-8", "ok").delayed(Duration::from_millis(150))
+    });
+    MockUpstream::answering(reply).await.unwrap().detach()
 }
 
 pub(crate) fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Address, grace_s: u64) {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-
-[settlement]
-relayer_key_env = "CRASH_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-receipt_timeout_ms = 30000
-recovery_interval_ms = 200
-recovery_grace_s = {grace_s}
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "slow"
-pay_to = "{payee:#x}"
-upstream = "{upstream}"
-credential = {{ inject = "header", secret_env = "CRASH_API_KEY" }}
-
-[[providers.routes]]
-path = "/after/{{x}}"
-price_atomic = "{PRICE}"
-
-[[providers.routes]]
-path = "/deferred/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "deferred"
-"#
-    );
-    std::fs::write(path, text).unwrap();
+    ConfigBuilder::new()
+        .admin_listen()
+        .database(db_url)
+        .relayer_env("CRASH_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .set("settlement", "receipt_timeout_ms", 30_000u64)
+        .set("settlement", "recovery_interval_ms", 200u64)
+        .set("settlement", "recovery_grace_s", grace_s)
+        .network(NetworkConfig::base(rpc))
+        .provider(
+            ProviderConfig::new("slow", payee, upstream)
+                .credential_header("CRASH_API_KEY")
+                .route(RouteConfig::new("/after/{x}", PRICE))
+                .route(RouteConfig::new("/deferred/{x}", PRICE).settlement("deferred")),
+        )
+        .write(path)
+        .unwrap();
 }
 
 /// Starts `tollgate serve` and returns it with its base URL.
-pub(crate) async fn spawn_gateway(config: &Path) -> (Child, String) {
+pub(crate) async fn spawn_gateway(config: &Path) -> (TestGateway, String) {
     let env = [("CRASH_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("CRASH_API_KEY", KEY.to_owned())];
-    crate::spawn_serve(config, &env, Default::default()).await
+    crate::serve::spawn_serve(config, &env, Default::default()).await
 }
 
 pub(crate) async fn offer(http: &reqwest::Client, url: &str) -> v2::PaymentRequirements {
@@ -125,7 +97,7 @@ async fn crash_and_recover(db_url: String) {
     }
 
     let ledger = Ledger::connect(&db_url, LedgerOptions::default()).await.unwrap();
-    let before = ledger.unfinished(u64::MAX / 2, 1000).await.unwrap().len();
+    let before = ledger.entries().unfinished(u64::MAX / 2, 1000).await.unwrap().len();
     eprintln!("entries unfinished at the kill: {before}");
 
     // Restart with no grace period: every unfinished entry is now abandoned.
@@ -133,7 +105,7 @@ async fn crash_and_recover(db_url: String) {
     let (mut gateway, _url) = spawn_gateway(&config).await;
     let mut left = usize::MAX;
     for _ in 0..300 {
-        left = ledger.unfinished(u64::MAX / 2, 1000).await.unwrap().len();
+        left = ledger.entries().unfinished(u64::MAX / 2, 1000).await.unwrap().len();
         if left == 0 {
             break;
         }
@@ -152,7 +124,7 @@ async fn crash_and_recover(db_url: String) {
         created_from_unix_s: None,
         created_before_unix_s: None,
     };
-    let totals = ledger.spend(&query).await.unwrap();
+    let totals = ledger.spend().totals(&query).await.unwrap();
     assert_eq!(totals.pending.count, 0);
     let balance = chain.balance(payee).await.unwrap();
     assert_eq!(
@@ -164,7 +136,7 @@ async fn crash_and_recover(db_url: String) {
 
     let mut tx_hashes = std::collections::HashSet::new();
     // Walk every entry through its authorization to check its on-chain state.
-    let all = ledger.entries_of_payer(8453, chain.token, payer.address(), 1000).await.unwrap();
+    let all = ledger.entries().of_payer(8453, chain.token, payer.address(), 1000).await.unwrap();
     assert_eq!(all.len() as u64, totals.settled.count + totals_other(&all));
     for e in &all {
         let used = chain.authorization_used(e.payer, e.nonce).await.unwrap();

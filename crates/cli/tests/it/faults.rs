@@ -27,8 +27,8 @@ use alloy_primitives::{Address, B256, U256};
 use serde_json::{Value, json};
 use tollgate_metering::{Entry, EntryState, Ledger, LedgerOptions, SettlementMode};
 use tollgate_test_support::{
-    Deployment, GatewayProcess, PaymentBuilder, Reply, RpcFault, RpcFaultProxy, ScriptedUpstream, TestChain,
-    ThrowawayPg, anvil_key, random_key, v2_header,
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, ProviderConfig, Reply, RouteConfig,
+    RpcFault, RpcFaultProxy, TestChain, TestGateway, ThrowawayPg, anvil_key, random_key, sqlite_url, v2_header,
 };
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, decode_header, v2};
@@ -148,13 +148,13 @@ struct Verdict {
 struct Rig {
     chain: TestChain,
     proxy: RpcFaultProxy,
-    upstream: ScriptedUpstream,
+    upstream: MockUpstream,
     payee: Address,
     db_url: String,
     /// The relayer key's hex, as the scan looks for it (leaked once per rig: spawned calls
     /// need a `'static` copy).
     relayer_hex: &'static str,
-    gw: GatewayProcess,
+    gw: TestGateway,
     http: reqwest::Client,
     recovery_grace: Duration,
     config: std::path::PathBuf,
@@ -169,21 +169,19 @@ impl Rig {
     async fn start_on(knobs: Knobs, db: Db) -> Rig {
         let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
         let proxy = RpcFaultProxy::start(&chain.anvil.url).await.unwrap();
-        let upstream = ScriptedUpstream::start().await.unwrap();
-        upstream.set_default(Reply::Echo { status: 200 });
+        let upstream = MockUpstream::answering(Reply::Echo { status: 200 }).await.unwrap();
         let payee = random_key().address();
         let dir = tempfile::tempdir().unwrap();
         let db_url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display()),
+            Db::Sqlite => sqlite_url(dir.path()),
             Db::Url(url) => url,
         };
         let config = dir.path().join("tollgate.toml");
-        std::fs::write(&config, config_text(&knobs, &db_url, &proxy.url(), &upstream.url(), payee)).unwrap();
+        config_for(&knobs, &db_url, &proxy.url(), &upstream.url(), payee).write(&config).unwrap();
         let relayer_key = format!("{:#x}", anvil_key(9).to_bytes());
         let env = [("FAULTS_RELAYER_KEY", relayer_key.clone()), ("FAULTS_API_KEY", UPSTREAM_KEY.to_owned())];
-        let gw = GatewayProcess::spawn(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs"))
-            .await
-            .unwrap();
+        let gw =
+            TestGateway::binary(env!("CARGO_BIN_EXE_tollgate"), &config, &env, dir.path().join("logs")).await.unwrap();
         let http = tollgate_test_support::http_builder().timeout(CALL_TIMEOUT).build().unwrap();
         let relayer_hex: &'static str = Box::leak(relayer_key.trim_start_matches("0x").to_owned().into_boxed_str());
         let recovery_grace = Duration::from_secs(knobs.recovery_grace_s);
@@ -192,8 +190,9 @@ impl Rig {
 
     /// Rewrites the config with `knobs` (the next restart reads it).
     fn reconfigure(&mut self, knobs: &Knobs) {
-        let text = config_text(knobs, &self.db_url, &self.proxy.url(), &self.upstream.url(), self.payee);
-        std::fs::write(&self.config, text).unwrap();
+        config_for(knobs, &self.db_url, &self.proxy.url(), &self.upstream.url(), self.payee)
+            .write(&self.config)
+            .unwrap();
         self.recovery_grace = Duration::from_secs(knobs.recovery_grace_s);
     }
 
@@ -281,7 +280,7 @@ impl Rig {
         while Instant::now() < deadline {
             let mut all = true;
             for c in calls {
-                let entries = ledger.entries_of_payer(8453, self.chain.token, c.payer.address(), 100).await;
+                let entries = ledger.entries().of_payer(8453, self.chain.token, c.payer.address(), 100).await;
                 all &= entries.is_ok_and(|es| es.iter().all(|e| e.state.is_terminal()));
                 if !all {
                     break;
@@ -301,7 +300,7 @@ impl Rig {
         let mut moved = 0u128;
         for call in calls {
             judge(ledger, &self.chain, call, &mut v).await;
-            for e in ledger.entries_of_payer(8453, self.chain.token, call.payer.address(), 100).await.unwrap() {
+            for e in ledger.entries().of_payer(8453, self.chain.token, call.payer.address(), 100).await.unwrap() {
                 if matches!(e.state, EntryState::Settled | EntryState::RefundOwed) {
                     moved += u128::from(e.amount.get());
                 }
@@ -353,64 +352,27 @@ impl Rig {
     }
 }
 
-fn config_text(k: &Knobs, db_url: &str, rpc_url: &str, upstream: &str, payee: Address) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-response_bytes_max = {response_bytes_max}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-statement_timeout_ms = {statement_timeout_ms}
-
-[settlement]
-relayer_key_env = "FAULTS_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-receipt_timeout_ms = {receipt_timeout_ms}
-deferred_receipt_poll_interval_ms = 50
-recovery_interval_ms = {RECOVERY_INTERVAL_MS}
-recovery_grace_s = {recovery_grace_s}
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc_url}"
-rpc_timeout_ms = {rpc_timeout_ms}
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "faults"
-pay_to = "{payee:#x}"
-upstream = "{upstream}"
-upstream_timeout_ms = {upstream_timeout_ms}
-credential = {{ inject = "header", secret_env = "FAULTS_API_KEY" }}
-
-[[providers.routes]]
-path = "/after/{{x}}"
-price_atomic = "{PRICE}"
-
-[[providers.routes]]
-path = "/before/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "before"
-
-[[providers.routes]]
-path = "/deferred/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "deferred"
-"#,
-        response_bytes_max = k.response_bytes_max,
-        statement_timeout_ms = k.statement_timeout_ms,
-        receipt_timeout_ms = k.receipt_timeout_ms,
-        rpc_timeout_ms = k.rpc_timeout_ms,
-        upstream_timeout_ms = k.upstream_timeout_ms,
-        recovery_grace_s = k.recovery_grace_s,
-    )
+fn config_for(k: &Knobs, db_url: &str, rpc_url: &str, upstream: &str, payee: Address) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .set("server", "response_bytes_max", k.response_bytes_max)
+        .admin_listen()
+        .database(db_url)
+        .set("database", "statement_timeout_ms", k.statement_timeout_ms)
+        .relayer_env("FAULTS_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .set("settlement", "receipt_timeout_ms", k.receipt_timeout_ms)
+        .set("settlement", "deferred_receipt_poll_interval_ms", 50u64)
+        .set("settlement", "recovery_interval_ms", RECOVERY_INTERVAL_MS)
+        .set("settlement", "recovery_grace_s", k.recovery_grace_s)
+        .network(NetworkConfig::base(rpc_url).set("rpc_timeout_ms", k.rpc_timeout_ms))
+        .provider(
+            ProviderConfig::new("faults", payee, upstream)
+                .upstream_timeout_ms(k.upstream_timeout_ms)
+                .credential_header("FAULTS_API_KEY")
+                .route(RouteConfig::new("/after/{x}", PRICE))
+                .route(RouteConfig::new("/before/{x}", PRICE).settlement("before"))
+                .route(RouteConfig::new("/deferred/{x}", PRICE).settlement("deferred")),
+        )
 }
 
 /// Sends one signed payment and reads what the answer told the agent.
@@ -468,7 +430,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// The truth rule for one call, joined by (payer, nonce) with the ledger and the chain.
 async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict) {
     let payer = call.payer.address();
-    let entries = ledger.entries_of_payer(8453, chain.token, payer, 100).await.unwrap();
+    let entries = ledger.entries().of_payer(8453, chain.token, payer, 100).await.unwrap();
     let entry = entries.iter().find(|e| e.nonce == call.nonce);
     let story = match entry {
         Some(e) => describe(ledger, e).await,
@@ -517,7 +479,14 @@ async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict)
             check(charged_once, format!("charged once means {}, balance is {balance}", MINTED - PRICE));
             let mut recorded = Vec::new();
             if let Some(e) = entry {
-                recorded = ledger.events(&e.id).await.unwrap().iter().filter_map(|ev| ev.tx_hash).collect::<Vec<_>>();
+                recorded = ledger
+                    .entries()
+                    .events(&e.id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .filter_map(|ev| ev.tx_hash)
+                    .collect::<Vec<_>>();
             }
             if !recorded.contains(tx) {
                 v.violations.push(format!(
@@ -534,7 +503,7 @@ async fn judge(ledger: &Ledger, chain: &TestChain, call: &Call, v: &mut Verdict)
 }
 
 async fn describe(ledger: &Ledger, entry: &Entry) -> String {
-    let events = ledger.events(&entry.id).await.unwrap();
+    let events = ledger.entries().events(&entry.id).await.unwrap();
     let trail: Vec<String> = events
         .iter()
         .map(|e| {
@@ -564,7 +533,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// The entry of `call`, after recovery.
 async fn entry_of(ledger: &Ledger, rig: &Rig, call: &Call) -> Option<Entry> {
-    ledger.entry_by_authorization(8453, rig.chain.token, call.payer.address(), call.nonce).await.unwrap()
+    ledger.entries().by_authorization(8453, rig.chain.token, call.payer.address(), call.nonce).await.unwrap()
 }
 
 /// Every transaction the node knew when the gateway died: mined up to `block`, or waiting in

@@ -19,9 +19,12 @@ use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256, keccak256};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tollgate_metering::{EntryState, Ledger, LedgerOptions};
-use tollgate_test_support::{Deployment, TestChain, anvil_key, random_key};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, ProviderConfig, Reply, RouteConfig, TestChain, TestGateway,
+    anvil_key, random_key,
+};
 
 const KEY: &str = "sk-interop-test-upstream-key";
 /// 0.001 USDC: under both clients' default caps (v2: $1 per payment; v1: 0.1 USDC maxValue).
@@ -36,7 +39,7 @@ const DEFERRED_SETTLE_MAX: Duration = Duration::from_secs(10);
 /// One test's world: chain, upstream, gateway process, payer and payee.
 struct Scene {
     chain: TestChain,
-    gateway: Child,
+    gateway: TestGateway,
     url: String,
     db_url: String,
     payer: PrivateKeySigner,
@@ -143,7 +146,7 @@ impl Scene {
     async fn assert_settled_once(&self, nonce: B256, tx: B256) {
         let payer = self.payer.address();
         let ledger = Ledger::connect(&self.db_url, LedgerOptions::default()).await.unwrap();
-        let entries = ledger.entries_of_payer(8453, self.chain.token, payer, 100).await.unwrap();
+        let entries = ledger.entries().of_payer(8453, self.chain.token, payer, 100).await.unwrap();
         ledger.close().await;
         assert_eq!(entries.len(), 1, "one ledger entry for the payer: {entries:#?}");
         let e = &entries[0];
@@ -197,75 +200,45 @@ fn require_node_modules() {
 
 /// An upstream that insists on the injected bearer key and counts calls.
 async fn upstream(hits: Arc<AtomicUsize>, payment_headers: Arc<AtomicUsize>) -> String {
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-        let (hits, payment_headers) = (hits.clone(), payment_headers.clone());
-        async move {
-            use axum::response::IntoResponse;
-            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {KEY}")) {
-                return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
-            }
-            if headers.contains_key("payment-signature") || headers.contains_key("x-payment") {
-                payment_headers.fetch_add(1, Ordering::SeqCst);
-            }
-            hits.fetch_add(1, Ordering::SeqCst);
-            ([(axum::http::header::CONTENT_TYPE, "application/json")], UPSTREAM_BODY).into_response()
+    let reply = Reply::with(move |req| {
+        if req.header("authorization") != Some(format!("Bearer {KEY}")) {
+            return Reply::body(401, "text/plain; charset=utf-8", "no key");
         }
+        if req.header("payment-signature").is_some() || req.header("x-payment").is_some() {
+            payment_headers.fetch_add(1, Ordering::SeqCst);
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
+        Reply::body(200, "application/json", UPSTREAM_BODY)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    MockUpstream::answering(reply).await.unwrap().detach()
 }
 
 fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Address) {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-
-[settlement]
-relayer_key_env = "INTEROP_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-receipt_timeout_ms = 30000
-recovery_interval_ms = 200
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "weather"
-pay_to = "{payee:#x}"
-upstream = "{upstream}"
-credential = {{ inject = "header", secret_env = "INTEROP_API_KEY" }}
-
-[[providers.routes]]
-path = "/after/{{x}}"
-price_atomic = "{PRICE}"
-description = "Weather, settled before the answer"
-
-[[providers.routes]]
-path = "/deferred/{{x}}"
-price_atomic = "{PRICE}"
-settlement = "deferred"
-description = "Weather, settled in the background"
-"#
-    );
-    std::fs::write(path, text).unwrap();
+    ConfigBuilder::new()
+        .admin_listen()
+        .database(db_url)
+        .relayer_env("INTEROP_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .set("settlement", "receipt_timeout_ms", 30_000u64)
+        .set("settlement", "recovery_interval_ms", 200u64)
+        .network(NetworkConfig::base(rpc))
+        .provider(
+            ProviderConfig::new("weather", payee, upstream)
+                .credential_header("INTEROP_API_KEY")
+                .route(RouteConfig::new("/after/{x}", PRICE).description("Weather, settled before the answer"))
+                .route(
+                    RouteConfig::new("/deferred/{x}", PRICE)
+                        .settlement("deferred")
+                        .description("Weather, settled in the background"),
+                ),
+        )
+        .write(path)
+        .unwrap();
 }
 
-async fn spawn_gateway(config: &Path, log: Arc<Mutex<Vec<String>>>) -> (Child, String) {
+async fn spawn_gateway(config: &Path, log: Arc<Mutex<Vec<String>>>) -> (TestGateway, String) {
     let env = [("INTEROP_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("INTEROP_API_KEY", KEY.to_owned())];
-    crate::spawn_serve(config, &env, log).await
+    crate::serve::spawn_serve(config, &env, log).await
 }
 
 fn str_of<'a>(v: &'a Value, pointer: &str) -> &'a str {

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
-use axum::extract::{Request, State};
-use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use tollgate_metering::{Actor, Ledger, LedgerOptions, Role, token_hash};
-use tollgate_test_support::{Deployment, PaymentBuilder, PgDatabase, TestChain, anvil_key, random_key, v2_header};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, PgDatabase, ProviderConfig, Reply,
+    RouteConfig, TestChain, anvil_key, random_key, v2_header,
+};
 
 use crate::crash::offer;
 
@@ -19,63 +20,34 @@ const VAULT_KEY: &str = "0b1c2d3e4f5061728394a5b6c7d8e9f00112233445566778899aabb
 /// An upstream that records the Authorization header of every call.
 async fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    async fn handler(State(seen): State<Arc<Mutex<Vec<String>>>>, req: Request) -> axum::response::Response {
-        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        seen.lock().unwrap().push(auth);
-        "ok".into_response()
-    }
-    let app = axum::Router::new().fallback(handler).with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
+    let record = seen.clone();
+    let reply = Reply::with(move |req| {
+        record.lock().unwrap().push(req.header("authorization").unwrap_or_default());
+        Reply::body(200, "text/plain; charset=utf-8", "ok")
+    });
+    (MockUpstream::answering(reply).await.unwrap().detach(), seen)
 }
 
 fn write_config(path: &std::path::Path, db_url: &str, rpc: &str, upstream: &str, payee: Address) {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[database]
-url = "{db_url}"
-
-[vault]
-master_key_env = "PROP_VAULT_KEY"
-
-[control]
-poll_interval_ms = 250
-
-[settlement]
-relayer_key_env = "PROP_RELAYER_KEY"
-receipt_poll_interval_ms = 20
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "vaulted"
-pay_to = "{payee:#x}"
-upstream = "{upstream}"
-credential = {{ inject = "header", vault = "main" }}
-
-[[providers.routes]]
-path = "/v/{{x}}"
-price_atomic = "1000"
-"#
-    );
-    std::fs::write(path, text).unwrap();
+    ConfigBuilder::new()
+        .admin_listen()
+        .database(db_url)
+        .vault_env("PROP_VAULT_KEY")
+        .set("control", "poll_interval_ms", 250u64)
+        .relayer_env("PROP_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .network(NetworkConfig::base(rpc))
+        .provider(
+            ProviderConfig::new("vaulted", payee, upstream)
+                .credential_vault("main")
+                .route(RouteConfig::new("/v/{x}", 1000)),
+        )
+        .write(path)
+        .unwrap();
 }
 
 struct Process {
-    _child: tokio::process::Child,
+    _child: tollgate_test_support::TestGateway,
     url: String,
     admin: String,
 }
@@ -84,7 +56,7 @@ async fn start(config: &std::path::Path) -> Process {
     let env =
         [("PROP_RELAYER_KEY", format!("{:#x}", anvil_key(9).to_bytes())), ("PROP_VAULT_KEY", VAULT_KEY.to_owned())];
     let log: Arc<Mutex<Vec<String>>> = Default::default();
-    let (child, url) = crate::spawn_serve(config, &env, log.clone()).await;
+    let (child, url) = crate::serve::spawn_serve(config, &env, log.clone()).await;
     // `serve` prints the admin address before the line spawn_serve waits for.
     let admin = log
         .lock()
@@ -121,10 +93,7 @@ async fn changes_reach_the_other_process_within_a_second() {
     // The first operator token, made in the database as `tollgate admin bootstrap` does.
     let ledger = Ledger::connect(&pg.url, LedgerOptions::default()).await.unwrap();
     let token = tollgate_gateway::admin::new_token();
-    ledger
-        .create_admin_token(Role::Operator, None, &token_hash(&token), "test", &Actor("test".into()), 1)
-        .await
-        .unwrap();
+    ledger.tokens().create(Role::Operator, None, &token_hash(&token), "test", &Actor("test".into()), 1).await.unwrap();
 
     let a = start(&config).await;
     let b = start(&config).await;

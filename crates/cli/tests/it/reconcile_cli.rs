@@ -90,3 +90,62 @@ async fn reconcile_reports_what_serve_settled() {
     let out = reconcile(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The control plane's change counter and the number of admin-log records and price versions.
+async fn control_plane(db_url: &str) -> (i64, i64, i64) {
+    let pool = sqlx::SqlitePool::connect(db_url).await.unwrap();
+    let one = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(&pool);
+    let seen = (
+        one("SELECT version FROM control_state").await.unwrap(),
+        one("SELECT COUNT(*) FROM admin_log").await.unwrap(),
+        one("SELECT COUNT(*) FROM price_versions").await.unwrap(),
+    );
+    pool.close().await;
+    seen
+}
+
+// Goal: `tollgate reconcile` against a database whose control plane differs from the TOML
+// (the file's prices changed after `serve` seeded it) records its run but writes no
+// configuration: the change counter, the admin log and the price versions are unchanged.
+// Starting `serve` on the same file does write them, so the difference is real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_writes_no_configuration() {
+    let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
+    let upstream = slow_upstream().await;
+    let payee = random_key().address();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+    let config = dir.path().join("tollgate.toml");
+    write_config(&config, &db_url, &chain.anvil.url, &upstream, payee, 3600);
+    let (mut gateway, _) = spawn_gateway(&config).await;
+    gateway.start_kill().unwrap();
+    let _ = gateway.wait().await;
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replace(&format!("price_atomic = \"{PRICE}\""), &format!("price_atomic = \"{}\"", 2 * PRICE));
+    assert_ne!(changed, text);
+    std::fs::write(&config, changed).unwrap();
+    let before = control_plane(&db_url).await;
+
+    let head = chain.provider.get_block_number().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["reconcile", "--config"])
+        .arg(&config)
+        .args(["--from-block", "0", "--to-block", &head.to_string(), "--confirmations", "1", "--json"])
+        .env("CRASH_RELAYER_KEY", format!("{:#x}", tollgate_test_support::anvil_key(9).to_bytes()))
+        .env("CRASH_API_KEY", crate::crash::KEY)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["run_id"].is_number(), "{report:#}");
+    assert_eq!(report["pay_to"], serde_json::json!([format!("{payee:#x}")]), "{report:#}");
+    assert_eq!(control_plane(&db_url).await, before, "reconcile wrote configuration");
+
+    let (mut gateway, _) = spawn_gateway(&config).await;
+    gateway.start_kill().unwrap();
+    let _ = gateway.wait().await;
+    let (version, admin_log, price_versions) = control_plane(&db_url).await;
+    assert!(version > before.0 && price_versions > before.2, "serve seeds the changed prices: {before:?}");
+    assert!(admin_log >= before.1);
+}

@@ -118,7 +118,7 @@ async fn unsafe_settings_are_refused_or_warned() {
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
     let log: Arc<Mutex<Vec<String>>> = Default::default();
-    let served = crate::spawn_serve_with_admin(&path, &[], log.clone()).await;
+    let served = crate::serve::spawn_serve_with_admin(&path, &[], log.clone()).await;
     assert!(served.admin_url.is_some());
     let lines = log.lock().unwrap().join("\n");
     assert!(lines.contains("WARNING settlement.relayer_key_file:") && lines.contains("mode 0640"), "{lines}");

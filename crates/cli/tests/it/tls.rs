@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tollgate_test_support::{Deployment, RpcFaultProxy, ScriptedUpstream, TestCa, TestChain, anvil_key, random_key};
+use tollgate_test_support::{Deployment, MockUpstream, RpcFaultProxy, TestCa, TestChain, anvil_key, random_key};
 
 use crate::agent::tollgate;
 use crate::startup::{config, refused};
@@ -63,7 +63,7 @@ fn der(pem: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_over_tls_call_balance_and_sighup_reload() {
     let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
-    let upstream = ScriptedUpstream::start().await.unwrap();
+    let upstream = MockUpstream::start().await.unwrap();
     let ca = TestCa::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_file, key_file) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
@@ -115,7 +115,7 @@ price_atomic = "{PRICE}"
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, text).unwrap();
     let log: Arc<Mutex<Vec<String>>> = Default::default();
-    let served = crate::spawn_serve_with_admin(&path, &[("TG_TLS_RELAYER", relayer)], log.clone()).await;
+    let served = crate::serve::spawn_serve_with_admin(&path, &[("TG_TLS_RELAYER", relayer)], log.clone()).await;
     let base = served.url.clone();
     let addr = base.strip_prefix("https://").expect("an https listener").to_owned();
     let port = addr.rsplit(':').next().unwrap().to_owned();
@@ -170,7 +170,7 @@ price_atomic = "{PRICE}"
     let second = ca.issue_to(&["localhost", "127.0.0.1"], &cert_file, &key_file).unwrap();
     let (_, still) = connect(&addr, &ca).await;
     assert_eq!(still.to_vec(), der(&first.cert_pem), "no reload without SIGHUP (file polling is off)");
-    let pid = served.child.id().unwrap().to_string();
+    let pid = served.gateway.pid().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     let mut renewed = false;
     for _ in 0..100 {
@@ -214,7 +214,7 @@ async fn plain_http_off_loopback_is_refused_and_admin_tls_is_accepted_off_loopba
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, config(&rpc, &db, relayer, &admin)).unwrap();
     let log: Arc<Mutex<Vec<String>>> = Default::default();
-    let served = crate::spawn_serve_with_admin(
+    let served = crate::serve::spawn_serve_with_admin(
         &path,
         &[("TG_STARTUP_RELAYER_KEY", "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80".to_owned())],
         log.clone(),

@@ -1,5 +1,6 @@
-//! A real gateway for client tests: anvil with the token at Base's USDC address (chain
-//! 8453), an HTTP upstream, the gateway in-process on a free port with a SQLite ledger, and
+//! A real gateway for client tests, on the test kit: anvil with the token at Base's USDC
+//! address (chain 8453), a [`MockUpstream`], the gateway in-process on a free port
+//! ([`TestGateway`]) with a SQLite ledger and its configuration from [`ConfigBuilder`], and
 //! two loopback helpers: a TCP proxy that can lose a response, and a v1-only front that
 //! hides the v2 challenge header.
 //!
@@ -21,9 +22,12 @@ use axum::response::IntoResponse;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tollgate_client::{ClientConfig, Clock};
-use tollgate_gateway::{Config, Gateway};
+use tollgate_gateway::Gateway;
 use tollgate_metering::{Entry, EntryState};
-use tollgate_test_support::{Deployment, TestChain, anvil_key, random_key};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, ProviderConfig, Recorded, Reply, RouteConfig, TestChain,
+    TestGateway, anvil_key, random_key, sqlite_url,
+};
 use tollgate_verifier::SystemClock;
 use tollgate_x402::PaymentPayload;
 
@@ -53,56 +57,52 @@ impl Clock for TestClock {
 /// An RPC URL and the clock to move with the chain.
 pub type WarpPlan = (String, Arc<TestClock>);
 
-/// The upstream the gateway forwards to.
-#[derive(Clone, Default)]
+/// The upstream the gateway forwards to: a [`MockUpstream`] counting calls and answering
+/// as [`Upstream::reply`] says.
+#[derive(Clone)]
 pub struct Upstream {
     pub calls: Arc<AtomicUsize>,
     /// When set, the next `/warp` call moves the chain (and this clock) 600 s ahead before
     /// answering, so the gateway's settlement of the current authorization fails as expired.
     pub warp: Arc<Mutex<Option<WarpPlan>>>,
-}
-
-async fn upstream_handler(
-    axum::extract::State(up): axum::extract::State<Upstream>,
-    req: axum::extract::Request,
-) -> axum::response::Response {
-    up.calls.fetch_add(1, Ordering::SeqCst);
-    let path = req.uri().path().to_owned();
-    match path.as_str() {
-        p if p.starts_with("/weather/") => {
-            axum::Json(serde_json::json!({ "city": p.trim_start_matches("/weather/"), "temp_c": 21 })).into_response()
-        }
-        "/slow" => {
-            tokio::time::sleep(Duration::from_millis(SLOW_MS)).await;
-            "late but fine".into_response()
-        }
-        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response(),
-        "/warp" => {
-            let plan = up.warp.lock().unwrap().take();
-            if let Some((rpc, clock)) = plan {
-                let http = tollgate_test_support::http();
-                for (method, params) in
-                    [("evm_increaseTime", serde_json::json!([600])), ("evm_mine", serde_json::json!([]))]
-                {
-                    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-                    let req = http.post(&rpc).header("content-type", "application/json").body(body.to_string());
-                    req.send().await.unwrap().error_for_status().unwrap();
-                }
-                clock.advance(600);
-            }
-            "warp ok".into_response()
-        }
-        _ => (StatusCode::NOT_FOUND, "unknown upstream path").into_response(),
-    }
+    pub mock: Arc<MockUpstream>,
 }
 
 impl Upstream {
+    async fn reply(self, req: Recorded) -> Reply {
+        let text = |status: u16, body: &str| Reply::body(status, "text/plain; charset=utf-8", body.to_owned());
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match req.path() {
+            p if p.starts_with("/weather/") => {
+                Reply::json(200, &serde_json::json!({ "city": p.trim_start_matches("/weather/"), "temp_c": 21 }))
+            }
+            "/slow" => text(200, "late but fine").delayed(Duration::from_millis(SLOW_MS)),
+            "/fail" => text(500, "upstream exploded"),
+            "/warp" => {
+                let plan = self.warp.lock().unwrap().take();
+                if let Some((rpc, clock)) = plan {
+                    let http = tollgate_test_support::http();
+                    for (method, params) in
+                        [("evm_increaseTime", serde_json::json!([600])), ("evm_mine", serde_json::json!([]))]
+                    {
+                        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+                        let req = http.post(&rpc).header("content-type", "application/json").body(body.to_string());
+                        req.send().await.unwrap().error_for_status().unwrap();
+                    }
+                    clock.advance(600);
+                }
+                text(200, "warp ok")
+            }
+            _ => text(404, "unknown upstream path"),
+        }
+    }
+
     async fn start() -> (Upstream, String) {
-        let up = Upstream::default();
-        let app = axum::Router::new().fallback(upstream_handler).with_state(up.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mock = Arc::new(MockUpstream::start().await.unwrap());
+        let up = Upstream { calls: Arc::default(), warp: Arc::default(), mock: mock.clone() };
+        let responder = up.clone();
+        mock.set_default(Reply::with_async(move |req| responder.clone().reply(req)));
+        let url = mock.url();
         (up, url)
     }
 }
@@ -115,40 +115,26 @@ pub struct Harness {
     pub payee: Address,
     pub upstream: Upstream,
     _dir: tempfile::TempDir,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
+    // Dropped with the harness: the paid listener stops.
+    _running: TestGateway,
 }
 
 impl Harness {
     /// Starts everything; the recovery sweep acts on entries untouched for `grace_s`.
     pub async fn start(grace_s: u64) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+        let db_url = sqlite_url(dir.path());
         let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
         let (upstream, upstream_url) = Upstream::start().await;
         let payee = random_key().address();
-        let text = config_text(&db_url, &chain.anvil.url, &upstream_url, payee, grace_s);
+        let text = config(&db_url, &chain.anvil.url, &upstream_url, payee, grace_s).build();
         let relayer = format!("{:#x}", anvil_key(9).to_bytes());
-        let config = Config::parse(&text, &|k| (k == "TEST_RELAYER_KEY").then(|| relayer.clone())).expect("config");
-        let gateway = Gateway::start(config, Arc::new(SystemClock)).await.expect("gateway starts");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let gw = gateway.clone();
-        tokio::spawn(async move {
-            tollgate_gateway::serve(listener, gw, async move {
-                let _ = rx.await;
-            })
+        let running = TestGateway::start_paid(&text, &[("TEST_RELAYER_KEY", relayer)], Arc::new(SystemClock))
             .await
-        });
-        Harness { chain, gateway, url, payee, upstream, _dir: dir, shutdown: Some(tx) }
+            .expect("gateway starts");
+        let gateway = running.gateway().clone();
+        let url = running.url().to_owned();
+        Harness { chain, gateway, url, payee, upstream, _dir: dir, _running: running }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -157,11 +143,7 @@ impl Harness {
 
     /// A payer holding `amount` of the token.
     pub async fn funded_payer(&self, amount: u64) -> PrivateKeySigner {
-        let payer = random_key();
-        if amount > 0 {
-            self.chain.mint(payer.address(), amount).await.unwrap();
-        }
-        payer
+        self.chain.funded_payer(amount).await.unwrap()
     }
 
     pub async fn payee_balance(&self) -> U256 {
@@ -170,7 +152,7 @@ impl Harness {
 
     /// Every ledger entry of `payer`.
     pub async fn entries(&self, payer: Address) -> Vec<Entry> {
-        self.gateway.ledger.entries_of_payer(8453, self.chain.token, payer, 100).await.unwrap()
+        self.gateway.ledger.entries().of_payer(8453, self.chain.token, payer, 100).await.unwrap()
     }
 
     /// Polls the ledger until every entry of `payer` is terminal (bounded).
@@ -208,68 +190,34 @@ pub fn client_config(payer: &PrivateKeySigner, store: &Path) -> ClientConfig {
     c
 }
 
-fn config_text(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, grace_s: u64) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "http://gateway.test"
-
-[database]
-url = "{db_url}"
-
-[settlement]
-relayer_key_env = "TEST_RELAYER_KEY"
-receipt_poll_interval_ms = 5
-receipt_timeout_ms = 10000
-recovery_interval_ms = 200
-recovery_grace_s = {grace_s}
-# The readiness monitor checks once at startup only: these tests drain the relayer to see
-# the node refuse a broadcast, which the monitor would otherwise race to refuse first.
-health_interval_ms = 3600000
-
-[[networks]]
-id = "eip155:8453"
-rpc_url = "{rpc_url}"
-asset = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-eip712_name = "USD Coin"
-eip712_version = "2"
-
-[[providers]]
-id = "weather"
-pay_to = "{payee:#x}"
-upstream = "{upstream_url}"
-upstream_timeout_ms = 5000
-
-[[providers.routes]]
-path = "/weather/{{city}}"
-price_atomic = "{PRICE}"
-description = "Weather"
-
-[[providers.routes]]
-path = "/slow"
-price_atomic = "{PRICE}"
-
-[[providers.routes]]
-path = "/fail"
-price_atomic = "{PRICE}"
-
-[[providers.routes]]
-path = "/warp"
-price_atomic = "{PRICE}"
-
-[[providers]]
-id = "weather-deferred"
-pay_to = "{payee:#x}"
-upstream = "{upstream_url}"
-strip_prefix = "/deferred"
-
-[[providers.routes]]
-path = "/deferred/weather/{{city}}"
-price_atomic = "{PRICE}"
-settlement = "deferred"
-"#
-    )
+/// The suite's configuration: quick receipt polling and recovery after `grace_s`.
+fn config(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, grace_s: u64) -> ConfigBuilder {
+    let route = |path: &str| RouteConfig::new(path, PRICE);
+    ConfigBuilder::new()
+        .public_url("http://gateway.test")
+        .database(db_url)
+        .relayer_env("TEST_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 5u64)
+        .set("settlement", "receipt_timeout_ms", 10_000u64)
+        .set("settlement", "recovery_interval_ms", 200u64)
+        .set("settlement", "recovery_grace_s", grace_s)
+        // The readiness monitor checks once at startup only: these tests drain the relayer to
+        // see the node refuse a broadcast, which the monitor would otherwise race to refuse first.
+        .set("settlement", "health_interval_ms", 3_600_000u64)
+        .network(NetworkConfig::base(rpc_url))
+        .provider(
+            ProviderConfig::new("weather", payee, upstream_url)
+                .upstream_timeout_ms(5000)
+                .route(route("/weather/{city}").description("Weather"))
+                .route(route("/slow"))
+                .route(route("/fail"))
+                .route(route("/warp")),
+        )
+        .provider(
+            ProviderConfig::new("weather-deferred", payee, upstream_url)
+                .strip_prefix("/deferred")
+                .route(route("/deferred/weather/{city}").settlement("deferred")),
+        )
 }
 
 /// When the lossy proxy loses the answer to the next paid request.

@@ -178,7 +178,7 @@ async fn relayer_out_of_gas_is_one_uncharged_attempt() {
     let entry = h.wait_terminal(payer.address()).await;
     assert_eq!(entry.len(), 1);
     assert_eq!(entry[0].state, EntryState::Voided);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     assert!(!h.chain.authorization_used(payer.address(), records[0].nonce).await.unwrap());
     assert_eq!(h.payee_balance().await, U256::ZERO);
 }

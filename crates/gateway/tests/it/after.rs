@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use tollgate_metering::EntryState;
 use tollgate_test_support::{v1_header, v2_header};
 
-use crate::{API_KEY, Harness, PRICE_ATOMIC, both_engines, receipt_of};
+use crate::both_engines;
+use crate::harness::{API_KEY, Harness, PRICE_ATOMIC, receipt_of};
 
 // Goal: an unpaid call gets a 402 with the v2 header and the v1 body; a paid v2 call is
 // forwarded with the injected key, settled on chain once, recorded as settled, and answered
@@ -137,8 +138,8 @@ both_engines!(settlement_failure, settlement_failure_withholds_the_body);
 // charged"; the entry stays `settling` and the recovery sweep settles it once mined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_receipt_is_pending_then_recovered() {
-    let opts = crate::Options { receipt_timeout_ms: 100, ..Default::default() };
-    let h = Harness::start_with(crate::Engine::Sqlite, opts).await.unwrap();
+    let opts = crate::harness::Options { receipt_timeout_ms: 100, ..Default::default() };
+    let h = Harness::start_with(crate::harness::Engine::Sqlite, opts).await.unwrap();
     h.chain.rpc("evm_setAutomine", serde_json::json!([false])).await.unwrap();
     let b = h.payment("/weather/quito").await;
     let resp =
@@ -154,7 +155,7 @@ async fn late_receipt_is_pending_then_recovered() {
 
     h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
     h.clock.set(h.now + 7_200); // past the recovery grace period
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let entry = h.wait_state(&b, EntryState::Settled).await;
     assert_eq!(entry.tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction));
     assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));

@@ -4,7 +4,8 @@ use alloy_primitives::U256;
 use axum::http::StatusCode;
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, PRICE_ATOMIC, both_engines};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC};
 
 // Goal: 50 concurrent replays of one payment header lead to exactly one upstream call and
 // one on-chain transfer; every other request is refused (402 used / 409 in flight).
@@ -37,7 +38,7 @@ both_engines!(replays, fifty_replays_one_charge);
 // call and one on-chain transfer; then each replica settles its own fresh payments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_double_spend_guard() {
-    let Some(h) = Harness::start(crate::Engine::Postgres).await else { return };
+    let Some(h) = Harness::start(crate::harness::Engine::Postgres).await else { return };
     let (_replica, replica_url, _stop) = h.start_replica().await;
     let b = h.payment("/weather/rome").await;
     let header = v2_header(&b);

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use tollgate_metering::{EntryState, Role};
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, PRICE_ATOMIC, admin_call, admin_token, both_engines};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, admin_call, admin_token};
 
 /// Who may call a route: `(method, path, operator, provider (own), finance)`. A provider
 /// route is tried with another provider's token too; it must be refused.
@@ -73,7 +74,19 @@ fn concrete(path: &str) -> String {
 // provider's token where it is provider-scoped (403).
 async fn admin_routes_enforce_roles(h: &Harness) {
     let routes: Vec<(&str, &str)> = MATRIX.iter().map(|(m, p, ..)| (*m, *p)).collect();
-    assert_eq!(routes, tollgate_gateway::admin::ROUTES.to_vec(), "the matrix must list every admin route");
+    let table: Vec<(&str, &str)> = tollgate_admin_api::ROUTES.iter().map(|r| (r.method.as_str(), r.path)).collect();
+    assert_eq!(routes, table, "the matrix must list every admin route");
+    // The table's roles (the document's x-roles) are the ones the gateway enforces.
+    for ((_, path, operator, own, fin), route) in MATRIX.iter().zip(tollgate_admin_api::ROUTES) {
+        use tollgate_admin_api::Role as R;
+        let roles = [(R::Operator, *operator), (R::Provider, *own), (R::Finance, *fin)];
+        let allowed: Vec<R> = roles.iter().filter(|(_, ok)| *ok).map(|(r, _)| *r).collect();
+        let mut listed = route.roles.to_vec();
+        listed.sort_by_key(|r| r.as_str());
+        let mut allowed = allowed;
+        allowed.sort_by_key(|r| r.as_str());
+        assert_eq!(listed, allowed, "{path}: the route table's roles");
+    }
     let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
     let other = admin_token(&h.gateway, Role::Provider, Some("vaulted")).await;
     let finance = admin_token(&h.gateway, Role::Finance, None).await;
@@ -230,6 +243,7 @@ async fn vault_rotation_applies_on_next_request(h: &Harness) {
     let stored: Vec<String> = h
         .gateway
         .ledger
+        .catalog()
         .credential_versions(Some("vaulted"))
         .await
         .unwrap()
@@ -322,7 +336,7 @@ both_engines!(caps_and_scopes, caps_and_scopes_at_the_paid_call);
 // Goal: bad admin input gets 400 invalid_request naming the field — invalid address, malformed
 // and negative prices, unknown fields, an oversized body — and nothing is applied.
 async fn bad_admin_input_is_refused_whole(h: &Harness) {
-    let before = h.gateway.ledger.control_state().await.unwrap().version;
+    let before = h.gateway.ledger.settings().state().await.unwrap().version;
     let op = Some(h.operator.as_str());
     let cases: Vec<(Method, &str, Value, &str)> = vec![
         (
@@ -375,8 +389,8 @@ async fn bad_admin_input_is_refused_whole(h: &Harness) {
     let (s, out) = h.admin(Method::POST, "/admin/providers/vaulted/credentials/main", op, Some(huge)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{out}");
     assert!(out["error"]["message"].as_str().unwrap().contains("body"));
-    assert_eq!(h.gateway.ledger.control_state().await.unwrap().version, before, "nothing was applied");
-    assert!(h.gateway.ledger.providers().await.unwrap().iter().all(|p| p.id != "newco"));
+    assert_eq!(h.gateway.ledger.settings().state().await.unwrap().version, before, "nothing was applied");
+    assert!(h.gateway.ledger.catalog().providers().await.unwrap().iter().all(|p| p.id != "newco"));
 }
 both_engines!(bad_admin_input, bad_admin_input_is_refused_whole);
 
@@ -549,37 +563,26 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     let lost = h
         .gateway
         .ledger
+        .entries()
         .reserve(&tollgate_metering::NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: tollgate_metering::AtomicAmount::new(PRICE_ATOMIC).unwrap(),
-            valid_before_unix_s: h.now + 600,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/riga".to_owned(),
-            mode: tollgate_metering::SettlementMode::After,
-            payment: "{}".to_owned(),
-            price_version: Some(1),
             credential: Some("env:TEST_API_KEY".to_owned()),
-            credential_version: None,
-            now_unix_s: h.now,
+            ..h.weather_entry(&b, "/weather/riga", tollgate_metering::SettlementMode::After)
         })
         .await
         .unwrap();
     // Within the grace period nothing is backfilled (a live replica may still be writing it).
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     assert_eq!(wait_audit(h, "/admin/audit", 1).await.len(), 1);
     // The sweep first ends the abandoned entry (voided: never forwarded); once that end is older
     // than the grace period, the record is rebuilt.
     h.clock.set(h.now + 3 * 3600);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
-    assert_eq!(h.gateway.ledger.entry(&lost).await.unwrap().unwrap().state, tollgate_metering::EntryState::Voided);
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
+    assert_eq!(
+        h.gateway.ledger.entries().get(&lost).await.unwrap().unwrap().state,
+        tollgate_metering::EntryState::Voided
+    );
     h.clock.set(h.now + 6 * 3600);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let records = wait_audit(h, "/admin/audit", 2).await;
     assert_eq!(records.len(), 2, "{records:?}");
     let recovered = &records[1];
@@ -590,7 +593,7 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     assert_eq!(recovered["credential"], "env:TEST_API_KEY");
     let first = h.entry_for(&audited).await.unwrap();
     assert_eq!(records[0]["entry_id"], first.id.to_string());
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&h.operator), None).await;
     assert_eq!((v["intact"].clone(), v["records"].clone()), (json!(true), json!(2)), "no duplicates: {v}");
 }
@@ -601,15 +604,15 @@ both_engines!(audit_backfill, lost_audit_records_are_recovered);
 // not_configured, applying nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_refuses_what_cannot_be_served() {
-    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    let Some(h) = Harness::start(crate::harness::Engine::Sqlite).await else { return };
     // A second gateway on the same database without vault key and relayer key.
     let text = h.config_text_for_test().replace("[vault]\nmaster_key_env = \"TEST_VAULT_KEY\"\n", "");
     let text = text.replace("relayer_key_env = \"TEST_RELAYER_KEY\"\n", "");
     let text = text.split("[[providers]]").next().unwrap().to_owned();
     let config = tollgate_gateway::Config::parse(&text, &|_| None).expect("config without keys");
     let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
-    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
-    let before = gw.ledger.control_state().await.unwrap().version;
+    let admin = crate::harness::serve_admin_on_free_port(gw.clone()).await;
+    let before = gw.ledger.settings().state().await.unwrap().version;
     let provider = json!({ "pay_to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "upstream": "http://127.0.0.1:9",
         "credential": { "inject": "header", "vault": "main" } });
     let (s, out) =
@@ -620,7 +623,7 @@ async fn admin_refuses_what_cannot_be_served() {
         admin_call(&h.http, &admin, Method::PUT, "/admin/providers/weather/endpoints", Some(&h.operator), Some(spec))
             .await;
     assert_eq!((s, out["error"]["code"].clone()), (StatusCode::CONFLICT, json!("not_configured")), "{out}");
-    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+    assert_eq!(gw.ledger.settings().state().await.unwrap().version, before, "nothing applied");
     h.stop().await;
 }
 
@@ -691,7 +694,7 @@ async fn offer_at(h: &Harness, base: &str, path: &str) -> tollgate_x402::v2::Pay
 // every connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssrf_guard_refuses_internal_upstreams() {
-    let Some(h) = Harness::start(crate::Engine::Sqlite).await else { return };
+    let Some(h) = Harness::start(crate::harness::Engine::Sqlite).await else { return };
     let weather = h.gateway.config.providers.iter().find(|p| p.id == "weather").unwrap();
     let port = weather.upstream.port().unwrap();
     let text = h
@@ -699,8 +702,8 @@ async fn ssrf_guard_refuses_internal_upstreams() {
         .replace("upstream_allow = [\"127.0.0.1\"]", &format!("upstream_allow = [\"localhost:{port}\"]"));
     let config = tollgate_gateway::Config::parse(&text, &|k| h.env.get(k).cloned()).expect("config");
     let gw = tollgate_gateway::Gateway::start(config, h.clock.clone()).await.unwrap();
-    let admin = crate::serve_admin_on_free_port(gw.clone()).await;
-    let (url, _stop) = crate::serve_on_free_port(gw.clone()).await;
+    let admin = crate::harness::serve_admin_on_free_port(gw.clone()).await;
+    let (url, _stop) = crate::harness::serve_on_free_port(gw.clone()).await;
     let rpc = reqwest::Url::parse(secrecy::ExposeSecret::expose_secret(&gw.config.networks[0].rpc_url)).unwrap();
     let (rpc_host, rpc_port) = (rpc.host_str().unwrap().to_owned(), rpc.port().unwrap());
     let put = |upstream: String| {
@@ -709,7 +712,7 @@ async fn ssrf_guard_refuses_internal_upstreams() {
         let (http, admin, operator) = (h.http.clone(), admin.clone(), h.operator.clone());
         async move { admin_call(&http, &admin, Method::PUT, "/admin/providers/ssrfok", Some(&operator), Some(body)).await }
     };
-    let before = gw.ledger.control_state().await.unwrap().version;
+    let before = gw.ledger.settings().state().await.unwrap().version;
     let cases = [
         ("http://127.0.0.2:9".to_owned(), "loopback"),
         ("http://localhost:9".to_owned(), "loopback"),
@@ -743,7 +746,7 @@ async fn ssrf_guard_refuses_internal_upstreams() {
     let (_, out) = put("http://localhost:9".to_owned()).await;
     let message = out["error"]["message"].as_str().unwrap();
     assert!(message.contains("localhost") && !message.contains("127.0.0.1"), "{message}");
-    assert_eq!(gw.ledger.control_state().await.unwrap().version, before, "nothing applied");
+    assert_eq!(gw.ledger.settings().state().await.unwrap().version, before, "nothing applied");
 
     // The allow-list admits exactly localhost:PORT; a paid call through it is served.
     let (s, out) = put(format!("http://localhost:{port}")).await;

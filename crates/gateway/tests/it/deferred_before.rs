@@ -2,10 +2,11 @@
 
 use alloy_primitives::U256;
 use axum::http::StatusCode;
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode};
+use tollgate_metering::{EntryState, SettlementMode};
 use tollgate_test_support::v2_header;
 
-use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
 
 // Goal: a deferred route answers right after the upstream with a receipt id; the worker
 // settles in the background and /receipts/{id} reports the transaction; an upstream failure
@@ -98,39 +99,17 @@ async fn unmarked_entries_are_voided_with_what_is_known(h: &Harness) {
     let mut made = Vec::new();
     for (mode, city) in [(SettlementMode::Deferred, "oslo"), (SettlementMode::After, "kyiv")] {
         let b = h.payment(&format!("/weather/{city}")).await;
-        let id = h
-            .gateway
-            .ledger
-            .reserve(&NewEntry {
-                chain_id: 8453,
-                asset: h.chain.token,
-                payer: b.from,
-                pay_to: b.to,
-                nonce: b.nonce,
-                amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
-                valid_before_unix_s: h.now + 600,
-                provider: "weather".to_owned(),
-                route: "weather:/weather/{city}".to_owned(),
-                method: "GET".to_owned(),
-                path: format!("/weather/{city}"),
-                mode,
-                payment: "{}".to_owned(),
-                price_version: Some(1),
-                credential: None,
-                credential_version: None,
-                now_unix_s: h.now,
-            })
-            .await
-            .unwrap();
+        let id =
+            h.gateway.ledger.entries().reserve(&h.weather_entry(&b, &format!("/weather/{city}"), mode)).await.unwrap();
         made.push((id, b));
     }
     // Within the grace period the sweep leaves them alone (a live process may be writing).
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     for (_, b) in &made {
         assert_eq!(h.entry_for(b).await.unwrap().state, EntryState::Reserved);
     }
     h.clock.set(h.now + 7_200);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
     let deferred = h.wait_state(&made[0].1, EntryState::Voided).await;
     let after = h.wait_state(&made[1].1, EntryState::Voided).await;
     assert_eq!(deferred.id, made[0].0);

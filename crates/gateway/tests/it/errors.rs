@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use tollgate_test_support::{random_key, v2_header};
 
-use crate::{Harness, both_engines};
+use crate::both_engines;
+use crate::harness::Harness;
 
 async fn code_of(resp: reqwest::Response) -> (StatusCode, String, bool) {
     let status = resp.status();

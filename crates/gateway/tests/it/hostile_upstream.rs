@@ -4,33 +4,43 @@
 //! cookies are dropped, oversized targets are refused before any work, and a `before`-mode
 //! body that breaks off mid-delivery is owed back.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::U256;
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use alloy_primitives::{Address, U256};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tollgate_metering::EntryState;
-use tollgate_test_support::v2_header;
+use tollgate_test_support::{MockUpstream, ProviderConfig, Recorded, Reply, RouteConfig, quote, v2_header};
 
-use crate::{Harness, Options, PRICE_ATOMIC};
+use crate::harness::{Harness, Options, PRICE_ATOMIC};
 
 /// The hostile providers' secret: characters that every encoding spells differently.
 const SECRET: &str = "hx-9f/2+Kq=7&z~Lw";
 
 /// An upstream that echoes what it was sent (URL and credential) back in redirects, headers
-/// and error bodies, sets cookies, and breaks off streamed bodies. Counts every request
-/// whose head arrived, before reading any of its body.
-#[derive(Clone, Default)]
+/// and error bodies, sets cookies, and breaks off streamed bodies: a [`MockUpstream`]
+/// answering with [`hostile_reply`]. Its hit count counts every request whose head arrived,
+/// before reading any of its body.
 struct Hostile {
-    hits: Arc<AtomicUsize>,
-    seen: Arc<Mutex<Vec<HeaderMap>>>,
+    mock: MockUpstream,
+}
+
+impl Hostile {
+    /// Requests whose head arrived.
+    fn hits(&self) -> u64 {
+        self.mock.total_hits()
+    }
+
+    /// The headers of the last request.
+    fn last_headers(&self) -> HeaderMap {
+        let last = self.mock.last_request().expect("the upstream saw a request");
+        let mut headers = HeaderMap::new();
+        for (k, v) in &last.headers {
+            headers.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_bytes(v).unwrap());
+        }
+        headers
+    }
 }
 
 /// `application/x-www-form-urlencoded`, as an upstream framework would echo a value.
@@ -63,21 +73,18 @@ fn decode_query(q: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn hostile_handler(State(up): State<Hostile>, req: Request) -> Response {
-    up.hits.fetch_add(1, Ordering::SeqCst);
-    let (parts, body) = req.into_parts();
-    up.seen.lock().unwrap().push(parts.headers.clone());
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().unwrap_or_default().to_owned();
-    let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let full_url = format!("http://{host}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or_default());
+fn hostile_reply(req: &Recorded) -> Reply {
+    let header = |name: &str| req.header(name).unwrap_or_default();
+    let host = header("host");
+    let path = req.path().to_owned();
+    let query = req.uri.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+    let auth = header("authorization");
+    let full_url = format!("http://{host}{}", req.uri);
     // Everything it knows, the way a chatty error page would print it.
     let dump = || {
         let mut text = format!("url: {full_url}\nquery decoded: {}\n", decode_query(&query));
-        for (name, value) in &parts.headers {
-            text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        for (name, value) in &req.headers {
+            text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value)));
         }
         if let Some(b64) = auth.strip_prefix("Basic ") {
             use base64::Engine as _;
@@ -86,12 +93,28 @@ async fn hostile_handler(State(up): State<Hostile>, req: Request) -> Response {
         }
         text
     };
+    let text = |status: u16, headers: Vec<(&str, String)>, body: String| {
+        let mut headers: Vec<(String, String)> = headers.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        headers.push(("content-type".into(), "text/plain; charset=utf-8".into()));
+        Reply::Fixed { status, headers, body: Bytes::from(body) }
+    };
+    let empty = |status: u16, location: String| Reply::Fixed {
+        status,
+        headers: vec![("location".into(), location)],
+        body: Bytes::new(),
+    };
+    let stream = |chunks: Vec<(Duration, Bytes)>, cut_after: Option<Duration>| Reply::Stream {
+        status: 200,
+        headers: Vec::new(),
+        chunks,
+        cut_after,
+    };
     let echo_location = format!("http://{host}{path}/?{query}&auth={}", form(&auth));
     match path.as_str() {
-        "/count" => (StatusCode::OK, format!("counted {}", body.len())).into_response(),
-        "/echo301" => (
-            StatusCode::MOVED_PERMANENTLY,
-            [
+        "/count" => text(200, vec![], format!("counted {}", req.body.len())),
+        "/echo301" => text(
+            301,
+            vec![
                 ("location", echo_location.clone()),
                 ("content-location", full_url.clone()),
                 ("link", format!("<{full_url}>; rel=self")),
@@ -100,52 +123,28 @@ async fn hostile_handler(State(up): State<Hostile>, req: Request) -> Response {
                 ("x-echo-auth", auth.clone()),
             ],
             dump(),
-        )
-            .into_response(),
-        "/echo400" => (StatusCode::BAD_REQUEST, [("x-echo-url", full_url.clone())], dump()).into_response(),
+        ),
+        "/echo400" => text(400, vec![("x-echo-url", full_url.clone())], dump()),
         // Streamed in small pieces so a secret is split across chunks.
         "/echo200" => {
             let text = dump().into_bytes();
-            let pieces: Vec<Result<Bytes, std::io::Error>> =
-                text.chunks(5).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-            (StatusCode::OK, Body::from_stream(futures_util::stream::iter(pieces))).into_response()
+            stream(text.chunks(5).map(|c| (Duration::ZERO, Bytes::copy_from_slice(c))).collect(), None)
         }
-        "/redirect-in" => (StatusCode::FOUND, [("location", format!("http://{host}/landing?x=1"))]).into_response(),
-        "/redirect-out" => (StatusCode::FOUND, [("location", "https://evil.example/steal")]).into_response(),
-        "/cookie" => (StatusCode::OK, [("set-cookie", "sid=upstream; Path=/")], "with cookie").into_response(),
-        "/half" => {
-            // Half a body, then the connection breaks.
-            let s = futures_util::stream::iter([
-                Ok(Bytes::from(vec![b'h'; 1000])),
-                Err(std::io::Error::other("upstream reset")),
-            ])
-            .then(|item| async move {
-                if item.is_err() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                item
-            });
-            (StatusCode::OK, Body::from_stream(s)).into_response()
-        }
-        "/stall" => {
-            let s = futures_util::stream::iter([Bytes::from(vec![b's'; 1000]), Bytes::from_static(b"late")]).then(
-                |chunk| async move {
-                    if chunk.len() == 4 {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    Ok::<_, std::io::Error>(chunk)
-                },
-            );
-            (StatusCode::OK, Body::from_stream(s)).into_response()
-        }
-        "/huge" => {
-            // 17 MiB: over the default 16 MiB response cap.
-            let s = futures_util::stream::iter(
-                (0..17 * 16).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'z'; 64 * 1024]))),
-            );
-            (StatusCode::OK, Body::from_stream(s)).into_response()
-        }
-        _ => (StatusCode::NOT_FOUND, "unknown").into_response(),
+        "/redirect-in" => empty(302, format!("http://{host}/landing?x=1")),
+        "/redirect-out" => empty(302, "https://evil.example/steal".to_owned()),
+        "/cookie" => text(200, vec![("set-cookie", "sid=upstream; Path=/".to_owned())], "with cookie".to_owned()),
+        // Half a body, then the connection breaks.
+        "/half" => stream(vec![(Duration::ZERO, Bytes::from(vec![b'h'; 1000]))], Some(Duration::from_millis(100))),
+        "/stall" => stream(
+            vec![
+                (Duration::ZERO, Bytes::from(vec![b's'; 1000])),
+                (Duration::from_secs(5), Bytes::from_static(b"late")),
+            ],
+            None,
+        ),
+        // 17 MiB: over the default 16 MiB response cap.
+        "/huge" => stream((0..17 * 16).map(|_| (Duration::ZERO, Bytes::from(vec![b'z'; 64 * 1024]))).collect(), None),
+        _ => text(404, vec![], "unknown".to_owned()),
     }
 }
 
@@ -158,49 +157,37 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let up = Hostile::default();
-    let app = axum::Router::new().fallback(hostile_handler).with_state(up.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let up = Hostile { mock: MockUpstream::answering(Reply::with(hostile_reply)).await.unwrap() };
+    let url = up.mock.url();
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
-    let secret_file = secret_file.display();
-    let payee = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C";
-    let provider = |id: &str, prefix: &str, credential: &str, extra: &str, timeout_ms: u64| {
-        format!(
-            r#"
-[[providers]]
-id = "{id}"
-pay_to = "{payee}"
-upstream = "{url}"
-strip_prefix = "/{prefix}"
-upstream_timeout_ms = {timeout_ms}
-credential = {{ {credential}, secret_file = "{secret_file}" }}
-
-[[providers.routes]]
-path = "/{prefix}/{{x}}"
-methods = ["GET", "POST"]
-price_atomic = "{PRICE_ATOMIC}"
-{extra}
-"#
-        )
-    };
+    let secret_file = secret_file.display().to_string();
+    let payee: Address = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C".parse().unwrap();
+    let provider =
+        |id: &str, prefix: &str, credential: &str, timeout_ms: u64, route: fn(RouteConfig) -> RouteConfig| {
+            ProviderConfig::new(id, payee, &url)
+                .strip_prefix(&format!("/{prefix}"))
+                .upstream_timeout_ms(timeout_ms)
+                .credential(&format!("{{ {credential}, secret_file = {} }}", quote(&secret_file)))
+                .route(route(RouteConfig::new(&format!("/{prefix}/{{x}}"), PRICE_ATOMIC).methods(&["GET", "POST"])))
+        };
     let header = r#"inject = "header""#;
-    let extra_config = [
-        provider("hostile-h", "hh", header, "", 5_000),
-        provider("hostile-q", "hq", r#"inject = "query", param = "api_key""#, "", 5_000),
-        provider("hostile-b", "hb", r#"inject = "basic", username = "svc""#, "", 5_000),
+    let before = |r: RouteConfig| r.settlement("before");
+    let providers = vec![
+        provider("hostile-h", "hh", header, 5_000, |r| r),
+        provider("hostile-q", "hq", r#"inject = "query", param = "api_key""#, 5_000, |r| r),
+        provider("hostile-b", "hb", r#"inject = "basic", username = "svc""#, 5_000, |r| r),
         // A short timeout, for the stalled body (and the stalled request body).
-        provider("hostile-before", "hbf", header, r#"settlement = "before""#, 1_000),
+        provider("hostile-before", "hbf", header, 1_000, before),
         // Room to relay 16 MiB in a debug build.
-        provider("hostile-big", "hbig", header, r#"settlement = "before""#, 60_000),
-        provider("hostile-lenient", "hcr", header, "charge_redirects = true\nallow_set_cookie = true", 5_000),
-        provider("hostile-small", "hs", header, "body_bytes_max = 1024", 1_000),
-    ]
-    .concat();
-    Setup { up, url, _dir: dir, options: Options { extra_config, ..Options::default() } }
+        provider("hostile-big", "hbig", header, 60_000, before),
+        provider("hostile-lenient", "hcr", header, 5_000, |r| {
+            r.set("charge_redirects", true).set("allow_set_cookie", true)
+        }),
+        provider("hostile-small", "hs", header, 1_000, |r| r.set("body_bytes_max", 1024u64)),
+    ];
+    Setup { up, url, _dir: dir, options: Options { providers, ..Options::default() } }
 }
 
 /// Runs a hostile-upstream scenario on SQLite and then on PostgreSQL (unless skipped).
@@ -211,7 +198,7 @@ macro_rules! hostile_both_engines {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 let s = setup().await;
-                if let Some(h) = Harness::start_with(crate::Engine::Sqlite, s.options.clone()).await {
+                if let Some(h) = Harness::start_with(crate::harness::Engine::Sqlite, s.options.clone()).await {
                     ($body)(&h, &s).await;
                     h.stop().await;
                 }
@@ -219,7 +206,7 @@ macro_rules! hostile_both_engines {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 let s = setup().await;
-                if let Some(h) = Harness::start_with(crate::Engine::Postgres, s.options.clone()).await {
+                if let Some(h) = Harness::start_with(crate::harness::Engine::Postgres, s.options.clone()).await {
                     ($body)(&h, &s).await;
                     h.stop().await;
                 }
@@ -267,7 +254,7 @@ async fn chunked_body_over_cap_never_reaches_upstream(h: &Harness, s: &Setup) {
     let mut pieces: Vec<Vec<u8>> = (0..4).map(|_| chunk(&[b'x'; 512])).collect();
     pieces.push(b"0\r\n\r\n".to_vec());
     let answer = raw_exchange(h, head, pieces, Duration::from_millis(150)).await;
-    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0, "the upstream saw a request whose body was over the cap");
+    assert_eq!(s.up.hits(), 0, "the upstream saw a request whose body was over the cap");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("request_body_too_large"), "{answer}");
     let entry = h.wait_state(&b, EntryState::Voided).await;
@@ -283,7 +270,7 @@ async fn chunked_body_over_cap_never_reaches_upstream(h: &Harness, s: &Setup) {
     let answer = raw_exchange(h, head, pieces, Duration::from_millis(50)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("counted 600"), "{answer}");
-    assert_eq!(s.up.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(s.up.hits(), 1);
     h.wait_state(&b, EntryState::Settled).await;
     assert_eq!(h.payee_balance().await, U256::ZERO, "the hostile providers pay a different payee");
 }
@@ -323,7 +310,7 @@ async fn broken_request_bodies_never_reach_upstream(h: &Harness, s: &Setup) {
     let answer = String::from_utf8_lossy(&out[..n]);
     assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_body_timeout"), "{answer}");
     assert_eq!(h.wait_state(&b, EntryState::Voided).await.reason.as_deref(), Some("request_body_timeout"));
-    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(s.up.hits(), 0);
 }
 hostile_both_engines!(broken_request_body, broken_request_bodies_never_reach_upstream);
 
@@ -361,7 +348,7 @@ async fn redirects_are_not_charged_and_rewritten(h: &Harness, s: &Setup) {
     let (b, resp) = paid_get(h, "/hcr/redirect-in").await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(resp.headers()["location"], "/hcr/landing?x=1");
-    assert!(crate::receipt_of(&resp, "payment-response").success);
+    assert!(crate::harness::receipt_of(&resp, "payment-response").success);
     h.wait_state(&b, EntryState::Settled).await;
     assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap());
 }
@@ -470,7 +457,7 @@ async fn forwarding_headers_and_cookies(h: &Harness, s: &Setup) {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
         assert_eq!(resp.headers().contains_key("set-cookie"), cookie, "{path}");
-        let seen = s.up.seen.lock().unwrap().last().cloned().unwrap();
+        let seen = s.up.last_headers();
         assert_eq!(seen.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["127.0.0.1"], "{path}");
         assert_eq!(seen["x-forwarded-proto"], "http");
         assert_eq!(seen["x-forwarded-host"], "gateway.test");
@@ -492,7 +479,7 @@ async fn oversized_targets_are_refused_first(h: &Harness, s: &Setup) {
         assert_eq!(body["error"]["code"], "uri_too_long");
         assert!(h.entry_for(&b).await.is_none(), "nothing reserved");
     }
-    assert_eq!(s.up.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(s.up.hits(), 0);
     assert_eq!(h.upstream.calls(), 0);
 }
 hostile_both_engines!(uri_too_long, oversized_targets_are_refused_first);

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tollgate_gateway::Gateway;
 use tollgate_test_support::{PaymentBuilder, TestCa, random_key, v2_header};
 
-use crate::{Engine, Harness, Options};
+use crate::harness::{Engine, Harness, Options};
 
 fn with_server(server_config: &str) -> Options {
     Options { server_config: server_config.to_owned(), ..Options::default() }

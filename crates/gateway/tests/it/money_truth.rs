@@ -3,10 +3,13 @@
 //! after a recovery sweep (docs/guarantees.md).
 
 use alloy_primitives::{B256, U256};
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, SettlementMode, Transition};
+use tollgate_gateway::stored_payment::StoredPayment;
+use tollgate_metering::{EntryState, NewEntry, SettlementMode, Transition};
 use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
+use tollgate_verifier::{SignatureCheck, VerifiedPayment};
 
-use crate::{Harness, PRICE_ATOMIC, both_engines, receipt_of};
+use crate::both_engines;
+use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
 
 async fn pay(h: &Harness, path: &str, b: &PaymentBuilder) -> reqwest::Response {
     h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send().await.unwrap()
@@ -20,7 +23,7 @@ async fn set_relayer_gas(h: &Harness, wei_hex: &str) {
 /// Runs the recovery sweep as a later process would: past the grace period.
 async fn sweep_later(h: &Harness, at_unix_s: u64) {
     h.clock.set(at_unix_s);
-    tollgate_gateway::settlement::recover_once(&h.gateway).await.unwrap();
+    tollgate_gateway::settlement::recover_once(&h.gateway.settlements).await.unwrap();
 }
 
 // Goal: a relayer that cannot pay gas makes the node refuse the broadcast after the claim.
@@ -108,34 +111,38 @@ both_engines!(forwarded_after_voided, forwarded_after_entries_are_voided_by_reco
 /// A `forwarded` ledger entry for `b`'s real, verified payment in `mode`: what a process
 /// leaves when it dies after the upstream answered and before settling.
 async fn forwarded_entry(h: &Harness, b: &PaymentBuilder, mode: SettlementMode) -> tollgate_metering::EntryId {
+    forwarded_entry_stored(h, b, mode, |p| StoredPayment::to_json(p).unwrap()).await
+}
+
+/// Like [`forwarded_entry`], with the stored payment written by `store`.
+async fn forwarded_entry_stored(
+    h: &Harness,
+    b: &PaymentBuilder,
+    mode: SettlementMode,
+    store: impl FnOnce(&VerifiedPayment) -> String,
+) -> tollgate_metering::EntryId {
     let offer = h.offer("/weather/rome").await;
     let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
     let id = h
         .gateway
         .ledger
+        .entries()
         .reserve(&NewEntry {
-            chain_id: 8453,
-            asset: h.chain.token,
-            payer: b.from,
-            pay_to: b.to,
-            nonce: b.nonce,
-            amount: AtomicAmount::new(PRICE_ATOMIC).unwrap(),
             valid_before_unix_s: b.valid_before,
-            provider: "weather".to_owned(),
-            route: "weather:/weather/{city}".to_owned(),
-            method: "GET".to_owned(),
-            path: "/weather/rome".to_owned(),
-            mode,
-            payment: serde_json::to_string(&verified).unwrap(),
-            price_version: Some(1),
-            credential: None,
-            credential_version: None,
-            now_unix_s: h.now,
+            payment: store(&verified),
+            ..h.weather_entry(b, "/weather/rome", mode)
         })
         .await
         .unwrap();
     let forwarded = Transition::Forwarded { upstream_status: Some(200) };
-    assert!(h.gateway.ledger.transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now).await.unwrap());
+    assert!(
+        h.gateway
+            .ledger
+            .entries()
+            .transition_from(&id, EntryState::Reserved, forwarded, "test", None, h.now)
+            .await
+            .unwrap()
+    );
     id
 }
 
@@ -152,7 +159,13 @@ async fn claimed_never_sent(
     let claim = Transition::Settling { tx_hash: B256::random() };
     let detail =
         relayer_nonce.map(|n| serde_json::json!({ "relayer": anvil_key(9).address(), "nonce": n }).to_string());
-    assert!(ledger.transition_from(&id, EntryState::Forwarded, claim, "test", detail.as_deref(), h.now).await.unwrap());
+    assert!(
+        ledger
+            .entries()
+            .transition_from(&id, EntryState::Forwarded, claim, "test", detail.as_deref(), h.now)
+            .await
+            .unwrap()
+    );
     id
 }
 
@@ -255,7 +268,7 @@ async fn receipt_or_code(resp: reqwest::Response) -> String {
 // gone, the answer is still `nonce_already_used`, not `chain_unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_refused_before_any_rpc() {
-    let mut h = Harness::start(crate::Engine::Sqlite).await.unwrap();
+    let mut h = Harness::start(crate::harness::Engine::Sqlite).await.unwrap();
     let b = h.payment("/weather/paris").await;
     assert_eq!(pay(&h, "/weather/paris", &b).await.status(), reqwest::StatusCode::OK);
     h.chain.anvil.kill().await;
@@ -265,8 +278,8 @@ async fn replay_is_refused_before_any_rpc() {
     h.stop().await;
 }
 
-async fn start_with_settlement(engine: crate::Engine, settlement: &str) -> Option<Harness> {
-    let opts = crate::Options { settlement_config: settlement.to_owned(), ..Default::default() };
+async fn start_with_settlement(engine: crate::harness::Engine, settlement: &str) -> Option<Harness> {
+    let opts = crate::harness::Options { settlement_config: settlement.to_owned(), ..Default::default() };
     Harness::start_with(engine, opts).await
 }
 
@@ -285,7 +298,7 @@ async fn other_payer(h: &Harness) -> alloy::signers::local::PrivateKeySigner {
 // backlog bound, an authorization too close to expiry, a payer over its unsettled cap — with
 // 503 and `Retry-After` when configured to reject, reserving nothing and calling no upstream;
 // a slot frees once its settlement finishes.
-async fn deferred_admission_rejects(engine: crate::Engine) {
+async fn deferred_admission_rejects(engine: crate::harness::Engine) {
     let settlement = "deferred_concurrency = 1\ndeferred_backlog_horizon_s = 1\ndeferred_overflow = \"reject\"\n\
                       deferred_payer_exposure_max_atomic = \"1000\"\ndeferred_receipt_poll_interval_ms = 20";
     let Some(h) = start_with_settlement(engine, settlement).await else { return };
@@ -340,19 +353,19 @@ async fn deferred_admission_rejects(engine: crate::Engine) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_rejects_sqlite() {
-    deferred_admission_rejects(crate::Engine::Sqlite).await;
+    deferred_admission_rejects(crate::harness::Engine::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_rejects_postgres() {
-    deferred_admission_rejects(crate::Engine::Postgres).await;
+    deferred_admission_rejects(crate::harness::Engine::Postgres).await;
 }
 
 // Goal: by default a deferred payment admission control refuses is served in `after` mode —
 // fully verified and settled before the answer, with its x402 receipt — not refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_admission_falls_back_to_after() {
-    let h = start_with_settlement(crate::Engine::Sqlite, "deferred_admission_margin_s = 1000").await.unwrap();
+    let h = start_with_settlement(crate::harness::Engine::Sqlite, "deferred_admission_margin_s = 1000").await.unwrap();
     let path = "/deferred/weather/accra";
     let short = h.payment(path).await; // valid for 300 s < 1000 s margin
     let resp = pay(&h, path, &short).await;
@@ -398,3 +411,42 @@ async fn recovery_settles_concurrently(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::from(12 * PRICE_ATOMIC));
 }
 both_engines!(recovery_concurrent, recovery_settles_concurrently);
+
+/// The stored payment as gateways wrote it before the format was versioned: the verifier's
+/// `VerifiedPayment` JSON of the time, without `v`, spelled out here so that a later change to
+/// the verifier's types cannot change what this test stores.
+fn unversioned_payment_json(p: &VerifiedPayment) -> String {
+    let a = &p.authorization;
+    let signature = match &p.signature {
+        SignatureCheck::Ecdsa(s) => serde_json::json!({ "ecdsa": { "r": s.r, "s": s.s, "v": s.v } }),
+        SignatureCheck::Contract(bytes) => serde_json::json!({ "contract": bytes }),
+    };
+    serde_json::json!({
+        "chainId": p.chain_id,
+        "asset": p.asset,
+        "authorization": {
+            "from": a.from, "to": a.to, "value": a.value,
+            "validAfter": a.valid_after, "validBefore": a.valid_before, "nonce": a.nonce,
+        },
+        "signature": signature,
+        "digest": p.digest,
+    })
+    .to_string()
+}
+
+// Goal: entries in flight during an upgrade still settle: a served deferred entry whose payment
+// was stored in the unversioned shape of earlier gateways is settled by the recovery sweep of
+// this one, and the money lands.
+async fn unversioned_stored_payment_still_settles(h: &Harness) {
+    let mut b = h.payment("/weather/rome").await;
+    b.valid_before = h.now + 20_000;
+    let id = forwarded_entry_stored(h, &b, SettlementMode::Deferred, unversioned_payment_json).await;
+    let stored = h.gateway.ledger.entries().get(&id).await.unwrap().unwrap().payment;
+    assert!(!stored.contains("\"v\":1"), "stored in the old shape: {stored}");
+    sweep_later(h, h.now + 7_200).await;
+    let entry = h.wait_state(&b, EntryState::Settled).await;
+    assert!(entry.tx_hash.is_some());
+    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+both_engines!(unversioned_stored_payment, unversioned_stored_payment_still_settles);

@@ -6,7 +6,8 @@ use base64::Engine as _;
 use reqwest::Method;
 use tollgate_test_support::{PaymentBuilder, random_key, v2_header};
 
-use crate::{Engine, Harness, both_engines};
+use crate::both_engines;
+use crate::harness::{Engine, Harness};
 
 // Goal: 50 garbage or forged payment headers (not base64, malformed JSON, signed by a key that
 // is not the payer, altered after signing, expired) leave the audit chain as it was and are

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tollgate_metering::EntryState;
 use tollgate_test_support::{PaymentBuilder, v2_header};
 
-use crate::{Engine, Harness, Options, PRICE_ATOMIC, admin_token, receipt_of};
+use crate::harness::{Engine, Harness, Options, PRICE_ATOMIC, admin_token, receipt_of};
 
 async fn harness(engine: Engine) -> Option<Harness> {
     Harness::start_with(engine, Options { health_interval_ms: 100, ..Options::default() }).await

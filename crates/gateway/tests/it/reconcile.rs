@@ -6,18 +6,19 @@ use std::time::Duration;
 
 use alloy_primitives::{B256, U256};
 use alloy_sol_types::SolCall;
-use tollgate_gateway::reconcile::{
+use tollgate_gateway::reconcile::reconciler;
+use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, Transition};
+use tollgate_recon::{
     JOB_LEASE, JobSettings, JobTick, ReconcileOptions, ReconcileOutcome, blocks_of_times, job_tick, reconcile_range,
     reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
 };
-use tollgate_metering::{
-    AtomicAmount, EntryState, NewEntry, ReconClass, ReconSums, SettlementMode, Transition, utc_day, utc_month,
-};
+use tollgate_recon::{ReconSums, utc_day, utc_month};
 use tollgate_test_support::{PaymentBuilder, TokenCall, random_key, v2_header};
 use tollgate_verifier::Clock;
 use tollgate_x402::Network;
 
-use crate::{Engine, Harness, Options, PRICE_ATOMIC, both_engines};
+use crate::both_engines;
+use crate::harness::{Engine, Harness, Options, PRICE_ATOMIC};
 
 fn opts() -> ReconcileOptions {
     // Small chunks so that a run crosses several eth_getLogs calls.
@@ -41,7 +42,7 @@ async fn paid_call(h: &Harness, city: &str) {
 }
 
 async fn run(h: &Harness, from: u64, to: u64) -> ReconcileOutcome {
-    reconcile_range(&h.gateway, Network::BASE, from, to, opts()).await.unwrap()
+    reconcile_range(&reconciler(&h.gateway), Network::BASE, from, to, opts()).await.unwrap()
 }
 
 fn count(o: &ReconcileOutcome, class: ReconClass) -> u64 {
@@ -69,7 +70,7 @@ async fn clean_period_ties_out(h: &Harness) {
     assert_eq!(json["totals"]["matched"], (3 * PRICE_ATOMIC).to_string());
     let csv = render_csv(&o.report);
     assert_eq!(csv.split("\r\n").filter(|l| l.starts_with("matched,")).count(), 3, "{csv}");
-    let runs = h.gateway.ledger.recon_runs(8453, h.chain.token, 10).await.unwrap();
+    let runs = h.gateway.ledger.recon().runs(8453, h.chain.token, 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert!(runs[0].tie_out_holds && runs[0].cursor_block == Some(o.scope.to_block));
 }
@@ -107,6 +108,7 @@ async fn exceptions_are_classified(h: &Harness) {
     let ghost = random_key().address();
     let ledger = &h.gateway.ledger;
     let id = ledger
+        .entries()
         .reserve(&NewEntry {
             chain_id: 8453,
             asset: h.chain.token,
@@ -129,9 +131,9 @@ async fn exceptions_are_classified(h: &Harness) {
         .await
         .unwrap();
     let fake_tx = B256::repeat_byte(0xfa);
-    ledger.transition(&id, Transition::Settling { tx_hash: fake_tx }, "test", None, h.now).await.unwrap();
+    ledger.entries().transition(&id, Transition::Settling { tx_hash: fake_tx }, "test", None, h.now).await.unwrap();
     let settled = Transition::Settled { tx_hash: fake_tx, block_number: block, block_hash, log_index: 0 };
-    ledger.transition(&id, settled, "test", None, h.now).await.unwrap();
+    ledger.entries().transition(&id, settled, "test", None, h.now).await.unwrap();
 
     let to = head(h).await;
     let o = run(h, from, to).await;
@@ -157,13 +159,13 @@ async fn exceptions_are_classified(h: &Harness) {
     let again = run(h, from, to).await;
     assert_eq!(again.report, o.report, "a re-run over the same range gives the same report");
     assert!(again.run_id > o.run_id);
-    let runs = h.gateway.ledger.recon_runs(8453, h.chain.token, 10).await.unwrap();
+    let runs = h.gateway.ledger.recon().runs(8453, h.chain.token, 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!((runs[0].counts.clone(), runs[0].chain_total), (runs[1].counts.clone(), runs[1].chain_total));
-    let exceptions = h.gateway.ledger.recon_exceptions(o.run_id).await.unwrap();
+    let exceptions = h.gateway.ledger.recon().exceptions(o.run_id).await.unwrap();
     assert_eq!(exceptions.len(), 3);
-    let note = h.gateway.ledger.add_recon_note(exceptions[0].id, "finance", "investigating", h.now).await.unwrap();
-    assert_eq!(h.gateway.ledger.recon_notes(exceptions[0].id).await.unwrap()[0].id, note);
+    let note = h.gateway.ledger.recon().add_note(exceptions[0].id, "finance", "investigating", h.now).await.unwrap();
+    assert_eq!(h.gateway.ledger.recon().notes(exceptions[0].id).await.unwrap()[0].id, note);
 }
 both_engines!(exceptions, exceptions_are_classified);
 
@@ -216,7 +218,7 @@ async fn reorged_settlement_is_matched_again(h: &Harness) {
     assert_eq!(after.tx_hash, Some(tx));
     assert_eq!(after.block_number, Some(old_block + 1));
     assert_ne!(after.block_hash, Some(old_hash));
-    let events = h.gateway.ledger.events(&before.id).await.unwrap();
+    let events = h.gateway.ledger.entries().events(&before.id).await.unwrap();
     let causes: Vec<&str> = events.iter().map(|e| e.cause.as_str()).collect();
     assert!(causes.contains(&"reorged"), "{causes:?}");
 
@@ -266,7 +268,7 @@ async fn time_range_and_days(h: &Harness) {
     h.chain.warp_to(d3 + 3_600).await.unwrap();
     let first_of_d3 = head(h).await;
 
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
     assert_eq!(blocks_of_times(gw, Network::BASE, d1, d3, opts()).await.unwrap(), (first_of_d1, first_of_d3 - 1));
     assert_eq!(blocks_of_times(gw, Network::BASE, d2, d3, opts()).await.unwrap(), (first_of_d2, first_of_d3 - 1));
     // An end beyond the head takes the head; a range with no block, or backwards, is refused.
@@ -305,10 +307,10 @@ both_engines!(recon_by_time, time_range_and_days);
 // ends at the head; a settlement with too few confirmations stays behind the cursor and is
 // matched by the next resume once confirmed; with no new block there is nothing to do.
 async fn resume_from_cursor(h: &Harness) {
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
     let start = head(h).await + 1;
     let two = ReconcileOptions { confirmations_min: 2, ..opts() };
-    assert!(gw.ledger.recon_cursor(8453, h.chain.token).await.unwrap().is_none());
+    assert!(gw.ledger.recon().cursor(8453, h.chain.token).await.unwrap().is_none());
     paid_call(h, "quito").await;
     paid_call(h, "cusco").await;
     let last = head(h).await;
@@ -316,7 +318,7 @@ async fn resume_from_cursor(h: &Harness) {
     assert_eq!((o.scope.from_block, o.scope.to_block, o.cursor_block), (start, last, Some(last - 1)));
     assert_eq!(count(&o, ReconClass::Matched), 1, "{:#?}", o.report.items);
     assert_eq!(count(&o, ReconClass::Unconfirmed), 1);
-    assert_eq!(gw.ledger.recon_cursor(8453, h.chain.token).await.unwrap(), Some(last - 1));
+    assert_eq!(gw.ledger.recon().cursor(8453, h.chain.token).await.unwrap(), Some(last - 1));
 
     // One more block confirms the second settlement: the resume covers only its block onwards.
     h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
@@ -349,16 +351,17 @@ fn job(interval: Duration) -> JobSettings {
 // replica holding it means no run), reconciles every network from its cursor, and releases
 // the lease afterwards.
 async fn job_tick_takes_the_lease(h: &Harness) {
-    let gw = &h.gateway;
+    let gw = &reconciler(&h.gateway);
+    let instance = &h.gateway.instance;
     paid_call(h, "nairobi").await;
     let now = h.clock.now_unix_s();
-    assert!(gw.ledger.try_lease(JOB_LEASE, "other-replica", 60, now).await.unwrap());
-    let tick = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap();
+    assert!(gw.ledger.leases().try_acquire(JOB_LEASE, "other-replica", 60, now).await.unwrap());
+    let tick = job_tick(gw, instance, &job(Duration::from_secs(1))).await.unwrap();
     assert!(matches!(tick, JobTick::LeaseBusy), "{tick:?}");
-    assert!(gw.ledger.recon_runs(8453, h.chain.token, 10).await.unwrap().is_empty());
-    gw.ledger.release_lease(JOB_LEASE, "other-replica").await.unwrap();
+    assert!(gw.ledger.recon().runs(8453, h.chain.token, 10).await.unwrap().is_empty());
+    gw.ledger.leases().release(JOB_LEASE, "other-replica").await.unwrap();
 
-    let JobTick::Ran(results) = job_tick(gw, &job(Duration::from_secs(1))).await.unwrap() else {
+    let JobTick::Ran(results) = job_tick(gw, instance, &job(Duration::from_secs(1))).await.unwrap() else {
         panic!("the lease was free");
     };
     assert_eq!(results.len(), 1);
@@ -367,7 +370,7 @@ async fn job_tick_takes_the_lease(h: &Harness) {
     assert_eq!((*network, o.scope.from_block, o.scope.to_block), (Network::BASE, 0, head(h).await));
     assert_eq!(count(o, ReconClass::Matched), 1);
     // Released: another replica can take it at once.
-    assert!(gw.ledger.try_lease(JOB_LEASE, "other-replica", 60, now).await.unwrap());
+    assert!(gw.ledger.leases().try_acquire(JOB_LEASE, "other-replica", 60, now).await.unwrap());
 }
 both_engines!(recon_job_lease, job_tick_takes_the_lease);
 
@@ -385,7 +388,7 @@ async fn periodic_job_records_runs(engine: Engine) {
     let settled_head = head(&h).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let runs = loop {
-        let runs = h.gateway.ledger.recon_runs(8453, h.chain.token, 1_000).await.unwrap();
+        let runs = h.gateway.ledger.recon().runs(8453, h.chain.token, 1_000).await.unwrap();
         if runs.last().and_then(|r| r.cursor_block) >= Some(settled_head) {
             break runs;
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::http::StatusCode;
 use tollgate_test_support::v2_header;
 
-use crate::{API_KEY, Engine, Harness};
+use crate::harness::{API_KEY, Engine, Harness};
 
 const VAULT_SECRET: &str = "vk-live-3b9d1f7a5c2e8b4d6f0a";
 const VAULT_SECRET_2: &str = "vk-live-9e7c5a3b1d8f6e4c2a0b";

@@ -11,10 +11,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tollgate_metering::EntryState;
-use tollgate_test_support::{RpcFaultProxy, ScriptedUpstream, TestCa, v2_header};
+use tollgate_test_support::{MockUpstream, RpcFaultProxy, TestCa, v2_header};
 
+use crate::harness::{API_KEY, Engine, Harness, Options, PRICE_ATOMIC};
 use crate::secrets::captured_logs;
-use crate::{API_KEY, Engine, Harness, Options, PRICE_ATOMIC};
 
 fn with_ca(ca: &TestCa) -> String {
     format!("\n[tls]\nextra_ca_file = \"{}\"\n", ca.ca_file().display())
@@ -26,7 +26,7 @@ fn with_ca(ca: &TestCa) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstream_and_rpc_with_the_ca_pay_and_settle() {
     let ca = TestCa::new().unwrap();
-    let upstream = ScriptedUpstream::start_tls(ca.server_config(&["localhost"]).unwrap()).await.unwrap();
+    let upstream = MockUpstream::start_tls(ca.server_config(&["localhost"]).unwrap()).await.unwrap();
     let h = Harness::start_with(
         Engine::Sqlite,
         Options { upstream_url: Some(upstream.url()), extra_config: with_ca(&ca), ..Options::default() },
@@ -68,7 +68,7 @@ async fn https_upstream_and_rpc_with_the_ca_pay_and_settle() {
 async fn https_upstream_without_the_ca_is_refused_naming_the_host_and_nothing_is_charged() {
     let logs = captured_logs();
     let ca = TestCa::new().unwrap();
-    let upstream = ScriptedUpstream::start_tls(ca.server_config(&["localhost"]).unwrap()).await.unwrap();
+    let upstream = MockUpstream::start_tls(ca.server_config(&["localhost"]).unwrap()).await.unwrap();
     let port = upstream.url().rsplit(':').next().unwrap().to_owned();
     let h = Harness::start_with(Engine::Sqlite, Options { upstream_url: Some(upstream.url()), ..Options::default() })
         .await

@@ -19,7 +19,9 @@ async fn concurrent_reservations_have_one_winner() {
         let mut tasks = Vec::new();
         for i in 0..RACERS {
             let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
-            tasks.push(tokio::spawn(async move { ledger.reserve(&new_entry(7, 1_000, 100 + i as u64)).await }));
+            tasks.push(tokio::spawn(
+                async move { ledger.entries().reserve(&new_entry(7, 1_000, 100 + i as u64)).await },
+            ));
         }
         let mut winners = Vec::new();
         let mut duplicates = Vec::new();
@@ -64,7 +66,7 @@ async fn concurrent_transitions_have_one_winner() {
             let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
             let id = id.clone();
             tasks.push(tokio::spawn(async move {
-                ledger.transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 200).await
+                ledger.entries().transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 200).await
             }));
         }
         let blocked = (2 * test_options().max_connections) as i64;
@@ -106,7 +108,7 @@ async fn concurrent_transitions_have_one_winner() {
             // itself; racers that read before the winner committed are stale too.
             ensure!(stale >= blocked - 1, "every gated loser was stopped by the conditional UPDATE: {stale} stale");
         }
-        let events = db.ledger.events(&id).await?;
+        let events = db.ledger.entries().events(&id).await?;
         let to: Vec<_> = events.iter().map(|e| e.to_state).collect();
         ensure!(to == [EntryState::Reserved, EntryState::Forwarded, EntryState::Settling], "{to:?}");
         eprintln!("[{}] transition race: 1 win, {stale} stale, {same_hash} not a replacement", db.engine);
@@ -123,9 +125,9 @@ async fn concurrent_lease_takers_have_one_winner() {
         let mut tasks = Vec::new();
         for i in 0..RACERS {
             let ledger = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
-            tasks.push(tokio::spawn(
-                async move { ledger.try_lease("relayer:8453", &format!("gw-{i}"), 30, 1_000).await },
-            ));
+            tasks.push(tokio::spawn(async move {
+                ledger.leases().try_acquire("relayer:8453", &format!("gw-{i}"), 30, 1_000).await
+            }));
         }
         let mut taken = 0;
         for task in tasks {
@@ -149,7 +151,7 @@ async fn concurrent_claims_have_one_winner() {
             let (ledger, id) = (db.ledger.clone(), id.clone());
             tasks.push(tokio::spawn(async move {
                 let t = Transition::Settling { tx_hash: hash(1_000 + i as u64) };
-                ledger.transition_from(&id, EntryState::Forwarded, t, "claim", None, 200).await
+                ledger.entries().transition_from(&id, EntryState::Forwarded, t, "claim", None, 200).await
             }));
         }
         let mut won = 0;
@@ -159,7 +161,7 @@ async fn concurrent_claims_have_one_winner() {
             }
         }
         ensure!(won == 1, "claims won: {won}");
-        let events = db.ledger.events(&id).await?;
+        let events = db.ledger.entries().events(&id).await?;
         ensure!(events.iter().filter(|e| e.to_state == EntryState::Settling).count() == 1);
         Ok(())
     })

@@ -11,8 +11,8 @@ async fn reserve_forward_settle_records_every_step() {
     // Goal: reserved -> forwarded -> settling -> settling (replacement) -> settled stores each step's data and appends one event per step, in order.
     each_engine(|db| async move {
         let ledger = db.ledger;
-        let id = ledger.reserve(&new_entry(1, 10_000, 100)).await?;
-        let entry = ledger.entry(&id).await?.expect("reserved entry");
+        let id = ledger.entries().reserve(&new_entry(1, 10_000, 100)).await?;
+        let entry = ledger.entries().get(&id).await?.expect("reserved entry");
         ensure!(entry.state == EntryState::Reserved && entry.created_unix_s == 100 && entry.updated_unix_s == 100);
         ensure!(
             entry.asset == asset() && entry.payer == payer() && entry.pay_to == pay_to() && entry.nonce == nonce(1)
@@ -21,27 +21,30 @@ async fn reserve_forward_settle_records_every_step() {
         ensure!(entry.payment == new_entry(1, 10_000, 100).payment, "payment stored verbatim");
 
         let forwarded = ledger
+            .entries()
             .transition(&id, Transition::Forwarded { upstream_status: Some(200) }, "upstream_ok", None, 101)
             .await?;
         ensure!(forwarded.state == EntryState::Forwarded && forwarded.upstream_status == Some(200));
         ensure!(forwarded.updated_unix_s == 101 && forwarded.created_unix_s == 100);
 
-        ledger.transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 102).await?;
-        let same = ledger.transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 103).await;
+        ledger.entries().transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 102).await?;
+        let same =
+            ledger.entries().transition(&id, Transition::Settling { tx_hash: hash(1) }, "settle_sent", None, 103).await;
         ensure!(matches!(same, Err(MeteringError::NotAReplacement { .. })), "same hash is no replacement: {same:?}");
         let replaced = ledger
+            .entries()
             .transition(&id, Transition::Settling { tx_hash: hash(2) }, "fee_bump", Some(r#"{"gwei":3}"#), 104)
             .await?;
         ensure!(replaced.tx_hash == Some(hash(2)));
 
-        let done = ledger.transition(&id, settled(2), "receipt", None, 105).await?;
+        let done = ledger.entries().transition(&id, settled(2), "receipt", None, 105).await?;
         ensure!(done.state == EntryState::Settled && done.tx_hash == Some(hash(2)));
         ensure!(done.block_number == Some(1_002) && done.block_hash == Some(hash(502)) && done.log_index == Some(2));
         ensure!(done.upstream_status == Some(200), "earlier columns are kept");
-        ensure!(ledger.entry(&id).await?.as_ref() == Some(&done));
-        ensure!(ledger.entry_by_authorization(CHAIN_ID, asset(), payer(), nonce(1)).await?.as_ref() == Some(&done));
+        ensure!(ledger.entries().get(&id).await?.as_ref() == Some(&done));
+        ensure!(ledger.entries().by_authorization(CHAIN_ID, asset(), payer(), nonce(1)).await?.as_ref() == Some(&done));
 
-        let events = ledger.events(&id).await?;
+        let events = ledger.entries().events(&id).await?;
         let steps: Vec<_> = events.iter().map(|e| (e.from_state, e.to_state, e.cause.as_str(), e.at_unix_s)).collect();
         ensure!(
             steps
@@ -81,14 +84,14 @@ async fn illegal_transitions_are_rejected_in_rust() {
         for from in EntryState::ALL {
             n += 1;
             let id = entry_in(&ledger, from, n, 100).await?;
-            let before = ledger.entry(&id).await?;
-            let events_before = ledger.events(&id).await?.len();
+            let before = ledger.entries().get(&id).await?;
+            let events_before = ledger.entries().events(&id).await?.len();
             for t in &attempts {
                 let to = t.to_state();
                 if from.can_go_to(to) {
                     continue;
                 }
-                let result = ledger.transition(&id, t.clone(), "illegal", None, 200).await;
+                let result = ledger.entries().transition(&id, t.clone(), "illegal", None, 200).await;
                 match result {
                     Err(MeteringError::IllegalTransition { id: got, from: f, to: tt }) => {
                         ensure!(got == id && f == from && tt == to)
@@ -96,14 +99,15 @@ async fn illegal_transitions_are_rejected_in_rust() {
                     other => anyhow::bail!("{from} -> {to}: expected IllegalTransition, got {other:?}"),
                 }
             }
-            ensure!(ledger.entry(&id).await? == before, "{from}: entry unchanged");
-            ensure!(ledger.events(&id).await?.len() == events_before, "{from}: no event appended");
+            ensure!(ledger.entries().get(&id).await? == before, "{from}: entry unchanged");
+            ensure!(ledger.entries().events(&id).await?.len() == events_before, "{from}: no event appended");
         }
         let unknown = "0123456789abcdef0123456789abcdef".parse()?;
-        let result = ledger.transition(&unknown, Transition::Voided { reason: "x".to_owned() }, "void", None, 1).await;
+        let result =
+            ledger.entries().transition(&unknown, Transition::Voided { reason: "x".to_owned() }, "void", None, 1).await;
         ensure!(matches!(result, Err(MeteringError::NotFound { .. })), "{result:?}");
-        ensure!(ledger.entry(&unknown).await?.is_none());
-        ensure!(ledger.events(&unknown).await?.is_empty());
+        ensure!(ledger.entries().get(&unknown).await?.is_none());
+        ensure!(ledger.entries().events(&unknown).await?.is_empty());
         Ok(())
     })
     .await;
@@ -114,8 +118,8 @@ async fn duplicate_reservation_names_the_existing_entry() {
     // Goal: a second reservation of the same authorization fails with DuplicateAuthorization carrying the existing id and its current state; a different nonce or payer is a different authorization.
     each_engine(|db| async move {
         let ledger = db.ledger;
-        let id = ledger.reserve(&new_entry(1, 1_000, 100)).await?;
-        let again = ledger.reserve(&new_entry(1, 1_000, 101)).await;
+        let id = ledger.entries().reserve(&new_entry(1, 1_000, 100)).await?;
+        let again = ledger.entries().reserve(&new_entry(1, 1_000, 101)).await;
         match again {
             Err(MeteringError::DuplicateAuthorization { existing, state }) => {
                 ensure!(existing == id && state == EntryState::Reserved)
@@ -123,21 +127,22 @@ async fn duplicate_reservation_names_the_existing_entry() {
             other => anyhow::bail!("expected DuplicateAuthorization, got {other:?}"),
         }
         ledger
+            .entries()
             .transition(&id, Transition::Voided { reason: "upstream 503".to_owned() }, "upstream_5xx", None, 102)
             .await?;
         // Even a voided authorization stays spent: it could be settled by anyone holding it.
         let mut other_amount = new_entry(1, 5, 103);
         other_amount.route = "other".to_owned();
-        match ledger.reserve(&other_amount).await {
+        match ledger.entries().reserve(&other_amount).await {
             Err(MeteringError::DuplicateAuthorization { existing, state }) => {
                 ensure!(existing == id && state == EntryState::Voided)
             }
             other => anyhow::bail!("expected DuplicateAuthorization, got {other:?}"),
         }
-        ledger.reserve(&new_entry(2, 1_000, 104)).await?;
+        ledger.entries().reserve(&new_entry(2, 1_000, 104)).await?;
         let mut other_payer = new_entry(1, 1_000, 105);
         other_payer.payer = alloy_primitives::Address::repeat_byte(0xC3);
-        ledger.reserve(&other_payer).await?;
+        ledger.entries().reserve(&other_payer).await?;
         ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_entries").await == 3);
         Ok(())
     })
@@ -148,11 +153,11 @@ async fn duplicate_reservation_names_the_existing_entry() {
 async fn migrations_are_idempotent() {
     // Goal: connecting again to a migrated database applies nothing new and keeps the data; Debug output never shows the URL.
     each_engine(|db| async move {
-        let id = db.ledger.reserve(&new_entry(1, 1_000, 100)).await?;
+        let id = db.ledger.entries().reserve(&new_entry(1, 1_000, 100)).await?;
         let second = Ledger::connect(&db.url, test_options()).await?;
         let third = Ledger::connect(&db.url, test_options()).await?;
         ensure!(second.engine() == db.engine && third.engine() == db.engine);
-        ensure!(third.entry(&id).await?.is_some());
+        ensure!(third.entries().get(&id).await?.is_some());
         ensure!(db.raw.count("SELECT COUNT(*) FROM _sqlx_migrations").await == 7, "each migration applied once");
         let debug = format!("{second:?}");
         ensure!(!debug.contains(&db.url) && !debug.contains("127.0.0.1") && !debug.contains("ledger.db"), "{debug}");
@@ -173,14 +178,14 @@ async fn calls_time_out_while_the_database_is_locked() {
         let result = match &db.raw {
             crate::Raw::Sqlite(pool) => {
                 let lock = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let result = ledger.reserve(&new_entry(1, 1_000, 100)).await;
+                let result = ledger.entries().reserve(&new_entry(1, 1_000, 100)).await;
                 lock.rollback().await?;
                 result
             }
             crate::Raw::Postgres(pool) => {
                 let mut lock = pool.begin().await?;
                 sqlx::query("LOCK TABLE ledger_entries IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await?;
-                let result = ledger.reserve(&new_entry(1, 1_000, 100)).await;
+                let result = ledger.entries().reserve(&new_entry(1, 1_000, 100)).await;
                 lock.rollback().await?;
                 result
             }
@@ -193,7 +198,7 @@ async fn calls_time_out_while_the_database_is_locked() {
             other => anyhow::bail!("expected a reserve Timeout, got {other:?}"),
         }
         ensure!(elapsed < std::time::Duration::from_secs(3), "took {elapsed:?}");
-        ledger.reserve(&new_entry(1, 1_000, 100)).await?;
+        ledger.entries().reserve(&new_entry(1, 1_000, 100)).await?;
         Ok(())
     })
     .await;

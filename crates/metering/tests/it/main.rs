@@ -6,6 +6,7 @@
 
 mod concurrency;
 mod control;
+mod layers;
 mod lifecycle;
 mod queries;
 mod reconcile;
@@ -235,7 +236,7 @@ pub fn settled(n: u64) -> Transition {
 
 /// Reserves entry `n` and walks it through the API to `state`.
 pub async fn entry_in(ledger: &Ledger, state: EntryState, n: u64, now: u64) -> anyhow::Result<EntryId> {
-    let id = ledger.reserve(&new_entry(n, 1_000, now)).await?;
+    let id = ledger.entries().reserve(&new_entry(n, 1_000, now)).await?;
     let path: &[Transition] = match state {
         EntryState::Reserved => &[],
         EntryState::Forwarded => &[Transition::Forwarded { upstream_status: Some(200) }],
@@ -252,7 +253,7 @@ pub async fn entry_in(ledger: &Ledger, state: EntryState, n: u64, now: u64) -> a
         ],
     };
     for t in path {
-        ledger.transition(&id, t.clone(), "test_setup", None, now).await?;
+        ledger.entries().transition(&id, t.clone(), "test_setup", None, now).await?;
     }
     Ok(id)
 }

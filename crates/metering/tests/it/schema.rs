@@ -66,7 +66,7 @@ async fn entries_are_born_reserved_and_never_deleted() {
         ensure!(ok == Ok(1), "a well-formed reserved row is accepted: {ok:?}");
         let delete = db.raw.exec(&format!("DELETE FROM ledger_entries WHERE id = '{id}'")).await;
         ensure!(delete.as_ref().is_err_and(|e| e.contains("never deleted")), "{delete:?}");
-        ensure!(db.ledger.entry(&id).await?.is_some());
+        ensure!(db.ledger.entries().get(&id).await?.is_some());
         Ok(())
     })
     .await;
@@ -90,7 +90,7 @@ async fn events_are_append_only() {
             let result = db.raw.exec("TRUNCATE ledger_events").await;
             ensure!(result.as_ref().is_err_and(|e| e.contains("append-only")), "truncate: {result:?}");
         }
-        let events = db.ledger.events(&id).await?;
+        let events = db.ledger.entries().events(&id).await?;
         ensure!(events.len() == 2 && events.iter().all(|e| e.cause != "rewritten"));
         Ok(())
     })
@@ -126,8 +126,8 @@ async fn authorization_columns_are_immutable() {
             db.raw.exec_rolled_back(&format!("UPDATE ledger_entries SET state = 'forwarded' WHERE id = '{id}'")).await
                 == Ok(1)
         );
-        let entry = db.ledger.entry(&id).await?.unwrap();
-        ensure!(entry == db.ledger.entry(&id).await?.unwrap() && entry.state == EntryState::Reserved);
+        let entry = db.ledger.entries().get(&id).await?.unwrap();
+        ensure!(entry == db.ledger.entries().get(&id).await?.unwrap() && entry.state == EntryState::Reserved);
         ensure!(entry.amount.get() == new_entry(1, 1_000, 100).amount.get());
         Ok(())
     })
@@ -190,7 +190,7 @@ async fn sqlite_ledger_files_are_created_private() {
     let path = dir.path().join("ledger.db");
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let ledger = tollgate_metering::Ledger::connect(&url, tollgate_metering::LedgerOptions::default()).await.unwrap();
-    ledger.reserve(&new_entry(1, 10, 100)).await.unwrap();
+    ledger.entries().reserve(&new_entry(1, 10, 100)).await.unwrap();
     let mode = |name: &str| std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
     for name in ["ledger.db", "ledger.db-wal", "ledger.db-shm"] {
         assert_eq!(mode(name), 0o600, "{name}");

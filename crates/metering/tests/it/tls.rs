@@ -25,7 +25,7 @@ async fn ledger_over_tls_with_verify_full() {
     let ledger = Ledger::connect(&url, test_options()).await.unwrap_or_else(|e| panic!("{e}\n{}", pg.log()));
     let now = 1_800_000_000;
     let id = entry_in(&ledger, EntryState::Settled, 1, now).await.unwrap();
-    assert_eq!(ledger.entry(&id).await.unwrap().unwrap().state, EntryState::Settled);
+    assert_eq!(ledger.entries().get(&id).await.unwrap().unwrap().state, EntryState::Settled);
     ledger.close().await;
 
     let pool = PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();

@@ -1,11 +1,11 @@
-//! `GatewayProcess` on a stand-in binary (a shell script that prints what `tollgate serve`
+//! `TestGateway::binary` on a stand-in binary (a shell script that prints what `tollgate serve`
 //! prints): readiness, SIGKILL, restart on the same config and the log files. The real
 //! binary is exercised by the cli crate's fault tests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use tollgate_test_support::GatewayProcess;
+use tollgate_test_support::TestGateway;
 
 const FAKE_SERVE: &str = r#"#!/bin/sh
 # Stands in for `tollgate serve --config FILE`: prints the config's contents and the lines
@@ -34,7 +34,7 @@ async fn spawn_kill_restart_and_logs() {
     let config = dir.path().join("tollgate.toml");
     std::fs::write(&config, "first").unwrap();
     let secret = "s3cr/t";
-    let mut gw = GatewayProcess::spawn(
+    let mut gw = TestGateway::binary(
         fake_binary(dir.path()),
         &config,
         &[("FAKE_SECRET", secret.to_owned())],
@@ -67,7 +67,7 @@ async fn spawn_kill_restart_and_logs() {
 #[tokio::test]
 async fn exit_before_listening_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let err = GatewayProcess::spawn("/bin/false", dir.path().join("cfg"), &[], dir.path().join("logs2"))
+    let err = TestGateway::binary("/bin/false", dir.path().join("cfg"), &[], dir.path().join("logs2"))
         .await
         .map(|_| ())
         .unwrap_err();

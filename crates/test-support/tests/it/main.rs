@@ -1,8 +1,10 @@
-//! Tests of the fault kit itself: each fixture does to real clients what it says it does.
+//! Tests of the test kit itself: each fixture does to real clients what it says it does.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod binary;
+mod config;
 mod pg_server;
 mod rpc_fault;
 mod upstream;
+mod workspace;

@@ -1,9 +1,9 @@
-//! `ScriptedUpstream` seen through reqwest: each scripted delivery arrives as scripted.
+//! `MockUpstream` seen through reqwest: each scripted delivery arrives as scripted.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tollgate_test_support::{Reply, ScriptedUpstream};
+use tollgate_test_support::{MockUpstream, Reply};
 
 fn client() -> reqwest::Client {
     tollgate_test_support::http_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
@@ -13,7 +13,7 @@ fn client() -> reqwest::Client {
 // error while reading, never a short "complete" body).
 #[tokio::test]
 async fn reset_mid_body_is_an_incomplete_body() {
-    let up = ScriptedUpstream::start().await.unwrap();
+    let up = MockUpstream::start().await.unwrap();
     up.script("/big", Reply::ResetAfter { declared_bytes: 100_000, sent_bytes: 1_000 });
     let resp = client().get(format!("{}/big", up.url())).send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -27,7 +27,7 @@ async fn reset_mid_body_is_an_incomplete_body() {
 // fixed, one-shot failures and per-prefix scripts answer as scripted.
 #[tokio::test]
 async fn records_and_answers() {
-    let up = ScriptedUpstream::start().await.unwrap();
+    let up = MockUpstream::start().await.unwrap();
     let http = client();
 
     up.script("/echo/*", Reply::Echo { status: 400 });
@@ -69,7 +69,7 @@ async fn records_and_answers() {
 // connections behave as their names say.
 #[tokio::test]
 async fn slow_big_and_dropped() {
-    let up = ScriptedUpstream::start().await.unwrap();
+    let up = MockUpstream::start().await.unwrap();
     let http = client();
 
     up.script("/trickle", Reply::Trickle { total_bytes: 40, chunk_bytes: 10, interval: Duration::from_millis(100) });
@@ -97,4 +97,51 @@ async fn slow_big_and_dropped() {
     up.script("/drop", Reply::Drop { reset: true });
     assert!(http.get(format!("{}/drop", up.url())).send().await.is_err());
     assert_eq!(up.hits("/drop"), 2);
+}
+
+// Goal: a computed answer sees the recorded request (headers, path) and can refuse it, a
+// JSON answer carries its content type, and an async answer may await before answering.
+#[tokio::test]
+async fn computed_and_json_answers() {
+    let up = MockUpstream::start().await.unwrap();
+    up.script(
+        "/weather/*",
+        Reply::with(|req| match req.header("authorization").as_deref() {
+            Some("Bearer k") => {
+                Reply::json(200, &serde_json::json!({ "city": req.path().trim_start_matches("/weather/") }))
+            }
+            _ => Reply::text(401, "missing or wrong API key"),
+        }),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    up.script(
+        "/later",
+        Reply::with_async(move |_| {
+            let rx = rx.clone();
+            async move {
+                if let Some(rx) = rx.lock().await.take() {
+                    let _ = rx.await;
+                }
+                Reply::text(200, "later")
+            }
+        }),
+    );
+    let http = client();
+    let ok = http.get(format!("{}/weather/lima", up.url())).bearer_auth("k").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "application/json");
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["city"], "lima");
+    let refused = http.get(format!("{}/weather/lima", up.url())).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(up.hits("/weather/lima"), 2);
+
+    let url = format!("{}/later", up.url());
+    let pending = tokio::spawn(async move { client().get(url).send().await.unwrap().text().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!pending.is_finished(), "the answer waits for the test");
+    tx.send(()).unwrap();
+    assert_eq!(pending.await.unwrap(), "later");
+    assert_eq!(up.port().to_string(), up.url().rsplit(':').next().unwrap());
 }

@@ -3,14 +3,44 @@
 //!
 //! Each version is sealed with a fresh random 96-bit nonce and the associated data
 //! `tollgate-credential/v1 \0 provider \0 name`, so a ciphertext moved to another provider's
-//! or credential's row fails to open. Owns sealing and opening only; storage is the ledger's
+//! or credential's row fails to open. Owns the master key's type, the rules for credential names
+//! and secrets, sealing and opening; storage is the ledger's
 //! (hex ciphertext), and nothing here logs or returns a secret except as `SecretString`.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::VaultKey;
+/// The vault's AES-256 master key, from the configuration (environment or file). Never
+/// printed; never stored in the database.
+pub struct VaultKey(pub secrecy::SecretBox<[u8; 32]>);
+
+impl std::fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VaultKey([redacted])")
+    }
+}
+
+/// A vault credential's name (the file's `credential.vault` and the admin API's upload path).
+pub fn check_vault_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err("use 1 to 64 letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// A secret as the vault accepts it: 1 to 8192 bytes, no control characters. The reason
+/// never quotes the secret.
+pub fn check_secret(secret: &SecretString) -> Result<(), &'static str> {
+    let s = secret.expose_secret();
+    if s.is_empty() || s.len() > 8192 {
+        return Err("must be 1 to 8192 bytes");
+    }
+    if s.bytes().any(|c| c.is_ascii_control()) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
 
 /// Why a credential could not be sealed or opened. Never carries the secret.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,164 @@
+//! Phase 9 and after: the answer (receipts in x402's shapes, extra headers), the one INFO
+//! line and the audit record of a paid call; and the public read-only endpoints
+//! (`/receipts/{id}`, `/healthz`).
+//!
+//! Must not: change a ledger entry (everything here reports what the phases did).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tollgate_metering::{Decision, EntryId, NewAuditRecord};
+use tollgate_verifier::VerifiedPayment;
+use tollgate_x402::facilitator::SettleResponse;
+
+use super::call::PaidCall;
+use crate::app::Gateway;
+use crate::challenge::attach_receipt;
+use crate::error::GatewayError;
+use crate::proxy::Upstream;
+
+/// The one INFO line of a paid call whose payment verified: entry id, route, payer, mode,
+/// outcome and phase latencies (never the path's query, a header or the credential).
+pub(super) fn log_paid_call(call: &PaidCall, mode: &str, outcome: &str, status: StatusCode, latency_ms: u64) {
+    let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (trail, t) = (&call.trail, &call.trail.timings);
+    tracing::info!(
+        entry = call.entry_id.as_ref().map(EntryId::as_str).unwrap_or(""),
+        route = %call.endpoint.name,
+        payer = %call.payment.as_ref().map(|p| format!("{:#x}", p.payer())).unwrap_or_default(),
+        mode,
+        outcome,
+        status = status.as_u16(),
+        upstream_status = trail.upstream_status,
+        tx = trail.tx_hash.as_deref().unwrap_or(""),
+        latency_ms,
+        verify_ms = ms(t.verify),
+        reserve_ms = ms(t.reserve),
+        upstream_ms = ms(t.upstream),
+        settle_ms = ms(t.settle),
+        "paid call"
+    );
+}
+
+/// Longest a request waits for room in the audit queue.
+const AUDIT_SEND_WAIT: Duration = Duration::from_secs(1);
+
+/// Queues the attempt's audit record. Waits for room when the queue is full (bounded), so
+/// records are not dropped.
+pub(super) async fn audit(gw: &Gateway, call: PaidCall, reason: &str, latency_ms: u64) {
+    let trail = call.trail;
+    let record = NewAuditRecord {
+        at_unix_ms: gw.clock.now_unix_s().saturating_mul(1000),
+        wallet: call.payment.as_ref().map(VerifiedPayment::payer),
+        provider: Some(call.endpoint.provider.id.clone()),
+        endpoint: Some(call.endpoint.name.clone()),
+        method: call.parts.method.as_str().to_owned(),
+        path: call.parts.uri.path().to_owned(),
+        price_version: call.endpoint.price_version,
+        decision: if call.entry_id.is_some() { Decision::Accepted } else { Decision::Denied },
+        reason: reason.to_owned(),
+        credential: call.credential.as_ref().map(|c| c.id.clone()),
+        credential_version: call.credential.as_ref().and_then(|c| c.version),
+        upstream_status: trail.upstream_status,
+        latency_ms,
+        entry_id: call.entry_id.map(|id| id.to_string()),
+        tx_hash: trail.tx_hash,
+    };
+    gw.audit_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // Bounded wait: when the writer cannot keep up (the database is down), the answer is not
+    // held hostage. An accepted call's record is rebuilt from its ledger entry later
+    // (settlement::backfill_audit); a denied attempt's is lost, and said so in the log.
+    if let Err(e) = gw.audit_tx.send_timeout(record, AUDIT_SEND_WAIT).await {
+        gw.audit_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let record = match e {
+            tokio::sync::mpsc::error::SendTimeoutError::Timeout(r)
+            | tokio::sync::mpsc::error::SendTimeoutError::Closed(r) => r,
+        };
+        tracing::error!(decision = ?record.decision, reason = %record.reason, entry = ?record.entry_id,
+            "audit queue full; record dropped");
+    }
+}
+
+pub(super) fn receipt(p: &VerifiedPayment, tx: alloy_primitives::B256) -> SettleResponse {
+    SettleResponse {
+        success: true,
+        error_reason: None,
+        payer: Some(p.payer()),
+        transaction: format!("{tx:#x}"),
+        network: p.network(),
+    }
+}
+
+/// The x402 `settlement_pending` answer: a transaction may exist (its hash is given so the
+/// agent can look on chain or at `/receipts/{id}`), no confirmation yet. Non-terminal: the
+/// agent must not pay this call again.
+pub(super) fn pending_receipt(p: &VerifiedPayment, tx: alloy_primitives::B256) -> SettleResponse {
+    SettleResponse {
+        success: false,
+        error_reason: Some("settlement_pending".to_owned()),
+        payer: Some(p.payer()),
+        transaction: format!("{tx:#x}"),
+        network: p.network(),
+    }
+}
+
+pub(super) fn failed_receipt(p: &VerifiedPayment, reason: &str) -> SettleResponse {
+    SettleResponse {
+        success: false,
+        error_reason: Some(reason.to_owned()),
+        payer: Some(p.payer()),
+        transaction: String::new(),
+        network: p.network(),
+    }
+}
+
+pub(super) fn respond(
+    up: Upstream,
+    receipt: Option<&SettleResponse>,
+    extra: &[(&'static str, String)],
+    cap: u64,
+) -> Response {
+    let (status, mut headers, body) = up.into_parts(cap);
+    if let Some(r) = receipt {
+        attach_receipt(&mut headers, r);
+    }
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    (status, headers, body).into_response()
+}
+
+/// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.
+pub async fn get_receipt(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<EntryId>() else { return GatewayError::ReceiptNotFound.rescue(None) };
+    match gw.ledger.entries().get(&id).await {
+        Ok(Some(e)) => {
+            let body = serde_json::json!({
+                "id": e.id.to_string(),
+                "state": e.state.as_str(),
+                "network": tollgate_x402::Network::new(e.chain_id).caip2(),
+                "payer": format!("{:#x}", e.payer),
+                "amount": e.amount.get().to_string(),
+                "transaction": e.tx_hash.map(|t| format!("{t:#x}")),
+                "blockNumber": e.block_number,
+                "reason": e.reason,
+            });
+            (StatusCode::OK, [(axum::http::header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
+        Ok(None) => GatewayError::ReceiptNotFound.rescue(None),
+        Err(e) => GatewayError::Ledger(e).rescue(None),
+    }
+}
+
+/// `GET /healthz`.
+pub async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok")
+}

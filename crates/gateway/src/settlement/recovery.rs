@@ -1,0 +1,352 @@
+//! Crash recovery: the sweep drives every entry left unfinished past the grace period to a
+//! terminal state from what the ledger and the chain say, re-checks entries a reorg sent back,
+//! and rebuilds audit records lost with a process.
+//!
+//! Must not: touch an entry a live call of this process holds, or re-broadcast for a call
+//! that is not known to have been served (`after`, `before`).
+
+use std::sync::Arc;
+
+use alloy_primitives::B256;
+use tollgate_metering::{
+    Decision, Entry, EntryId, EntryState, MeteringError, NewAuditRecord, SettlementMode, Transition,
+};
+use tollgate_verifier::{Fault, VerifiedPayment};
+
+use super::record::{ANSWERED, ClaimDetail, REFUND_DUE, fail, record_settled, stored_payment, unusable_payment};
+use super::service::Settlements;
+use super::settle::{SettleError, Waiter, settle_entry};
+
+/// Runs the recovery sweep now and then every `recovery_interval` until the process ends.
+pub async fn recovery_loop(svc: Arc<Settlements>) {
+    loop {
+        if let Err(e) = recover_once(&svc).await {
+            tracing::warn!(error = %e, "recovery sweep failed; will retry");
+        }
+        tokio::time::sleep(svc.config.settlement.recovery_interval).await;
+    }
+}
+
+/// One sweep: every entry left unfinished for longer than the grace period (so not in
+/// flight in a live process) is driven towards a terminal state, up to
+/// `settlement.deferred_concurrency` entries at once (the same bound as the deferred worker:
+/// their receipt waits overlap, so a backlog settles many entries per block, not one).
+pub async fn recover_once(svc: &Settlements) -> Result<usize, MeteringError> {
+    use futures_util::StreamExt as _;
+    let now = svc.clock.now_unix_s();
+    let cutoff = now.saturating_sub(svc.config.settlement.recovery_grace_s);
+    let mut stuck = svc.ledger.entries().unfinished(cutoff, 200).await?;
+    stuck.retain(|e| !svc.live_entries.contains(&e.id));
+    let count = stuck.len();
+    futures_util::stream::iter(stuck.iter())
+        .for_each_concurrent(svc.config.settlement.deferred_concurrency.max(1), |entry| async move {
+            recover_entry(svc, entry).await;
+            // A deferred entry the worker's queue had no room for may have been settled or
+            // voided here instead: its admission slot is released either way.
+            svc.backlog.unpark(entry.id.as_str());
+        })
+        .await;
+    backfill_audit(svc, cutoff).await?;
+    Ok(count)
+}
+
+/// How far back the sweep looks for accepted calls that lost their audit record.
+const AUDIT_BACKFILL_WINDOW_S: u64 = 7 * 86_400;
+
+/// Accepted calls whose audit record was still queued when a process died have a ledger entry
+/// but no record: append one (reason `recovered_after_restart`, from the entry). Only entries
+/// that ended more than the recovery grace period ago (a live process queues its record when
+/// the call ends), reserved since the audit trail began; at most one sweep a minute across
+/// replicas (a lease, held until it expires).
+pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usize, MeteringError> {
+    const LEASE: &str = "audit_backfill";
+    // The holder is unique per sweep, so two sweeps of one process exclude each other too.
+    let holder = format!("{}-{}", svc.instance, hex::encode(rand::random::<[u8; 4]>()));
+    if !svc.ledger.leases().try_acquire(LEASE, &holder, 60, svc.clock.now_unix_s()).await? {
+        return Ok(0);
+    }
+    let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
+    let missing = svc.ledger.entries().without_audit(since, before_unix_s, 500).await?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<NewAuditRecord> = missing
+        .iter()
+        .map(|e| NewAuditRecord {
+            at_unix_ms: e.created_unix_s.saturating_mul(1000),
+            wallet: Some(e.payer),
+            provider: Some(e.provider.clone()),
+            endpoint: Some(e.route.clone()),
+            method: e.method.clone(),
+            path: e.path.clone(),
+            price_version: e.price_version,
+            decision: Decision::Accepted,
+            reason: "recovered_after_restart".to_owned(),
+            credential: e.credential.clone(),
+            credential_version: e.credential_version,
+            upstream_status: e.upstream_status,
+            latency_ms: 0,
+            entry_id: Some(e.id.to_string()),
+            tx_hash: e.tx_hash.map(|t| format!("{t:#x}")),
+        })
+        .collect();
+    svc.ledger.audit().append(&records).await?;
+    tracing::warn!(records = records.len(), "audit records recovered from the ledger");
+    Ok(records.len())
+}
+
+async fn recover_entry(svc: &Settlements, entry: &Entry) {
+    let now = svc.clock.now_unix_s();
+    let expired = entry.valid_before_unix_s <= now.saturating_add(svc.config.verification.valid_before_buffer_s);
+    match entry.state {
+        // Reserved but never marked forwarded: the call cannot be shown to have been
+        // delivered, so nothing is charged.
+        EntryState::Reserved => {
+            let reason = if entry.mode == SettlementMode::Deferred {
+                "recovery_delivery_unknown"
+            } else {
+                "recovery_never_forwarded"
+            };
+            void_left(svc, entry, EntryState::Reserved, reason, now).await;
+        }
+        // `after`: the upstream answered but the body is released only with a settlement,
+        // and no transaction was ever claimed: the process died before the agent got
+        // anything. Nothing is charged.
+        EntryState::Forwarded if entry.mode == SettlementMode::After => {
+            void_left(svc, entry, EntryState::Forwarded, "recovery_never_delivered", now).await;
+        }
+        // `deferred`: the call was served; settle while the authorization is valid, void once
+        // it cannot be settled any more.
+        EntryState::Forwarded if entry.mode == SettlementMode::Deferred => {
+            if expired {
+                void_left(svc, entry, EntryState::Forwarded, "recovery_expired_unsettled", now).await;
+                return;
+            }
+            match stored_payment(entry) {
+                Ok(p) => {
+                    match settle_entry(svc, &entry.id, EntryState::Forwarded, &p, "recovery", Waiter::Background).await
+                    {
+                        Ok(_)
+                        | Err(SettleError::LostRace | SettleError::NotBroadcast { .. } | SettleError::Reverted(_)) => {}
+                        Err(e) if e.is_transient() => {}
+                        Err(e) => fail(svc, entry, EntryState::Forwarded, e.reason_code()).await,
+                    }
+                }
+                Err(e) => unusable_payment(svc, entry, EntryState::Forwarded, e).await,
+            }
+        }
+        EntryState::Settling => recover_settling(svc, entry).await,
+        _ => {}
+    }
+}
+
+/// Voids an entry the sweep found unfinished; a failure is retried by the next sweep.
+async fn void_left(svc: &Settlements, entry: &Entry, from: EntryState, reason: &str, now: u64) {
+    let t = Transition::Voided { reason: reason.to_owned() };
+    match svc.ledger.entries().transition_from(&entry.id, from, t, "recovery", None, now).await {
+        Ok(true) => {
+            svc.counters.entries_ended_uncharged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(false) => {}
+        // Safe to leave: the entry stays unfinished and the next sweep voids it.
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery could not void an entry; next sweep");
+            svc.counters.left_to_next_sweep();
+        }
+    }
+}
+
+/// Looks now for where a `settling` entry's recorded transactions landed and records the
+/// one that did (used after a reorg moved a settled entry back to `settling`). Resending or
+/// voiding is left to the recovery sweep, after its grace period.
+pub async fn recheck(svc: &Settlements, id: &EntryId) {
+    let entry = match svc.ledger.entries().get(id).await {
+        Ok(Some(e)) if e.state == EntryState::Settling => e,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "re-check: ledger unavailable; the recovery sweep will");
+            return;
+        }
+    };
+    // Unusable: the recovery sweep decides what becomes of the entry.
+    let Ok(payment) = stored_payment(&entry) else { return };
+    let Some(settler) = svc.settlers.get(&payment.chain_id) else { return };
+    let hashes = match svc.ledger.entries().events(id).await {
+        Ok(events) => events.iter().filter_map(|e| e.tx_hash).chain(entry.tx_hash).collect::<Vec<_>>(),
+        // Safe to leave: nothing was written; the recovery sweep reads the same events.
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "re-check: ledger unavailable; the recovery sweep will");
+            return;
+        }
+    };
+    for tx_hash in hashes {
+        if let Ok(Some(s)) = settler.check_receipt(&payment, tx_hash).await {
+            if let Err(e) = record_settled(svc, id, &s).await {
+                // Safe to leave: the entry stays `settling` and the recovery sweep finds the
+                // same receipt.
+                tracing::warn!(%id, error = %e, "re-check could not record a settlement; recovery will");
+                svc.counters.left_to_next_sweep();
+            }
+            return;
+        }
+    }
+}
+
+/// Whether none of these unmined transactions can be mined any more: each claim noted its
+/// relayer nonce, and each relayer's mined nonce has passed it (another transaction took
+/// it). Unknown nonces (claims recorded before nonces were noted) or a chain error: false.
+async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<ClaimDetail>]) -> bool {
+    for detail in unmined {
+        let Some(d) = detail else { return false };
+        match settler.nonce_still_open(d.relayer, d.nonce).await {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// One or more transactions were recorded for this entry (a replacement may have followed
+/// the first): find out what became of them.
+async fn recover_settling(svc: &Settlements, entry: &Entry) {
+    let now = svc.clock.now_unix_s();
+    let payment = match stored_payment(entry) {
+        Ok(p) => p,
+        Err(e) => return unusable_payment(svc, entry, EntryState::Settling, e).await,
+    };
+    let Some(settler) = svc.settlers.get(&payment.chain_id) else { return };
+    let events = match svc.ledger.entries().events(&entry.id).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
+            return;
+        }
+    };
+    // Whether the agent was answered: a live process noted it while the entry was `settling`,
+    // or the entry was `settled` before (a reorg sent it back here), which an `after` call
+    // records before it answers.
+    let answered = events.iter().any(|e| e.cause == ANSWERED || e.to_state == EntryState::Settled);
+    // A refund its live process found due while the settlement was pending (`before` mode).
+    let refund_due = events.iter().find_map(|e| e.cause.strip_prefix(REFUND_DUE));
+    // Every transaction recorded for the entry, with the relayer nonce its claim noted.
+    let mut claims: Vec<(B256, Option<ClaimDetail>)> =
+        events.iter().filter_map(|e| Some((e.tx_hash?, ClaimDetail::from_event(e.detail.as_deref())))).collect();
+    if let Some(h) = entry.tx_hash
+        && !claims.iter().any(|(c, _)| *c == h)
+    {
+        claims.push((h, None));
+    }
+    let mut seen = std::collections::HashSet::new();
+    claims.retain(|(h, _)| seen.insert(*h));
+    // The chain's facts that make a transaction unable to land are read *before* the
+    // receipts and the authorization state: if they hold now, they held when those were
+    // read, so "no receipt, authorization unused" cannot hide one that landed in between.
+    let head_unix_s = match settler.head_timestamp().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+            return;
+        }
+    };
+    let chain_expired = head_unix_s >= entry.valid_before_unix_s;
+    let details: Vec<Option<ClaimDetail>> = claims.iter().map(|(_, d)| *d).collect();
+    let nonces_passed = none_can_land(settler, &details).await;
+    let mut unmined = 0usize;
+    for (tx_hash, _) in &claims {
+        match settler.check_receipt(&payment, *tx_hash).await {
+            Ok(Some(s)) => {
+                match record_settled(svc, &entry.id, &s).await {
+                    // An `after` call releases its body only with its answer, and every answer
+                    // given before the entry is `settled` is noted first. No note: the process
+                    // died between the broadcast and the answer, the agent never had the
+                    // response, and the payment it did not get is owed back. Only when this
+                    // sweep's own record won: another writer (a live call) knows better.
+                    Ok(true) if entry.mode == SettlementMode::After && !answered => {
+                        owe_back(svc, &entry.id, "recovery_delivery_failed", now).await;
+                    }
+                    // A `before` call whose upstream failed while its settlement was pending:
+                    // the refund its live process noted is recorded now that the money landed.
+                    Ok(true) if refund_due.is_some() => {
+                        owe_back(svc, &entry.id, refund_due.unwrap_or("upstream_failed"), now).await;
+                    }
+                    Ok(_) => {}
+                    // Safe to leave: the next sweep finds the same receipt.
+                    Err(e) => {
+                        tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+                        svc.counters.left_to_next_sweep();
+                    }
+                }
+                return;
+            }
+            Ok(None) => unmined += 1,
+            // Reverted, or no matching transfer: this one did not move the money.
+            Err(e) if e.fault() != Fault::Chain => {}
+            Err(e) => {
+                tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+                return;
+            }
+        }
+    }
+    let used = svc
+        .verifier
+        .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+        .await;
+    let ours_cannot_land = unmined == 0 || chain_expired || nonces_passed;
+    match used {
+        // One of ours may still land (or just did, after we looked): look again next sweep.
+        Ok(true) if !ours_cannot_land => {}
+        // None of our transactions moved it and none can now: someone else used the
+        // authorization. No money reached the payee through us; finance sees the exception.
+        Ok(true) => fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await,
+        // Every transaction we recorded was mined and reverted: no money moved, for good.
+        Ok(false) if unmined == 0 => fail(svc, entry, EntryState::Settling, "settlement_reverted").await,
+        // The chain is past `validBefore` (block time), or, for a call not known to be
+        // served, every claim's nonce was taken by another transaction: nothing can use
+        // this authorization through us any more.
+        Ok(false) if chain_expired || (entry.mode != SettlementMode::Deferred && nonces_passed) => {
+            void_left(svc, entry, EntryState::Settling, "recovery_tx_never_landed", now).await;
+        }
+        // Still valid and unused, a transaction of ours unmined: it was dropped, refused or
+        // never broadcast (a crash between the claim and the send). Only a deferred call is
+        // known to have been served, so only it is sent again (the token lets at most one
+        // transaction land), by one replica at a time. An `after` or `before` call may never
+        // have reached its agent: it is not re-broadcast; it is voided (above) once every
+        // claim's nonce has passed or the chain passes `validBefore`, and waits until then.
+        Ok(false) if entry.mode == SettlementMode::Deferred => resend(svc, entry, &payment, now).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    }
+}
+
+/// Records a refund owed on a settled entry whose agent did not get what it paid for.
+async fn owe_back(svc: &Settlements, id: &EntryId, reason: &str, now: u64) {
+    let t = Transition::RefundOwed { reason: reason.to_owned() };
+    match svc.ledger.entries().transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
+        Ok(_) => tracing::warn!(%id, "settled after its process died before answering; refund owed"),
+        // Left `settled`: finance sees a charge without a recorded answer. Counted and logged.
+        Err(e) => {
+            tracing::error!(%id, error = %e, "could not record a refund owed for an unanswered call");
+            svc.counters.left_to_recovery();
+        }
+    }
+}
+
+/// Re-sends a deferred entry's settlement, under a per-entry lease so that two sweeps (two
+/// replicas) do not both broadcast a replacement.
+async fn resend(svc: &Settlements, entry: &Entry, payment: &VerifiedPayment, now: u64) {
+    let lease = format!("resend:{}", entry.id);
+    let ttl_s = svc.config.settlement.receipt_timeout.as_secs().saturating_add(10);
+    match svc.ledger.leases().try_acquire(&lease, &svc.instance, ttl_s, now).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: ledger unavailable");
+            return;
+        }
+    }
+    if let Err(e) =
+        settle_entry(svc, &entry.id, EntryState::Settling, payment, "recovery_resend", Waiter::Background).await
+    {
+        tracing::warn!(id = %entry.id, error = %e, "recovery re-send did not settle; next sweep");
+    }
+}

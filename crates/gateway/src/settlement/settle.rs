@@ -1,0 +1,313 @@
+//! One settlement attempt: claim the entry for a transaction (its hash recorded before the
+//! broadcast, under the relayer lease on shared databases), broadcast, wait for the receipt,
+//! record it. What the attempt's outcome means for money is [`SettleResult`] / [`SettleError`].
+//!
+//! Must not: broadcast before the ledger names the transaction, or report "not charged"
+//! while a transaction of ours may land.
+
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use tollgate_metering::{EntryId, EntryState, MeteringError, Transition};
+use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, VerifyError};
+
+use super::chase::chase;
+use super::record::{ClaimDetail, record_settled_or_leave};
+use super::service::Settlements;
+
+/// How a settlement attempt ended when money may have moved.
+#[derive(Debug)]
+pub enum SettleResult {
+    /// Mined with the expected transfer; the entry is `settled`.
+    Settled(Settled),
+    /// Mined with the expected transfer, but the ledger could not record it: the entry is
+    /// still `settling` with this hash for the recovery sweep to record. The payer has paid.
+    SettledUnrecorded(Settled),
+    /// A transaction may exist and no receipt came: the broadcast was acknowledged and the
+    /// receipt wait ran out, the broadcast's answer was lost, or what happened to it cannot be
+    /// established now. The entry stays `settling` with this hash. The payer is told
+    /// `settlement_pending` with the hash, never "not charged".
+    Pending(B256),
+}
+
+/// Why a settlement attempt did not complete. Every variant means that no transaction of
+/// ours for this entry can move the money now: nothing was broadcast, or what was broadcast
+/// reverted with the authorization still unused. Which entries a later sweep may broadcast
+/// again is decided by mode (see [`recover_entry`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// Refused before anything was signed or broadcast: the token's simulation (the payer's
+    /// fault), or the chain could not be reached. The entry is still in its `from` state.
+    #[error("{0}")]
+    Verify(VerifyError),
+    /// The ledger failed while claiming; nothing was broadcast. The claim may have committed
+    /// (the entry `settling` with a transaction that exists nowhere) or not.
+    #[error("ledger: {0}")]
+    Ledger(MeteringError),
+    /// Another worker claimed this entry first; it owns the settlement.
+    #[error("another worker is settling this entry")]
+    LostRace,
+    /// No relayer key is configured for this chain.
+    #[error("no relayer configured for chain {chain_id}")]
+    NoRelayer {
+        /// The chain.
+        chain_id: u64,
+    },
+    /// The relayer lease could not be had in time (another replica is sending).
+    #[error("relayer busy")]
+    RelayerBusy,
+    /// The claim was recorded, then the node answered and refused the broadcast (relayer out
+    /// of gas, rate limit, connection refused): the entry is `settling` with a transaction no
+    /// node has.
+    #[error("settlement transaction {tx_hash} refused by the node: {source}")]
+    NotBroadcast {
+        /// The transaction recorded by the claim.
+        tx_hash: B256,
+        /// The node's refusal.
+        source: VerifyError,
+    },
+    /// Mined and reverted while the authorization stayed unused: no money moved. The entry is
+    /// `settle_failed` (or still `settling` if that could not be recorded; the sweep then
+    /// finds every recorded transaction reverted and records it).
+    #[error("settlement reverted: {0}")]
+    Reverted(VerifyError),
+}
+
+impl SettleError {
+    /// Whether trying again later may succeed (and the entry should stay as it is).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SettleError::Verify(VerifyError::NotYetValid { .. }) => true,
+            SettleError::Verify(e) => e.fault() == Fault::Chain,
+            SettleError::Ledger(e) => e.is_retryable(),
+            SettleError::RelayerBusy | SettleError::LostRace | SettleError::NotBroadcast { .. } => true,
+            SettleError::NoRelayer { .. } | SettleError::Reverted(_) => false,
+        }
+    }
+
+    /// Whether the payer's authorization is at fault (the token would refuse it: balance,
+    /// nonce used or cancelled, expired, bad signature), as opposed to the chain, the
+    /// relayer or the ledger. A payer fault answers 402; the others 503.
+    pub fn payer_fault(&self) -> bool {
+        match self {
+            // The chain's clock behind `validAfter`: a wait, not the payer's fault.
+            SettleError::Verify(VerifyError::NotYetValid { .. }) => false,
+            SettleError::Verify(e) | SettleError::Reverted(e) => e.fault() == Fault::Client,
+            _ => false,
+        }
+    }
+
+    /// Whether the agent is told `settlement_failed` (402: the payer's authorization is at
+    /// fault, or our transaction reverted) rather than `settlement_unavailable` (503: try
+    /// again later). Nothing was charged either way.
+    pub fn is_final(&self) -> bool {
+        self.payer_fault() || matches!(self, SettleError::Reverted(_))
+    }
+
+    /// The stable reason code recorded in the ledger and sent in a failed receipt: the one
+    /// mapping from a settlement failure to its code (the payer's fault keeps the verifier's
+    /// code; a revert that is not is `settlement_reverted`; anything else is
+    /// `settlement_unavailable`).
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            SettleError::Verify(e) | SettleError::Reverted(e) if self.payer_fault() => e.reason_code(),
+            SettleError::Reverted(_) => "settlement_reverted",
+            _ => "settlement_unavailable",
+        }
+    }
+}
+
+/// Who waits for a settlement's receipt, which sets how often the node is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// A paid call in progress (`after`, `before`): `settlement.receipt_poll_interval_ms`.
+    Call,
+    /// Nobody (the deferred worker, recovery):
+    /// `settlement.deferred_receipt_poll_interval_ms`.
+    Background,
+}
+
+/// How long a settlement refused as "not yet valid" waits before its one retry.
+const NOT_YET_VALID_WAIT: Duration = Duration::from_millis(1_100);
+
+/// One claim-and-broadcast under the relayer lease (shared databases).
+async fn submit_once(
+    svc: &Settlements,
+    settler: &tollgate_verifier::Settler,
+    payment: &VerifiedPayment,
+    claim: &mut LedgerClaim<'_>,
+) -> Result<Result<Option<tollgate_verifier::Submitted>, VerifyError>, SettleError> {
+    let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
+    let sent = settler.submit_claimed(payment, claim).await;
+    if let Some(hold) = hold
+        && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
+    {
+        // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
+        // other replicas wait for it (and this process re-enters it).
+        tracing::warn!(id = %claim.id, error = %e, "relayer lease not released; it will expire");
+        svc.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(sent)
+}
+
+/// Settles the entry `id`, currently in state `from`, for `payment`, polling for the receipt
+/// as `waiter` needs. The hash is recorded before broadcast. `Ok` means money may have moved
+/// (settled, or pending with a hash); `Err` means it cannot have, through us (see
+/// [`SettleError`]).
+pub async fn settle_entry(
+    svc: &Settlements,
+    id: &EntryId,
+    from: EntryState,
+    payment: &VerifiedPayment,
+    cause: &str,
+    waiter: Waiter,
+) -> Result<SettleResult, SettleError> {
+    let settler = svc.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
+    let mut claim = LedgerClaim { svc, id, expected: from, cause, error: None, claimed: None };
+    let mut sent = submit_once(svc, settler, payment, &mut claim).await?;
+    // The chain's clock may not have passed `validAfter` yet (the token wants `now >
+    // validAfter` by block time, and blocks lag the wall clock): not a refusal, a wait.
+    if let Err(VerifyError::NotYetValid { .. }) = &sent
+        && claim.claimed.is_none()
+    {
+        tokio::time::sleep(NOT_YET_VALID_WAIT).await;
+        sent = submit_once(svc, settler, payment, &mut claim).await?;
+    }
+    let submitted = match sent {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(claim.error.map(SettleError::Ledger).unwrap_or(SettleError::LostRace)),
+        Err(e) => {
+            return Err(match claim.claimed {
+                // The node refused a transaction the ledger already names: it exists nowhere.
+                Some(tx_hash) => SettleError::NotBroadcast { tx_hash, source: e },
+                None => SettleError::Verify(e),
+            });
+        }
+    };
+    let tx_hash = submitted.tx_hash;
+    let broadcast_at = std::time::Instant::now();
+    let outcome = match (waiter, submitted.acknowledged) {
+        // The broadcast's answer was lost: one look, then the payer hears "pending" now
+        // rather than after a whole receipt wait for a transaction that may not exist, and
+        // the chaser re-broadcasts the same bytes until they land or cannot any more.
+        (_, false) => match settler.check_receipt(payment, tx_hash).await {
+            Ok(Some(s)) => Ok(SettleOutcome::Settled(s)),
+            _ => {
+                chase(svc, settler, id, payment, submitted).await;
+                Ok(SettleOutcome::Pending { tx_hash })
+            }
+        },
+        (Waiter::Call, true) => settler.await_receipt(payment, tx_hash).await,
+        (Waiter::Background, true) => {
+            settler.await_receipt_every(payment, tx_hash, svc.config.settlement.deferred_receipt_poll_interval).await
+        }
+    };
+    match outcome {
+        Ok(SettleOutcome::Settled(s)) => {
+            svc.metrics.settlement_receipt(&payment.network(), broadcast_at.elapsed());
+            if record_settled_or_leave(svc, id, &s).await {
+                Ok(SettleResult::Settled(s))
+            } else {
+                Ok(SettleResult::SettledUnrecorded(s))
+            }
+        }
+        Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
+        Err(e) => {
+            // Our transaction reverted. If the authorization is now used, an earlier
+            // transaction of ours (or a third party's) moved the money: leave the entry
+            // `settling` for the recovery sweep, which checks every recorded hash, and say
+            // "pending". Only a definite "unused" makes the failure final.
+            let used = svc
+                .verifier
+                .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+                .await;
+            if !matches!(used, Ok(false)) {
+                return Ok(SettleResult::Pending(tx_hash));
+            }
+            let now = svc.clock.now_unix_s();
+            let reverted = SettleError::Reverted(e);
+            let t = Transition::SettleFailed { reason: reverted.reason_code().to_owned() };
+            if let Err(db) = svc
+                .ledger
+                .entries()
+                .transition_from(id, EntryState::Settling, t, "settlement_reverted", None, now)
+                .await
+            {
+                // Safe to leave: the sweep finds every recorded transaction reverted and the
+                // authorization unused, and records the failure; nothing re-broadcasts it.
+                tracing::error!(%id, error = %db, "could not record a reverted settlement; recovery will");
+                svc.counters.left_to_recovery();
+            }
+            Err(reverted)
+        }
+    }
+}
+
+/// Claims an entry for a settlement transaction: `expected → settling(tx)`, conditional on
+/// the entry still being in `expected`.
+struct LedgerClaim<'a> {
+    svc: &'a Settlements,
+    id: &'a EntryId,
+    expected: EntryState,
+    cause: &'a str,
+    error: Option<MeteringError>,
+    /// The last transaction the ledger recorded through this claim.
+    claimed: Option<B256>,
+}
+
+#[async_trait::async_trait]
+impl Claim for LedgerClaim<'_> {
+    async fn claim(&mut self, tx_hash: B256, relayer: alloy_primitives::Address, nonce: u64) -> bool {
+        let now = self.svc.clock.now_unix_s();
+        let t = Transition::Settling { tx_hash };
+        let detail = ClaimDetail { relayer, nonce }.to_json();
+        match self.svc.ledger.entries().transition_from(self.id, self.expected, t, self.cause, Some(&detail), now).await
+        {
+            Ok(true) => {
+                self.expected = EntryState::Settling;
+                self.claimed = Some(tx_hash);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+}
+
+/// A relayer lease held for one send, with this process's turn on it.
+struct RelayerHold<'a> {
+    name: String,
+    /// The lease is re-entrant for its holder (the process): the process's settlements take
+    /// turns holding it, so that one releasing it cannot leave another sending unleased.
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+/// With a shared database, only one process at a time may send from a relayer key; the
+/// lease is held for the send only (the nonce is refreshed from the node when it moved).
+/// With SQLite there is a single process and no lease.
+async fn relayer_lease<'a>(
+    svc: &'a Settlements,
+    chain_id: u64,
+    relayer: alloy_primitives::Address,
+) -> Result<Option<RelayerHold<'a>>, SettleError> {
+    if !svc.ledger.leases().needed() {
+        return Ok(None);
+    }
+    let turn = svc.relayer_turn.lock().await;
+    let name = format!("relayer:{chain_id}:{relayer:#x}");
+    let deadline = tokio::time::Instant::now() + svc.config.settlement.relayer_lease_wait;
+    loop {
+        let now = svc.clock.now_unix_s();
+        let ttl_s = svc.config.settlement.relayer_lease_ttl_s;
+        if svc.ledger.leases().try_acquire(&name, &svc.instance, ttl_s, now).await.map_err(SettleError::Ledger)? {
+            return Ok(Some(RelayerHold { name, _turn: turn }));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SettleError::RelayerBusy);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
