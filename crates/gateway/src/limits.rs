@@ -255,13 +255,21 @@ struct HeldToken {
 pub struct Charge(Option<Held>);
 
 impl Charge {
-    /// A 4xx answer keeps the token (no valid payment); any other gives it back unless a
-    /// verified payment already did.
-    pub fn finish(self, status: StatusCode) {
-        if status.is_client_error()
-            && let Some(h) = &self.0
-        {
-            h.0.out.store(false, Ordering::Release);
+    /// Ends the request's account. A request whose payment never verified keeps its token,
+    /// whatever its status: a 5xx (the chain unavailable while checking a payment) still cost
+    /// the RPC calls this budget bounds, so a flood that makes the node fail must not switch
+    /// the limit off. A verified payment already had its token back; if the call was then
+    /// refused by us with a 4xx (policy, body too large, body timeout: not charged), the
+    /// tokens it got back are taken again, so a funded wallet refused every time is limited
+    /// like any other request without a valid payment.
+    pub fn finish(self, status: StatusCode, refused: bool) {
+        let Some(h) = &self.0 else { return };
+        let unverified = h.0.out.swap(false, Ordering::AcqRel);
+        if !unverified && refused && status.is_client_error() {
+            // The two given back at verification (its own and the quote's); an empty bucket
+            // simply stays empty.
+            let _ = h.0.budget.take(h.0.key);
+            let _ = h.0.budget.take(h.0.key);
         }
     }
 }
@@ -351,6 +359,61 @@ fn known_balance(gw: &Gateway, key: &BalanceKey) -> Option<U256> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request's charge as `admit` makes it: one token taken from `ip`'s bucket.
+    fn charged(b: &Arc<PeerBudget>, ip: IpAddr) -> (Charge, Held) {
+        b.take(ip).unwrap();
+        let held = Held(Arc::new(HeldToken { budget: b.clone(), key: ip, out: AtomicBool::new(true) }));
+        (Charge(Some(held.clone())), held)
+    }
+
+    /// How many tokens `ip` can take now (emptying its bucket).
+    fn tokens_left(b: &PeerBudget, ip: IpAddr) -> usize {
+        (0..100).take_while(|_| b.take(ip).is_ok()).count()
+    }
+
+    // Goal: a payment that never verified keeps its token whatever the answer, a 5xx included
+    // (a chain failing under a flood must not switch the limit off); a verified payment gets
+    // its token back plus the quote's; a verified call then refused by us with a 4xx has both
+    // taken again; a request dropped without a verdict gives its token back.
+    #[test]
+    fn charge_outcomes() {
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let fresh = || Arc::new(PeerBudget::new(1, 5).unwrap());
+
+        let b = fresh();
+        let (charge, _) = charged(&b, ip);
+        charge.finish(StatusCode::SERVICE_UNAVAILABLE, true);
+        assert_eq!(tokens_left(&b, ip), 4, "an unverified payment answered 503 kept its token");
+
+        let b = fresh();
+        let (charge, _) = charged(&b, ip);
+        charge.finish(StatusCode::PAYMENT_REQUIRED, true);
+        assert_eq!(tokens_left(&b, ip), 4);
+
+        let b = fresh();
+        b.take(ip).unwrap(); // the quote before the payment
+        let (charge, held) = charged(&b, ip);
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        parts.extensions.insert(held);
+        payment_verified(&parts);
+        charge.finish(StatusCode::OK, false);
+        assert_eq!(tokens_left(&b, ip), 5, "a paid call costs its client nothing, quote included");
+
+        let b = fresh();
+        b.take(ip).unwrap();
+        let (charge, held) = charged(&b, ip);
+        let mut parts = axum::http::Request::new(()).into_parts().0;
+        parts.extensions.insert(held);
+        payment_verified(&parts);
+        charge.finish(StatusCode::FORBIDDEN, true);
+        assert_eq!(tokens_left(&b, ip), 3, "a verified call refused by policy counts like any refusal");
+
+        let b = fresh();
+        let (charge, _) = charged(&b, ip);
+        drop(charge);
+        assert_eq!(tokens_left(&b, ip), 5, "no verdict: the token goes back");
+    }
 
     // Goal: a bucket holds `burst` tokens, refills at `rate`, says how long to wait when
     // empty, and a token given back is usable at once (never above the burst).

@@ -97,6 +97,15 @@ pub(super) async fn verify(
     }
     let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
     let a = &verified.authorization;
+    // A payer the balance cache knows cannot pay is refused before any RPC call (the
+    // `authorization_used` read below included): the unfunded-wallet flood costs nothing here.
+    let key = (verified.chain_id, verified.asset, a.from);
+    if let Some(balance) = gw.balances.known(&key)
+        && balance < a.value
+    {
+        gw.metrics.listener.limited("unfunded_cached");
+        return Err(GatewayError::Verify(VerifyError::InsufficientBalance { balance, required: a.value }));
+    }
     let (used, balance) = tokio::join!(
         gw.verifier.authorization_used(verified.chain_id, verified.asset, a.from, a.nonce),
         gw.balances.balance(&gw.verifier, &verified)

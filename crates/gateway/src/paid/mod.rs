@@ -73,6 +73,7 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     let result = paid_call(&gw, &mut call).await;
     let elapsed = started.elapsed();
     let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let refused = result.is_err();
     let (response, reason) = match result {
         Ok(response) => {
             call.trail.upstream_status = call.trail.upstream_status.or(Some(response.status().as_u16()));
@@ -109,7 +110,7 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     } else if paying {
         gw.counters.unaudited_attempt(reason, &call.endpoint.name);
     }
-    charge.finish(response.status());
+    charge.finish(response.status(), refused);
     response
 }
 
