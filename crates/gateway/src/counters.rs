@@ -51,6 +51,10 @@ pub struct Counters {
     /// Payments refused before verification because the readiness monitor knows they cannot
     /// be settled now (relayer gas, RPC or database down).
     pub refused_not_ready: AtomicU64,
+    /// Relayer nonces closed by the recovery sweep with a zero-value self-transfer: a
+    /// settlement claimed by a process that died before broadcasting it, for a call whose
+    /// agent was never answered, can then never land (see `recovery::close_unsent`).
+    pub relayer_nonces_closed: AtomicU64,
 }
 
 impl Default for Counters {
@@ -70,6 +74,7 @@ impl Default for Counters {
             chases_dropped: AtomicU64::new(0),
             entries_ended_uncharged: AtomicU64::new(0),
             refused_not_ready: AtomicU64::new(0),
+            relayer_nonces_closed: AtomicU64::new(0),
         }
     }
 }
@@ -133,6 +138,7 @@ impl Counters {
                 ("chases_dropped", "", &self.chases_dropped),
                 ("entries_ended_uncharged", "", &self.entries_ended_uncharged),
                 ("refused_not_ready", "", &self.refused_not_ready),
+                ("relayer_nonces_closed", "", &self.relayer_nonces_closed),
             ]
             .map(|(name, label, n)| (name, label, n.load(Ordering::Relaxed))),
         );

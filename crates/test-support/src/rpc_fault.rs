@@ -42,6 +42,9 @@ pub enum RpcFault {
     Stall(Duration),
     /// Close the connection without answering; the node never sees the call.
     Drop,
+    /// Keep the connection open and never answer; the node never sees the call (a node that
+    /// took the request and went silent: the caller's own timeout decides).
+    Hang,
     /// Close the connection with a TCP reset without answering; the node never sees the call.
     Reset,
     /// Forward to the node, then answer HTTP 502 instead of its answer: the node accepted the
@@ -233,6 +236,7 @@ async fn handle(
             ctl.abort(true);
             return never().await;
         }
+        Some(RpcFault::Hang) => return never().await,
         Some(RpcFault::Stall(d)) => tokio::time::sleep(d).await,
         _ => {}
     }

@@ -27,7 +27,9 @@ pub use eip712::{
     TransferAuthorization, signing_hash,
 };
 pub use error::{Fault, VerifyError};
-pub use settle::{AlwaysClaim, Claim, Rebroadcast, SettleConfig, SettleOutcome, Settled, Settler, Submitted};
+pub use settle::{
+    AlwaysClaim, Claim, NonceClosure, Rebroadcast, SettleConfig, SettleOutcome, Settled, Settler, Submitted,
+};
 pub use signature::{ERC6492_MAGIC, EcdsaSignature, SignatureShape};
 pub use token::{AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, decode_revert_reason};
 pub use verify::{

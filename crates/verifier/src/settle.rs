@@ -125,6 +125,29 @@ pub enum SettleOutcome {
     },
 }
 
+/// Gas for the zero-value self-transfer that closes a nonce (a plain transfer's intrinsic gas).
+const CLOSE_NONCE_GAS: u64 = 21_000;
+
+/// What [`Settler::close_nonce`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NonceClosure {
+    /// The nonce is already used by a mined transaction.
+    Passed,
+    /// A zero-value transfer to the relayer now holds the nonce; once mined, the nonce has
+    /// passed.
+    Sent {
+        /// The closing transaction.
+        tx_hash: B256,
+    },
+    /// Not the relayer's next free nonce: a transaction of ours is pending at or below it.
+    Busy {
+        /// The relayer's mined nonce.
+        mined: u64,
+        /// The relayer's pending nonce.
+        pending: u64,
+    },
+}
+
 /// Sends settlements for one chain from one relayer key.
 pub struct Settler {
     chain: Arc<dyn Chain>,
@@ -323,6 +346,58 @@ impl Settler {
     /// false once the relayer's mined nonce has passed it (another transaction took it).
     pub async fn nonce_still_open(&self, relayer: Address, nonce: u64) -> Result<bool, VerifyError> {
         Ok(self.chain.mined_nonce(relayer).await? <= nonce)
+    }
+
+    /// Makes a claimed but never broadcast settlement unable to land: when `nonce` is this
+    /// relayer's next nonce on the node (mined and pending counts both equal to it, so no
+    /// transaction of ours holds it, in the pool or in a block), sends a zero-value transfer
+    /// to the relayer itself with that nonce. Once it is mined, every transaction signed for
+    /// that nonce can never be. The tracked nonce moves past it.
+    ///
+    /// Used by recovery for a call the agent was never answered for, whose settlement was
+    /// claimed by a process that died before its broadcast: waiting for later traffic to take
+    /// the nonce could take until the authorization's `validBefore` on a quiet gateway.
+    pub async fn close_nonce(&self, nonce: u64) -> Result<NonceClosure, VerifyError> {
+        let mut next_nonce = self.next_nonce.lock().await;
+        let mined = self.chain.mined_nonce(self.address).await?;
+        let pending = self.chain.pending_nonce(self.address).await?;
+        if mined > nonce {
+            return Ok(NonceClosure::Passed);
+        }
+        if pending != nonce || mined != nonce {
+            // A transaction of ours holds it (in the pool) or an earlier nonce is still open:
+            // what is in flight decides first.
+            return Ok(NonceClosure::Busy { mined, pending });
+        }
+        let fees = self.chain.fees().await?;
+        let request = TransactionRequest::default()
+            .with_from(self.address)
+            .with_to(self.address)
+            .with_value(U256::ZERO)
+            .with_chain_id(self.chain.chain_id())
+            .with_nonce(nonce)
+            .with_gas_limit(CLOSE_NONCE_GAS)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = request
+            .build(&self.wallet)
+            .await
+            .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
+        let tx_hash = *envelope.tx_hash();
+        match self.chain.send_raw(envelope.encoded_2718().into()).await {
+            Ok(_) | Err(SendError::AlreadyKnown) | Err(SendError::InDoubt(_)) => {
+                *next_nonce = Some(nonce.saturating_add(1).max(next_nonce.unwrap_or(0)));
+                Ok(NonceClosure::Sent { tx_hash })
+            }
+            Err(SendError::NonceTooLow | SendError::NonceInUse) => {
+                *next_nonce = None;
+                Ok(NonceClosure::Passed)
+            }
+            Err(SendError::Refused(e)) => {
+                *next_nonce = None;
+                Err(e)
+            }
+        }
     }
 
     /// One look at the receipt: `None` while unmined, the landing place when the expected

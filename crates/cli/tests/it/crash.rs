@@ -112,6 +112,9 @@ async fn crash_and_recover(db_url: String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     gateway.start_kill().unwrap();
+    if left != 0 {
+        report_stuck(&ledger, &chain).await;
+    }
     assert_eq!(left, 0, "every entry must end terminal after recovery");
 
     // Every entry is terminal; each settled one matches exactly one on-chain transfer.
@@ -164,6 +167,27 @@ async fn crash_and_recover(db_url: String) {
         }
     }
     ledger.close().await;
+}
+
+/// Prints every unfinished entry with its events and the relayer's nonces, so that a failure
+/// of the recovery assertion shows where recovery stopped.
+async fn report_stuck(ledger: &Ledger, chain: &TestChain) {
+    let relayer = anvil_key(9).address();
+    let mined = chain.provider.get_transaction_count(relayer).latest().await;
+    let pending = chain.provider.get_transaction_count(relayer).pending().await;
+    eprintln!("relayer {relayer}: mined nonce {mined:?}, pending nonce {pending:?}");
+    for e in ledger.entries().unfinished(u64::MAX / 2, 1000).await.unwrap() {
+        eprintln!(
+            "stuck entry {} mode {:?} state {:?} reason {:?} tx {:?}",
+            e.id, e.mode, e.state, e.reason, e.tx_hash
+        );
+        for ev in ledger.entries().events(&e.id).await.unwrap() {
+            eprintln!(
+                "  event {:?} -> {:?} cause {} tx {:?} detail {:?} at {}",
+                ev.from_state, ev.to_state, ev.cause, ev.tx_hash, ev.detail, ev.at_unix_s
+            );
+        }
+    }
 }
 
 fn totals_other(all: &[tollgate_metering::Entry]) -> u64 {

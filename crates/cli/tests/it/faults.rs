@@ -744,6 +744,52 @@ async fn rpc_down_during_verification_is_503_nothing_forwarded() {
     rig.finish_strict("rpc_down_during_verification", ledger, &calls, found).await;
 }
 
+// Goal: kill -9 of the gateway while an `after` call's settlement is claimed in the ledger
+// (hash and relayer nonce recorded) but its broadcast never reached the node (the node went
+// silent on eth_sendRawTransaction), then a restart with no later traffic to take that nonce:
+// recovery closes the nonce with a zero-value self-transfer and voids the entry, so the agent
+// (no answer) is not charged and the entry does not sit `settling` until `validBefore`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_between_claim_and_broadcast_is_voided_on_a_quiet_gateway() {
+    // The first run never sweeps, and its send waits on the silent node longer than the test
+    // takes to strike.
+    let mut rig = Rig::start(Knobs { recovery_grace_s: 60, rpc_timeout_ms: 10_000, ..Knobs::default() }).await;
+    let offer = rig.offer("/after/x").await;
+    let payer = rig.payers(1).await.remove(0);
+    let relayer = anvil_key(9).address();
+    let nonce_before = rig.chain.provider.get_transaction_count(relayer).await.unwrap();
+    rig.proxy.set("eth_sendRawTransaction", RpcFault::Hang);
+    let signed = rig.sign(&offer, &payer).await;
+    let task = tokio::spawn(send(rig.http.clone(), rig.url("/after/x"), signed, rig.secrets()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rig.proxy.calls("eth_sendRawTransaction") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rig.proxy.calls("eth_sendRawTransaction"), 1, "the broadcast reached the silent node");
+    rig.gw.kill9().await.unwrap();
+    let call = task.await.unwrap();
+    rig.proxy.pass_all();
+    rig.reconfigure(&Knobs::default());
+    rig.gw.restart().await.unwrap();
+
+    let calls = [call];
+    let ledger = rig.recovered(&calls).await;
+    let mut found = Vec::new();
+    if !matches!(calls[0].told, Told::NoAnswer { .. }) {
+        found.push(format!("the killed call was told {:?}, not nothing", calls[0].told));
+    }
+    match entry_of(&ledger, &rig, &calls[0]).await {
+        Some(e) if e.state == EntryState::Voided && e.reason.as_deref() == Some("recovery_tx_never_landed") => {}
+        Some(e) => found.push(format!("not voided as never landed: {}", describe(&ledger, &e).await)),
+        None => found.push("the call left no entry: the claim was not recorded before the broadcast".to_owned()),
+    }
+    let nonce_after = rig.chain.provider.get_transaction_count(relayer).await.unwrap();
+    if nonce_after != nonce_before + 1 {
+        found.push(format!("relayer nonce {nonce_before} -> {nonce_after}: the closing transfer alone should take it"));
+    }
+    rig.finish_strict("kill9_between_claim_and_broadcast", ledger, &calls, found).await;
+}
+
 // Goal: kill -9 of the gateway with 40 paid calls in flight on an `after` route (blocks every
 // second, so settlements are caught at every phase), then a restart and later traffic: no
 // agent whose connection dropped is charged, except those whose transaction the node already

@@ -15,7 +15,7 @@ use tollgate_verifier::{Fault, VerifiedPayment};
 
 use super::record::{ANSWERED, ClaimDetail, REFUND_DUE, fail, record_settled, stored_payment, unusable_payment};
 use super::service::Settlements;
-use super::settle::{SettleError, Waiter, settle_entry};
+use super::settle::{SettleError, Waiter, close_nonce_leased, settle_entry};
 
 /// Runs the recovery sweep now and then every `recovery_interval` until the process ends.
 pub async fn recovery_loop(svc: Arc<Settlements>) {
@@ -252,7 +252,8 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     let details: Vec<Option<ClaimDetail>> = claims.iter().map(|(_, d)| *d).collect();
     let nonces_passed = none_can_land(settler, &details).await;
     let mut unmined = 0usize;
-    for (tx_hash, _) in &claims {
+    let mut unmined_claims = Vec::new();
+    for (tx_hash, detail) in &claims {
         match settler.check_receipt(&payment, *tx_hash).await {
             Ok(Some(s)) => {
                 match record_settled(svc, &entry.id, &s).await {
@@ -278,7 +279,10 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
                 }
                 return;
             }
-            Ok(None) => unmined += 1,
+            Ok(None) => {
+                unmined += 1;
+                unmined_claims.push(*detail);
+            }
             // Reverted, or no matching transfer: this one did not move the money.
             Err(e) if e.fault() != Fault::Chain => {}
             Err(e) => {
@@ -313,8 +317,39 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
         // have reached its agent: it is not re-broadcast; it is voided (above) once every
         // claim's nonce has passed or the chain passes `validBefore`, and waits until then.
         Ok(false) if entry.mode == SettlementMode::Deferred => resend(svc, entry, &payment, now).await,
-        Ok(false) => {}
+        Ok(false) => close_unsent(svc, settler, entry, &payment, &unmined_claims).await,
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    }
+}
+
+/// An `after` or `before` entry whose claimed transactions are unmined, its authorization
+/// unused and still valid: the process that claimed them died, and nothing says the agent was
+/// served. If the lowest claimed nonce is this relayer's next free one on the node, no
+/// transaction of ours holds it: the claim was never broadcast (or was dropped). Closing the
+/// nonce with a zero-value self-transfer makes every claimed transaction unable to land, and
+/// the next sweep voids the entry once that is mined (`nonces_passed`) instead of waiting for
+/// later traffic or `validBefore`, which on a quiet gateway can be an hour.
+async fn close_unsent(
+    svc: &Settlements,
+    settler: &tollgate_verifier::Settler,
+    entry: &Entry,
+    payment: &VerifiedPayment,
+    claims: &[Option<ClaimDetail>],
+) {
+    use tollgate_verifier::NonceClosure;
+    // Only claims of this relayer with a recorded nonce can be closed from here.
+    let Some(nonce) = claims.iter().flatten().filter(|d| d.relayer == settler.address()).map(|d| d.nonce).min() else {
+        return;
+    };
+    match close_nonce_leased(svc, settler, payment.chain_id, nonce).await {
+        Ok(NonceClosure::Sent { tx_hash }) => {
+            svc.counters.relayer_nonces_closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(id = %entry.id, nonce, tx = %tx_hash,
+                "settlement claimed but never broadcast by a process that died; relayer nonce closed");
+        }
+        Ok(NonceClosure::Passed | NonceClosure::Busy { .. }) => {}
+        // Safe to leave: nothing moved; the next sweep looks again.
+        Err(e) => tracing::warn!(id = %entry.id, nonce, error = %e, "recovery: could not close a relayer nonce"),
     }
 }
 

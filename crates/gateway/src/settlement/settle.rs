@@ -150,6 +150,26 @@ async fn submit_once(
     Ok(sent)
 }
 
+/// Closes the relayer nonce `nonce` (see [`tollgate_verifier::Settler::close_nonce`]) under
+/// the relayer lease, like a send.
+pub(super) async fn close_nonce_leased(
+    svc: &Settlements,
+    settler: &tollgate_verifier::Settler,
+    chain_id: u64,
+    nonce: u64,
+) -> Result<tollgate_verifier::NonceClosure, SettleError> {
+    let hold = relayer_lease(svc, chain_id, settler.address()).await?;
+    let closed = settler.close_nonce(nonce).await.map_err(SettleError::Verify);
+    if let Some(hold) = hold
+        && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
+    {
+        // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`.
+        tracing::warn!(nonce, error = %e, "relayer lease not released; it will expire");
+        svc.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    closed
+}
+
 /// Settles the entry `id`, currently in state `from`, for `payment`, polling for the receipt
 /// as `waiter` needs. The hash is recorded before broadcast. `Ok` means money may have moved
 /// (settled, or pending with a hash); `Err` means it cannot have, through us (see
