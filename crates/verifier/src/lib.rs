@@ -15,6 +15,7 @@ mod chain;
 mod clock;
 mod eip712;
 mod error;
+mod nonces;
 mod settle;
 mod signature;
 mod token;
@@ -28,7 +29,8 @@ pub use eip712::{
 };
 pub use error::{Fault, VerifyError};
 pub use settle::{
-    AlwaysClaim, Claim, NonceClosure, Rebroadcast, SettleConfig, SettleOutcome, Settled, Settler, Submitted,
+    AlwaysClaim, COLD_SLOT_GAS, Claim, GasPlan, NonceClosure, Rebroadcast, SettleConfig, SettleOutcome, Settled,
+    Settler, Submitted,
 };
 pub use signature::{ERC6492_MAGIC, EcdsaSignature, SignatureShape};
 pub use token::{AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, decode_revert_reason};

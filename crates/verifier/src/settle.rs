@@ -5,12 +5,19 @@
 //! transaction hash (ledger state `settling`) before waiting: a crash or a receipt timeout
 //! then leaves a hash to check, never a payment that might be sent twice.
 //!
-//! The relayer's account nonce is tracked here and recovered from the node whenever it is
-//! unknown, stale ("nonce too low", e.g. after a transaction sent by another process) or
-//! taken by a pending transaction. One `Settler` per key per process; several processes
+//! The relayer's account nonces are handed out by a [`NonceBook`](crate::nonces) so that many
+//! settlements sign, claim and send at once (no lock is held across I/O), and are re-read from
+//! the node when unknown or stale ("nonce too low", e.g. after a transaction sent by another
+//! process) once nothing is in flight. One `Settler` per key per process; several processes
 //! sharing a key must be serialised by the caller (the gateway holds a database lock).
+//!
+//! RPC economy: fee caps are cached for `fee_cache`; a payment whose transfer the verifier
+//! simulated moments ago is sent without `eth_estimateGas` (the largest estimate seen for
+//! that token, with margin and a cold-slot allowance); receipts are polled fast first, then
+//! less often, up to `receipt_poll_interval`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use alloy::eips::Encodable2718;
@@ -18,10 +25,11 @@ use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuild
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::VerifyError;
-use crate::chain::{CallOutcome, Chain, SendError};
+use crate::chain::{CallOutcome, Chain, Fees, SendError};
+use crate::nonces::{AfterRelease, NonceBook, Release, Take};
 use crate::token::{RevertContext, TRANSFER_TOPIC, classify_revert, decode_revert_reason};
 use crate::verify::VerifiedPayment;
 
@@ -58,7 +66,29 @@ pub struct SettleConfig {
     pub gas_margin_percent: u64,
     /// Sends attempted when the node refuses the nonce, before giving up.
     pub send_attempts_max: u32,
+    /// How long fee caps read from the node are reused (they are set at twice the gas
+    /// price, so a second-old reading is safe; Base makes a block every 2 s).
+    pub fee_cache: Duration,
 }
+
+/// How the gas limit of a settlement is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GasPlan {
+    /// Ask the node (`eth_estimateGas`), which also simulates the transfer once more.
+    Estimate,
+    /// The verifier simulated this very transfer moments ago (a paid call settling its own
+    /// payment): a plain-wallet signature uses the largest estimate seen for the token, plus
+    /// the margin and [`COLD_SLOT_GAS`]; the first payment of a token is still estimated.
+    Simulated,
+}
+
+/// Gas added to a remembered estimate: writing a storage slot for the first time (a payee
+/// with no balance yet) costs about 20,000 more than the payment the estimate was made for.
+pub const COLD_SLOT_GAS: u64 = 22_100;
+
+/// The first receipt poll after a broadcast; each later wait doubles, up to the configured
+/// interval (a local or fast chain answers in milliseconds; a 2 s chain within a poll).
+const FIRST_RECEIPT_POLL: Duration = Duration::from_millis(2);
 
 impl Default for SettleConfig {
     fn default() -> Self {
@@ -67,6 +97,7 @@ impl Default for SettleConfig {
             receipt_timeout: Duration::from_secs(30),
             gas_margin_percent: 20,
             send_attempts_max: 4,
+            fee_cache: Duration::from_secs(1),
         }
     }
 }
@@ -139,13 +170,9 @@ pub enum NonceClosure {
         /// The closing transaction.
         tx_hash: B256,
     },
-    /// Not the relayer's next free nonce: a transaction of ours is pending at or below it.
-    Busy {
-        /// The relayer's mined nonce.
-        mined: u64,
-        /// The relayer's pending nonce.
-        pending: u64,
-    },
+    /// Not the relayer's next free nonce: a transaction of ours is pending at or below it, or
+    /// this process is sending.
+    Busy,
 }
 
 /// Sends settlements for one chain from one relayer key.
@@ -153,7 +180,17 @@ pub struct Settler {
     chain: Arc<dyn Chain>,
     wallet: EthereumWallet,
     address: Address,
-    next_nonce: Mutex<Option<u64>>,
+    /// The relayer's nonces (held only for bookkeeping, never across I/O).
+    book: std::sync::Mutex<NonceBook>,
+    /// Woken on every release from the book (a taker waits for sends to finish before the
+    /// count is read again).
+    book_changed: Notify,
+    /// One re-read of the count from the node at a time.
+    refresh: Mutex<()>,
+    /// Fee caps and when they were read.
+    fees: std::sync::Mutex<Option<(tokio::time::Instant, Fees)>>,
+    /// The largest `eth_estimateGas` seen per token for plain-wallet signatures.
+    gas_seen: std::sync::Mutex<HashMap<Address, u64>>,
     config: SettleConfig,
 }
 
@@ -173,7 +210,17 @@ impl Settler {
     /// A settler sending from `relayer_key` on `chain`.
     pub fn new(chain: Arc<dyn Chain>, relayer_key: PrivateKeySigner, config: SettleConfig) -> Self {
         let address = relayer_key.address();
-        Settler { chain, wallet: EthereumWallet::from(relayer_key), address, next_nonce: Mutex::new(None), config }
+        Settler {
+            chain,
+            wallet: EthereumWallet::from(relayer_key),
+            address,
+            book: std::sync::Mutex::new(NonceBook::default()),
+            book_changed: Notify::new(),
+            refresh: Mutex::new(()),
+            fees: std::sync::Mutex::new(None),
+            gas_seen: std::sync::Mutex::new(HashMap::new()),
+            config,
+        }
     }
 
     /// The relayer's address (it pays the gas).
@@ -199,7 +246,7 @@ impl Settler {
 
     /// Estimates, signs and sends the transfer; returns its hash without waiting.
     pub async fn submit(&self, payment: &VerifiedPayment) -> Result<B256, VerifyError> {
-        let sent = self.submit_claimed(payment, &mut AlwaysClaim).await?;
+        let sent = self.submit_claimed(payment, &mut AlwaysClaim, GasPlan::Estimate).await?;
         sent.map(|s| s.tx_hash).ok_or_else(|| VerifyError::SettlementNotSent { reason: "claim refused".to_owned() })
     }
 
@@ -220,21 +267,14 @@ impl Settler {
         &self,
         payment: &VerifiedPayment,
         claim: &mut dyn Claim,
+        gas: GasPlan,
     ) -> Result<Option<Submitted>, VerifyError> {
         let calldata = payment.transfer_calldata();
-        let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
-            CallOutcome::Success(gas) => gas,
-            CallOutcome::Reverted(data) => return Err(revert_error(payment, &data)),
-        };
-        let gas_limit = gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100);
-        let fees = self.chain.fees().await?;
-        let mut next_nonce = self.next_nonce.lock().await;
+        let gas_limit = self.gas_limit(payment, &calldata, gas).await?;
+        let fees = self.fees().await?;
         let mut last_refusal = String::new();
         for _ in 0..self.config.send_attempts_max.max(1) {
-            let nonce = match *next_nonce {
-                Some(n) => n,
-                None => self.chain.pending_nonce(self.address).await?,
-            };
+            let nonce = self.take_nonce().await?;
             let request = TransactionRequest::default()
                 .with_from(self.address)
                 .with_to(payment.asset)
@@ -244,42 +284,42 @@ impl Settler {
                 .with_gas_limit(gas_limit)
                 .with_max_fee_per_gas(fees.max_fee_per_gas)
                 .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-            let envelope = request
-                .build(&self.wallet)
-                .await
-                .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
+            let envelope = match request.build(&self.wallet).await {
+                Ok(e) => e,
+                Err(e) => {
+                    self.release_nonce(nonce, Release::Unused, &fees).await;
+                    return Err(VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") });
+                }
+            };
             let tx_hash = *envelope.tx_hash();
             if !claim.claim(tx_hash, self.address, nonce).await {
+                self.release_nonce(nonce, Release::Unused, &fees).await;
                 return Ok(None);
             }
             let raw: alloy_primitives::Bytes = envelope.encoded_2718().into();
             match self.chain.send_raw(raw.clone()).await {
-                Ok(_) => {
-                    *next_nonce = Some(nonce.saturating_add(1));
-                    return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
-                }
-                // This very transaction is in the pool already: it was sent.
-                Err(SendError::AlreadyKnown) => {
-                    *next_nonce = Some(nonce.saturating_add(1));
+                // Taken, or this very transaction is in the pool already: it was sent.
+                Ok(_) | Err(SendError::AlreadyKnown) => {
+                    self.release_nonce(nonce, Release::Used, &fees).await;
                     return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
                 }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
                     tracing::warn!(relayer = %self.address, nonce, "relayer nonce refused; refreshing from the node");
                     last_refusal = format!("nonce {nonce} refused");
-                    *next_nonce = None;
+                    self.release_nonce(nonce, Release::Taken, &fees).await;
                 }
                 Err(SendError::InDoubt(e)) => {
                     // Keep nonces moving forward: if the node took it, reusing the nonce would
                     // replace a payment the payer was told is pending. If it did not, the
                     // caller re-broadcasts these bytes to fill the gap, or calls
                     // `forget_nonce` when it gives up.
-                    *next_nonce = Some(nonce.saturating_add(1));
+                    self.release_nonce(nonce, Release::Used, &fees).await;
                     tracing::warn!(%tx_hash, error = %e, "settlement broadcast in doubt; keeping the hash to check");
                     return Ok(Some(Submitted { tx_hash, acknowledged: false, nonce, raw }));
                 }
                 Err(SendError::Refused(e)) => {
-                    *next_nonce = None;
+                    self.release_nonce(nonce, Release::Unused, &fees).await;
                     return Err(VerifyError::SettlementNotSent { reason: e.to_string() });
                 }
             }
@@ -287,8 +327,121 @@ impl Settler {
         Err(VerifyError::SettlementNotSent { reason: last_refusal })
     }
 
-    /// Polls for the receipt of `tx_hash` every `receipt_poll_interval` until the configured
-    /// timeout.
+    /// The gas limit for `payment`'s transfer (see [`GasPlan`]). A revert in the estimate is
+    /// the token's refusal of the payment.
+    async fn gas_limit(
+        &self,
+        payment: &VerifiedPayment,
+        calldata: &alloy_primitives::Bytes,
+        plan: GasPlan,
+    ) -> Result<u64, VerifyError> {
+        let plain = matches!(payment.signature, crate::verify::SignatureCheck::Ecdsa(_));
+        let margin = |gas: u64| gas.saturating_add(gas.saturating_mul(self.config.gas_margin_percent) / 100);
+        if plan == GasPlan::Simulated && plain {
+            let seen = self.gas_seen.lock().unwrap_or_else(PoisonError::into_inner).get(&payment.asset).copied();
+            if let Some(gas) = seen {
+                return Ok(margin(gas).saturating_add(COLD_SLOT_GAS));
+            }
+        }
+        let gas = match self.chain.estimate_gas(self.address, payment.asset, calldata.clone()).await? {
+            CallOutcome::Success(gas) => gas,
+            CallOutcome::Reverted(data) => return Err(revert_error(payment, &data)),
+        };
+        if plain {
+            let mut seen = self.gas_seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = seen.entry(payment.asset).or_insert(gas);
+            *entry = (*entry).max(gas);
+        }
+        Ok(margin(gas))
+    }
+
+    /// Fee caps, read from the node at most once per `fee_cache`.
+    async fn fees(&self) -> Result<Fees, VerifyError> {
+        let now = tokio::time::Instant::now();
+        if let Some((at, fees)) = *self.fees.lock().unwrap_or_else(PoisonError::into_inner)
+            && now.duration_since(at) < self.config.fee_cache
+        {
+            return Ok(fees);
+        }
+        let fees = self.chain.fees().await?;
+        *self.fees.lock().unwrap_or_else(PoisonError::into_inner) = Some((now, fees));
+        Ok(fees)
+    }
+
+    /// The next nonce from the book; reads the count from the node when it is unknown and
+    /// nothing is in flight, waits for in-flight sends otherwise.
+    async fn take_nonce(&self) -> Result<u64, VerifyError> {
+        loop {
+            let changed = self.book_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let take = self.book.lock().unwrap_or_else(PoisonError::into_inner).take();
+            match take {
+                Take::Nonce(n) => return Ok(n),
+                Take::Wait => changed.await,
+                Take::Refresh => {
+                    let _one = self.refresh.lock().await;
+                    // Someone may have read it meanwhile: then just take again.
+                    if self.book.lock().unwrap_or_else(PoisonError::into_inner).needs_refresh() {
+                        let pending = self.chain.pending_nonce(self.address).await?;
+                        self.book.lock().unwrap_or_else(PoisonError::into_inner).set_next(pending);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends a nonce's flight. A nonce given back unused below an assigned one is a gap that
+    /// would hold every later transaction at the node: it is filled at once with a zero-value
+    /// transfer to the relayer; if that cannot be sent, the count is read again from the node
+    /// once nothing is in flight (its pending count then stops at the gap, so the next
+    /// settlement fills it).
+    async fn release_nonce(&self, nonce: u64, how: Release, fees: &Fees) {
+        let after = self.book.lock().unwrap_or_else(PoisonError::into_inner).release(nonce, how);
+        if let AfterRelease::Fill(gap) = after {
+            let filled = match self.self_transfer(gap, fees).await {
+                Ok(tx_hash) => {
+                    tracing::warn!(relayer = %self.address, nonce = gap, tx = %tx_hash, "relayer nonce gap filled");
+                    Release::Used
+                }
+                Err(e) => {
+                    tracing::warn!(relayer = %self.address, nonce = gap, error = %e,
+                        "relayer nonce gap not filled; the count is read again once sends finish");
+                    Release::Taken
+                }
+            };
+            self.book.lock().unwrap_or_else(PoisonError::into_inner).release(gap, filled);
+        }
+        self.book_changed.notify_waiters();
+    }
+
+    /// Signs and sends a zero-value transfer from the relayer to itself with `nonce`.
+    async fn self_transfer(&self, nonce: u64, fees: &Fees) -> Result<B256, VerifyError> {
+        let request = TransactionRequest::default()
+            .with_from(self.address)
+            .with_to(self.address)
+            .with_value(U256::ZERO)
+            .with_chain_id(self.chain.chain_id())
+            .with_nonce(nonce)
+            .with_gas_limit(CLOSE_NONCE_GAS)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        let envelope = request
+            .build(&self.wallet)
+            .await
+            .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
+        let tx_hash = *envelope.tx_hash();
+        match self.chain.send_raw(envelope.encoded_2718().into()).await {
+            Ok(_) | Err(SendError::AlreadyKnown) | Err(SendError::InDoubt(_)) => Ok(tx_hash),
+            Err(SendError::NonceTooLow | SendError::NonceInUse) => {
+                Err(VerifyError::SettlementNotSent { reason: format!("nonce {nonce} taken") })
+            }
+            Err(SendError::Refused(e)) => Err(e),
+        }
+    }
+
+    /// Polls for the receipt of `tx_hash` until the configured timeout: at once, then after
+    /// 2 ms, doubling the wait up to `receipt_poll_interval`.
     pub async fn await_receipt(&self, payment: &VerifiedPayment, tx_hash: B256) -> Result<SettleOutcome, VerifyError> {
         self.await_receipt_every(payment, tx_hash, self.config.receipt_poll_interval).await
     }
@@ -302,6 +455,7 @@ impl Settler {
         poll_interval: Duration,
     ) -> Result<SettleOutcome, VerifyError> {
         let deadline = tokio::time::Instant::now() + self.config.receipt_timeout;
+        let mut wait = FIRST_RECEIPT_POLL.min(poll_interval);
         loop {
             match self.check_receipt(payment, tx_hash).await {
                 Ok(Some(settled)) => return Ok(SettleOutcome::Settled(settled)),
@@ -310,10 +464,11 @@ impl Settler {
                 Err(VerifyError::Rpc { .. } | VerifyError::RpcTimeout { .. }) => {}
                 Err(e) => return Err(e),
             }
-            if tokio::time::Instant::now() + poll_interval > deadline {
+            if tokio::time::Instant::now() + wait > deadline {
                 return Ok(SettleOutcome::Pending { tx_hash });
             }
-            tokio::time::sleep(poll_interval).await;
+            tokio::time::sleep(wait).await;
+            wait = wait.saturating_mul(2).min(poll_interval);
         }
     }
 
@@ -329,7 +484,7 @@ impl Settler {
     /// Forgets the tracked account nonce, so the next send asks the node (used when an
     /// in-doubt broadcast could not be confirmed: its nonce may be a gap to refill).
     pub async fn forget_nonce(&self) {
-        *self.next_nonce.lock().await = None;
+        self.book.lock().unwrap_or_else(PoisonError::into_inner).forget();
     }
 
     /// The latest block's timestamp: once it is at or past an authorization's `validBefore`,
@@ -358,45 +513,52 @@ impl Settler {
     /// claimed by a process that died before its broadcast: waiting for later traffic to take
     /// the nonce could take until the authorization's `validBefore` on a quiet gateway.
     pub async fn close_nonce(&self, nonce: u64) -> Result<NonceClosure, VerifyError> {
-        let mut next_nonce = self.next_nonce.lock().await;
+        // Exclusive with re-reads of the count; refused while this process has sends in
+        // flight or has handed out other nonces since it last read the count (then `nonce`
+        // is below them and was assigned, or above them and not ours to close yet).
+        let _one = self.refresh.lock().await;
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            if !book.idle() || book.next().is_some_and(|n| n != nonce) {
+                return Ok(NonceClosure::Busy);
+            }
+            book.forget();
+            book.hold(nonce);
+        }
+        let closed = self.close_held(nonce).await;
+        let how = match &closed {
+            Ok(NonceClosure::Sent { .. }) => Release::Used,
+            _ => Release::Taken,
+        };
+        {
+            let mut book = self.book.lock().unwrap_or_else(PoisonError::into_inner);
+            book.release(nonce, how);
+            if how == Release::Used {
+                book.set_next(nonce.saturating_add(1));
+            }
+        }
+        self.book_changed.notify_waiters();
+        closed
+    }
+
+    async fn close_held(&self, nonce: u64) -> Result<NonceClosure, VerifyError> {
         let mined = self.chain.mined_nonce(self.address).await?;
-        let pending = self.chain.pending_nonce(self.address).await?;
         if mined > nonce {
             return Ok(NonceClosure::Passed);
         }
+        let pending = self.chain.pending_nonce(self.address).await?;
         if pending != nonce || mined != nonce {
             // A transaction of ours holds it (in the pool) or an earlier nonce is still open:
             // what is in flight decides first.
-            return Ok(NonceClosure::Busy { mined, pending });
+            return Ok(NonceClosure::Busy);
         }
-        let fees = self.chain.fees().await?;
-        let request = TransactionRequest::default()
-            .with_from(self.address)
-            .with_to(self.address)
-            .with_value(U256::ZERO)
-            .with_chain_id(self.chain.chain_id())
-            .with_nonce(nonce)
-            .with_gas_limit(CLOSE_NONCE_GAS)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        let envelope = request
-            .build(&self.wallet)
-            .await
-            .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
-        let tx_hash = *envelope.tx_hash();
-        match self.chain.send_raw(envelope.encoded_2718().into()).await {
-            Ok(_) | Err(SendError::AlreadyKnown) | Err(SendError::InDoubt(_)) => {
-                *next_nonce = Some(nonce.saturating_add(1).max(next_nonce.unwrap_or(0)));
-                Ok(NonceClosure::Sent { tx_hash })
-            }
-            Err(SendError::NonceTooLow | SendError::NonceInUse) => {
-                *next_nonce = None;
+        let fees = self.fees().await?;
+        match self.self_transfer(nonce, &fees).await {
+            Ok(tx_hash) => Ok(NonceClosure::Sent { tx_hash }),
+            Err(VerifyError::SettlementNotSent { .. }) if self.chain.mined_nonce(self.address).await? > nonce => {
                 Ok(NonceClosure::Passed)
             }
-            Err(SendError::Refused(e)) => {
-                *next_nonce = None;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 

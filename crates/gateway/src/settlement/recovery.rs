@@ -347,7 +347,7 @@ async fn close_unsent(
             tracing::warn!(id = %entry.id, nonce, tx = %tx_hash,
                 "settlement claimed but never broadcast by a process that died; relayer nonce closed");
         }
-        Ok(NonceClosure::Passed | NonceClosure::Busy { .. }) => {}
+        Ok(NonceClosure::Passed | NonceClosure::Busy) => {}
         // Safe to leave: nothing moved; the next sweep looks again.
         Err(e) => tracing::warn!(id = %entry.id, nonce, error = %e, "recovery: could not close a relayer nonce"),
     }

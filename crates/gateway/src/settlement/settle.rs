@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use tollgate_metering::{EntryId, EntryState, MeteringError, Transition};
-use tollgate_verifier::{Claim, Fault, SettleOutcome, Settled, VerifiedPayment, VerifyError};
+use tollgate_verifier::{Claim, Fault, GasPlan, SettleOutcome, Settled, VerifiedPayment, VerifyError};
 
 use super::chase::chase;
 use super::record::{ClaimDetail, record_settled_or_leave};
@@ -136,9 +136,16 @@ async fn submit_once(
     settler: &tollgate_verifier::Settler,
     payment: &VerifiedPayment,
     claim: &mut LedgerClaim<'_>,
+    waiter: Waiter,
 ) -> Result<Result<Option<tollgate_verifier::Submitted>, VerifyError>, SettleError> {
+    // A paid call settles the payment its verification simulated moments ago; the deferred
+    // worker and the sweep settle payments simulated long before, and estimate again.
+    let gas = match waiter {
+        Waiter::Call => GasPlan::Simulated,
+        Waiter::Background => GasPlan::Estimate,
+    };
     let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
-    let sent = settler.submit_claimed(payment, claim).await;
+    let sent = settler.submit_claimed(payment, claim, gas).await;
     if let Some(hold) = hold
         && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
     {
@@ -184,14 +191,14 @@ pub async fn settle_entry(
 ) -> Result<SettleResult, SettleError> {
     let settler = svc.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
     let mut claim = LedgerClaim { svc, id, expected: from, cause, error: None, claimed: None };
-    let mut sent = submit_once(svc, settler, payment, &mut claim).await?;
+    let mut sent = submit_once(svc, settler, payment, &mut claim, waiter).await?;
     // The chain's clock may not have passed `validAfter` yet (the token wants `now >
     // validAfter` by block time, and blocks lag the wall clock): not a refusal, a wait.
     if let Err(VerifyError::NotYetValid { .. }) = &sent
         && claim.claimed.is_none()
     {
         tokio::time::sleep(NOT_YET_VALID_WAIT).await;
-        sent = submit_once(svc, settler, payment, &mut claim).await?;
+        sent = submit_once(svc, settler, payment, &mut claim, waiter).await?;
     }
     let submitted = match sent {
         Ok(Some(s)) => s,

@@ -146,12 +146,18 @@ async fn claim_comes_before_broadcast() {
             true
         }
     }
-    let refused = env.settler.submit_claimed(&verified, &mut Refuse).await.unwrap();
+    let refused =
+        env.settler.submit_claimed(&verified, &mut Refuse, tollgate_verifier::GasPlan::Estimate).await.unwrap();
     assert_eq!(refused, None);
     assert!(!env.chain.authorization_used(env.payer.address(), verified.authorization.nonce).await.unwrap());
 
     let mut record = Record(Vec::new());
-    let sent = env.settler.submit_claimed(&verified, &mut record).await.unwrap().expect("sent");
+    let sent = env
+        .settler
+        .submit_claimed(&verified, &mut record, tollgate_verifier::GasPlan::Estimate)
+        .await
+        .unwrap()
+        .expect("sent");
     assert!(sent.acknowledged);
     let sent = sent.tx_hash;
     assert_eq!(record.0, vec![sent]);
