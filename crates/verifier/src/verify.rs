@@ -204,6 +204,8 @@ pub struct Verifier {
     chains: HashMap<u64, Arc<dyn Chain>>,
     clock: Arc<dyn Clock>,
     config: VerifierConfig,
+    /// Tokens (chain id, address) whose code has been seen.
+    token_code_seen: std::sync::Mutex<std::collections::HashSet<(u64, Address)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -216,7 +218,7 @@ impl Verifier {
     /// A verifier over `chains` (one per chain id), reading time from `clock`.
     pub fn new(chains: Vec<Arc<dyn Chain>>, clock: Arc<dyn Clock>, config: VerifierConfig) -> Self {
         let chains = chains.into_iter().map(|c| (c.chain_id(), c)).collect();
-        Verifier { chains, clock, config }
+        Verifier { chains, clock, config, token_code_seen: std::sync::Mutex::default() }
     }
 
     /// The chain handle for `chain_id`.
@@ -305,8 +307,11 @@ impl Verifier {
         }
     }
 
-    /// Asset code, nonce state, balance and the simulated transfer, queried concurrently
-    /// and judged in the reference order.
+    /// The simulated transfer (with the asset's code, until it has been seen once), queried
+    /// concurrently; when the simulation reverts, the nonce state and the balance are read
+    /// to name the refusal, judged in the reference order. A payment that verifies costs one
+    /// `eth_call`; the token would refuse a used nonce or a short balance in the simulation
+    /// anyway.
     async fn check_on_chain(
         &self,
         chain: &dyn Chain,
@@ -315,18 +320,30 @@ impl Verifier {
         now_unix_s: u64,
     ) -> Result<(), VerifyError> {
         let a = &payment.authorization;
-        let state_call: Bytes =
-            IEip3009::authorizationStateCall { authorizer: a.from, nonce: a.nonce }.abi_encode().into();
-        let balance_call: Bytes = IEip3009::balanceOfCall { account: a.from }.abi_encode().into();
-        let (code_len, state, balance, simulation) = tokio::join!(
-            chain.code_len(payment.asset),
-            chain.call(None, payment.asset, state_call),
-            chain.call(None, payment.asset, balance_call),
+        let key = (payment.chain_id, payment.asset);
+        let code_known = self.token_code_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&key);
+        let code = async { if code_known { Ok(1) } else { chain.code_len(payment.asset).await } };
+        let (code_len, simulation) = tokio::join!(
+            code,
             chain.call(Some(self.config.simulate_from), payment.asset, payment.transfer_calldata()),
         );
         if code_len? == 0 {
             return Err(VerifyError::AssetNotContract { asset: payment.asset, chain_id: payment.chain_id });
         }
+        if !code_known {
+            // Code at an address does not go away in practice (and a token that self-destructed
+            // would fail every simulation): it is looked up once per token.
+            self.token_code_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
+        }
+        let simulation = simulation?;
+        if matches!(simulation, CallOutcome::Success(_)) {
+            return Ok(());
+        }
+        let state_call: Bytes =
+            IEip3009::authorizationStateCall { authorizer: a.from, nonce: a.nonce }.abi_encode().into();
+        let balance_call: Bytes = IEip3009::balanceOfCall { account: a.from }.abi_encode().into();
+        let (state, balance) =
+            tokio::join!(chain.call(None, payment.asset, state_call), chain.call(None, payment.asset, balance_call),);
         if let CallOutcome::Success(out) = state?
             && bool::abi_decode(&out).unwrap_or(false)
         {
@@ -338,7 +355,7 @@ impl Verifier {
         {
             return Err(VerifyError::InsufficientBalance { balance, required: a.value });
         }
-        match simulation? {
+        match simulation {
             CallOutcome::Success(_) => Ok(()),
             CallOutcome::Reverted(data) => {
                 let reason = decode_revert_reason(&data);

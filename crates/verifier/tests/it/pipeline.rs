@@ -123,3 +123,21 @@ async fn simulated_payments_skip_the_estimate_and_share_fees() {
     }
     assert_eq!(env.chain.balance(env.payee).await.unwrap(), U256::from(3 * PRICE));
 }
+
+// Goal: a payment that verifies costs one `eth_call` (the simulated transfer), plus one
+// `eth_getCode` for the token's first payment only; a refused one still names its reason
+// (the nonce state and balance are read when the simulation reverts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_payment_costs_one_call() {
+    let env = Env::start(Deployment::BaseUsdc).await;
+    for _ in 0..3 {
+        env.verifier.verify(&env.offer, &env.payment().v2()).await.unwrap();
+    }
+    assert_eq!(calls(&env, "eth_call"), 3);
+    assert_eq!(calls(&env, "eth_getCode"), 1);
+    let unfunded = tollgate_test_support::random_key();
+    let payment = tollgate_test_support::PaymentBuilder::new(&env.offer, &unfunded, env.now);
+    let err = env.verifier.verify(&env.offer, &payment.v2()).await.unwrap_err();
+    assert!(matches!(err, tollgate_verifier::VerifyError::InsufficientBalance { .. }), "{err:?}");
+    assert_eq!(calls(&env, "eth_call"), 6, "the simulation, then the nonce state and the balance");
+}
