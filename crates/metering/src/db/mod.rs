@@ -15,6 +15,7 @@
 //! `sqlx::Any`.
 
 pub(crate) mod codec;
+pub(crate) mod group;
 
 use std::fmt;
 use std::future::Future;
@@ -144,6 +145,8 @@ pub(crate) struct Db {
     pub(crate) pool: Pool,
     opts: LedgerOptions,
     pub(crate) write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: the money path's single-statement writes, committed in groups (see [`group`]).
+    pub(crate) group: Option<group::GroupCommit>,
 }
 
 impl fmt::Debug for Db {
@@ -318,8 +321,13 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
-        let db = Db { pool, opts, write_gate: Arc::default() };
+        let mut db = Db { pool, opts, write_gate: Arc::default(), group: None };
         db.migrate().await?;
+        if let Pool::Sqlite(pool) = &db.pool {
+            let opts = db.opts;
+            let error = move |e| db_error(Engine::Sqlite, &opts, "group_commit", e);
+            db.group = Some(group::GroupCommit::start(pool.clone(), db.write_gate.clone(), error));
+        }
         Ok(db)
     }
 

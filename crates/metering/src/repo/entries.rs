@@ -11,10 +11,12 @@
 //! (the policy rules come from `crate::policy`, the row shape from `entry_row`).
 
 use alloy_primitives::{Address, B256};
+use futures_util::future::BoxFuture;
 
 use crate::MeteringError;
 use crate::checks::{check_cause, check_len};
 use crate::db::codec::{Hex, Unsigned};
+use crate::db::group::statement_fn;
 use crate::db::{Db, Engine, db_call};
 use crate::policy::{GLOBAL_SCOPE, LOCK_POLICIES_PG, PolicyCheckRow, SELECT_CAP_SPEND, SELECT_POLICY_CHECK};
 use crate::policy::{check_cap, evaluate_policies};
@@ -129,6 +131,7 @@ impl EventRow {
 }
 
 /// The columns a transition writes, in stored form.
+#[derive(Clone)]
 struct TransitionColumns {
     upstream_status: Option<Unsigned>,
     tx_hash: Option<Hex<B256>>,
@@ -218,6 +221,57 @@ impl Entries {
         let id = EntryId::random()?;
         let postgres = self.db.engine() == Engine::Postgres;
 
+        // SQLite without caps: the policy read, then the insert committed in a group with
+        // other calls' writes (one fsync for many). With caps, the check and the insert need
+        // one transaction of their own (below).
+        if let Some(group) = &self.db.group {
+            let rows: Vec<PolicyCheckRow> = db_call!(
+                self.db,
+                OP,
+                read | pool | sqlx::query_as(SELECT_POLICY_CHECK).bind(payer).bind(&e.provider).fetch_all(pool)
+            )?;
+            if !rows.iter().any(|r| r.daily_cap.is_some() || r.monthly_cap.is_some()) {
+                evaluate_policies(&rows, &e.route, e.amount.get(), e.now_unix_s)
+                    .map_err(MeteringError::PolicyDenied)?;
+                let (new_id, e2) = (id.clone(), e.clone());
+                let statement = statement_fn(move |conn| -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+                    Box::pin(async move {
+                        let done = sqlx::query(INSERT_ENTRY)
+                            .bind(&new_id)
+                            .bind(chain_id)
+                            .bind(Hex(e2.asset))
+                            .bind(payer)
+                            .bind(Hex(e2.pay_to))
+                            .bind(Hex(e2.nonce))
+                            .bind(e2.amount)
+                            .bind(valid_before)
+                            .bind(&e2.provider)
+                            .bind(&e2.route)
+                            .bind(&e2.method)
+                            .bind(&e2.path)
+                            .bind(e2.mode)
+                            .bind(&e2.payment)
+                            .bind(now)
+                            .bind(price_version)
+                            .bind(e2.credential.as_deref())
+                            .bind(credential_version)
+                            .execute(conn)
+                            .await;
+                        // A duplicate is detected by the UNIQUE key at insert time: `Ok(false)`
+                        // (SQLite undoes the failed statement by itself).
+                        match done {
+                            Ok(_) => Ok(true),
+                            Err(sqlx::Error::Database(ref db)) if db.is_unique_violation() => Ok(false),
+                            Err(x) => Err(x),
+                        }
+                    })
+                });
+                let db = self.db.clone();
+                let inserted = self.db.bounded(OP, group.run(OP, statement, move |x| db.error(OP, x))).await?;
+                return self.reserved_or_duplicate(inserted, id, e).await;
+            }
+        }
+
         let inserted = db_call!(
             self.db,
             OP,
@@ -303,6 +357,12 @@ impl Entries {
                 Ok(inserted)
             }
         )?;
+        self.reserved_or_duplicate(inserted, id, e).await
+    }
+
+    /// The new entry's id when `inserted`; otherwise the duplicate it ran into.
+    async fn reserved_or_duplicate(&self, inserted: bool, id: EntryId, e: &NewEntry) -> Result<EntryId, MeteringError> {
+        const OP: &str = "reserve";
         if inserted {
             return Ok(id);
         }
@@ -411,6 +471,32 @@ impl Entries {
         now_unix_s: u64,
     ) -> Result<Option<EntryRow>, MeteringError> {
         let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        if let Some(group) = &self.db.group {
+            const OP: &str = "transition";
+            let (id, columns, cause, detail) =
+                (id.clone(), columns.clone(), cause.to_owned(), detail.map(str::to_owned));
+            let db = self.db.clone();
+            let statement = statement_fn(move |conn| -> BoxFuture<'_, Result<Option<EntryRow>, sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query_as(UPDATE_ENTRY)
+                        .bind(to)
+                        .bind(columns.upstream_status)
+                        .bind(columns.tx_hash)
+                        .bind(columns.block_number)
+                        .bind(columns.block_hash)
+                        .bind(columns.log_index)
+                        .bind(columns.reason.as_deref())
+                        .bind(now)
+                        .bind(&id)
+                        .bind(from)
+                        .bind(&cause)
+                        .bind(detail.as_deref())
+                        .fetch_optional(conn)
+                        .await
+                })
+            });
+            return self.db.bounded(OP, group.run(OP, statement, move |e| db.error(OP, e))).await;
+        }
         db_call!(
             self.db,
             "transition",
@@ -441,6 +527,24 @@ impl Entries {
     pub async fn note_settling(&self, id: &EntryId, cause: &str, now_unix_s: u64) -> Result<bool, MeteringError> {
         check_len("cause", cause, LABEL_BYTES_MAX)?;
         let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        if let Some(group) = &self.db.group {
+            const OP: &str = "note_settling";
+            let (id, cause) = (id.clone(), cause.to_owned());
+            let db = self.db.clone();
+            let statement = statement_fn(move |conn| -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+                Box::pin(async move {
+                    sqlx::query(NOTE_SETTLING)
+                        .bind(&id)
+                        .bind(&cause)
+                        .bind(now)
+                        .execute(conn)
+                        .await
+                        .map(|d| d.rows_affected())
+                })
+            });
+            let done = self.db.bounded(OP, group.run(OP, statement, move |e| db.error(OP, e))).await?;
+            return Ok(done == 1);
+        }
         let done = db_call!(
             self.db,
             "note_settling",

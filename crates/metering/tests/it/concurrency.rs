@@ -167,3 +167,45 @@ async fn concurrent_claims_have_one_winner() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_in_a_group_commit_fails_alone() {
+    // Goal: 50 concurrent reservations of 25 authorizations (two each; on SQLite they are committed in groups, a duplicate sharing a transaction with other calls' rows) give 25 entries with their events and 25 DuplicateAuthorization answers; then 50 concurrent transitions of those entries all apply.
+    each_engine(|db| async move {
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let ledger = db.ledger.clone();
+            let n = 1_000 + (i / 2) as u64;
+            tasks.push(tokio::spawn(async move { ledger.entries().reserve(&new_entry(n, 1_000, 100)).await }));
+        }
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await? {
+                Ok(id) => winners.push(id),
+                Err(MeteringError::DuplicateAuthorization { .. }) => {}
+                Err(other) => anyhow::bail!("unexpected error: {other}"),
+            }
+        }
+        ensure!(winners.len() == RACERS / 2, "winners: {}", winners.len());
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_entries").await == (RACERS / 2) as i64);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == (RACERS / 2) as i64);
+        let mut moves = Vec::new();
+        for id in winners.clone().into_iter().chain(winners.clone()) {
+            let ledger = db.ledger.clone();
+            moves.push(tokio::spawn(async move {
+                let t = Transition::Forwarded { upstream_status: Some(200) };
+                ledger.entries().transition_from(&id, EntryState::Reserved, t, "upstream_ok", None, 101).await
+            }));
+        }
+        let mut applied = 0;
+        for m in moves {
+            applied += usize::from(m.await??);
+        }
+        ensure!(applied == RACERS / 2, "each entry moved once, got {applied}");
+        ensure!(
+            db.raw.count("SELECT COUNT(*) FROM ledger_entries WHERE state = 'forwarded'").await == (RACERS / 2) as i64
+        );
+        Ok(())
+    })
+    .await;
+}
