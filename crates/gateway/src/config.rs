@@ -24,6 +24,10 @@ pub use tollgate_control::VaultKey;
 use tollgate_control::vault::check_vault_name;
 
 mod toml_error;
+mod upstream_allow;
+
+pub use upstream_allow::AllowEntry;
+pub(crate) use upstream_allow::normal_host;
 
 fn parse_location(key: Option<&str>, line: Option<usize>, column: Option<usize>) -> String {
     toml_error::location(key, line, column)
@@ -424,7 +428,7 @@ pub struct AdminConfig {
     /// Hosts (any port) and host:port pairs that upstreams set over the admin API may point
     /// at even when they resolve to loopback, private or other internal addresses
     /// (`crate::ssrf`).
-    pub upstream_allow: Vec<crate::ssrf::AllowEntry>,
+    pub upstream_allow: Vec<AllowEntry>,
 }
 
 /// `[tls]`.
@@ -1020,9 +1024,7 @@ fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             .iter()
             .flatten()
             .enumerate()
-            .map(|(i, e)| {
-                crate::ssrf::AllowEntry::parse(e).map_err(|r| invalid(format!("admin.upstream_allow[{i}]"), r))
-            })
+            .map(|(i, e)| AllowEntry::parse(e).map_err(|r| invalid(format!("admin.upstream_allow[{i}]"), r)))
             .collect::<Result<_, _>>()?,
     };
     if let Some(w) = check_admin_listener(&admin)? {
