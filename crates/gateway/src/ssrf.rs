@@ -17,8 +17,10 @@
 //!   per request (the allow-list may have changed with the file).
 //!
 //! `[admin] upstream_allow` lists hosts (any port) or host:port pairs exempt from the address
-//! classes and the RPC-host rule; nothing exempts the exact host and port of the RPC node or
-//! of our listeners (`crate::config::upstream_conflict`, applied to the file too).
+//! classes and the RPC-host rule (its entries are `crate::config::AllowEntry`: the guard
+//! depends on the configuration, never the other way round); nothing exempts the exact host and
+//! port of the RPC node or of our listeners (`crate::config::upstream_conflict`, applied to the
+//! file too).
 //!
 //! This module must not know HTTP status codes (`GatewayError::UpstreamRefused` is mapped in
 //! `crate::error`) and reads no environment.
@@ -33,7 +35,7 @@ use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use secrecy::ExposeSecret as _;
 
-use crate::config::{Config, UpstreamConflict, upstream_conflict};
+use crate::config::{AllowEntry, Config, UpstreamConflict, normal_host, upstream_conflict};
 
 /// How long a store-time or connect-time DNS lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,48 +185,6 @@ fn classify_v6(ip: Ipv6Addr) -> Option<Rule> {
     }
 }
 
-/// One `[admin] upstream_allow` entry: a host (any port) or a host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowEntry {
-    host: String,
-    port: Option<u16>,
-}
-
-impl AllowEntry {
-    /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address.
-    pub fn parse(s: &str) -> Result<AllowEntry, String> {
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or("expected host, host:port or [v6]:port")?;
-            match after {
-                "" => (host, None),
-                p => (host, Some(p.strip_prefix(':').ok_or("expected host, host:port or [v6]:port")?)),
-            }
-        } else if s.matches(':').count() == 1 {
-            let (h, p) = s.split_once(':').ok_or("expected host or host:port")?;
-            (h, Some(p))
-        } else {
-            (s, None)
-        };
-        let port = match port {
-            None => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| "the port is not a number from 0 to 65535")?),
-        };
-        let ok = !host.is_empty()
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
-        if !ok {
-            return Err(
-                "expected a host name or address (letters, digits, '.', '-', '_'), optionally with :port".into()
-            );
-        }
-        Ok(AllowEntry { host: normal_host(host), port })
-    }
-}
-
-/// Hosts compare case-insensitively, without IPv6 brackets or a trailing dot.
-fn normal_host(h: &str) -> String {
-    h.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// Resolves a host name to addresses. The system resolver in production; tests substitute
 /// answers (a DNS answer that changes between store and connect).
 pub trait Lookup: Send + Sync {
@@ -280,13 +240,13 @@ impl UpstreamGuard {
     }
 
     fn allowed(&self, host: &str, port: Option<u16>) -> bool {
-        self.allow.iter().any(|a| a.host == host && (a.port.is_none() || a.port == port))
+        self.allow.iter().any(|a| a.allows(host, port))
     }
 
     /// Whether any entry names `host`, whatever its port. The resolver sees no port; the
     /// port was checked when the provider was stored, and cannot change without a new check.
     fn allowed_any_port(&self, host: &str) -> bool {
-        self.allow.iter().any(|a| a.host == host)
+        self.allow.iter().any(|a| a.names_host(host))
     }
 
     fn check_address(&self, ip: IpAddr) -> Option<Rule> {
@@ -514,19 +474,5 @@ mod tests {
         let literal: Url = format!("http://127.0.0.1:{port}/").parse().unwrap();
         assert_eq!(guard.check_literal(&literal).map_err(|r| r.rule), Err(Rule::Loopback));
         assert_eq!(guard.check_literal(&rebind), Ok(()), "names are left to the resolver");
-    }
-
-    // Goal: allow-list entries parse in every documented form and bad ones are refused.
-    #[test]
-    fn allow_entries() {
-        let e = |h: &str, p| AllowEntry { host: h.to_owned(), port: p };
-        assert_eq!(AllowEntry::parse("API.internal"), Ok(e("api.internal", None)));
-        assert_eq!(AllowEntry::parse("127.0.0.1:8080"), Ok(e("127.0.0.1", Some(8080))));
-        assert_eq!(AllowEntry::parse("[::1]:80"), Ok(e("::1", Some(80))));
-        assert_eq!(AllowEntry::parse("[::1]"), Ok(e("::1", None)));
-        assert_eq!(AllowEntry::parse("fd00::1"), Ok(e("fd00::1", None)));
-        for bad in ["", "host:port", "http://x", "a b", "host:99999", "[::1"] {
-            assert!(AllowEntry::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -9,10 +9,12 @@
 //! come from our schema or the TOML grammar are kept, anything that may come from the input
 //! is dropped. It must not print any byte of the input other than a key name that passes
 //! [`printable_key`].
+//!
+//! Imports no part of `config` but `error`.
 
 use serde::de::DeserializeOwned;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Deserializes `text`, reporting errors through [`describe`].
 pub(super) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
@@ -157,16 +159,6 @@ pub(super) fn describe(text: &str, e: &toml::de::Error, path: Option<String>) ->
         (path.or_else(|| key_on_line(text, start)), reason)
     };
     ConfigError::Parse { key, line, column, reason }
-}
-
-/// How a parse error's location is printed: `key (line L, column C): `.
-pub(super) fn location(key: Option<&str>, line: Option<usize>, column: Option<usize>) -> String {
-    match (key, line, column) {
-        (Some(k), Some(l), Some(c)) => format!("{k} (line {l}, column {c}): "),
-        (Some(k), _, _) => format!("{k}: "),
-        (None, Some(l), Some(c)) => format!("line {l}, column {c}: "),
-        _ => String::new(),
-    }
 }
 
 fn join(path: Option<&str>, name: &str) -> String {

@@ -1,0 +1,82 @@
+//! The gateway's configuration: a TOML file parsed once at startup into typed values.
+//!
+//! Unknown keys are refused, and every error names the offending key
+//! (`providers[0].routes[1].price: ...`). Secrets (upstream credentials, the relayer key,
+//! RPC URLs given by environment) are read here, once, into redacted types; they are never
+//! printed. Every key is documented in `docs/configuration.md`.
+//!
+//! This file owns the entry points (`Config::load`, `Config::parse`) and the public paths:
+//! every item the rest of the gateway uses is re-exported here as `crate::config::X`. The
+//! parts, each importing only the ones before it (none imports this file):
+//! - `error`: `ConfigError` and how it is printed;
+//! - `toml_error`: TOML and serde errors rebuilt from their span, never quoting the file;
+//! - `raw`: the file as written (serde, unknown keys refused);
+//! - `upstream_allow`: `[admin] upstream_allow` entries (read by `crate::ssrf`);
+//! - `sections`: the typed `Config` and its sections;
+//! - `values`: one value to its type (durations, secrets, addresses, URLs, amounts);
+//! - `checks`: startup refusals and warnings;
+//! - `provider`: a provider and its routes, for the file, the control plane and the admin API;
+//! - `build`: the raw file to `Config`.
+
+use std::path::Path;
+
+mod build;
+mod checks;
+mod error;
+mod provider;
+mod raw;
+mod sections;
+mod toml_error;
+mod upstream_allow;
+mod values;
+
+pub use checks::{UpstreamConflict, check_upstream, upstream_conflict};
+pub use error::ConfigError;
+pub use provider::{build_provider, build_route};
+pub use raw::{RawCredential, RawProvider, RawRoute};
+pub use sections::{
+    AdminConfig, Config, ConfigWarning, ControlConfig, Credential, DatabaseConfig, DeferredOverflow, Injection,
+    LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, SecretSource, ServerConfig,
+    ServerLimits, SettlementConfig, TlsConfig, VerificationConfig,
+};
+pub use tollgate_control::VaultKey;
+pub use upstream_allow::AllowEntry;
+pub(crate) use upstream_allow::normal_host;
+pub(crate) use values::address;
+pub use values::parse_human_amount;
+
+use checks::file_mode;
+use raw::RawConfig;
+use tollgate_x402::Network;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        // Whoever can write the file chooses the payee and the upstreams.
+        if let Some(mode) = file_mode(path)
+            && mode & 0o002 != 0
+        {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                reason: format!("the file is world-writable (mode {:04o}); chmod o-w", mode & 0o7777),
+            });
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        Self::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text, resolving `*_env` keys through `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml_error::from_str(text)?;
+        build::build(raw, env)
+    }
+
+    /// The network entry for `network`.
+    pub fn network(&self, network: Network) -> Option<&NetworkConfig> {
+        self.networks.iter().find(|n| n.network == network)
+    }
+}
+
+#[cfg(test)]
+mod tests;
