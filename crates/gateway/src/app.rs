@@ -1,7 +1,6 @@
 //! The gateway's shared state, built once from the configuration at startup.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,11 +8,12 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::Address;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
-use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
+use tokio_util::task::TaskTracker;
+use tollgate_metering::{Ledger, LedgerOptions};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
 
 use crate::config::Config;
-use crate::control::{ControlHost, Live, SeedError};
+use crate::control::{ControlHost, Live, QueuedAudit, SeedError};
 use crate::settlement::{Settlements, SettlementsParts};
 
 /// Why the gateway could not start.
@@ -63,14 +63,15 @@ pub struct Gateway {
     /// The control plane in use: route table and live credentials.
     pub live: Live,
     /// Audit records waiting for the writer.
-    pub audit_tx: mpsc::Sender<NewAuditRecord>,
-    /// Audit records queued and not yet committed.
-    pub audit_pending: Arc<AtomicU64>,
+    pub audit_tx: mpsc::Sender<QueuedAudit>,
+    /// Audit records queued and not yet committed: one token each ([`QueuedAudit`]), released
+    /// by the writer once committed; shutdown waits for it to empty.
+    pub audit_pending: TaskTracker,
     /// What is counted instead of recorded (payment attempts that never verified) and what
     /// happened off the happy path of settlement.
     pub counters: Arc<crate::counters::Counters>,
     /// The writer's end of the queue (taken by `serve`).
-    pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
+    pub audit_rx: Mutex<Option<mpsc::Receiver<QueuedAudit>>>,
     /// Payment verification.
     pub verifier: Arc<Verifier>,
     /// One settler per chain id (absent without a relayer key); the same settlers as
@@ -234,7 +235,7 @@ impl Gateway {
             config,
             live: Live::default(),
             audit_tx,
-            audit_pending: Arc::new(AtomicU64::new(0)),
+            audit_pending: TaskTracker::new(),
             counters,
             audit_rx: Mutex::new(Some(audit_rx)),
             verifier,

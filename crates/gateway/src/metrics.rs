@@ -12,7 +12,7 @@
 //! operator and providers create. Nothing here does IO on the request path.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -316,7 +316,7 @@ pub async fn render(gw: &Gateway) -> String {
         &mut r,
         "audit_queue_depth",
         "Audit records queued and not yet committed",
-        as_i64(gw.audit_pending.load(Ordering::Acquire)),
+        as_i64(u64::try_from(gw.audit_pending.len()).unwrap_or(u64::MAX)),
     );
     gauge(&mut r, "control_version", "Control-plane version of this replica's snapshot", as_i64(gw.live.get().version));
 

@@ -48,12 +48,7 @@ pub async fn serve(
     // Readiness: the verdict paid calls read (fail closed before anything is forwarded).
     let monitor = tokio::spawn(crate::readiness::monitor(gw.clone()));
     let audit = gw.audit_rx.lock().ok().and_then(|mut rx| rx.take()).map(|rx| {
-        tokio::spawn(control::audit_writer(
-            gw.ledger.clone(),
-            rx,
-            gw.audit_pending.clone(),
-            gw.config.control.audit_batch,
-        ))
+        tokio::spawn(control::audit_writer(gw.ledger.clone(), rx, gw.config.control.audit_batch))
     });
     let worker = gw
         .settlements
@@ -93,19 +88,18 @@ pub async fn serve(
     }
     // Let the audit writer commit what the last requests queued (bounded wait).
     if let Some(a) = audit {
-        wait_for_zero(&gw.audit_pending).await;
+        // Closing only lets `wait` finish once the queue is empty: a record queued after it
+        // still counts (and is still waited for while the wait lasts).
+        gw.audit_pending.close();
+        // Bounded: records still queued when it ends are lost with the process, as ever.
+        let _ = tokio::time::timeout(AUDIT_DRAIN_MAX, gw.audit_pending.wait()).await;
         a.abort();
     }
     result
 }
 
-/// Waits (at most 5 s) for a count of pending writes to reach zero.
-async fn wait_for_zero(pending: &std::sync::atomic::AtomicU64) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pending.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
+/// How long shutdown waits for the audit writer to commit what the last requests queued.
+const AUDIT_DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Serves the admin API on its own listener until `shutdown` resolves.
 pub async fn serve_admin(
