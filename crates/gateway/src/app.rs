@@ -1,7 +1,6 @@
 //! The gateway's shared state, built once from the configuration at startup.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,11 +8,12 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::Address;
 use secrecy::ExposeSecret;
 use tokio::sync::mpsc;
-use tollgate_metering::{Ledger, LedgerOptions, NewAuditRecord};
+use tokio_util::task::TaskTracker;
+use tollgate_metering::{Ledger, LedgerOptions};
 use tollgate_verifier::{AlloyChain, Chain, Clock, SettleConfig, Settler, Verifier, VerifierConfig};
 
 use crate::config::Config;
-use crate::control::{ControlHost, Live, SeedError};
+use crate::control::{ControlHost, Live, QueuedAudit, SeedError};
 use crate::settlement::{Settlements, SettlementsParts};
 
 /// Why the gateway could not start.
@@ -61,16 +61,17 @@ pub struct Gateway {
     /// The configuration.
     pub config: Arc<Config>,
     /// The control plane in use: route table and live credentials.
-    pub live: Live,
+    pub live: Arc<Live>,
     /// Audit records waiting for the writer.
-    pub audit_tx: mpsc::Sender<NewAuditRecord>,
-    /// Audit records queued and not yet committed.
-    pub audit_pending: Arc<AtomicU64>,
+    pub audit_tx: mpsc::Sender<QueuedAudit>,
+    /// Audit records queued and not yet committed: one token each ([`QueuedAudit`]), released
+    /// by the writer once committed; shutdown waits for it to empty.
+    pub audit_pending: TaskTracker,
     /// What is counted instead of recorded (payment attempts that never verified) and what
     /// happened off the happy path of settlement.
     pub counters: Arc<crate::counters::Counters>,
     /// The writer's end of the queue (taken by `serve`).
-    pub audit_rx: Mutex<Option<mpsc::Receiver<NewAuditRecord>>>,
+    pub audit_rx: Mutex<Option<mpsc::Receiver<QueuedAudit>>>,
     /// Payment verification.
     pub verifier: Arc<Verifier>,
     /// One settler per chain id (absent without a relayer key); the same settlers as
@@ -94,10 +95,11 @@ pub struct Gateway {
     pub balances: crate::balances::BalanceCache,
     /// This process's id for leases.
     pub instance: String,
-    /// Whether paid calls can be settled now (read by the request path, set by the monitor).
-    pub readiness: crate::readiness::Readiness,
-    /// The Prometheus metrics the request path updates.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether paid calls can be settled now (read by the request path, set by the checks
+    /// `serve` runs, `crate::readyz`).
+    pub readiness: Arc<crate::readiness::Readiness>,
+    /// The Prometheus families the request path updates (rendered by `crate::metrics`).
+    pub metrics: Arc<crate::meters::Metrics>,
     /// RPC calls and errors per method, per network (CAIP-2 id), counted by the verifier.
     pub rpc_stats: Vec<(String, Arc<tollgate_verifier::RpcStats>)>,
 }
@@ -211,14 +213,14 @@ impl Gateway {
         crate::control::seed(&config, &ledger, clock.now_unix_s()).await?;
         let (audit_tx, audit_rx) = mpsc::channel(config.control.audit_queue_capacity);
         let instance = hex::encode(rand::random::<[u8; 8]>());
-        let readiness = crate::readiness::Readiness::new(config.networks.iter().map(|n| n.network.chain_id));
+        let readiness = Arc::new(crate::readiness::Readiness::new(config.networks.iter().map(|n| n.network.chain_id)));
         let balances =
             crate::balances::BalanceCache::new(Duration::from_millis(config.verification.balance_cache_ttl_ms));
         let config = Arc::new(config);
         let (verifier, counters, metrics) = (
             Arc::new(verifier),
             Arc::new(crate::counters::Counters::default()),
-            Arc::new(crate::metrics::Metrics::default()),
+            Arc::new(crate::meters::Metrics::default()),
         );
         let settlements = Arc::new(Settlements::new(SettlementsParts {
             config: config.clone(),
@@ -232,9 +234,9 @@ impl Gateway {
         }));
         let gw = Arc::new(Gateway {
             config,
-            live: Live::default(),
+            live: Arc::default(),
             audit_tx,
-            audit_pending: Arc::new(AtomicU64::new(0)),
+            audit_pending: TaskTracker::new(),
             counters,
             audit_rx: Mutex::new(Some(audit_rx)),
             verifier,
@@ -253,9 +255,8 @@ impl Gateway {
         });
         crate::control::refresh(&*gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         warn_unusable_vault_credentials(&gw);
-        // The first readiness verdict before anything is served; the monitor started by
-        // `serve` keeps it current from then on.
-        crate::readiness::check(&gw).await;
+        // Every network is open until `serve` makes the first readiness check, before it
+        // serves anything.
         Ok(gw)
     }
 

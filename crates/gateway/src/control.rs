@@ -14,13 +14,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use secrecy::SecretString;
 use tokio::sync::mpsc;
+use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditRecord, Source};
 use tollgate_x402::{DecimalU256, Network, v2};
 
@@ -434,38 +435,55 @@ pub async fn watch<H: ControlHost>(gw: Arc<H>) {
     }
 }
 
+/// An audit record on its way to the writer. It holds a token of the tracker of records
+/// queued and not yet committed (`Gateway::audit_pending`) until the writer has committed it
+/// (or it is dropped unsent), so shutdown can wait for the queue and `/metrics` can count it.
+#[derive(Debug)]
+pub struct QueuedAudit {
+    record: NewAuditRecord,
+    _pending: TaskTrackerToken,
+}
+
+impl QueuedAudit {
+    /// `record`, counted in `pending` from now on.
+    pub fn new(record: NewAuditRecord, pending: &TaskTracker) -> QueuedAudit {
+        QueuedAudit { record, _pending: pending.token() }
+    }
+
+    /// The record.
+    pub fn record(&self) -> &NewAuditRecord {
+        &self.record
+    }
+}
+
 /// The audit writer: gathers records for up to `batch_window` after the first one arrives (at
 /// most 256), appends each batch to the chain in one transaction, and retries a failed batch
 /// with backoff (records are not dropped while the process lives). Gathering keeps the
 /// writer's commits few under load, so that it seldom holds the ledger's write lock when a
-/// paid call needs it.
-pub async fn audit_writer(
-    ledger: Ledger,
-    mut rx: mpsc::Receiver<NewAuditRecord>,
-    pending: Arc<AtomicU64>,
-    batch_window: Duration,
-) {
+/// paid call needs it. A batch's tokens are released once it is committed.
+pub async fn audit_writer(ledger: Ledger, mut rx: mpsc::Receiver<QueuedAudit>, batch_window: Duration) {
     const BATCH_MAX: usize = 256;
-    let mut batch = Vec::with_capacity(BATCH_MAX);
+    let mut queued = Vec::with_capacity(BATCH_MAX);
     loop {
-        if rx.recv_many(&mut batch, BATCH_MAX).await == 0 {
+        if rx.recv_many(&mut queued, BATCH_MAX).await == 0 {
             return;
         }
         let deadline = tokio::time::Instant::now() + batch_window;
-        while batch.len() < BATCH_MAX {
-            let room = BATCH_MAX - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+        while queued.len() < BATCH_MAX {
+            let room = BATCH_MAX - queued.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut queued, room)).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
         }
+        let (batch, committed): (Vec<NewAuditRecord>, Vec<TaskTrackerToken>) =
+            queued.drain(..).map(|q| (q.record, q._pending)).unzip();
         let mut delay = Duration::from_millis(50);
         while let Err(e) = ledger.audit().append(&batch).await {
             tracing::error!(error = %e, records = batch.len(), "audit append failed; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
-        pending.fetch_sub(batch.len() as u64, Ordering::AcqRel);
-        batch.clear();
+        drop(committed);
     }
 }

@@ -1,14 +1,12 @@
-//! Readiness: whether this process can take paid calls now, and `/readyz`.
+//! Readiness, the verdict: whether this process can take paid calls now, as the last check
+//! saw it (`crate::readyz` runs the checks).
 //!
-//! Owns the checks (database reachable and migrated, every network's RPC answering with its
-//! configured chain id, the relayer's gas against the cost of settlements at the current fee
-//! cap, vault credentials usable, control snapshot loaded), the background monitor that runs
-//! them every `settlement.health_interval`, and the verdict the paid path reads: an atomic
-//! per network and one for the database, so fail-closed costs the request path no RPC and no
-//! query.
+//! Owns the verdict the paid path reads (an atomic per network and one for the database, so
+//! fail-closed costs the request path no RPC and no query), the shapes of a check's report,
+//! and the last report with the lock that keeps checks one at a time.
 //!
-//! Must not: make an RPC or database call on the request path; print an RPC URL (it may carry
-//! an API key) or a secret in a check's detail.
+//! Must not: do IO (it is read on the request path), or import the gateway's state (`app`
+//! holds a verdict; the checks that set it live above `app`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,17 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::U256;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tollgate_x402::v2;
-
-use crate::app::Gateway;
-use crate::config::SecretSource;
-
-/// How long a `/readyz` answer is reused: probes cannot make the gateway hammer its RPC.
-pub const READYZ_CACHE: Duration = Duration::from_secs(1);
 
 /// Why paid calls are refused before anything is verified or forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,180 +139,34 @@ impl Readiness {
         self.last.lock().ok().and_then(|l| l.as_ref().map(|(_, r)| r.clone()))
     }
 
-    fn fresh(&self, max_age: Duration) -> Option<Arc<Report>> {
+    /// The last report if it is younger than `max_age`.
+    pub(crate) fn fresh(&self, max_age: Duration) -> Option<Arc<Report>> {
         let last = self.last.lock().ok()?;
         last.as_ref().filter(|(at, _)| at.elapsed() < max_age).map(|(_, r)| r.clone())
     }
-}
 
-/// A report no older than `max_age`: the cached one, else a new check (one at a time).
-pub async fn report(gw: &Gateway, max_age: Duration) -> Arc<Report> {
-    if let Some(r) = gw.readiness.fresh(max_age) {
-        return r;
+    /// Held while a check runs: checks are one at a time, and a probe that waited for one
+    /// reuses its report.
+    pub(crate) async fn one_check(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.running.lock().await
     }
-    let _one = gw.readiness.running.lock().await;
-    if let Some(r) = gw.readiness.fresh(max_age) {
-        return r;
-    }
-    check(gw).await
-}
 
-/// Runs every check, updates the verdict the request path reads and caches the report.
-pub async fn check(gw: &Gateway) -> Arc<Report> {
-    let mut checks = Vec::new();
-    let mut relayers = Vec::new();
-    let db = gw.ledger.schema_check().await;
-    gw.readiness.database_down.store(db.is_err(), Ordering::Release);
-    checks.push(match db {
-        Ok(v) => Check { name: "database".into(), ok: true, detail: format!("reachable, schema version {v}") },
-        Err(e) => Check { name: "database".into(), ok: false, detail: e.to_string() },
-    });
-    for n in &gw.config.networks {
-        let chain_id = n.network.chain_id;
-        let caip2 = n.network.caip2();
-        let (blocked, rpc_check, gas_check, relayer) = check_network(gw, chain_id, &caip2).await;
-        if let Some(flag) = gw.readiness.chains.get(&chain_id) {
+    /// What the database check saw.
+    pub(crate) fn set_database_down(&self, down: bool) {
+        self.database_down.store(down, Ordering::Release);
+    }
+
+    /// What the check of `chain_id` saw (a network not configured at startup is ignored).
+    pub(crate) fn set_network(&self, chain_id: u64, blocked: Option<Blocked>) {
+        if let Some(flag) = self.chains.get(&chain_id) {
             flag.store(blocked.map(Blocked::to_u8).unwrap_or(0), Ordering::Release);
         }
-        checks.push(rpc_check);
-        checks.extend(gas_check);
-        relayers.extend(relayer);
     }
-    checks.push(vault_check(gw));
-    let loaded = gw.live.is_loaded();
-    checks.push(Check {
-        name: "control".into(),
-        ok: loaded,
-        detail: if loaded {
-            format!("snapshot version {} loaded", gw.live.get().version)
-        } else {
-            "no snapshot loaded yet".to_owned()
-        },
-    });
-    let ready = checks.iter().all(|c| c.ok);
-    let report = Arc::new(Report { ready, checks, relayers });
-    if let Ok(mut last) = gw.readiness.last.lock() {
-        *last = Some((Instant::now(), report.clone()));
-    }
-    report
-}
 
-/// One network: its RPC (chain id) and, with a relayer, its gas. Returns what blocks paid
-/// calls (if anything), the checks, and the relayer's status.
-async fn check_network(
-    gw: &Gateway,
-    chain_id: u64,
-    caip2: &str,
-) -> (Option<Blocked>, Check, Option<Check>, Option<RelayerStatus>) {
-    let rpc_name = format!("rpc:{caip2}");
-    let Ok(chain) = gw.verifier.chain(chain_id) else {
-        let c = Check { name: rpc_name, ok: false, detail: "not connected".into() };
-        return (Some(Blocked::RpcUnavailable), c, None, None);
-    };
-    match chain.node_chain_id().await {
-        Ok(id) if id == chain_id => {}
-        Ok(id) => {
-            let c = Check { name: rpc_name, ok: false, detail: format!("the node reports chain id {id}") };
-            return (Some(Blocked::RpcUnavailable), c, None, None);
-        }
-        Err(e) => {
-            let c = Check { name: rpc_name, ok: false, detail: e.to_string() };
-            return (Some(Blocked::RpcUnavailable), c, None, None);
+    /// Keeps `report` as the last one, made now.
+    pub(crate) fn set_report(&self, report: Arc<Report>) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((Instant::now(), report));
         }
     }
-    let rpc = Check { name: rpc_name, ok: true, detail: format!("answers with chain id {chain_id}") };
-    let Some(settler) = gw.settlers.get(&chain_id) else { return (None, rpc, None, None) };
-    let gas_name = format!("relayer_gas:{caip2}");
-    let relayer = settler.address();
-    let (balance, fees, pending_nonce, mined_nonce) = tokio::join!(
-        chain.native_balance(relayer),
-        chain.fees(),
-        chain.pending_nonce(relayer),
-        chain.mined_nonce(relayer)
-    );
-    let (balance, fees) = match (balance, fees) {
-        (Ok(b), Ok(f)) => (b, f),
-        (Err(e), _) | (_, Err(e)) => {
-            let c = Check { name: gas_name, ok: false, detail: e.to_string() };
-            return (Some(Blocked::RpcUnavailable), rpc, Some(c), None);
-        }
-    };
-    let cost = U256::from(gw.config.settlement.gas_per_settlement).saturating_mul(U256::from(fees.max_fee_per_gas));
-    let wanted = gw.config.settlement.ready_settlements_min;
-    let enough_for = if cost.is_zero() { U256::MAX } else { balance / cost };
-    let status = RelayerStatus {
-        network: caip2.to_owned(),
-        balance_wei: balance,
-        settlement_cost_wei: cost,
-        nonce: pending_nonce.as_ref().copied().unwrap_or(0),
-        pending: match (&pending_nonce, &mined_nonce) {
-            (Ok(p), Ok(m)) => p.saturating_sub(*m),
-            _ => 0,
-        },
-    };
-    let detail = format!(
-        "relayer {relayer} has {balance} wei, enough for {enough_for} settlements at {cost} wei each (wants {wanted})"
-    );
-    let blocked = (balance < cost).then_some(Blocked::RelayerGasLow);
-    let gas = Check { name: gas_name, ok: enough_for >= U256::from(wanted), detail };
-    (blocked, rpc, Some(gas), Some(status))
-}
-
-/// Every vault credential a provider names must be usable: the master key is configured and
-/// a version is uploaded (and decrypts). Names the provider and credential, never a value.
-fn vault_check(gw: &Gateway) -> Check {
-    let snapshot = gw.live.get();
-    let mut missing = Vec::new();
-    let mut configured = 0usize;
-    for p in &snapshot.providers {
-        let Some(c) = &p.credential else { continue };
-        let SecretSource::Vault { name } = &c.secret else { continue };
-        configured += 1;
-        if !snapshot.secrets.contains_key(&(p.id.clone(), name.clone())) {
-            missing.push(format!("provider `{}` credential `{name}`", p.id));
-        }
-    }
-    if missing.is_empty() {
-        let detail = if configured == 0 {
-            "no vault credentials configured".to_owned()
-        } else {
-            format!("{configured} vault credentials usable")
-        };
-        Check { name: "vault".into(), ok: true, detail }
-    } else {
-        let why = if gw.config.vault_key.is_none() { "no [vault] master key" } else { "no usable version uploaded" };
-        Check { name: "vault".into(), ok: false, detail: format!("{why}: {}", missing.join(", ")) }
-    }
-}
-
-/// The monitor: checks every `settlement.health_interval` (the first check was made by
-/// `Gateway::start`), and logs changes of the verdict (not every tick).
-pub async fn monitor(gw: Arc<Gateway>) {
-    let mut was_ready: Option<bool> = None;
-    loop {
-        tokio::time::sleep(gw.config.settlement.health_interval).await;
-        let report = {
-            let _one = gw.readiness.running.lock().await;
-            check(&gw).await
-        };
-        if was_ready != Some(report.ready) {
-            let failing: Vec<&str> = report.checks.iter().filter(|c| !c.ok).map(|c| c.name.as_str()).collect();
-            if report.ready {
-                tracing::info!("ready: every readiness check passes");
-            } else {
-                tracing::warn!(failing = ?failing, "not ready");
-                for c in report.checks.iter().filter(|c| !c.ok) {
-                    tracing::warn!(check = %c.name, detail = %c.detail, "readiness check failing");
-                }
-            }
-            was_ready = Some(report.ready);
-        }
-    }
-}
-
-/// `GET /readyz`: 200 when every check passes, 503 otherwise; the JSON lists each check.
-pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    let report = report(&gw, READYZ_CACHE).await;
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(&*report)).into_response()
 }

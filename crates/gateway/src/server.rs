@@ -21,16 +21,23 @@ use tollgate_tls::{ServerCert, TlsIncoming};
 
 use crate::app::Gateway;
 use crate::paid;
+use crate::readyz::ReadinessChecks;
 use crate::settlement;
 use crate::{admin, control};
 
 /// The HTTP router, with the request limits of `[server]` (`crate::limits`): the probes
 /// (`/healthz`, `/readyz`) are never shed nor rate limited.
 pub fn router(gw: Arc<Gateway>) -> Router {
+    let checks = Arc::new(ReadinessChecks::new(&gw));
+    routes(gw, checks)
+}
+
+/// [`router`] with the readiness checks `serve` composed.
+fn routes(gw: Arc<Gateway>, checks: Arc<ReadinessChecks>) -> Router {
     let probes = Router::new()
         .route("/healthz", get(paid::healthz))
-        .route("/readyz", get(crate::readiness::readyz))
-        .with_state(gw.clone());
+        .with_state(gw.clone())
+        .merge(Router::new().route("/readyz", get(crate::readyz::readyz)).with_state(checks));
     let calls =
         Router::new().route("/receipts/{id}", get(paid::get_receipt)).fallback(paid::handle).with_state(gw.clone());
     crate::limits::layered(&gw, probes, calls)
@@ -38,23 +45,30 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// Serves on `listener` until `shutdown` resolves, with the recovery sweep and the
 /// deferred-settlement worker running beside it.
+///
+/// The services it composes from the gateway's parts: the readiness checks
+/// (`crate::readyz::ReadinessChecks`: the first check before anything is served, then the
+/// monitor, and `/readyz`), the settlement workers on `Gateway::settlements`, the control
+/// watcher, the audit writer, the reconciliation job and the certificate watcher.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The first readiness verdict before anything is served (every network is open until
+    // then); the monitor keeps it current from then on.
+    let checks = Arc::new(ReadinessChecks::new(&gw));
+    checks.check().await;
     let recovery = tokio::spawn(settlement::recovery_loop(gw.settlements.clone()));
     let watcher = tokio::spawn(control::watch(gw.clone()));
     // Readiness: the verdict paid calls read (fail closed before anything is forwarded).
-    let monitor = tokio::spawn(crate::readiness::monitor(gw.clone()));
-    let audit = gw.audit_rx.lock().ok().and_then(|mut rx| rx.take()).map(|rx| {
-        tokio::spawn(control::audit_writer(
-            gw.ledger.clone(),
-            rx,
-            gw.audit_pending.clone(),
-            gw.config.control.audit_batch,
-        ))
-    });
+    let monitor = tokio::spawn(checks.clone().monitor());
+    let audit = gw
+        .audit_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take())
+        .map(|rx| tokio::spawn(control::audit_writer(gw.ledger.clone(), rx, gw.config.control.audit_batch)));
     let worker = gw
         .settlements
         .deferred_rx
@@ -74,7 +88,7 @@ pub async fn serve(
     let reload = spawn_cert_watcher(&gw);
     // Our own accept loop under the connection limits, plain or TLS (`crate::listener`); the
     // peer address becomes the forwarded request's `X-Forwarded-For` and the per-IP key.
-    let result = crate::listener::serve_connections(listener, router(gw.clone()), gw.clone(), shutdown).await;
+    let result = crate::listener::serve_connections(listener, routes(gw.clone(), checks), gw.clone(), shutdown).await;
     if let Some(r) = reload {
         r.abort();
     }
@@ -93,19 +107,18 @@ pub async fn serve(
     }
     // Let the audit writer commit what the last requests queued (bounded wait).
     if let Some(a) = audit {
-        wait_for_zero(&gw.audit_pending).await;
+        // Closing only lets `wait` finish once the queue is empty: a record queued after it
+        // still counts (and is still waited for while the wait lasts).
+        gw.audit_pending.close();
+        // Bounded: records still queued when it ends are lost with the process, as ever.
+        let _ = tokio::time::timeout(AUDIT_DRAIN_MAX, gw.audit_pending.wait()).await;
         a.abort();
     }
     result
 }
 
-/// Waits (at most 5 s) for a count of pending writes to reach zero.
-async fn wait_for_zero(pending: &std::sync::atomic::AtomicU64) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while pending.load(std::sync::atomic::Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
+/// How long shutdown waits for the audit writer to commit what the last requests queued.
+const AUDIT_DRAIN_MAX: Duration = Duration::from_secs(5);
 
 /// Serves the admin API on its own listener until `shutdown` resolves.
 pub async fn serve_admin(

@@ -17,6 +17,7 @@ use tollgate_x402::facilitator::SettleResponse;
 use super::call::PaidCall;
 use crate::app::Gateway;
 use crate::challenge::attach_receipt;
+use crate::control::QueuedAudit;
 use crate::error::GatewayError;
 use crate::proxy::Upstream;
 
@@ -67,16 +68,17 @@ pub(super) async fn audit(gw: &Gateway, call: PaidCall, reason: &str, latency_ms
         entry_id: call.entry_id.map(|id| id.to_string()),
         tx_hash: trail.tx_hash,
     };
-    gw.audit_pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     // Bounded wait: when the writer cannot keep up (the database is down), the answer is not
     // held hostage. An accepted call's record is rebuilt from its ledger entry later
     // (settlement::backfill_audit); a denied attempt's is lost, and said so in the log.
-    if let Err(e) = gw.audit_tx.send_timeout(record, AUDIT_SEND_WAIT).await {
-        gw.audit_pending.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        let record = match e {
-            tokio::sync::mpsc::error::SendTimeoutError::Timeout(r)
-            | tokio::sync::mpsc::error::SendTimeoutError::Closed(r) => r,
+    // The record counts as pending from here; dropped unsent, it no longer does.
+    let queued = QueuedAudit::new(record, &gw.audit_pending);
+    if let Err(e) = gw.audit_tx.send_timeout(queued, AUDIT_SEND_WAIT).await {
+        let queued = match e {
+            tokio::sync::mpsc::error::SendTimeoutError::Timeout(q)
+            | tokio::sync::mpsc::error::SendTimeoutError::Closed(q) => q,
         };
+        let record = queued.record();
         tracing::error!(decision = ?record.decision, reason = %record.reason, entry = ?record.entry_id,
             "audit queue full; record dropped");
     }

@@ -16,7 +16,7 @@ use crate::challenge::Challenge;
 use crate::config::Injection;
 use crate::control::RouteEntry;
 use crate::error::GatewayError;
-use crate::metrics::Timings;
+use crate::meters::Timings;
 
 /// One paid request, from the route match to the audit record.
 pub(super) struct PaidCall {

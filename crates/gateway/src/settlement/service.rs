@@ -19,7 +19,7 @@ use tollgate_verifier::{Clock, Settler, VerifiedPayment, Verifier};
 use crate::admission::Backlog;
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::metrics::Metrics;
+use crate::meters::Metrics;
 
 /// In-doubt settlements waiting for the chaser (a rare path: a broadcast whose answer was
 /// lost); past this, the sweep follows them without re-broadcasting.

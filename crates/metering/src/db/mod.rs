@@ -174,77 +174,42 @@ impl fmt::Debug for Db {
 /// - `db_call!(db, OP, gated |pool, begin, err| body)`: like `tx` but the body gets the pool
 ///   and the statement that opens a transaction, for a write that only sometimes needs one.
 macro_rules! db_call {
-    ($db:expr, $op:expr, read |$pool:ident| $fut:expr) => {{
-        let db: &$crate::db::Db = &$db;
-        let op: &'static str = $op;
-        db.bounded(op, async {
-            match &db.pool {
-                $crate::db::Pool::Sqlite($pool) => $fut.await,
-                $crate::db::Pool::Postgres($pool) => $fut.await,
-            }
-            .map_err(|e| db.error(op, e))
+    ($db:expr, $op:expr, read |$pool:ident| $fut:expr) => {
+        $crate::db::db_call!(@mapped $db, $op, false, |$pool| $fut.await)
+    };
+    ($db:expr, $op:expr, write |$pool:ident| $fut:expr) => {
+        $crate::db::db_call!(@mapped $db, $op, true, |$pool| $fut.await)
+    };
+    ($db:expr, $op:expr, execute |$pool:ident| $query:expr) => {
+        $crate::db::db_call!(@mapped $db, $op, true, |$pool| {
+            $query.execute($pool).await.map(|done| done.rows_affected())
         })
-        .await
-    }};
-    ($db:expr, $op:expr, write |$pool:ident| $fut:expr) => {{
-        let db: &$crate::db::Db = &$db;
-        let op: &'static str = $op;
-        db.bounded(op, async {
-            match &db.pool {
-                $crate::db::Pool::Sqlite($pool) => {
-                    let _gate = db.write_gate.lock().await;
-                    $fut.await
-                }
-                $crate::db::Pool::Postgres($pool) => $fut.await,
-            }
-            .map_err(|e| db.error(op, e))
+    };
+    ($db:expr, $op:expr, tx |$tx:ident, $err:ident| $body:expr) => {
+        $crate::db::db_call!(@engines $db, $op, true, |pool, begin, $err| {
+            #[allow(unused_mut)]
+            let mut $tx = pool.begin_with(begin).await.map_err($err)?;
+            $body
         })
-        .await
-    }};
-    ($db:expr, $op:expr, execute |$pool:ident| $query:expr) => {{
-        let db: &$crate::db::Db = &$db;
-        let op: &'static str = $op;
-        db.bounded(op, async {
-            match &db.pool {
-                $crate::db::Pool::Sqlite($pool) => {
-                    let _gate = db.write_gate.lock().await;
-                    $query.execute($pool).await.map(|done| done.rows_affected())
-                }
-                $crate::db::Pool::Postgres($pool) => $query.execute($pool).await.map(|done| done.rows_affected()),
-            }
-            .map_err(|e| db.error(op, e))
-        })
-        .await
-    }};
-    ($db:expr, $op:expr, tx |$tx:ident, $err:ident| $body:expr) => {{
-        let db: &$crate::db::Db = &$db;
-        let op: &'static str = $op;
-        let $err = |e: sqlx::Error| db.error(op, e);
-        db.bounded(op, async {
-            match &db.pool {
-                $crate::db::Pool::Sqlite(pool) => {
-                    let _gate = db.write_gate.lock().await;
-                    #[allow(unused_mut)]
-                    let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err($err)?;
-                    $body
-                }
-                $crate::db::Pool::Postgres(pool) => {
-                    #[allow(unused_mut)]
-                    let mut $tx = pool.begin_with("BEGIN").await.map_err($err)?;
-                    $body
-                }
-            }
-        })
-        .await
-    }};
-    ($db:expr, $op:expr, gated |$pool:ident, $begin:ident, $err:ident| $body:expr) => {{
+    };
+    ($db:expr, $op:expr, gated |$pool:ident, $begin:ident, $err:ident| $body:expr) => {
+        $crate::db::db_call!(@engines $db, $op, true, |$pool, $begin, $err| $body)
+    };
+    // The plumbing of the arms above. One statement whose driver error the macro maps.
+    (@mapped $db:expr, $op:expr, $gate:literal, |$pool:ident| $fut:expr) => {
+        $crate::db::db_call!(@engines $db, $op, $gate, |$pool, _begin, err| $fut.map_err(err))
+    };
+    // The body once per engine (each type-checked against its own pool type), under the call
+    // budget; with `$gate`, SQLite's write gate is held around it. `$begin` is the engine's
+    // statement that opens a write transaction, `$err` maps a driver error naming `op`.
+    (@engines $db:expr, $op:expr, $gate:literal, |$pool:ident, $begin:ident, $err:ident| $body:expr) => {{
         let db: &$crate::db::Db = &$db;
         let op: &'static str = $op;
         let $err = |e: sqlx::Error| db.error(op, e);
         db.bounded(op, async {
             match &db.pool {
                 $crate::db::Pool::Sqlite($pool) => {
-                    let _gate = db.write_gate.lock().await;
+                    let _gate = if $gate { Some(db.write_gate.lock().await) } else { None };
                     let $begin: &'static str = "BEGIN IMMEDIATE";
                     $body
                 }

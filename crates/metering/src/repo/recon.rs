@@ -78,11 +78,19 @@ struct RunRow {
     tie_out_holds: i64,
 }
 
-/// A `recon_exceptions` row as the drivers decode it.
+/// A `recon_exceptions` row as the drivers decode it: its ids and the item's columns.
 #[derive(sqlx::FromRow)]
 struct ExceptionRow {
     id: i64,
     run_id: i64,
+    #[sqlx(flatten)]
+    item: ExceptionColumns,
+}
+
+/// The stored form of one exception's item: what `record_run` writes from a [`ReconItem`] and
+/// `exceptions` reads back (after the row's `id` and `run_id`).
+#[derive(sqlx::FromRow)]
+struct ExceptionColumns {
     class: String,
     payer: Hex<Address>,
     pay_to: Hex<Address>,
@@ -131,47 +139,33 @@ impl RunRow {
 
 impl ExceptionRow {
     fn into_exception(self) -> Result<ReconException, MeteringError> {
+        let item = self.item;
         Ok(ReconException {
             id: self.id,
             run_id: self.run_id,
-            class: self.class.parse().map_err(|e| MeteringError::corrupt("class", e))?,
-            payer: self.payer.0,
-            pay_to: self.pay_to.0,
-            chain_to: self.chain_to.map(|h| h.0),
-            nonce: self.nonce.map(|h| h.0),
-            tx_hash: self.tx_hash.map(|h| h.0),
-            block_number: self.block_number.map(Unsigned::get),
-            log_index: self.log_index.map(Unsigned::get),
-            entry_id: self.entry_id,
-            amount_ledger: self
+            class: item.class.parse().map_err(|e| MeteringError::corrupt("class", e))?,
+            payer: item.payer.0,
+            pay_to: item.pay_to.0,
+            chain_to: item.chain_to.map(|h| h.0),
+            nonce: item.nonce.map(|h| h.0),
+            tx_hash: item.tx_hash.map(|h| h.0),
+            block_number: item.block_number.map(Unsigned::get),
+            log_index: item.log_index.map(Unsigned::get),
+            entry_id: item.entry_id,
+            amount_ledger: item
                 .amount_ledger
                 .as_deref()
                 .map(|v| v.parse().map_err(|e| MeteringError::corrupt("amount_ledger", e)))
                 .transpose()?,
-            amount_chain: self.amount_chain.as_deref().map(|v| decimal_column("amount_chain", v)).transpose()?,
+            amount_chain: item.amount_chain.as_deref().map(|v| decimal_column("amount_chain", v)).transpose()?,
         })
     }
-}
-
-/// The stored form of one exception's columns.
-struct ExceptionColumns {
-    class: &'static str,
-    payer: Hex<Address>,
-    pay_to: Hex<Address>,
-    chain_to: Option<Hex<Address>>,
-    nonce: Option<Hex<B256>>,
-    tx_hash: Option<Hex<B256>>,
-    block_number: Option<Unsigned>,
-    log_index: Option<Unsigned>,
-    entry_id: Option<EntryId>,
-    amount_ledger: Option<String>,
-    amount_chain: Option<String>,
 }
 
 impl ExceptionColumns {
     fn of(i: &ReconItem) -> Result<ExceptionColumns, MeteringError> {
         Ok(ExceptionColumns {
-            class: i.class.as_str(),
+            class: i.class.as_str().to_owned(),
             payer: Hex(i.payer),
             pay_to: Hex(i.pay_to),
             chain_to: i.chain_to.map(Hex),
@@ -273,7 +267,7 @@ impl ReconStore {
                 for x in &exceptions {
                     sqlx::query(INSERT_EXCEPTION)
                         .bind(id)
-                        .bind(x.class)
+                        .bind(x.class.as_str())
                         .bind(x.payer)
                         .bind(x.pay_to)
                         .bind(x.chain_to)
