@@ -3,26 +3,21 @@
 //! Owns: the stored form of providers and endpoints ([`spec`]: a pinned, versioned JSON
 //! format, separate from the configuration file's raw types and from the admin API's bodies),
 //! the credential vault's cryptography ([`vault`]), and who may do what ([`principal`]: the
-//! caller of an admin operation and the checks of its role and provider scope).
+//! caller of an admin operation and the checks of its role and provider scope), and the admin
+//! operations themselves ([`admin`]: each checked against a `Principal`, its input judged by
+//! the control plane's rules, its writes made through `tollgate-metering`'s repositories,
+//! failing with [`ControlError`]).
 //!
 //! Must not: know HTTP (no status codes, no axum), read the configuration file or the
 //! environment, or log or return a secret except as `SecretString`.
 
+pub mod admin;
+mod error;
 pub mod principal;
 pub mod spec;
 pub mod vault;
 
+pub use error::ControlError;
 pub use principal::Principal;
 pub use spec::{CredentialSpec, EndpointSpec, ProviderSpec, SpecError};
 pub use vault::{VaultError, VaultKey};
-
-/// Why an admin operation was refused by the control plane's rules.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// The caller's role or provider scope does not allow the action.
-    #[error("this token may not {action}")]
-    Forbidden {
-        /// What was refused, in words (`list tokens`).
-        action: &'static str,
-    },
-}

@@ -25,15 +25,13 @@ use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditRecord, Source};
 use tollgate_x402::{DecimalU256, Network, v2};
 
+use tollgate_control::admin::catalog::reserved_path_check;
 use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, vault};
 
 use crate::config::{
-    Config, NetworkConfig, ProviderConfig, RawCredential, RawProvider, RawRoute, RouteConfig, build_provider,
-    build_route,
+    Config, ConfigError, NetworkConfig, ProviderConfig, RawCredential, RawProvider, RawRoute, RouteConfig,
+    build_provider, build_route,
 };
-
-/// Paths the gateway serves itself; no endpoint may take them.
-pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz", "/readyz"];
 
 /// One priced endpoint, ready to match and quote.
 #[derive(Debug)]
@@ -231,6 +229,24 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
     }
 }
 
+/// A stored (or admin-set) provider validated into the form the gateway serves, by the file's
+/// rules, with secrets only from the vault. The file's validator reads its raw types, so the
+/// spec is converted here, in this one place.
+pub fn serve_provider(key: &str, spec: ProviderSpec) -> Result<ProviderConfig, ConfigError> {
+    build_provider(key, &raw_provider(spec), &|_| None, false)
+}
+
+/// A stored (or admin-set) endpoint of `provider` validated into the route the gateway
+/// serves, by the file's rules (networks and limits from `config`).
+pub fn serve_route(
+    key: &str,
+    spec: EndpointSpec,
+    provider: &ProviderConfig,
+    config: &Config,
+) -> Result<RouteConfig, ConfigError> {
+    build_route(key, &raw_route(spec), provider, &config.networks, &config.server)
+}
+
 /// Seeds providers and endpoints from the file: created or updated (a changed price makes a
 /// new price version); endpoints seeded earlier by the file and no longer in it are disabled.
 /// Records made through the admin API are kept.
@@ -254,14 +270,6 @@ pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(
                 ledger.catalog().set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
             }
         }
-    }
-    Ok(())
-}
-
-/// Refuses paths the gateway serves itself.
-pub fn reserved_path_check(path: &str) -> Result<(), String> {
-    if RESERVED_PREFIXES.iter().any(|x| path == *x || path.starts_with(&format!("{x}/"))) {
-        return Err(format!("path {path} is reserved by the gateway"));
     }
     Ok(())
 }
@@ -315,17 +323,10 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
         }
         let Some(provider) = providers.iter().find(|p| p.id == e.provider) else { continue };
         let entry = EndpointSpec::from_stored(&e.spec)
-            .map(raw_route)
             .map_err(|x| x.to_string())
-            .and_then(|raw| {
-                build_route(
-                    &format!("endpoint {}:{}", e.provider, e.path),
-                    &raw,
-                    provider,
-                    &config.networks,
-                    &config.server,
-                )
-                .map_err(|x| x.to_string())
+            .and_then(|spec| {
+                serve_route(&format!("endpoint {}:{}", e.provider, e.path), spec, provider, config)
+                    .map_err(|x| x.to_string())
             })
             .and_then(|mut route| {
                 route.prices = parse_prices(&e.prices).ok_or("stored prices do not parse")?;

@@ -1,0 +1,245 @@
+//! Providers and priced endpoints: the bodies that create or change them, their listings, enabling, and price histories.
+//!
+//! Must not: validate beyond the shape (the control plane's rules do), or print a secret.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// The whole provider (a PUT replaces it; its endpoints are kept).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// Payee address, `0x` and 40 hex digits.
+    pub pay_to: String,
+    /// Base URL; refused (400 `upstream_refused`, naming the rule) when it resolves to
+    /// loopback, link-local, private, carrier-grade NAT, unspecified, broadcast or multicast
+    /// addresses, or names an RPC host or a listener of the gateway, unless `[admin]
+    /// upstream_allow` lists it; checked again at every connection.
+    pub upstream: String,
+    /// Prefix removed before forwarding; a provider token's endpoints must lie under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// How the vault credential is injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialBody>,
+    /// Default upstream timeout of its endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Accept an `http://` upstream that is not on loopback (sent in clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
+}
+
+/// A credential injection. Over the admin API secrets come only from the vault
+/// (`secret_env`/`secret_file` are refused).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialBody {
+    /// `header`, `query` or `basic`.
+    pub inject: String,
+    /// Refused over the admin API (the file's providers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// Refused over the admin API (the file's providers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<String>,
+    /// The vault credential whose latest unrevoked version is injected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
+    /// `inject = header`: the header; default `Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// `inject = header`: must contain `{secret}`; default `Bearer {secret}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// `inject = query`: the parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// `inject = basic`: the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// A provider as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Provider id.
+    pub id: String,
+    /// The stored spec (the provider body with its id); null if it no longer reads.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+    /// `config` or `admin`.
+    #[schema(value_type = String)]
+    pub source: Value,
+    /// Last change.
+    pub updated_unix_s: u64,
+}
+
+/// Providers (a provider token sees its own).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderList {
+    /// Providers.
+    pub providers: Vec<Provider>,
+}
+
+/// A stored provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderPut {
+    /// Provider id.
+    pub id: String,
+    /// What was stored.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+}
+
+/// An endpoint (a PUT replaces it; a changed price makes a new price version).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointBody {
+    /// Pattern: `/exact`, `/{param}` segments, trailing `/*`; `/receipts`, `/healthz` and
+    /// `/readyz` are reserved.
+    pub path: String,
+    /// Default `[GET]`; GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Human amount in token units (`"0.001"`); give price or price_atomic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    /// Atomic units as a decimal string, below 2^63.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_atomic: Option<String>,
+    /// CAIP-2 ids; default every configured network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+    /// Offered in the 402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Offered in the 402; default `application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// `after` (default), `before` or `deferred`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<String>,
+    /// `maxTimeoutSeconds` offered (a provider token: at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_seconds: Option<u64>,
+    /// Upstream timeout (a provider token: at most 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Request body cap (a provider token: at most the gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes_max: Option<u64>,
+    /// Charge when the upstream answers with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_redirects: Option<bool>,
+    /// Pass the upstream's `Set-Cookie` through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_set_cookie: Option<bool>,
+}
+
+/// One price of a price version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// CAIP-2 id.
+    pub network: String,
+    /// Atomic units.
+    pub amount: String,
+}
+
+/// An endpoint with its current prices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Endpoint id.
+    pub id: u64,
+    /// `provider:path`.
+    pub name: String,
+    /// Path pattern.
+    pub path: String,
+    /// The stored spec; null if it no longer reads.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+    /// Whether it is served.
+    pub enabled: bool,
+    /// `config` or `admin`.
+    #[schema(value_type = String)]
+    pub source: Value,
+    /// Current price version.
+    pub price_version: u64,
+    /// Its prices; null if they no longer read.
+    #[schema(value_type = Vec<Price>)]
+    pub prices: Value,
+    /// Last change.
+    pub updated_unix_s: u64,
+}
+
+/// A provider's endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointList {
+    /// Endpoints.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A stored endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointWrite {
+    /// `provider:path`.
+    pub name: String,
+    /// Endpoint id.
+    pub endpoint_id: u64,
+    /// Its price version now.
+    pub price_version: u64,
+    /// True when the price changed or the endpoint is new.
+    pub new_price_version: bool,
+}
+
+/// Which endpoint of the provider.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EndpointPath {
+    /// The endpoint's path pattern.
+    pub path: String,
+}
+
+/// An endpoint served or not.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointEnabled {
+    /// `provider:path`.
+    pub name: String,
+    /// Whether it is served now.
+    pub enabled: bool,
+}
+
+/// One price version.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceVersion {
+    /// Price version id.
+    pub price_version: u64,
+    /// When it was made.
+    pub created_unix_s: u64,
+    /// Its prices; null if they no longer read.
+    #[schema(value_type = Vec<Price>)]
+    pub prices: Value,
+}
+
+/// An endpoint's price versions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceHistory {
+    /// `provider:path`.
+    pub name: String,
+    /// The price version in use.
+    pub current: u64,
+    /// Every version, oldest first.
+    pub versions: Vec<PriceVersion>,
+}
