@@ -97,6 +97,34 @@ pub enum Syscalls {
     Off,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::After => "after",
+            Mode::Deferred => "deferred",
+        }
+    }
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
+impl Syscalls {
+    fn name(self) -> &'static str {
+        match self {
+            Syscalls::Perf => "perf",
+            Syscalls::Strace => "strace",
+            Syscalls::Off => "off",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,
@@ -174,22 +202,28 @@ impl Settings {
     }
 
     fn describe(&self) -> String {
-        let extra: Vec<String> = self.config.iter().map(|(t, k, v)| format!("{t}.{k}={v:?}")).collect();
+        let extra: Vec<String> = self
+            .config
+            .iter()
+            .map(|(t, k, v)| match v {
+                TomlValue::Str(s) | TomlValue::Raw(s) => format!("{t}.{k}={s}"),
+                other => format!("{t}.{k}={other:?}"),
+            })
+            .collect();
         format!(
-            "mode={:?} in_flight={} calls={} duration_s={} warmup={} engine={:?} receipt_poll_ms={} block_time_s={} \
-             config=[{}] syscalls={:?}",
-            self.mode,
+            "mode={} in_flight={} calls={} duration_s={} warmup={} engine={} receipt_poll_ms={} block_time_s={} \
+             config=[{}] syscalls={}",
+            self.mode.name(),
             self.in_flight,
             self.calls,
             self.duration.map_or("-".to_owned(), |d| d.as_secs().to_string()),
             self.warmup,
-            self.engine,
+            self.engine.name(),
             self.receipt_poll_ms.map_or("default".to_owned(), |ms| ms.to_string()),
             self.block_time_s,
             extra.join(","),
-            self.syscalls,
+            self.syscalls.name(),
         )
-        .to_lowercase()
     }
 }
 
@@ -248,7 +282,7 @@ impl Stack {
             Engine::Postgres => Some(PgDatabase::create("serve_load").await.context("PostgreSQL is skipped here")?),
         };
         let db_url = pg.as_ref().map_or_else(|| sqlite_url(dir.path()), |db| db.url.clone());
-        let mode = if s.mode == Mode::After { "after" } else { "deferred" };
+        let mode = s.mode.name();
         let mut config = ConfigBuilder::new()
             .admin_listen()
             .database(&db_url)
@@ -586,9 +620,9 @@ impl Report {
         }
         match &self.fsyncs {
             Ok(n) => println!(
-                "gateway_fsyncs_per_call={:.2} (fsync+fdatasync of the gateway process, {:?}, measured window incl. drain)",
+                "gateway_fsyncs_per_call={:.2} (fsync+fdatasync of the gateway process, {}, measured window incl. drain)",
                 per_call(*n as f64),
-                self.fsync_tool
+                self.fsync_tool.name()
             ),
             Err(why) => println!("gateway_fsyncs_per_call=unavailable: {why}"),
         }
