@@ -12,8 +12,14 @@ mod faults;
 #[path = "../../../client/tests/it/harness.rs"]
 mod harness;
 mod interop;
+// The outside load bench's code, run by `serve_load` with a tiny N so it cannot rot.
+// The bench's `main` uses what the test does not (the usage text).
+#[path = "../../benches/serve_load/load.rs"]
+#[allow(dead_code)]
+mod load_bench;
 mod propagation;
 mod reconcile_cli;
 mod serve;
+mod serve_load;
 mod startup;
 mod tls;
