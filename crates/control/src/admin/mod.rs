@@ -85,11 +85,17 @@ pub struct CheckedEndpoint {
 
 /// A `0x`-prefixed 20-byte address, `field` named when it is not one.
 pub fn address(field: &str, s: &str) -> Result<Address, ControlError> {
-    let hex = s.strip_prefix("0x").ok_or_else(|| ControlError::invalid(field, "expected a 0x-prefixed address"))?;
+    parse_address(s).map_err(|reason| ControlError::invalid(field, reason))
+}
+
+/// The one rule for an address a person writes (admin bodies and the configuration file):
+/// `0x` and 40 hex digits. On refusal, the reason (never the value).
+pub fn parse_address(s: &str) -> Result<Address, &'static str> {
+    let hex = s.strip_prefix("0x").ok_or("expected a 0x-prefixed address")?;
     if hex.len() != 40 {
-        return Err(ControlError::invalid(field, "expected 20 bytes (40 hex digits)"));
+        return Err("expected 20 bytes (40 hex digits)");
     }
-    hex.parse::<Address>().map_err(|_| ControlError::invalid(field, "not a hex address"))
+    hex.parse::<Address>().map_err(|_| "not a hex address")
 }
 
 /// A whole number of atomic units that the store can hold (below 2^63).

@@ -42,7 +42,6 @@ pub use sections::{
 pub use tollgate_control::VaultKey;
 pub use upstream_allow::AllowEntry;
 pub(crate) use upstream_allow::normal_host;
-pub(crate) use values::address;
 pub use values::parse_human_amount;
 
 use checks::file_mode;

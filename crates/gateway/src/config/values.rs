@@ -45,11 +45,7 @@ pub(super) fn secret_from(
 
 /// A `0x`-prefixed 20-byte address (the file's and the admin API's one rule).
 pub(crate) fn address(key: &str, s: &str) -> Result<Address, ConfigError> {
-    let hex = s.strip_prefix("0x").ok_or_else(|| invalid(key, "expected a 0x-prefixed address"))?;
-    if hex.len() != 40 {
-        return Err(invalid(key, "expected 20 bytes (40 hex digits)"));
-    }
-    hex.parse::<Address>().map_err(|_| invalid(key, "not a hex address"))
+    tollgate_control::admin::parse_address(s).map_err(|reason| invalid(key, reason))
 }
 
 pub(super) fn url(key: &str, s: &str) -> Result<Url, ConfigError> {
