@@ -122,6 +122,27 @@ impl EventRow {
     }
 }
 
+/// `UPDATE_ENTRY` with its binds, for whichever engine the call site runs on (the grouped
+/// SQLite path and `db_call!`'s per-engine bodies).
+macro_rules! update_entry {
+    ($to:expr, $columns:expr, $now:expr, $id:expr, $from:expr, $cause:expr, $detail:expr) => {{
+        let columns: &TransitionColumns = $columns;
+        sqlx::query_as(UPDATE_ENTRY)
+            .bind($to)
+            .bind(columns.upstream_status)
+            .bind(columns.tx_hash)
+            .bind(columns.block_number)
+            .bind(columns.block_hash)
+            .bind(columns.log_index)
+            .bind(columns.reason.as_deref())
+            .bind($now)
+            .bind($id)
+            .bind($from)
+            .bind($cause)
+            .bind($detail)
+    }};
+}
+
 /// The columns a transition writes, in stored form.
 #[derive(Clone)]
 struct TransitionColumns {
@@ -285,21 +306,7 @@ impl Entries {
             let db = self.db.clone();
             let statement = statement_fn(move |conn| -> BoxFuture<'_, Result<Option<EntryRow>, sqlx::Error>> {
                 Box::pin(async move {
-                    sqlx::query_as(UPDATE_ENTRY)
-                        .bind(to)
-                        .bind(columns.upstream_status)
-                        .bind(columns.tx_hash)
-                        .bind(columns.block_number)
-                        .bind(columns.block_hash)
-                        .bind(columns.log_index)
-                        .bind(columns.reason.as_deref())
-                        .bind(now)
-                        .bind(&id)
-                        .bind(from)
-                        .bind(&cause)
-                        .bind(detail.as_deref())
-                        .fetch_optional(conn)
-                        .await
+                    update_entry!(to, &columns, now, &id, from, &cause, detail.as_deref()).fetch_optional(conn).await
                 })
             });
             return self.db.bounded(OP, group.run(OP, statement, move |e| db.error(OP, e))).await;
@@ -307,22 +314,7 @@ impl Entries {
         db_call!(
             self.db,
             "transition",
-            write | pool | {
-                sqlx::query_as(UPDATE_ENTRY)
-                    .bind(to)
-                    .bind(columns.upstream_status)
-                    .bind(columns.tx_hash)
-                    .bind(columns.block_number)
-                    .bind(columns.block_hash)
-                    .bind(columns.log_index)
-                    .bind(columns.reason.as_deref())
-                    .bind(now)
-                    .bind(id)
-                    .bind(from)
-                    .bind(cause)
-                    .bind(detail)
-                    .fetch_optional(pool)
-            }
+            write | pool | update_entry!(to, columns, now, id, from, cause, detail).fetch_optional(pool)
         )
     }
 

@@ -26,6 +26,32 @@ const INSERT_ENTRY: &str = "INSERT INTO ledger_entries (id, chain_id, asset, pay
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'reserved', $14, $16, $17, $18, $15, $15, \
      'reserved')";
 
+/// `INSERT_ENTRY` with its binds, for the grouped SQLite path and `db_call!`'s bodies alike.
+macro_rules! insert_entry {
+    ($id:expr, $e:expr, $chain_id:expr, $payer:expr, $valid_before:expr, $now:expr, $price_version:expr, $credential_version:expr) => {{
+        let e: &NewEntry = $e;
+        sqlx::query(INSERT_ENTRY)
+            .bind($id)
+            .bind($chain_id)
+            .bind(Hex(e.asset))
+            .bind($payer)
+            .bind(Hex(e.pay_to))
+            .bind(Hex(e.nonce))
+            .bind(e.amount)
+            .bind($valid_before)
+            .bind(&e.provider)
+            .bind(&e.route)
+            .bind(&e.method)
+            .bind(&e.path)
+            .bind(e.mode)
+            .bind(&e.payment)
+            .bind($now)
+            .bind($price_version)
+            .bind(e.credential.as_deref())
+            .bind($credential_version)
+    }};
+}
+
 impl Entries {
     /// Inserts the entry in state `reserved` plus its first event (cause `reserved`), in one
     /// transaction, and returns its new id.
@@ -69,27 +95,18 @@ impl Entries {
                 let (new_id, e2) = (id.clone(), e.clone());
                 let statement = statement_fn(move |conn| -> BoxFuture<'_, Result<bool, sqlx::Error>> {
                     Box::pin(async move {
-                        let done = sqlx::query(INSERT_ENTRY)
-                            .bind(&new_id)
-                            .bind(chain_id)
-                            .bind(Hex(e2.asset))
-                            .bind(payer)
-                            .bind(Hex(e2.pay_to))
-                            .bind(Hex(e2.nonce))
-                            .bind(e2.amount)
-                            .bind(valid_before)
-                            .bind(&e2.provider)
-                            .bind(&e2.route)
-                            .bind(&e2.method)
-                            .bind(&e2.path)
-                            .bind(e2.mode)
-                            .bind(&e2.payment)
-                            .bind(now)
-                            .bind(price_version)
-                            .bind(e2.credential.as_deref())
-                            .bind(credential_version)
-                            .execute(conn)
-                            .await;
+                        let done = insert_entry!(
+                            &new_id,
+                            &e2,
+                            chain_id,
+                            payer,
+                            valid_before,
+                            now,
+                            price_version,
+                            credential_version
+                        )
+                        .execute(conn)
+                        .await;
                         // A duplicate is detected by the UNIQUE key at insert time: `Ok(false)`
                         // (SQLite undoes the failed statement by itself).
                         match done {
@@ -111,27 +128,8 @@ impl Entries {
             gated | pool,
             begin,
             err | {
-                let insert = || {
-                    sqlx::query(INSERT_ENTRY)
-                        .bind(&id)
-                        .bind(chain_id)
-                        .bind(Hex(e.asset))
-                        .bind(payer)
-                        .bind(Hex(e.pay_to))
-                        .bind(Hex(e.nonce))
-                        .bind(e.amount)
-                        .bind(valid_before)
-                        .bind(&e.provider)
-                        .bind(&e.route)
-                        .bind(&e.method)
-                        .bind(&e.path)
-                        .bind(e.mode)
-                        .bind(&e.payment)
-                        .bind(now)
-                        .bind(price_version)
-                        .bind(e.credential.as_deref())
-                        .bind(credential_version)
-                };
+                let insert =
+                    || insert_entry!(&id, e, chain_id, payer, valid_before, now, price_version, credential_version);
                 // A duplicate is detected by the UNIQUE key at insert time: `Ok(false)`.
                 let outcome = |r: Result<_, sqlx::Error>| match r {
                     Ok(_) => Ok(true),
