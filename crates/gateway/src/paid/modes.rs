@@ -79,7 +79,9 @@ impl Settlement {
         let Settlement::Before(paid) = self else { return Ok(()) };
         let (id, p) = call.reserved()?;
         let phase = Instant::now();
-        let settled = settle_entry(&gw.settlements, &id, EntryState::Reserved, &p, "settle_before", Waiter::Call).await;
+        let settled =
+            settle_entry(&gw.settlements, &id, EntryState::Reserved, &p, "settle_before", Waiter::CallJustVerified)
+                .await;
         call.trail.timings.settle = Some(phase.elapsed());
         let (receipt, extra) = match settled {
             Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s)) => (receipt(&p, s.tx_hash), Vec::new()),

@@ -117,10 +117,19 @@ impl SettleError {
     }
 }
 
-/// Who waits for a settlement's receipt, which sets how often the node is asked.
+/// Who waits for a settlement's receipt, which sets how often the node is asked (and whether
+/// the verifier's simulation of the transfer is fresh enough to skip the gas estimate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiter {
-    /// A paid call in progress (`after`, `before`): `settlement.receipt_poll_interval_ms`.
+    /// A `before` call settling right after its verification, nothing in between:
+    /// `settlement.receipt_poll_interval_ms`, and no `eth_estimateGas` once the token's gas
+    /// is known.
+    CallJustVerified,
+    /// A paid call in progress after its upstream answered (`after`):
+    /// `settlement.receipt_poll_interval_ms`. The payer may have cancelled the authorization
+    /// or moved its balance while the upstream worked, so the transfer is estimated (which
+    /// simulates it) again: a payer's refusal is then a 402 before anything is sent, never a
+    /// mined revert.
     Call,
     /// Nobody (the deferred worker, recovery):
     /// `settlement.deferred_receipt_poll_interval_ms`.
@@ -138,11 +147,12 @@ async fn submit_once(
     claim: &mut LedgerClaim<'_>,
     waiter: Waiter,
 ) -> Result<Result<Option<tollgate_verifier::Submitted>, VerifyError>, SettleError> {
-    // A paid call settles the payment its verification simulated moments ago; the deferred
-    // worker and the sweep settle payments simulated long before, and estimate again.
+    // Only a `before` call settles the very payment its verification simulated moments ago;
+    // after an upstream call, in the deferred worker and in the sweep the payer may have
+    // cancelled or spent meanwhile, and the estimate simulates the transfer again.
     let gas = match waiter {
-        Waiter::Call => GasPlan::Simulated,
-        Waiter::Background => GasPlan::Estimate,
+        Waiter::CallJustVerified => GasPlan::Simulated,
+        Waiter::Call | Waiter::Background => GasPlan::Estimate,
     };
     let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
     let sent = settler.submit_claimed(payment, claim, gas).await;
@@ -224,7 +234,7 @@ pub async fn settle_entry(
                 Ok(SettleOutcome::Pending { tx_hash })
             }
         },
-        (Waiter::Call, true) => settler.await_receipt(payment, tx_hash).await,
+        (Waiter::Call | Waiter::CallJustVerified, true) => settler.await_receipt(payment, tx_hash).await,
         (Waiter::Background, true) => {
             settler.await_receipt_every(payment, tx_hash, svc.config.settlement.deferred_receipt_poll_interval).await
         }

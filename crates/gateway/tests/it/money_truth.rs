@@ -450,3 +450,44 @@ async fn unversioned_stored_payment_still_settles(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
 }
 both_engines!(unversioned_stored_payment, unversioned_stored_payment_still_settles);
+
+// Goal: a payer who cancels its authorization on chain while the upstream is working (`after`
+// mode) is refused 402 with the body withheld, and no settlement transaction is sent: the
+// settlement simulates the transfer again instead of trusting the verification's simulation
+// (found by review: with the estimate skipped, the revert was answered "pending" with the
+// body, an unpaid delivery).
+async fn cancel_during_the_upstream_call_is_refused_unserved(h: &Harness) {
+    use alloy::providers::Provider as _;
+    // A first paid call: the settler now knows the token's gas.
+    let first = h.payment("/weather/lima").await;
+    assert_eq!(pay(h, "/weather/lima", &first).await.status(), reqwest::StatusCode::OK);
+    let reply = tollgate_test_support::Reply::body(200, "application/json", "{\"temp_c\": 9}")
+        .delayed(std::time::Duration::from_millis(800));
+    h.upstream.mock.set_default(reply);
+    let b = h.payment("/weather/oslo").await;
+    let relayer = anvil_key(9).address();
+    let sent_before = h.chain.provider.get_transaction_count(relayer).await.unwrap();
+    let cancel = async {
+        while h.upstream.calls() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let (v, r, sig_s) = tollgate_test_support::sign_cancel(&b.key, &b.domain(), b.from, b.nonce);
+        let cancel = tollgate_test_support::TokenCall::cancelAuthorizationCall {
+            authorizer: b.from,
+            nonce: b.nonce,
+            v,
+            r,
+            s: sig_s,
+        };
+        h.chain.send(h.chain.token, alloy_sol_types::SolCall::abi_encode(&cancel)).await.unwrap();
+    };
+    let (resp, ()) = tokio::join!(pay(h, "/weather/oslo", &b), cancel);
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
+    let text = resp.text().await.unwrap();
+    assert!(!text.contains("temp_c"), "the upstream body is withheld: {text}");
+    assert_eq!(h.chain.provider.get_transaction_count(relayer).await.unwrap(), sent_before, "nothing was sent");
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC), "only the first call was paid");
+    let entry = h.entry_for(&b).await.unwrap();
+    assert!(matches!(entry.state, EntryState::SettleFailed | EntryState::Voided), "{:?}", entry.state);
+}
+both_engines!(cancel_during_upstream, cancel_during_the_upstream_call_is_refused_unserved);
