@@ -29,7 +29,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::VerifyError;
 use crate::chain::{CallOutcome, Chain, Fees, SendError};
-use crate::nonces::{AfterRelease, NonceBook, Release, Take};
+use crate::nonces::{AfterRelease, Count, NonceBook, Release, Take};
 use crate::token::{RevertContext, TRANSFER_TOPIC, classify_revert, decode_revert_reason};
 use crate::verify::VerifiedPayment;
 
@@ -159,6 +159,42 @@ pub enum SettleOutcome {
 /// Gas for the zero-value self-transfer that closes a nonce (a plain transfer's intrinsic gas).
 const CLOSE_NONCE_GAS: u64 = 21_000;
 
+/// Re-broadcasts of a self-transfer whose first broadcast's answer was lost, and the wait
+/// before each.
+const SELF_TRANSFER_REBROADCASTS: u32 = 3;
+const SELF_TRANSFER_REBROADCAST_WAIT: Duration = Duration::from_millis(200);
+
+/// A nonce held in the book while its holder awaits I/O. If the holder's future is dropped
+/// (a caller's timeout) before it releases the nonce, the guard releases it as taken: the
+/// count is read again from the node once nothing is in flight, and a gap it left is found
+/// and filled by that read. Without it, a dropped settlement would hold the nonce in flight
+/// forever and every later settlement would wait for it.
+struct NonceGuard<'a> {
+    settler: &'a Settler,
+    nonce: u64,
+    armed: bool,
+}
+
+impl<'a> NonceGuard<'a> {
+    fn new(settler: &'a Settler, nonce: u64) -> Self {
+        NonceGuard { settler, nonce, armed: true }
+    }
+
+    /// The holder releases the nonce itself from here on.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NonceGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.settler.book.lock().unwrap_or_else(PoisonError::into_inner).release(self.nonce, Release::Taken);
+            self.settler.book_changed.notify_waiters();
+        }
+    }
+}
+
 /// What [`Settler::close_nonce`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NonceClosure {
@@ -275,6 +311,8 @@ impl Settler {
         let mut last_refusal = String::new();
         for _ in 0..self.config.send_attempts_max.max(1) {
             let nonce = self.take_nonce().await?;
+            // Released by hand on every path below; released as taken if this future is dropped.
+            let held = NonceGuard::new(self, nonce);
             let request = TransactionRequest::default()
                 .with_from(self.address)
                 .with_to(payment.asset)
@@ -287,12 +325,14 @@ impl Settler {
             let envelope = match request.build(&self.wallet).await {
                 Ok(e) => e,
                 Err(e) => {
+                    held.disarm();
                     self.release_nonce(nonce, Release::Unused, &fees).await;
                     return Err(VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") });
                 }
             };
             let tx_hash = *envelope.tx_hash();
             if !claim.claim(tx_hash, self.address, nonce).await {
+                held.disarm();
                 self.release_nonce(nonce, Release::Unused, &fees).await;
                 return Ok(None);
             }
@@ -300,6 +340,7 @@ impl Settler {
             match self.chain.send_raw(raw.clone()).await {
                 // Taken, or this very transaction is in the pool already: it was sent.
                 Ok(_) | Err(SendError::AlreadyKnown) => {
+                    held.disarm();
                     self.release_nonce(nonce, Release::Used, &fees).await;
                     return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
                 }
@@ -307,6 +348,7 @@ impl Settler {
                     // Someone else used this nonce: ask the node again.
                     tracing::warn!(relayer = %self.address, nonce, "relayer nonce refused; refreshing from the node");
                     last_refusal = format!("nonce {nonce} refused");
+                    held.disarm();
                     self.release_nonce(nonce, Release::Taken, &fees).await;
                 }
                 Err(SendError::InDoubt(e)) => {
@@ -314,11 +356,13 @@ impl Settler {
                     // replace a payment the payer was told is pending. If it did not, the
                     // caller re-broadcasts these bytes to fill the gap, or calls
                     // `forget_nonce` when it gives up.
+                    held.disarm();
                     self.release_nonce(nonce, Release::Used, &fees).await;
                     tracing::warn!(%tx_hash, error = %e, "settlement broadcast in doubt; keeping the hash to check");
                     return Ok(Some(Submitted { tx_hash, acknowledged: false, nonce, raw }));
                 }
                 Err(SendError::Refused(e)) => {
+                    held.disarm();
                     self.release_nonce(nonce, Release::Unused, &fees).await;
                     return Err(VerifyError::SettlementNotSent { reason: e.to_string() });
                 }
@@ -384,7 +428,25 @@ impl Settler {
                     // Someone may have read it meanwhile: then just take again.
                     if self.book.lock().unwrap_or_else(PoisonError::into_inner).needs_refresh() {
                         let pending = self.chain.pending_nonce(self.address).await?;
-                        self.book.lock().unwrap_or_else(PoisonError::into_inner).set_next(pending);
+                        let count = self.book.lock().unwrap_or_else(PoisonError::into_inner).set_next(pending);
+                        if let Count::Gap(gap) = count {
+                            // Held by the book; a guard gives it back if this call is dropped.
+                            let held = NonceGuard::new(self, gap);
+                            let filled = match self.fees().await {
+                                Ok(fees) => self.fill_gap(gap, &fees).await,
+                                Err(_) => Release::Taken,
+                            };
+                            held.disarm();
+                            self.book.lock().unwrap_or_else(PoisonError::into_inner).release(gap, filled);
+                            self.book_changed.notify_waiters();
+                            if filled == Release::Taken {
+                                // Not filled: the settlement fails now (nothing was claimed)
+                                // rather than queue behind a gap; the next one tries again.
+                                return Err(VerifyError::SettlementNotSent {
+                                    reason: format!("relayer nonce {gap} is a gap that could not be filled"),
+                                });
+                            }
+                        }
                     }
                 }
             }
@@ -399,20 +461,29 @@ impl Settler {
     async fn release_nonce(&self, nonce: u64, how: Release, fees: &Fees) {
         let after = self.book.lock().unwrap_or_else(PoisonError::into_inner).release(nonce, how);
         if let AfterRelease::Fill(gap) = after {
-            let filled = match self.self_transfer(gap, fees).await {
-                Ok(tx_hash) => {
-                    tracing::warn!(relayer = %self.address, nonce = gap, tx = %tx_hash, "relayer nonce gap filled");
-                    Release::Used
-                }
-                Err(e) => {
-                    tracing::warn!(relayer = %self.address, nonce = gap, error = %e,
-                        "relayer nonce gap not filled; the count is read again once sends finish");
-                    Release::Taken
-                }
-            };
+            let held = NonceGuard::new(self, gap);
+            let filled = self.fill_gap(gap, fees).await;
+            held.disarm();
             self.book.lock().unwrap_or_else(PoisonError::into_inner).release(gap, filled);
         }
         self.book_changed.notify_waiters();
+    }
+
+    /// Fills the gap at `nonce` with a self-transfer, confirmed known to the node:
+    /// [`Release::Used`] once it is, [`Release::Taken`] otherwise (the count is then read
+    /// again once nothing is in flight, and a gap found then is filled by that read).
+    async fn fill_gap(&self, nonce: u64, fees: &Fees) -> Release {
+        match self.self_transfer(nonce, fees).await {
+            Ok(tx_hash) => {
+                tracing::warn!(relayer = %self.address, nonce, tx = %tx_hash, "relayer nonce gap filled");
+                Release::Used
+            }
+            Err(e) => {
+                tracing::warn!(relayer = %self.address, nonce, error = %e,
+                    "relayer nonce gap not filled; the count is read again once sends finish");
+                Release::Taken
+            }
+        }
     }
 
     /// Signs and sends a zero-value transfer from the relayer to itself with `nonce`.
@@ -431,12 +502,25 @@ impl Settler {
             .await
             .map_err(|e| VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") })?;
         let tx_hash = *envelope.tx_hash();
-        match self.chain.send_raw(envelope.encoded_2718().into()).await {
-            Ok(_) | Err(SendError::AlreadyKnown) | Err(SendError::InDoubt(_)) => Ok(tx_hash),
-            Err(SendError::NonceTooLow | SendError::NonceInUse) => {
-                Err(VerifyError::SettlementNotSent { reason: format!("nonce {nonce} taken") })
-            }
+        let raw: alloy_primitives::Bytes = envelope.encoded_2718().into();
+        let taken = || VerifyError::SettlementNotSent { reason: format!("nonce {nonce} taken") };
+        match self.chain.send_raw(raw.clone()).await {
+            Ok(_) | Err(SendError::AlreadyKnown) => Ok(tx_hash),
+            Err(SendError::NonceTooLow | SendError::NonceInUse) => Err(taken()),
             Err(SendError::Refused(e)) => Err(e),
+            // The answer was lost: the same bytes again until the node says it knows them (a
+            // transfer only assumed sent would leave the very gap it was meant to fill).
+            Err(SendError::InDoubt(mut last)) => {
+                for _ in 0..SELF_TRANSFER_REBROADCASTS {
+                    tokio::time::sleep(SELF_TRANSFER_REBROADCAST_WAIT).await;
+                    match self.rebroadcast(&raw).await {
+                        Rebroadcast::Known => return Ok(tx_hash),
+                        Rebroadcast::NonceTaken => return Err(taken()),
+                        Rebroadcast::Failed(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
         }
     }
 
@@ -571,6 +655,8 @@ impl Settler {
     ) -> Result<Option<Settled>, VerifyError> {
         let Some(receipt) = self.chain.receipt(tx_hash).await? else { return Ok(None) };
         if !receipt.success {
+            // The remembered gas may be what ran out: the token's next settlement estimates.
+            self.gas_seen.lock().unwrap_or_else(PoisonError::into_inner).remove(&payment.asset);
             return Err(VerifyError::SettlementReverted { tx_hash });
         }
         let a = &payment.authorization;

@@ -336,6 +336,10 @@ impl Verifier {
             self.token_code_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key);
         }
         let simulation = simulation?;
+        // EIP-3009 tokens (USDC's FiatToken and the tokens x402 names) revert on a used or
+        // cancelled nonce and on a short balance, so a transfer that simulates is one the
+        // token takes. A token that returned `false` instead would pass here: such a token is
+        // not EIP-3009 and must not be configured as a network's asset.
         if matches!(simulation, CallOutcome::Success(_)) {
             return Ok(());
         }

@@ -323,8 +323,10 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
 }
 
 /// An `after` or `before` entry whose claimed transactions are unmined, its authorization
-/// unused and still valid: the process that claimed them died, and nothing says the agent was
-/// served. If the lowest claimed nonce is this relayer's next free one on the node, no
+/// unused and still valid: the process that claimed them died, or its transaction was lost.
+/// An entry whose agent was answered `settlement_pending` is treated the same: the sweep
+/// never re-broadcasts for an `after`/`before` call (it keeps no signed bytes), so the entry
+/// ends `voided` once its nonce has passed, as it did before this step, only sooner. If the lowest claimed nonce is this relayer's next free one on the node, no
 /// transaction of ours holds it: the claim was never broadcast (or was dropped). Closing the
 /// nonce with a zero-value self-transfer makes every claimed transaction unable to land, and
 /// the next sweep voids the entry once that is mined (`nonces_passed`) instead of waiting for

@@ -133,8 +133,17 @@ async fn writer(
         let mut replies = Vec::with_capacity(jobs.len());
         let mut statements = Vec::with_capacity(jobs.len());
         for job in jobs {
+            // A caller that stopped waiting (its call budget ran out) was told the write
+            // failed: it is not run, so nothing commits after that answer.
+            if job.reply.is_closed() {
+                tracing::warn!(op = job.op, "ledger write dropped from a group: its caller gave up waiting");
+                continue;
+            }
             replies.push((job.op, job.reply));
             statements.push(job.statement);
+        }
+        if statements.is_empty() {
+            continue;
         }
         match run_batch(&pool, statements).await {
             Ok(results) => {

@@ -141,3 +141,34 @@ async fn a_valid_payment_costs_one_call() {
     assert!(matches!(err, tollgate_verifier::VerifyError::InsufficientBalance { .. }), "{err:?}");
     assert_eq!(calls(&env, "eth_call"), 6, "the simulation, then the nonce state and the balance");
 }
+
+/// A claim that never answers (its caller gives up first).
+struct Hang;
+
+#[async_trait::async_trait]
+impl Claim for Hang {
+    async fn claim(&mut self, _tx: B256, _relayer: Address, _nonce: u64) -> bool {
+        std::future::pending::<()>().await;
+        false
+    }
+}
+
+// Goal: a settlement dropped while it holds a nonce (its caller's timeout fired during the
+// claim) does not wedge the relayer: the nonce is given back, the count read again, and the
+// next settlement lands with that very nonce (found by review: the nonce stayed in flight
+// forever and every later settlement waited or queued behind a gap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_settlement_gives_its_nonce_back() {
+    let env = Env::start(Deployment::BaseUsdc).await;
+    let relayer = anvil_key(9).address();
+    let before = env.chain.provider.get_transaction_count(relayer).await.unwrap();
+    let a = env.verifier.verify(&env.offer, &env.payment().v2()).await.unwrap();
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(300), env.settler.submit_claimed(&a, &mut Hang, GasPlan::Estimate))
+            .await;
+    assert!(dropped.is_err(), "the hung claim was given up");
+    let b = env.verifier.verify(&env.offer, &env.payment().v2()).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), env.settler.settle(&b)).await.expect("not wedged");
+    assert!(matches!(outcome, Ok(SettleOutcome::Settled(_))), "{outcome:?}");
+    assert_eq!(env.chain.provider.get_transaction_count(relayer).await.unwrap(), before + 1, "no gap, no filler");
+}
