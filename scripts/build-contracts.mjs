@@ -38,6 +38,9 @@ const REQUIRED_SELECTORS = {
   SmartWallet1271: {
     "isValidSignature(bytes32,bytes)": "1626ba7e",
   },
+  Aggregate3: {
+    "aggregate3((address,bool,bytes)[])": "82ad56cb",
+  },
 };
 
 function fail(msg) {

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tollgate_x402::{DecimalU256, Network, v2};
 
-use crate::{Anvil, BASE_USDC, anvil_key};
+use crate::{Anvil, BASE_USDC, MULTICALL3, anvil_key};
 
 sol! {
     /// The calls tests make on the test token and the smart wallet.
@@ -32,6 +32,7 @@ sol! {
 
 const TOKEN_ARTIFACT: &str = include_str!("../../../contracts/artifacts/Eip3009Token.json");
 const WALLET_ARTIFACT: &str = include_str!("../../../contracts/artifacts/SmartWallet1271.json");
+const AGGREGATE3_ARTIFACT: &str = include_str!("../../../contracts/artifacts/Aggregate3.json");
 
 fn artifact_hex(artifact: &str, key: &str) -> Bytes {
     let v: Value = serde_json::from_str(artifact).expect("artifact JSON");
@@ -86,6 +87,9 @@ impl TestChain {
             }
             Deployment::Fresh { .. } => chain.deploy(artifact_hex(TOKEN_ARTIFACT, "bytecode")).await?,
         };
+        // Batched settlement calls Multicall3 at its canonical address, as on a real network.
+        let aggregate3 = artifact_hex(AGGREGATE3_ARTIFACT, "deployedBytecode");
+        chain.rpc("anvil_setCode", json!([MULTICALL3, aggregate3])).await?;
         Ok(chain)
     }
 

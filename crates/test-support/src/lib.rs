@@ -55,6 +55,11 @@ use alloy_primitives::{Address, address};
 /// Base mainnet's USDC address.
 pub const BASE_USDC: Address = address!("833589fCD6eDb6E08f4c7C32D4f71b54bdA02913");
 
+/// Multicall3's canonical address (the same on every EVM chain that has it, Base included).
+/// Test chains hold `contracts/src/Aggregate3.sol`'s runtime code there: the same
+/// `aggregate3` ABI and meaning.
+pub const MULTICALL3: Address = alloy_primitives::address!("cA11bde05977b3631167028862bE2a173976CA11");
+
 /// anvil's default dev keys (mnemonic "test test ... junk"), index 0 to 9.
 pub const ANVIL_KEYS: [&str; 10] = [
     "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
