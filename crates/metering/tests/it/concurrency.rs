@@ -209,3 +209,47 @@ async fn a_duplicate_in_a_group_commit_fails_alone() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_statement_in_a_group_commit_is_undone_alone() {
+    // Goal: on SQLite (where writes are committed in groups) a reservation refused by the database itself (a trigger here; not a duplicate, so its savepoint is rolled back) fails alone with a database error while 19 concurrent reservations commit with their events; on PostgreSQL the same holds per connection.
+    each_engine(|db| async move {
+        let trigger = match db.engine {
+            Engine::Sqlite => {
+                "CREATE TRIGGER refuse_4242 BEFORE INSERT ON ledger_entries WHEN NEW.amount = 4242 \
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+            }
+            Engine::Postgres => {
+                db.raw
+                    .exec(
+                        "CREATE FUNCTION refuse_4242() RETURNS trigger AS $$ BEGIN \
+                         RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql",
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                "CREATE TRIGGER refuse_4242 BEFORE INSERT ON ledger_entries FOR EACH ROW \
+                 WHEN (NEW.amount = 4242) EXECUTE FUNCTION refuse_4242()"
+            }
+        };
+        db.raw.exec(trigger).await.map_err(anyhow::Error::msg)?;
+        let mut tasks = Vec::new();
+        for i in 0..20u64 {
+            let ledger = db.ledger.clone();
+            let amount = if i == 7 { 4_242 } else { 1_000 };
+            tasks.push(tokio::spawn(async move { ledger.entries().reserve(&new_entry(2_000 + i, amount, 100)).await }));
+        }
+        let (mut ok, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await? {
+                Ok(_) => ok += 1,
+                Err(MeteringError::Database { reason, .. }) if reason.contains("refused by test") => refused += 1,
+                Err(other) => anyhow::bail!("unexpected error: {other}"),
+            }
+        }
+        ensure!(ok == 19 && refused == 1, "ok {ok}, refused {refused}");
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_entries").await == 19);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == 19, "the refused row left no event");
+        Ok(())
+    })
+    .await;
+}
