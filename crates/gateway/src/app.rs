@@ -172,6 +172,7 @@ impl Gateway {
                 let settle = SettleConfig {
                     receipt_poll_interval: config.settlement.receipt_poll_interval,
                     receipt_timeout: config.settlement.receipt_timeout,
+                    fee_cache: config.settlement.fee_cache,
                     ..SettleConfig::default()
                 };
                 settlers.insert(n.network.chain_id, Arc::new(Settler::new(chain.clone(), key.clone(), settle)));

@@ -95,6 +95,7 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
     let settlement = SettlementConfig {
         relayer_key,
         receipt_poll_interval: ms(s.receipt_poll_interval_ms, 250),
+        fee_cache: ms(s.fee_cache_ms, 1_000),
         receipt_timeout: ms(s.receipt_timeout_ms, 30_000),
         recovery_interval: ms(s.recovery_interval_ms, 5_000),
         recovery_grace_s: s.recovery_grace_s.unwrap_or(120),

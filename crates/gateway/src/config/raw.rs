@@ -126,6 +126,7 @@ pub(super) struct RawSettlement {
     pub(super) relayer_key_env: Option<String>,
     pub(super) relayer_key_file: Option<PathBuf>,
     pub(super) receipt_poll_interval_ms: Option<u64>,
+    pub(super) fee_cache_ms: Option<u64>,
     pub(super) receipt_timeout_ms: Option<u64>,
     pub(super) recovery_interval_ms: Option<u64>,
     pub(super) recovery_grace_s: Option<u64>,

@@ -274,6 +274,8 @@ pub struct SettlementConfig {
     pub relayer_key: Option<SecretString>,
     /// Receipt polling interval.
     pub receipt_poll_interval: Duration,
+    /// How long fee caps read from the node are reused.
+    pub fee_cache: Duration,
     /// Receipt wait before reporting a settlement as pending.
     pub receipt_timeout: Duration,
     /// How often the recovery sweep runs.

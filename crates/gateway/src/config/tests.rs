@@ -167,6 +167,7 @@ fn deferred_and_audit_tuning() {
     let c = Config::parse(GOOD, &env).unwrap();
     assert_eq!(c.settlement.deferred_concurrency, 32);
     assert_eq!(c.settlement.deferred_receipt_poll_interval, Duration::from_millis(250));
+    assert_eq!(c.settlement.fee_cache, Duration::from_millis(1_000));
     assert_eq!(c.control.audit_batch, Duration::from_millis(50));
     let text = GOOD.replace(
         "relayer_key_env = \"KEY\"",
