@@ -137,9 +137,11 @@ async fn burst_past_the_queue_drains_once(engine: Engine) {
     for i in 0..CALLS {
         payments.push((format!("/deferred/weather/burst{i}"), h.payment(&format!("/deferred/weather/burst{i}")).await));
     }
-    let answers = futures_util::future::join_all(payments.iter().map(|(path, b)| {
-        h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send()
-    }))
+    let answers = futures_util::future::join_all(
+        payments
+            .iter()
+            .map(|(path, b)| h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send()),
+    )
     .await;
     for resp in answers {
         let resp = resp.unwrap();
