@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+
 use tollgate_metering::{EntryId, EntryState};
 
 use super::record::{fail, stored_payment, unusable_payment};
@@ -98,6 +100,10 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
         let since_sweep = last_sweep.map_or(sweep, |t| t.elapsed());
         let room = waiting.len() < concurrency;
         let progressed = done > refill.finished_at_read;
+        // An overflow signalled while the worker was busy (the permit `Notify` keeps).
+        if room && !overflowed && svc.deferred_overflow.notified().now_or_never().is_some() {
+            overflowed = true;
+        }
         // The durable backlog is read every `recovery_interval`, busy or not, so entries the
         // queue had no room for compete on expiry with the queued ones; and at once when
         // there is room and more to read.
