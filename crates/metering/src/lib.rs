@@ -41,6 +41,7 @@ mod reconcile;
 mod repo;
 mod types;
 
+pub use db::checkpoint::WAL_BYTES_MAX as SQLITE_WAL_BYTES_MAX;
 pub use db::{Engine, LedgerOptions};
 pub use error::MeteringError;
 pub use ledger::Ledger;

@@ -307,14 +307,15 @@ async fn end_unclaimed(gw: &Gateway, id: &EntryId, reason: &str, now: u64) -> Re
 fn queue(gw: &Gateway, queued: Queued) {
     if let Err(e) = gw.settlements.deferred_tx.try_send(queued) {
         // The queue is full (or the worker is gone at shutdown): the entry is durable in the
-        // ledger and the worker's backlog sweep will settle it. Its admission slot stays
-        // counted until then.
+        // ledger and the worker reads it from the backlog as soon as it has room. Its
+        // admission slot stays counted until then.
         let q = match e {
             tokio::sync::mpsc::error::TrySendError::Full(q) | tokio::sync::mpsc::error::TrySendError::Closed(q) => q,
         };
-        tracing::warn!(id = %q.id, "deferred queue full; left to the backlog sweep");
+        tracing::warn!(id = %q.id, "deferred queue full; left to the durable backlog");
         if let Some(slot) = q.slot {
             gw.settlements.backlog.park(q.id.as_str(), slot);
         }
+        gw.settlements.deferred_overflow.notify_one();
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+
 use tollgate_metering::{EntryId, EntryState};
 
 use super::record::{fail, stored_payment, unusable_payment};
@@ -41,30 +43,81 @@ impl Waiting {
     fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
+
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+/// The fewest entries the worker reads from the durable backlog at once (more with a larger
+/// `deferred_concurrency`: see [`backlog_page`]).
+const BACKLOG_PAGE_MIN: usize = 256;
+
+/// Entries read from the backlog at once: at least twice `deferred_concurrency`, so a full
+/// page always holds entries the worker is not already settling or holding (it reads only
+/// when fewer than `deferred_concurrency` wait, beside at most as many in flight).
+fn backlog_page(concurrency: usize) -> u32 {
+    u32::try_from(concurrency.saturating_mul(2).max(BACKLOG_PAGE_MIN)).unwrap_or(u32::MAX)
+}
+
+/// When the worker reads the durable backlog before its next sweep.
+#[derive(Debug)]
+struct Refill {
+    /// The last read filled its page: more entries may be waiting in the ledger.
+    more: bool,
+    /// Settlements handed to the chain when the backlog was last read: reading again at once
+    /// is only worth it once some have been (a chain that is down leaves the entries to the
+    /// sweep's pace instead of a tight retry loop).
+    finished_at_read: u64,
 }
 
 /// Drains the deferred queue, settling up to `settlement.deferred_concurrency` entries at
-/// once, earliest-expiring first, each with retries and backoff; also picks up the durable
+/// once, earliest-expiring first, each with retries and backoff; also drains the durable
 /// backlog (entries queued while the channel was full, or before a restart), in the same
-/// order. Sends are serialised on the relayer's nonce; what overlaps is the wait for
-/// receipts, so a chain with blocks every few seconds still settles many entries per block.
+/// order. The backlog is read at start, at every `recovery_interval`, and, while it has
+/// more, as soon as fewer than `deferred_concurrency` entries wait and settlements have
+/// progressed since the last read (or the queue overflowed again): so a burst larger than the
+/// queue drains as fast as settlements finish, one page ([`backlog_page`]) at a time. Sends
+/// are serialised on the relayer's nonce; what overlaps is the wait for receipts, so a chain
+/// with blocks every few seconds still settles many entries per block.
 pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
     let sweep = svc.config.settlement.recovery_interval;
-    let slots = Arc::new(tokio::sync::Semaphore::new(svc.config.settlement.deferred_concurrency));
-    // Entries being settled by a task of this worker: the backlog sweep must not start a
-    // second attempt beside the first (it would lose the ledger claim, but only after an
-    // estimate and a signature).
+    let concurrency = svc.config.settlement.deferred_concurrency;
+    let page = backlog_page(concurrency);
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    // Entries being settled by a task of this worker: a backlog read must not start a second
+    // attempt beside the first (it would lose the ledger claim, but only after an estimate
+    // and a signature).
     let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<EntryId>>> = Arc::default();
+    let progress = Arc::new(Progress::default());
     let mut waiting = Waiting::default();
-    let mut last_sweep = tokio::time::Instant::now();
+    let mut refill = Refill { more: true, finished_at_read: 0 };
+    // None: the backlog is read at start (entries left by a previous process).
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut overflowed = false;
     loop {
+        let done = progress.finished.load(std::sync::atomic::Ordering::Acquire);
+        let since_sweep = last_sweep.map_or(sweep, |t| t.elapsed());
+        let room = waiting.len() < concurrency;
+        let progressed = done > refill.finished_at_read;
+        // An overflow signalled while the worker was busy (the permit `Notify` keeps).
+        if room && !overflowed && svc.deferred_overflow.notified().now_or_never().is_some() {
+            overflowed = true;
+        }
         // The durable backlog is read every `recovery_interval`, busy or not, so entries the
-        // queue had no room for compete on expiry with the queued ones.
-        if last_sweep.elapsed() >= sweep {
-            last_sweep = tokio::time::Instant::now();
-            match svc.ledger.entries().deferred_backlog(256).await {
+        // queue had no room for compete on expiry with the queued ones; and at once when
+        // there is room and more to read.
+        if since_sweep >= sweep || (room && (overflowed || (refill.more && progressed))) {
+            last_sweep = Some(tokio::time::Instant::now());
+            overflowed = false;
+            refill.finished_at_read = done;
+            match svc.ledger.entries().deferred_backlog(page).await {
                 Ok(entries) => {
+                    refill.more = entries.len() >= page as usize;
                     for e in entries {
+                        if in_flight_has(&in_flight, &e.id) {
+                            continue;
+                        }
                         let q = Queued { id: e.id, valid_before_unix_s: e.valid_before_unix_s, slot: None };
                         waiting.push(q, &svc.backlog);
                     }
@@ -73,10 +126,17 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
             }
         }
         if waiting.is_empty() {
-            match tokio::time::timeout(sweep, rx.recv()).await {
-                Ok(Some(q)) => waiting.push(q, &svc.backlog),
-                Ok(None) => return,
-                Err(_) => {}
+            // Wake for a queued entry, an overflow into the backlog, a finished settlement
+            // when the backlog has more, or the next sweep.
+            let more = refill.more;
+            tokio::select! {
+                q = rx.recv() => match q {
+                    Some(q) => waiting.push(q, &svc.backlog),
+                    None => return,
+                },
+                () = svc.deferred_overflow.notified() => overflowed = true,
+                () = tokio::time::sleep(sweep.saturating_sub(since_sweep)) => {}
+                () = progress.notify.notified(), if more => {}
             }
             continue;
         }
@@ -98,10 +158,12 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
                 continue;
             }
         }
-        let (svc, in_flight) = (svc.clone(), in_flight.clone());
+        let (svc, in_flight, progress) = (svc.clone(), in_flight.clone(), progress.clone());
         tokio::spawn(async move {
             if settle_queued(&svc, &next.id).await {
                 svc.backlog.record_finished(svc.clock.now_unix_s());
+                progress.finished.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                progress.notify.notify_one();
             }
             {
                 let mut set = in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -112,6 +174,19 @@ pub async fn deferred_worker(svc: Arc<Settlements>, mut rx: tokio::sync::mpsc::R
             drop(slot);
         });
     }
+}
+
+/// Whether a task of the worker is settling `id`.
+fn in_flight_has(in_flight: &std::sync::Mutex<std::collections::HashSet<EntryId>>, id: &EntryId) -> bool {
+    in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(id)
+}
+
+/// Settlements this worker's tasks handed to the chain, and a wake-up for the worker when
+/// one is (it reads more of the backlog then).
+#[derive(Debug, Default)]
+struct Progress {
+    finished: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
 }
 
 /// Settles one deferred entry with retries; returns whether a settlement transaction was

@@ -51,6 +51,9 @@ pub struct Settlements {
     pub deferred_tx: mpsc::Sender<Queued>,
     /// The worker's end of the queue (taken by `serve`).
     pub deferred_rx: Mutex<Option<mpsc::Receiver<Queued>>>,
+    /// Signalled when the queue had no room and an entry went to the durable backlog: the
+    /// worker reads the backlog as soon as it has room instead of at its next sweep.
+    pub deferred_overflow: tokio::sync::Notify,
     /// In-doubt settlements for the chaser (`settlement::chase_worker`).
     pub chase_tx: mpsc::Sender<Chase>,
     /// The chaser's end of the queue (taken by `serve`).
@@ -137,6 +140,7 @@ impl Settlements {
             backlog: Arc::default(),
             deferred_tx,
             deferred_rx: Mutex::new(Some(deferred_rx)),
+            deferred_overflow: tokio::sync::Notify::new(),
             chase_tx,
             chase_rx: Mutex::new(Some(chase_rx)),
             counters: p.counters,

@@ -6,7 +6,7 @@ use tollgate_metering::{EntryState, SettlementMode};
 use tollgate_test_support::v2_header;
 
 use crate::both_engines;
-use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
+use crate::harness::{Engine, Harness, Options, PRICE_ATOMIC, receipt_of};
 
 // Goal: a deferred route answers right after the upstream with a receipt id; the worker
 // settles in the background and /receipts/{id} reports the transaction; an upstream failure
@@ -118,3 +118,56 @@ async fn unmarked_entries_are_voided_with_what_is_known(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::ZERO);
 }
 both_engines!(unmarked_entries, unmarked_entries_are_voided_with_what_is_known);
+
+// Goal: a burst of deferred calls larger than the worker's queue drains fully from the
+// durable backlog without waiting for the periodic sweep (its interval is an hour here, so
+// only the worker's own reads as it gets room can settle the overflow), and each entry is
+// settled exactly once: one claim, one transaction of its own, one price to the payee each.
+async fn burst_past_the_queue_drains_once(engine: Engine) {
+    const CALLS: usize = 24;
+    let opts = Options {
+        recovery_interval_ms: 3_600_000,
+        settlement_config: "deferred_queue_capacity = 2\ndeferred_concurrency = 2\n\
+                            deferred_backlog_horizon_s = 1000\ndeferred_overflow = \"reject\"\n"
+            .to_owned(),
+        ..Options::default()
+    };
+    let Some(h) = Harness::start_with(engine, opts).await else { return };
+    let mut payments = Vec::new();
+    for i in 0..CALLS {
+        payments.push((format!("/deferred/weather/burst{i}"), h.payment(&format!("/deferred/weather/burst{i}")).await));
+    }
+    let answers = futures_util::future::join_all(
+        payments
+            .iter()
+            .map(|(path, b)| h.http.get(format!("{}{path}", h.url)).header("payment-signature", v2_header(b)).send()),
+    )
+    .await;
+    for resp in answers {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "admitted as deferred (overflow would be 503)");
+        assert_eq!(resp.headers()["tollgate-settlement"], "deferred");
+    }
+    let mut hashes = std::collections::HashSet::new();
+    for (_, b) in &payments {
+        let entry = h.wait_state(b, EntryState::Settled).await;
+        assert!(hashes.insert(entry.tx_hash.unwrap()), "one transaction per entry");
+        let events = h.gateway.ledger.entries().events(&entry.id).await.unwrap();
+        let claims = events.iter().filter(|e| e.to_state == EntryState::Settling).count();
+        assert_eq!(claims, 1, "claimed once: {events:?}");
+    }
+    assert_eq!(h.payee_balance().await, U256::from(CALLS as u64 * PRICE_ATOMIC));
+    h.stop().await;
+}
+
+mod burst_past_the_queue {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        burst_past_the_queue_drains_once(Engine::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        burst_past_the_queue_drains_once(Engine::Postgres).await;
+    }
+}

@@ -150,6 +150,9 @@ pub struct Harness {
 pub struct Options {
     /// `settlement.receipt_timeout_ms`.
     pub receipt_timeout_ms: u64,
+    /// `settlement.recovery_interval_ms` (the recovery sweep's and the deferred worker's
+    /// periodic backlog read): 200 ms by default.
+    pub recovery_interval_ms: u64,
     /// TOML appended to the configuration (e.g. a `[reconciliation]` section).
     pub extra_config: String,
     /// TOML lines added to the `[settlement]` table.
@@ -175,6 +178,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             receipt_timeout_ms: 10_000,
+            recovery_interval_ms: 200,
             extra_config: String::new(),
             settlement_config: String::new(),
             health_interval_ms: 3_600_000,
@@ -487,7 +491,7 @@ fn config(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, opts:
         .relayer_env("TEST_RELAYER_KEY")
         .set("settlement", "receipt_poll_interval_ms", 5u64)
         .set("settlement", "receipt_timeout_ms", opts.receipt_timeout_ms)
-        .set("settlement", "recovery_interval_ms", 200u64)
+        .set("settlement", "recovery_interval_ms", opts.recovery_interval_ms)
         .set("settlement", "recovery_grace_s", 3600u64)
         .set("settlement", "health_interval_ms", opts.health_interval_ms)
         .lines("settlement", &opts.settlement_config)

@@ -14,6 +14,7 @@
 //! `RETURNING` and `ON CONFLICT`); [`db_call!`] expands one body per pool type, so there is no
 //! `sqlx::Any`.
 
+pub(crate) mod checkpoint;
 pub(crate) mod codec;
 pub(crate) mod group;
 
@@ -147,6 +148,9 @@ pub(crate) struct Db {
     pub(crate) write_gate: Arc<tokio::sync::Mutex<()>>,
     /// SQLite: the money path's single-statement writes, committed in groups (see [`group`]).
     pub(crate) group: Option<group::GroupCommit>,
+    /// SQLite file: the WAL checkpoint task ([`checkpoint`]) runs until the last clone of
+    /// this handle is dropped.
+    _checkpoint_stop: Option<Arc<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl fmt::Debug for Db {
@@ -262,7 +266,10 @@ impl Db {
                     // database vanishes with its last connection: keep exactly one, forever.
                     pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
                 } else {
-                    connect = connect.journal_mode(SqliteJournalMode::Wal);
+                    // The WAL file is cut back to this size whenever the log starts over.
+                    connect = connect
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .pragma("journal_size_limit", checkpoint::WAL_BYTES_MAX.to_string());
                     pool = pool.max_connections(opts.max_connections);
                 }
                 let pool = bounded("connect", opts.call_budget_ms(), async {
@@ -286,12 +293,17 @@ impl Db {
                 Pool::Postgres(pool)
             }
         };
-        let mut db = Db { pool, opts, write_gate: Arc::default(), group: None };
+        let mut db = Db { pool, opts, write_gate: Arc::default(), group: None, _checkpoint_stop: None };
         db.migrate().await?;
         if let Pool::Sqlite(pool) = &db.pool {
             let opts = db.opts;
             let error = move |e| db_error(Engine::Sqlite, &opts, "group_commit", e);
             db.group = Some(group::GroupCommit::start(pool.clone(), db.write_gate.clone(), error));
+            if !sqlite_url_is_in_memory(url) {
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                checkpoint::start(pool.clone(), db.write_gate.clone(), opts.statement_timeout_ms, stopped);
+                db._checkpoint_stop = Some(Arc::new(stop));
+            }
         }
         Ok(db)
     }
@@ -338,7 +350,8 @@ impl Db {
         }
     }
 
-    /// Closes the pool: waits for calls in progress, then closes every connection.
+    /// Closes the pool: waits for calls in progress, then closes every connection (the WAL
+    /// checkpoint task sees the pool closed and ends).
     pub(crate) async fn close(&self) {
         match &self.pool {
             Pool::Sqlite(pool) => pool.close().await,

@@ -12,6 +12,7 @@ mod queries;
 mod reconcile;
 mod schema;
 mod tls;
+mod wal;
 
 use std::future::Future;
 use std::io::Write;
