@@ -231,8 +231,19 @@ async fn settle_queued(svc: &Settlements, id: &EntryId) -> bool {
                 tracing::warn!(%id, error = %e, "deferred settlement left to the recovery sweep");
                 return false;
             }
-            Err(e) => {
+            // The token refuses the payer's authorization (spent, cancelled, expired, bad
+            // signature): final, a served call not paid (`settle_failed`, a finance exception).
+            Err(e) if e.payer_fault() => {
                 fail(svc, &entry, EntryState::Forwarded, e.reason_code()).await;
+                return false;
+            }
+            // Ours and not passing by itself (a ledger error that is not retryable, e.g. a full
+            // disk; no relayer for the chain): never a reason to give up on a served call. It
+            // stays `forwarded`; the sweep tries again until it settles or expires (found by the
+            // AFTER benchmark: a full disk turned served calls into `settle_failed`).
+            Err(e) => {
+                tracing::error!(%id, error = %e, "deferred settlement failed on our side; left to the recovery sweep");
+                svc.counters.left_to_next_sweep();
                 return false;
             }
         }

@@ -129,7 +129,14 @@ async fn recover_entry(svc: &Settlements, entry: &Entry) {
                         Ok(_)
                         | Err(SettleError::LostRace | SettleError::NotBroadcast { .. } | SettleError::Reverted(_)) => {}
                         Err(e) if e.is_transient() => {}
-                        Err(e) => fail(svc, entry, EntryState::Forwarded, e.reason_code()).await,
+                        // Only the payer's fault is final for a served call.
+                        Err(e) if e.payer_fault() => fail(svc, entry, EntryState::Forwarded, e.reason_code()).await,
+                        // Ours (a ledger error that is not retryable, no relayer): the next sweep
+                        // tries again, until the entry settles or expires.
+                        Err(e) => {
+                            tracing::error!(id = %entry.id, error = %e, "recovery could not settle a served entry; next sweep");
+                            svc.counters.left_to_next_sweep();
+                        }
                     }
                 }
                 Err(e) => unusable_payment(svc, entry, EntryState::Forwarded, e).await,

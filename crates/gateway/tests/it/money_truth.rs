@@ -491,3 +491,25 @@ async fn cancel_during_the_upstream_call_is_refused_unserved(h: &Harness) {
     assert!(matches!(entry.state, EntryState::SettleFailed | EntryState::Voided), "{:?}", entry.state);
 }
 both_engines!(cancel_during_upstream, cancel_during_the_upstream_call_is_refused_unserved);
+
+// Goal: a served deferred call whose settlement claim fails on a ledger error that is not
+// retryable (a refusing trigger here; a full disk in the AFTER benchmark) is never given up:
+// it stays `forwarded`, and once the ledger heals the sweep settles it (the worker used to
+// record such calls `settle_failed`: served, never paid).
+async fn deferred_ledger_fault_is_not_final(h: &Harness) {
+    h.fail_ledger_writes_to(&["settling"]).await;
+    let mut b = h.payment("/deferred/weather/bern").await;
+    b.valid_before = h.now + 20_000;
+    let resp = pay(h, "/deferred/weather/bern", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    // The worker has tried by now (a non-retryable error is not retried by it).
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let entry = h.entry_for(&b).await.unwrap();
+    assert_eq!(entry.state, EntryState::Forwarded, "a fault of ours is not final: {:?}", entry.reason);
+    h.heal_ledger().await;
+    sweep_later(h, h.now + 7_200).await;
+    h.wait_state(&b, EntryState::Settled).await;
+    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+both_engines!(deferred_ledger_fault, deferred_ledger_fault_is_not_final);
