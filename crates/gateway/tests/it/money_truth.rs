@@ -467,8 +467,11 @@ async fn cancel_during_the_upstream_call_is_refused_unserved(h: &Harness) {
     let b = h.payment("/weather/oslo").await;
     let relayer = anvil_key(9).address();
     let sent_before = h.chain.provider.get_transaction_count(relayer).await.unwrap();
+    // The cancel waits for this call to reach the upstream (the first call's hit is counted
+    // already): verified and reserved, with the upstream still working.
+    let hits_before = h.upstream.calls();
     let cancel = async {
-        while h.upstream.calls() == 0 {
+        while h.upstream.calls() == hits_before {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let (v, r, sig_s) = tollgate_test_support::sign_cancel(&b.key, &b.domain(), b.from, b.nonce);
