@@ -156,15 +156,25 @@ async fn submit_once(
     };
     let hold = relayer_lease(svc, payment.chain_id, settler.address()).await?;
     let sent = settler.submit_claimed(payment, claim, gas).await;
+    release_relayer_lease(svc, hold, claim.id).await;
+    Ok(sent)
+}
+
+/// Gives back a lease taken by [`relayer_lease`]; `what` names the send in the log (the
+/// entry, or the nonce being closed).
+async fn release_relayer_lease(
+    svc: &Settlements,
+    hold: Option<RelayerHold<'_>>,
+    what: &(dyn std::fmt::Display + Sync),
+) {
     if let Some(hold) = hold
         && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
     {
         // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`; until then
         // other replicas wait for it (and this process re-enters it).
-        tracing::warn!(id = %claim.id, error = %e, "relayer lease not released; it will expire");
+        tracing::warn!(send = %what, error = %e, "relayer lease not released; it will expire");
         svc.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(sent)
 }
 
 /// Closes the relayer nonce `nonce` (see [`tollgate_verifier::Settler::close_nonce`]) under
@@ -177,13 +187,7 @@ pub(super) async fn close_nonce_leased(
 ) -> Result<tollgate_verifier::NonceClosure, SettleError> {
     let hold = relayer_lease(svc, chain_id, settler.address()).await?;
     let closed = settler.close_nonce(nonce).await.map_err(SettleError::Verify);
-    if let Some(hold) = hold
-        && let Err(e) = svc.ledger.leases().release(&hold.name, &svc.instance).await
-    {
-        // Safe to drop: the lease expires by itself after `relayer_lease_ttl_s`.
-        tracing::warn!(nonce, error = %e, "relayer lease not released; it will expire");
-        svc.counters.leases_left_to_expire.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
+    release_relayer_lease(svc, hold, &format!("closing relayer nonce {nonce}")).await;
     closed
 }
 
