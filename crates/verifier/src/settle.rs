@@ -311,7 +311,8 @@ impl Settler {
         let mut last_refusal = String::new();
         for _ in 0..self.config.send_attempts_max.max(1) {
             let nonce = self.take_nonce().await?;
-            // Released by hand on every path below; released as taken if this future is dropped.
+            // Released through `release_nonce` on every path below; released as taken if this
+            // future is dropped.
             let held = NonceGuard::new(self, nonce);
             let request = TransactionRequest::default()
                 .with_from(self.address)
@@ -325,45 +326,39 @@ impl Settler {
             let envelope = match request.build(&self.wallet).await {
                 Ok(e) => e,
                 Err(e) => {
-                    held.disarm();
-                    self.release_nonce(nonce, Release::Unused, &fees).await;
+                    self.release_nonce(held, Release::Unused, &fees).await;
                     return Err(VerifyError::SettlementNotSent { reason: format!("signing failed: {e}") });
                 }
             };
             let tx_hash = *envelope.tx_hash();
             if !claim.claim(tx_hash, self.address, nonce).await {
-                held.disarm();
-                self.release_nonce(nonce, Release::Unused, &fees).await;
+                self.release_nonce(held, Release::Unused, &fees).await;
                 return Ok(None);
             }
             let raw: alloy_primitives::Bytes = envelope.encoded_2718().into();
             match self.chain.send_raw(raw.clone()).await {
                 // Taken, or this very transaction is in the pool already: it was sent.
                 Ok(_) | Err(SendError::AlreadyKnown) => {
-                    held.disarm();
-                    self.release_nonce(nonce, Release::Used, &fees).await;
+                    self.release_nonce(held, Release::Used, &fees).await;
                     return Ok(Some(Submitted { tx_hash, acknowledged: true, nonce, raw }));
                 }
                 Err(SendError::NonceTooLow | SendError::NonceInUse) => {
                     // Someone else used this nonce: ask the node again.
                     tracing::warn!(relayer = %self.address, nonce, "relayer nonce refused; refreshing from the node");
                     last_refusal = format!("nonce {nonce} refused");
-                    held.disarm();
-                    self.release_nonce(nonce, Release::Taken, &fees).await;
+                    self.release_nonce(held, Release::Taken, &fees).await;
                 }
                 Err(SendError::InDoubt(e)) => {
                     // Keep nonces moving forward: if the node took it, reusing the nonce would
                     // replace a payment the payer was told is pending. If it did not, the
                     // caller re-broadcasts these bytes to fill the gap, or calls
                     // `forget_nonce` when it gives up.
-                    held.disarm();
-                    self.release_nonce(nonce, Release::Used, &fees).await;
+                    self.release_nonce(held, Release::Used, &fees).await;
                     tracing::warn!(%tx_hash, error = %e, "settlement broadcast in doubt; keeping the hash to check");
                     return Ok(Some(Submitted { tx_hash, acknowledged: false, nonce, raw }));
                 }
                 Err(SendError::Refused(e)) => {
-                    held.disarm();
-                    self.release_nonce(nonce, Release::Unused, &fees).await;
+                    self.release_nonce(held, Release::Unused, &fees).await;
                     return Err(VerifyError::SettlementNotSent { reason: e.to_string() });
                 }
             }
@@ -458,7 +453,9 @@ impl Settler {
     /// transfer to the relayer; if that cannot be sent, the count is read again from the node
     /// once nothing is in flight (its pending count then stops at the gap, so the next
     /// settlement fills it).
-    async fn release_nonce(&self, nonce: u64, how: Release, fees: &Fees) {
+    async fn release_nonce(&self, held: NonceGuard<'_>, how: Release, fees: &Fees) {
+        let nonce = held.nonce;
+        held.disarm();
         let after = self.book.lock().unwrap_or_else(PoisonError::into_inner).release(nonce, how);
         if let AfterRelease::Fill(gap) = after {
             let held = NonceGuard::new(self, gap);
