@@ -243,6 +243,16 @@ async fn deferred_refuses_what_the_token_would(h: &Harness) {
     assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_payload_authorization_valid_after");
 
     let b = h.payment("/deferred/weather/riga").await;
+    cancel_on_chain(h, &b).await;
+    let resp = pay(h, "/deferred/weather/riga", &b).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_nonce_already_used");
+    assert_eq!(h.upstream.calls(), 0, "nothing was served");
+}
+both_engines!(deferred_refusals, deferred_refuses_what_the_token_would);
+
+/// The payer cancels its authorization on chain (`cancelAuthorization`, sent by anvil key 0).
+async fn cancel_on_chain(h: &Harness, b: &PaymentBuilder) {
     let (v, r, sig_s) = tollgate_test_support::sign_cancel(&b.key, &b.domain(), b.from, b.nonce);
     let cancel = tollgate_test_support::TokenCall::cancelAuthorizationCall {
         authorizer: b.from,
@@ -252,12 +262,7 @@ async fn deferred_refuses_what_the_token_would(h: &Harness) {
         s: sig_s,
     };
     h.chain.send(h.chain.token, alloy_sol_types::SolCall::abi_encode(&cancel)).await.unwrap();
-    let resp = pay(h, "/deferred/weather/riga", &b).await;
-    assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(receipt_or_code(resp).await, "invalid_exact_evm_nonce_already_used");
-    assert_eq!(h.upstream.calls(), 0, "nothing was served");
 }
-both_engines!(deferred_refusals, deferred_refuses_what_the_token_would);
 
 async fn receipt_or_code(resp: reqwest::Response) -> String {
     let body: serde_json::Value = resp.json().await.unwrap();
@@ -474,15 +479,7 @@ async fn cancel_during_the_upstream_call_is_refused_unserved(h: &Harness) {
         while h.upstream.calls() == hits_before {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let (v, r, sig_s) = tollgate_test_support::sign_cancel(&b.key, &b.domain(), b.from, b.nonce);
-        let cancel = tollgate_test_support::TokenCall::cancelAuthorizationCall {
-            authorizer: b.from,
-            nonce: b.nonce,
-            v,
-            r,
-            s: sig_s,
-        };
-        h.chain.send(h.chain.token, alloy_sol_types::SolCall::abi_encode(&cancel)).await.unwrap();
+        cancel_on_chain(h, &b).await;
     };
     let (resp, ()) = tokio::join!(pay(h, "/weather/oslo", &b), cancel);
     assert_eq!(resp.status(), reqwest::StatusCode::PAYMENT_REQUIRED);
