@@ -139,11 +139,7 @@ impl Settings {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
+use tollgate_test_support::loadavg;
 
 fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};

@@ -269,11 +269,7 @@ fn print_overheads(direct: &Measured, runs: &[(Measured, String)], c: usize) {
 }
 
 /// The 1, 5 and 15 minute load averages (other work on the machine skews every number).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
+use tollgate_test_support::loadavg;
 
 /// Pre-signed material for the phase probes.
 struct ProbeSet {

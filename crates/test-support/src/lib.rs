@@ -83,3 +83,11 @@ pub fn anvil_key(index: usize) -> PrivateKeySigner {
 pub fn random_key() -> PrivateKeySigner {
     PrivateKeySigner::random()
 }
+
+/// The machine's load average (1, 5, 15 minutes) as `a/b/c`, printed by the benchmarks beside
+/// their numbers; `unknown` where /proc/loadavg cannot be read.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -228,11 +228,7 @@ impl Settings {
 }
 
 /// The 1, 5 and 15 minute load averages (other work on the machine skews every number).
-pub fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join("/"))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
+pub use tollgate_test_support::loadavg;
 
 // ---------------------------------------------------------------------------------------
 // The stack: anvil, upstream, database, `tollgate serve`.
