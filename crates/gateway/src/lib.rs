@@ -39,4 +39,4 @@ pub mod stored_payment;
 pub use app::{Gateway, StartError};
 pub use config::{Config, ConfigError};
 pub use error::GatewayError;
-pub use server::{reload_certificates, router, serve, serve_admin};
+pub use server::{reload_certificates, router, serve, serve_admin, serve_then};

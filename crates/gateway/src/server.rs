@@ -55,6 +55,18 @@ pub async fn serve(
     gw: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_then(listener, gw, shutdown, || {}).await
+}
+
+/// [`serve`], calling `serving` once the first readiness check is made and the workers are
+/// started, just before connections are accepted: a caller that changes the world the check
+/// reads (a test draining the relayer) waits for it, so the check cannot see that change.
+pub async fn serve_then(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    serving: impl FnOnce(),
+) -> std::io::Result<()> {
     // The first readiness verdict before anything is served (every network is open until
     // then); the monitor keeps it current from then on.
     let checks = Arc::new(ReadinessChecks::new(&gw));
@@ -86,6 +98,7 @@ pub async fn serve(
     // The periodic reconciliation, when `[reconciliation] interval_s` is set.
     let recon = crate::reconcile::spawn_job(&gw);
     let reload = spawn_cert_watcher(&gw);
+    serving();
     // Our own accept loop under the connection limits, plain or TLS (`crate::listener`); the
     // peer address becomes the forwarded request's `X-Forwarded-For` and the per-IP key.
     let result = crate::listener::serve_connections(listener, routes(gw.clone(), checks), gw.clone(), shutdown).await;

@@ -553,12 +553,22 @@ mod in_process {
         let scheme = if gateway.config.server.tls.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", listener.local_addr()?);
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tollgate_gateway::serve(listener, gateway, async move {
+        let (serving_tx, serving) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async move {
                 let _ = rx.await;
+            };
+            tollgate_gateway::serve_then(listener, gateway, stop, move || {
+                let _ = serving_tx.send(());
             })
             .await
         });
+        // Returns once the first readiness check is made: a test that then drains the relayer
+        // or stops the database sees its own change refused by the node or the ledger, not a
+        // first check that ran after it.
+        if serving.await.is_err() {
+            anyhow::bail!("the gateway stopped before serving: {:?}", task.await);
+        }
         Ok((url, tx))
     }
 
