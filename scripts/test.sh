@@ -16,15 +16,22 @@ for tool in cargo node npm; do
   command -v "$tool" >/dev/null || { echo "test.sh: '$tool' is required (Rust and Node.js)" >&2; exit 1; }
 done
 
-# Pinned chain tooling (anvil/forge/cast, solc wasm) and the official x402 clients.
+# Pinned chain tooling (anvil/forge/cast, solc wasm), the official x402 clients and playwright-core.
 if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_modules/solc ] \
    || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   step "npm ci (chain tooling, pinned)"
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if [ ! -d tests/node_modules/@x402/fetch ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
+if [ ! -d tests/node_modules/@x402/fetch ] || [ ! -d tests/node_modules/playwright-core ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
   step "npm ci --prefix tests (official x402 clients, pinned)"
   npm ci --prefix tests --no-audit --no-fund --loglevel=error
+fi
+# The console's browser test (crates/cli/tests/it/console.rs) drives Debian's Chromium through
+# playwright-core (which downloads no browser).
+if [ ! -x /usr/bin/chromium ]; then
+  step "apt-get install chromium (the console's browser test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
 export TOLLGATE_TEST_PG_URL="${TOLLGATE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -38,6 +38,7 @@ use crate::types::*;
     CredentialRevoked,
     Revenue,
     LedgerEntries,
+    EntryEvents,
     WalletPolicyBody,
     WalletPolicyList,
     WalletPolicySet,

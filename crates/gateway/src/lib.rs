@@ -18,6 +18,7 @@ pub mod app;
 pub mod balances;
 pub mod challenge;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod counters;
 pub mod error;

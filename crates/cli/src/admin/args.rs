@@ -607,4 +607,11 @@ pub(crate) enum LedgerCommand {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// One entry's event history, oldest first (a provider token: its own entries).
+    #[command(after_help = "Example:\n  tollgate admin ledger events 0123456789abcdef0123456789abcdef")]
+    Events {
+        /// The entry id (32 hex digits).
+        #[arg(value_name = "ENTRY_ID")]
+        id: String,
+    },
 }

@@ -118,6 +118,9 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
             ];
             api.show(Method::GET, &["ledger", "entries"], &query, None).await
         }
+        AdminCommand::Ledger(LedgerCommand::Events { id }) => {
+            api.show(Method::GET, &["ledger", "entries", &id, "events"], &[], None).await
+        }
     }
 }
 

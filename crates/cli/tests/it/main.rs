@@ -6,6 +6,7 @@ mod admin;
 mod agent;
 mod agent_crash;
 mod architecture;
+mod console;
 mod crash;
 mod deploy;
 mod faults;

@@ -26,6 +26,7 @@ use crate::{ControlError, EndpointSpec, ProviderSpec, VaultKey};
 
 pub mod catalog;
 pub mod credentials;
+pub mod events;
 pub mod tokens;
 pub mod views;
 pub mod wallets;

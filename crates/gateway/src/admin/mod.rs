@@ -16,7 +16,9 @@
 //! Modules: `auth` (the bearer token into a `Principal`, body and query decoders), `host`
 //! (what only the gateway judges for the control plane), `catalog` (tokens, providers,
 //! endpoints, credentials, wallet policies, settings), `audit` (revenue, ledger entries,
-//! the audit trail), `recon` (reconciliation, the finance endpoints).
+//! the audit trail), `events` (one entry's event history), `recon` (reconciliation, the
+//! finance endpoints). The web console's static files (`crate::console`) are served by the
+//! same router under `/console/`; they call these routes like any client.
 //!
 //! Must not: hold a rule of the control plane, return a credential (uploads are write-only),
 //! a token after its creation, or anything of another provider to a provider token; accept
@@ -39,6 +41,7 @@ use crate::error::GatewayError;
 mod audit;
 mod auth;
 mod catalog;
+mod events;
 mod host;
 mod recon;
 
@@ -101,7 +104,12 @@ pub async fn create_token_record(
 /// The admin router (mounted on its own listener by `serve_admin`): every route of the
 /// contract's table, each with its handler.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    ROUTES.iter().fold(Router::new(), |r, route| r.route(route.path, handler(route))).fallback(not_found).with_state(gw)
+    ROUTES
+        .iter()
+        .fold(Router::new(), |r, route| r.route(route.path, handler(route)))
+        .merge(crate::console::router())
+        .fallback(not_found)
+        .with_state(gw)
 }
 
 /// The handler of a route: an exhaustive match, so an operation without a handler does not
@@ -140,6 +148,7 @@ fn handler(route: &Route) -> MethodRouter<Arc<Gateway>> {
         Operation::AuditExport => on(f, audit::audit_export),
         Operation::AuditVerify => on(f, audit::audit_verify),
         Operation::LedgerEntries => on(f, audit::ledger_entries),
+        Operation::EntryEvents => on(f, events::entry_events),
         Operation::Reconcile => on(f, recon::reconcile),
         Operation::ReconRuns => on(f, recon::recon_runs),
         Operation::ReconExceptions => on(f, recon::recon_exceptions),

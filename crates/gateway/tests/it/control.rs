@@ -43,6 +43,7 @@ const MATRIX: &[(&str, &str, bool, bool, bool)] = &[
     ("GET", "/admin/audit/export", true, true, true),
     ("GET", "/admin/audit/verify", true, false, true),
     ("GET", "/admin/ledger/entries", true, true, true),
+    ("GET", "/admin/ledger/entries/{id}/events", true, true, true),
     ("POST", "/admin/reconcile", true, false, true),
     ("GET", "/admin/reconcile/runs", true, false, true),
     ("GET", "/admin/reconcile/runs/{id}/exceptions", true, false, true),

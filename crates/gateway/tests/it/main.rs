@@ -9,6 +9,7 @@ mod after;
 mod concurrency;
 mod control;
 mod deferred_before;
+mod entry_events;
 mod errors;
 mod harness;
 mod hostile_upstream;

@@ -1,0 +1,238 @@
+//! The web console in a real browser: `tollgate serve` (the binary) with anvil and paid calls,
+//! then `tests/console/console.mjs` drives Debian's headless Chromium through playwright-core
+//! against the admin listener's `/console/`, and this test checks what the pages showed
+//! against the admin API, the next 402 quote and the next paid call.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy::providers::Provider;
+use alloy::sol_types::SolCall as _;
+use serde_json::{Value, json};
+use tollgate_test_support::{
+    ConfigBuilder, Deployment, NetworkConfig, PaymentBuilder, ProviderConfig, RouteConfig, TestChain, anvil_key,
+    random_key, v2_header,
+};
+
+use crate::crash::{KEY, PRICE, offer, slow_upstream};
+
+/// A description and a note that would run script if the console wrote them as HTML.
+const XSS: &str = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+async fn admin(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+// Goal: in headless Chromium, the operator logs in and the overview counts the paid calls; an
+// XSS payload in an endpoint description and in a reconciliation note shows as text and runs
+// nothing; a price changed in the Endpoints page is what the admin API lists and what the next
+// 402 quotes; a wallet revoked in the Wallets page is refused on its next call; a provider
+// token sees only its own provider; no page logs a console error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: `apt-get install -y chromium` (scripts/test.sh does it when missing)"
+    );
+    let script = repo_root().join("tests/console/console.mjs");
+    assert!(
+        repo_root().join("tests/node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: `npm ci --prefix tests` (scripts/test.sh does it)"
+    );
+
+    let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
+    let upstream = slow_upstream().await;
+    let payee = random_key().address();
+    let other_payee = random_key().address();
+    let payer = random_key();
+    let revoked = random_key();
+    chain.mint(payer.address(), 1_000_000).await.unwrap();
+    chain.mint(revoked.address(), 1_000_000).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("ledger.db").display());
+    let config = dir.path().join("tollgate.toml");
+    ConfigBuilder::new()
+        .admin_listen()
+        .database(&db_url)
+        .relayer_env("CONSOLE_RELAYER_KEY")
+        .set("settlement", "receipt_poll_interval_ms", 20u64)
+        .network(NetworkConfig::base(&chain.anvil.url))
+        .provider(
+            ProviderConfig::new("slow", payee, &upstream)
+                .credential_header("CONSOLE_API_KEY")
+                .route(RouteConfig::new("/after/{x}", PRICE).description(XSS)),
+        )
+        .provider(
+            ProviderConfig::new("other", other_payee, &upstream)
+                .credential_header("CONSOLE_API_KEY")
+                .route(RouteConfig::new("/other/{x}", PRICE)),
+        )
+        .write(&config)
+        .unwrap();
+    let relayer = format!("{:#x}", anvil_key(9).to_bytes());
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["admin", "bootstrap", "--config", config.to_str().unwrap(), "--label", "console"])
+        .env("CONSOLE_RELAYER_KEY", &relayer)
+        .env("CONSOLE_API_KEY", KEY)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let operator = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_owned();
+    let env = [("CONSOLE_RELAYER_KEY", relayer.clone()), ("CONSOLE_API_KEY", KEY.to_owned())];
+    let served = crate::serve::spawn_serve_with_admin(&config, &env, Default::default()).await;
+    let (url, admin_url) = (served.url.clone(), served.admin_url.clone().expect("admin API line"));
+
+    let http = tollgate_test_support::http();
+    let post = reqwest::Method::POST;
+    let mut tokens = json!({ "operator": operator });
+    for (role, provider) in [("provider", Some("slow")), ("finance", None)] {
+        let created = admin(
+            &http,
+            &admin_url,
+            &operator,
+            post.clone(),
+            "/admin/tokens",
+            Some(json!({"role": role, "provider": provider})),
+        )
+        .await;
+        tokens[role] = created["token"].clone();
+    }
+
+    // Three paid calls to `slow`, one to `other`; each settles before the answer (mode after).
+    let now = chain.latest_timestamp().await.unwrap();
+    let accepted = offer(&http, &format!("{url}/after/x")).await;
+    for i in 0..3 {
+        let header = v2_header(&PaymentBuilder::new(&accepted, &payer, now));
+        let resp = http.get(format!("{url}/after/{i}")).header("payment-signature", header).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let other = offer(&http, &format!("{url}/other/x")).await;
+    let resp = http
+        .get(format!("{url}/other/1"))
+        .header("payment-signature", v2_header(&PaymentBuilder::new(&other, &payer, now)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Settlement of mode `after` may finish just after the answer: wait until the ledger says
+    // all four settled (bounded), so the overview's counts are the final ones.
+    let mut settled = 0;
+    for _ in 0..600 {
+        let page = admin(&http, &admin_url, &operator, reqwest::Method::GET, "/admin/ledger/entries", None).await;
+        settled = page["entries"].as_array().unwrap().iter().filter(|e| e["state"] == "settled").count();
+        if settled == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(settled, 4, "the four paid calls settle");
+    // A plain transfer to the payee: the reconciliation's exception the finance page annotates.
+    chain.fund_gas(payer.address()).await.unwrap();
+    let plain = tollgate_test_support::TokenCall::transferCall { to: payee, value: alloy_primitives::U256::from(7u64) };
+    chain.send_as(payer.clone(), chain.token, plain.abi_encode()).await.unwrap();
+    let head = chain.provider.get_block_number().await.unwrap();
+
+    let out_dir = std::env::var("CONSOLE_SCREENSHOTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let spec = json!({
+        "admin_url": admin_url,
+        "tokens": tokens,
+        "xss": XSS,
+        "price": {"path": "/after/{x}", "value": "0.002"},
+        "wallet": format!("{:#x}", revoked.address()),
+        "head_block": head,
+        "out_dir": out_dir,
+    });
+    let spec_file = dir.path().join("console-spec.json");
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let node = tokio::process::Command::new("node")
+        .arg(&script)
+        .env("CONSOLE_SPEC", &spec_file)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), node).await.expect("the browser script finished").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "node: {stderr}");
+    let seen: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    eprintln!("browser script: {:.1} s; screenshots in {}", started.elapsed().as_secs_f64(), out_dir.display());
+    assert!(seen.get("failure").is_none(), "the browser script failed: {seen:#}");
+
+    // Login and the overview: four paid calls, all settled, for the operator.
+    let op = &seen["operator"];
+    assert_eq!(op["nav"], json!(["Overview", "Ledger & audit", "Endpoints", "Wallets", "Finance"]), "{seen:#}");
+    assert_eq!((op["paid_calls"].as_str(), op["settled"].as_str()), (Some("4"), Some("4")), "{seen:#}");
+    // The payloads are text: shown verbatim, no element made of them, no script run.
+    assert!(op["descriptions"].as_array().unwrap().iter().any(|d| d == XSS), "{seen:#}");
+    assert_eq!(op["images_in_descriptions"], 0);
+    assert_eq!(seen["finance"]["notes"], json!([XSS]), "{seen:#}");
+    assert_eq!(seen["finance"]["elements_in_notes"], 0);
+    assert_eq!(seen["xss_fired"], false);
+    // The ledger page lists the entries and one entry's history ends settled.
+    assert_eq!(op["entry_rows"], 4, "{seen:#}");
+    assert_eq!(op["event_states"].as_array().unwrap().last().unwrap(), "settled", "{seen:#}");
+    assert!(op["audit_rows"].as_u64().unwrap() >= 4, "{seen:#}");
+
+    // The price set in the page is the admin API's current price and the next quote's amount.
+    let listed =
+        admin(&http, &admin_url, &operator, reqwest::Method::GET, "/admin/providers/slow/endpoints", None).await;
+    let endpoint = &listed["endpoints"][0];
+    assert_eq!(endpoint["prices"][0]["amount"], "2000", "{listed:#}");
+    assert!(
+        op["price_set"].as_str().unwrap().contains(&format!("price version {}", endpoint["price_version"])),
+        "{seen:#}"
+    );
+    assert_eq!(json!(offer(&http, &format!("{url}/after/x")).await.amount), json!("2000"));
+
+    // The wallet revoked in the page is refused on its next call, before anything is charged.
+    assert!(op["revoked_wallets"].as_array().unwrap().iter().any(|w| w == &json!(format!("{:#x}", revoked.address()))));
+    let fresh = offer(&http, &format!("{url}/after/x")).await;
+    let resp = http
+        .get(format!("{url}/after/9"))
+        .header("payment-signature", v2_header(&PaymentBuilder::new(&fresh, &revoked, now)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("wallet_revoked"));
+
+    // Finance: its pages, one recorded run; the provider: only its own provider.
+    assert_eq!(seen["finance"]["nav"], json!(["Overview", "Ledger & audit", "Finance"]), "{seen:#}");
+    assert_eq!(seen["finance"]["runs"], 1);
+    let prov = &seen["provider"];
+    assert_eq!(prov["nav"], json!(["Overview", "Ledger & audit", "Endpoints", "Wallets"]), "{seen:#}");
+    assert_eq!(prov["paid_calls"], "3", "{seen:#}");
+    assert_eq!(prov["sections"], json!(["slow"]), "{seen:#}");
+    let routes = prov["entry_routes"].as_array().unwrap();
+    assert!(routes.len() == 3 && routes.iter().all(|r| r == "slow:/after/{x}"), "{seen:#}");
+
+    assert_eq!(seen["console_errors"], json!([]), "{seen:#}");
+    for page in ["overview", "endpoints", "ledger", "audit", "wallets", "finance", "provider-ledger"] {
+        assert!(out_dir.join(format!("{page}.png")).is_file(), "{page} screenshot");
+    }
+}

@@ -1,0 +1,136 @@
+// Drives the web console in Debian's headless Chromium with playwright-core (no browser
+// download: executablePath /usr/bin/chromium). Started by crates/cli/tests/it/console.rs,
+// which seeds the gateway and asserts on the JSON this prints; this script only acts and
+// reports what the pages showed.
+//
+// Input: CONSOLE_SPEC, a JSON file {admin_url, tokens: {operator, provider, finance},
+// xss, price, wallet, head_block, out_dir}. Output: one JSON object on stdout.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const spec = JSON.parse(readFileSync(process.env.CONSOLE_SPEC, 'utf8'));
+const STEP_MS = 15000;
+const report = { console_errors: [], xss_fired: false };
+
+const profile = mkdtempSync(join(tmpdir(), 'tollgate-console-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+  viewport: { width: 1280, height: 900 },
+});
+context.setDefaultTimeout(STEP_MS);
+
+async function open(role) {
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') report.console_errors.push(`${role}: ${m.text()}`); });
+  page.on('pageerror', (e) => report.console_errors.push(`${role}: pageerror ${e.message}`));
+  await page.goto(spec.admin_url + '/console/');
+  await page.fill('#token', spec.tokens[role]);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#page[data-ready]');
+  return page;
+}
+
+async function go(page, id) {
+  const before = await page.getAttribute('#page', 'data-ready');
+  await page.click(`nav a[data-page=${id}]`);
+  await page.waitForFunction((b) => {
+    const p = document.getElementById('page');
+    return p.getAttribute('data-ready') && p.getAttribute('data-ready') !== b;
+  }, before);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(spec.out_dir, name + '.png'), fullPage: true });
+}
+
+const texts = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
+
+try {
+  // The operator: overview counts, endpoints (the XSS description, a price change), the
+  // ledger with an entry's events, the audit trail, a wallet revoked.
+  const op = await open('operator');
+  report.operator = {};
+  report.operator.nav = await texts(op, 'nav a');
+  await op.waitForSelector('[data-kpi=paid_calls]');
+  report.operator.paid_calls = (await op.textContent('[data-kpi=paid_calls] .value')).trim();
+  report.operator.settled = (await op.textContent('[data-state-count=settled]')).trim();
+  await shot(op, 'overview');
+
+  await go(op, 'endpoints');
+  report.operator.descriptions = await texts(op, '.description');
+  report.operator.images_in_descriptions = await op.$$eval('.description img, .description script', (els) => els.length);
+  await op.fill(`[data-price-form="${spec.price.path}"] input`, spec.price.value);
+  await op.click(`[data-price-form="${spec.price.path}"] button`);
+  await op.waitForSelector('[data-price-set]');
+  report.operator.price_set = await op.textContent('[data-price-set]');
+  await shot(op, 'endpoints');
+
+  await go(op, 'ledger');
+  await op.waitForSelector('table tbody tr.clickable');
+  report.operator.entry_rows = (await op.$$('table tbody tr.clickable')).length;
+  await op.click('table tbody tr.clickable');
+  await op.waitForSelector('[data-entry] table tbody tr');
+  report.operator.event_states = await texts(op, '[data-entry] table tbody tr td:nth-child(3)');
+  await shot(op, 'ledger');
+  await op.click('[data-tab=audit]');
+  await op.waitForSelector('[data-audit=intact]');
+  await op.waitForSelector('[data-form=audit] ~ div table tbody tr');
+  report.operator.audit_rows = (await op.$$('[data-form=audit] ~ div table tbody tr')).length;
+  await shot(op, 'audit');
+
+  await go(op, 'wallets');
+  await op.fill('[data-form=revoke-wallet] input[name=wallet]', spec.wallet);
+  await op.click('[data-form=revoke-wallet] button.danger');
+  await op.click('[data-confirm=yes]');
+  await op.waitForSelector('[data-wallet-action=reinstate]');
+  report.operator.revoked_wallets = await texts(op, 'table tbody tr td:nth-child(2) code');
+  await shot(op, 'wallets');
+
+  // Finance: a reconciliation run over the chain, its exceptions, a note with the payload.
+  const fin = await open('finance');
+  report.finance = { nav: await texts(fin, 'nav a') };
+  await go(fin, 'finance');
+  await fin.selectOption('[data-form=reconcile] select[name=mode]', 'blocks');
+  await fin.fill('[data-form=reconcile] input[name=from]', '0');
+  await fin.fill('[data-form=reconcile] input[name=to]', String(spec.head_block));
+  await fin.fill('[data-form=reconcile] input[name=confirmations]', '1');
+  await fin.click('[data-form=reconcile] [data-action=run]');
+  await fin.waitForSelector('table tbody tr.clickable');
+  report.finance.runs = (await fin.$$('table tbody tr.clickable')).length;
+  await fin.click('table tbody tr.clickable');
+  await fin.waitForSelector('[data-exception] [data-note-form]');
+  await fin.fill('[data-exception] [data-note-form] input', spec.xss);
+  await fin.click('[data-exception] [data-note-form] button');
+  await fin.waitForSelector('[data-exception] .note');
+  report.finance.notes = await texts(fin, '[data-exception] .note');
+  report.finance.elements_in_notes = await fin.$$eval('.note img, .note script', (els) => els.length);
+  await shot(fin, 'finance');
+
+  // The provider: only its own provider's endpoints and entries.
+  const prov = await open('provider');
+  report.provider = { nav: await texts(prov, 'nav a') };
+  await prov.waitForSelector('[data-kpi=paid_calls]');
+  report.provider.paid_calls = (await prov.textContent('[data-kpi=paid_calls] .value')).trim();
+  await go(prov, 'endpoints');
+  report.provider.sections = await prov.$$eval('section[data-provider]', (els) => els.map((e) => e.getAttribute('data-provider')));
+  await go(prov, 'ledger');
+  await prov.waitForSelector('table tbody tr.clickable');
+  report.provider.entry_routes = await texts(prov, 'table tbody tr.clickable td:nth-child(3)');
+  await shot(prov, 'provider-ledger');
+
+  for (const p of [op, fin, prov]) {
+    if (await p.evaluate(() => window.__xss !== undefined)) report.xss_fired = true;
+  }
+} catch (e) {
+  report.failure = String(e && e.stack ? e.stack : e);
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(report) + '\n');
