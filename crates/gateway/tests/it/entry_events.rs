@@ -16,7 +16,8 @@ use crate::harness::{Harness, admin_token};
 // unknown id is 404 and a malformed one 400.
 async fn entry_events_by_role(h: &Harness) {
     let b = h.payment("/weather/nice").await;
-    let resp = h.http.get(format!("{}/weather/nice", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
+    let resp =
+        h.http.get(format!("{}/weather/nice", h.url)).header("payment-signature", v2_header(&b)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let entry = h.wait_state(&b, EntryState::Settled).await;
     let path = format!("/admin/ledger/entries/{}/events", entry.id);

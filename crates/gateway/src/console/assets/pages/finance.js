@@ -103,11 +103,24 @@ async function showExceptions(root, run) {
     for (const x of list.filter((y) => y.class === c)) {
       const notes = h('div');
       root.appendChild(h('div', { class: 'detail', 'data-exception': x.id },
-        h('dl', {}, Object.entries(x).map(([k, v]) => [h('dt', { text: k }), h('dd', { text: v === null ? '—' : String(v) })])),
+        h('dl', {}, Object.entries(x).map(([k, v]) => [h('dt', { text: k }), h('dd', { text: cell(k, v) })])),
         notes));
       await showNotes(notes, x);
     }
   }
+}
+
+// Amounts (atomic, decimal or 0x-hex) in token units with the atomic value; the rest as is.
+function cell(k, v) {
+  if (v === null || v === undefined) return '—';
+  if (k.startsWith('amount_')) {
+    try {
+      return `${amount(BigInt(v).toString())} (${BigInt(v).toString()} atomic)`;
+    } catch (e) {
+      return String(v);
+    }
+  }
+  return String(v);
 }
 
 async function showNotes(root, x) {
