@@ -101,38 +101,6 @@ pub(super) fn read_secret(file: Option<&Path>) -> Result<SecretString, Failure> 
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    // Goal: the provider body carries a vault credential built from flags, defaulting to a
-    // header injection, and only the fields given.
-    #[test]
-    fn provider_body_from_flags() {
-        let p = ProviderPut {
-            id: "w".into(),
-            pay_to: "0x1".into(),
-            upstream: "http://u".into(),
-            strip_prefix: None,
-            upstream_timeout_ms: Some(5),
-            credential_json: None,
-            vault: Some("k".into()),
-            inject: None,
-            header: Some("X-Key".into()),
-            template: None,
-            param: None,
-            username: None,
-        };
-        assert_eq!(
-            provider_body(&p).unwrap(),
-            json!({"pay_to": "0x1", "upstream": "http://u", "upstream_timeout_ms": 5,
-                   "credential": {"inject": "header", "vault": "k", "header": "X-Key"}})
-        );
-    }
-}
-
 /// `PROVIDER:PATH` (an endpoint's name, as `endpoint list` shows it) into its two parts.
 pub(super) fn route_name(route: &str) -> Result<(String, String), Failure> {
     match route.split_once(':') {
@@ -173,4 +141,36 @@ pub(super) fn endpoint_patch(e: &EndpointSet) -> Result<(String, api::EndpointPa
         enabled,
     };
     Ok((provider, patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    // Goal: the provider body carries a vault credential built from flags, defaulting to a
+    // header injection, and only the fields given.
+    #[test]
+    fn provider_body_from_flags() {
+        let p = ProviderPut {
+            id: "w".into(),
+            pay_to: "0x1".into(),
+            upstream: "http://u".into(),
+            strip_prefix: None,
+            upstream_timeout_ms: Some(5),
+            credential_json: None,
+            vault: Some("k".into()),
+            inject: None,
+            header: Some("X-Key".into()),
+            template: None,
+            param: None,
+            username: None,
+        };
+        assert_eq!(
+            provider_body(&p).unwrap(),
+            json!({"pay_to": "0x1", "upstream": "http://u", "upstream_timeout_ms": 5,
+                   "credential": {"inject": "header", "vault": "k", "header": "X-Key"}})
+        );
+    }
 }
