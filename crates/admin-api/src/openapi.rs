@@ -30,6 +30,8 @@ use crate::types::*;
     EndpointWrite,
     EndpointPath,
     EndpointEnabled,
+    EndpointPatch,
+    Deleted,
     PriceVersion,
     PriceHistory,
     SecretBody,

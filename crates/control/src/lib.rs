@@ -6,12 +6,14 @@
 //! caller of an admin operation and the checks of its role and provider scope), and the admin
 //! operations themselves ([`admin`]: each checked against a `Principal`, its input judged by
 //! the control plane's rules, its writes made through `tollgate-metering`'s repositories,
-//! failing with [`ControlError`]).
+//! failing with [`ControlError`]), and what differs between the file's catalog and the live
+//! one ([`diff`]).
 //!
 //! Must not: know HTTP (no status codes, no axum), read the configuration file or the
 //! environment, or log or return a secret except as `SecretString`.
 
 pub mod admin;
+pub mod diff;
 mod error;
 pub mod principal;
 pub mod spec;

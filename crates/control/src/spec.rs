@@ -106,6 +106,10 @@ pub struct EndpointSpec {
     /// Price in atomic units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_atomic: Option<String>,
+    /// A free route: forwarded with the credential, audited, never paid (no price). Absent in
+    /// records written before free routes; an optional field, so version 1 still reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<bool>,
     /// Accepted networks (CAIP-2 ids); default all configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,

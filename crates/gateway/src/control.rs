@@ -1,7 +1,9 @@
 //! The live control plane: the route table and the decrypted credentials, rebuilt from the
 //! database whenever it changes, and the audit writer.
 //!
-//! Owns: seeding the database from the TOML file at startup; building a [`Snapshot`]
+//! Owns: seeding the database from the TOML file at startup (the file seeds what the
+//! database lacks and keeps what it owns; an admin change is never reverted, a difference is
+//! logged — see [`seed`]); building a [`Snapshot`]
 //! (providers, priced endpoints with their current price version, the latest unrevoked vault
 //! version of every credential) and swapping it in atomically; watching for changes made by
 //! any process (PostgreSQL `NOTIFY`, plus a poll of the change counter on every engine, so a
@@ -12,7 +14,7 @@
 //! secret, or stop serving because one stored record became invalid (that endpoint is left
 //! out and the error logged).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -26,6 +28,7 @@ use tollgate_metering::{Actor, AtomicAmount, Ledger, MeteringError, NewAuditReco
 use tollgate_x402::{DecimalU256, Network, v2};
 
 use tollgate_control::admin::catalog::reserved_path_check;
+use tollgate_control::diff::{self, Difference, LiveEndpoint, LiveProvider};
 use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, vault};
 
 use crate::config::{
@@ -198,6 +201,7 @@ pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
         methods: r.methods,
         price: r.price,
         price_atomic: r.price_atomic,
+        free: r.free,
         networks: r.networks,
         description: r.description,
         mime_type: r.mime_type,
@@ -217,6 +221,7 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
         methods: e.methods,
         price: e.price,
         price_atomic: e.price_atomic,
+        free: e.free,
         networks: e.networks,
         description: e.description,
         mime_type: e.mime_type,
@@ -247,31 +252,93 @@ pub fn serve_route(
     build_route(key, &raw_route(spec), provider, &config.networks, &config.server)
 }
 
-/// Seeds providers and endpoints from the file: created or updated (a changed price makes a
-/// new price version); endpoints seeded earlier by the file and no longer in it are disabled.
-/// Records made through the admin API are kept.
-pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<(), SeedError> {
+/// Seeds providers and endpoints from the file, by one rule: **the file seeds what the
+/// database does not have, and keeps in step what it owns** (`source = config`: created or
+/// updated, a changed price making a new price version; its endpoints no longer in the file
+/// disabled). A record changed through the admin API (its source is then `admin`: a price,
+/// a description, enabled or disabled, deleted) is never overwritten: a restart never reverts
+/// an admin change. Every field where the file and such a record differ is logged at WARN,
+/// naming the record and the field (the same comparison as `tollgate admin diff`); the
+/// differences are returned.
+pub async fn seed(config: &Config, ledger: &Ledger, now_unix_s: u64) -> Result<Vec<Difference>, SeedError> {
     let actor = Actor("config".to_owned());
     let db = SeedError::Database;
+    let catalog = ledger.catalog();
+    let providers = catalog.providers().await.map_err(db)?;
     for (raw, typed) in config.raw_providers.iter().zip(&config.providers) {
-        let spec = provider_spec(raw).to_stored();
-        ledger.catalog().put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
+        let owned = |source: Source, deleted: Option<u64>| source == Source::Config && deleted.is_none();
+        let known = providers.iter().find(|p| p.id == raw.id);
+        if known.is_some_and(|p| p.deleted_unix_s.is_some()) {
+            // Deleted through the admin API: its endpoints stay deleted too.
+            continue;
+        }
+        if known.is_none_or(|p| owned(p.source, p.deleted_unix_s)) {
+            let spec = provider_spec(raw).to_stored();
+            catalog.put_provider(&raw.id, &spec, Source::Config, &actor, now_unix_s).await.map_err(db)?;
+        }
+        let endpoints = catalog.endpoints(Some(&raw.id)).await.map_err(db)?;
         for (r, route) in raw.routes.iter().zip(&typed.routes) {
             reserved_path_check(&r.path).map_err(SeedError::Config)?;
+            let known = endpoints.iter().find(|e| e.path == r.path);
+            if known.is_some_and(|e| !owned(e.source, e.deleted_unix_s)) {
+                continue;
+            }
             let spec = endpoint_spec(r).to_stored();
-            ledger
-                .catalog()
-                .put_endpoint(&raw.id, &r.path, &spec, &prices_json(&route.prices), Source::Config, &actor, now_unix_s)
+            let prices = prices_json(&route.prices);
+            catalog
+                .put_endpoint(&raw.id, &r.path, &spec, &prices, true, Source::Config, &actor, now_unix_s)
                 .await
                 .map_err(db)?;
         }
-        for e in ledger.catalog().endpoints(Some(&raw.id)).await.map_err(db)? {
-            if e.source == Source::Config && e.enabled && !raw.routes.iter().any(|r| r.path == e.path) {
-                ledger.catalog().set_endpoint_enabled(&raw.id, &e.path, false, &actor, now_unix_s).await.map_err(db)?;
+        for e in endpoints {
+            if owned(e.source, e.deleted_unix_s) && e.enabled && !raw.routes.iter().any(|r| r.path == e.path) {
+                catalog
+                    .set_endpoint_enabled(&raw.id, &e.path, false, Source::Config, &actor, now_unix_s)
+                    .await
+                    .map_err(db)?;
             }
         }
     }
-    Ok(())
+    let differences = file_diff(config, ledger).await.map_err(db)?;
+    for d in &differences {
+        tracing::warn!(
+            record = %d.target,
+            field = %d.field,
+            file = %d.file,
+            live = %d.live,
+            "the configuration file differs from a record changed through the admin API; the admin change is kept \
+             (`tollgate admin diff --config FILE` lists every difference)"
+        );
+    }
+    Ok(differences)
+}
+
+/// A file's catalog in its stored form: each provider with its routes.
+pub fn file_catalog(providers: &[RawProvider]) -> Vec<(ProviderSpec, Vec<EndpointSpec>)> {
+    providers.iter().map(|p| (provider_spec(p), p.routes.iter().map(endpoint_spec).collect())).collect()
+}
+
+/// Every difference between the file's catalog and the database's.
+pub async fn file_diff(config: &Config, ledger: &Ledger) -> Result<Vec<Difference>, MeteringError> {
+    let catalog = ledger.catalog();
+    let mut live = BTreeMap::new();
+    for p in catalog.providers().await? {
+        live.insert(
+            p.id.clone(),
+            LiveProvider {
+                spec: ProviderSpec::from_stored(&p.spec).ok(),
+                deleted: p.deleted_unix_s.is_some(),
+                endpoints: BTreeMap::new(),
+            },
+        );
+    }
+    for e in catalog.endpoints(None).await? {
+        if let Some(p) = live.get_mut(&e.provider) {
+            let spec = EndpointSpec::from_stored(&e.spec).ok();
+            p.endpoints.insert(e.path, LiveEndpoint { spec, enabled: e.enabled, deleted: e.deleted_unix_s.is_some() });
+        }
+    }
+    Ok(diff::catalog(&file_catalog(&config.raw_providers), &live))
 }
 
 /// Builds a snapshot from the database. Records that no longer validate (a network removed
@@ -283,6 +350,9 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
     let no_env = |_: &str| None;
     let mut providers: Vec<Arc<ProviderConfig>> = Vec::new();
     for rec in ledger.catalog().providers().await? {
+        if rec.deleted_unix_s.is_some() {
+            continue;
+        }
         let mut raw = match ProviderSpec::from_stored(&rec.spec) {
             Ok(spec) => raw_provider(spec),
             Err(e) => {
@@ -318,7 +388,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
     }
     let mut routes = Vec::new();
     for e in ledger.catalog().endpoints(None).await? {
-        if !e.enabled {
+        if !e.enabled || e.deleted_unix_s.is_some() {
             continue;
         }
         let Some(provider) = providers.iter().find(|p| p.id == e.provider) else { continue };

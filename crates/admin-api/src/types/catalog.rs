@@ -75,6 +75,9 @@ pub struct Provider {
     pub source: Value,
     /// Last change.
     pub updated_unix_s: u64,
+    /// When it was deleted (listed only with `include_deleted=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_unix_s: Option<u64>,
 }
 
 /// Providers (a provider token sees its own).
@@ -112,6 +115,10 @@ pub struct EndpointBody {
     /// Atomic units as a decimal string, below 2^63.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_atomic: Option<String>,
+    /// A free route (no price; `price = "0"` means the same): forwarded with the provider's
+    /// credential and audited, never answered 402 and never written to the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<bool>,
     /// CAIP-2 ids; default every configured network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,
@@ -171,11 +178,14 @@ pub struct Endpoint {
     pub source: Value,
     /// Current price version.
     pub price_version: u64,
-    /// Its prices; null if they no longer read.
+    /// Its prices (empty for a free route); null if they no longer read.
     #[schema(value_type = Vec<Price>)]
     pub prices: Value,
     /// Last change.
     pub updated_unix_s: u64,
+    /// When it was deleted (listed only with `include_deleted=true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_unix_s: Option<u64>,
 }
 
 /// A provider's endpoints.
@@ -242,4 +252,77 @@ pub struct PriceHistory {
     pub current: u64,
     /// Every version, oldest first.
     pub versions: Vec<PriceVersion>,
+}
+
+/// A partial change of an endpoint (`PATCH`): `path` names it; every other field given
+/// replaces the stored one, every field absent is kept. Giving `price` drops a stored
+/// `price_atomic` and `free` (and the other way round): an endpoint has one price.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    /// The endpoint's path pattern (not changed: it names the endpoint).
+    pub path: String,
+    /// Methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Human amount in token units (`"0.002"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
+    /// Atomic units as a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_atomic: Option<String>,
+    /// `true`: a free route (the price is dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<bool>,
+    /// CAIP-2 ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Vec<String>>,
+    /// Offered in the 402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Offered in the 402.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    /// `after`, `before` or `deferred`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<String>,
+    /// `maxTimeoutSeconds` offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_seconds: Option<u64>,
+    /// Upstream timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// Request body cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes_max: Option<u64>,
+    /// Charge when the upstream answers with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charge_redirects: Option<bool>,
+    /// Pass the upstream's `Set-Cookie` through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_set_cookie: Option<bool>,
+    /// Serve it (`true`) or not (`false`); absent keeps it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// Whether listings include deleted records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Include deleted providers or endpoints (with their `deleted_unix_s`); default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_deleted: Option<bool>,
+}
+
+/// A provider or endpoint deleted (softly: its history, price versions and ledger
+/// references are kept; agents get 404 from now on).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deleted {
+    /// The provider id, or `provider:path`.
+    pub name: String,
+    /// When.
+    pub deleted_unix_s: u64,
 }

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 
 use super::ADMIN_HELP;
+use super::catalog_args::{ENDPOINT_HELP, PROVIDER_HELP};
+pub(crate) use super::catalog_args::{EndpointCommand, EndpointPut, EndpointSet, ProviderCommand, ProviderPut};
 
 /// Where the admin API is and how to authenticate (global to every subcommand).
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +26,21 @@ pub struct Connection {
     /// Mozilla roots [env: TOLLGATE_CA_FILE].
     #[arg(long, global = true, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+    /// The gateway's configuration file [env: TOLLGATE_CONFIG]: its `[admin] listen` is the
+    /// API's address unless --url or TOLLGATE_ADMIN_URL says otherwise; `bootstrap` and
+    /// `diff` read it; `audit verify --config` reads its database instead of calling the API.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The variable naming the configuration file when --config is not given.
+pub(crate) const CONFIG_ENV: &str = "TOLLGATE_CONFIG";
+
+impl Connection {
+    /// The configuration file: --config, else TOLLGATE_CONFIG.
+    pub(crate) fn config_file(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+    }
 }
 
 /// `tollgate admin` arguments.
@@ -43,16 +60,14 @@ pub(crate) enum AdminCommand {
     Whoami,
     /// Create the first operator token by writing to the database directly (no API call).
     ///
-    /// Opens the database named by the configuration (migrating it if needed), stores the
+    /// Opens the database named by the configuration (--config FILE or TOLLGATE_CONFIG;
+    /// migrating it if needed), stores the
     /// token's SHA-256 and prints the token once. Refuses when an unrevoked operator token
     /// exists, unless --force (e.g. the only operator token was lost).
     #[command(after_help = "Examples:\n  tollgate admin bootstrap --config tollgate.toml --label ops \
                             --out ~/.tollgate/admin.token\n  \
                             TOLLGATE_ADMIN_TOKEN=$(tollgate admin bootstrap --config tollgate.toml | jq -r .token)")]
     Bootstrap {
-        /// The gateway's configuration file (its [database] is used).
-        #[arg(long, short)]
-        config: PathBuf,
         /// A label for the token.
         #[arg(long, default_value = "bootstrap")]
         label: String,
@@ -111,6 +126,13 @@ pub(crate) enum AdminCommand {
     /// Reconciliation over the API (finance, operator): run, list runs, exceptions, notes.
     #[command(subcommand, after_help = RECONCILE_HELP)]
     Reconcile(ReconcileCommand),
+    /// Compare the configuration file's providers and endpoints with the live ones.
+    ///
+    /// Lists, as JSON, every field where the file (--config FILE or TOLLGATE_CONFIG) and a
+    /// live record differ: records changed through the admin API keep their change at a
+    /// restart, and `tollgate serve` warns about the same differences when it starts.
+    #[command(after_help = "Example:\n  tollgate admin diff --config tollgate.toml")]
+    Diff,
     /// Print the admin API's OpenAPI 3.1 document.
     #[command(after_help = "Example:\n  tollgate admin openapi > tollgate-admin.openapi.json")]
     Openapi,
@@ -228,155 +250,6 @@ pub(crate) enum TokenCommand {
         /// The token's id (from `token list`).
         id: String,
     },
-}
-
-const PROVIDER_HELP: &str = "\
-Examples:
-  tollgate admin provider list
-  tollgate admin provider put weather --pay-to 0x209693Bc6afc0C5328bA36FaF03C514EF312287C \\
-      --upstream https://api.weather.example --vault weather-key";
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum ProviderCommand {
-    /// List providers (a provider token sees its own).
-    #[command(after_help = "Example:\n  tollgate admin provider list")]
-    List,
-    /// Create or replace a provider (the whole spec; its endpoints are kept).
-    ///
-    /// The upstream credential comes from the vault: `--vault NAME` with the injection flags,
-    /// or `--credential-json` (the `credential` object of docs/configuration.md with `vault`).
-    #[command(after_help = "Examples:\n  tollgate admin provider put weather \
-                            --pay-to 0x209693Bc6afc0C5328bA36FaF03C514EF312287C \\\n      \
-                            --upstream https://api.weather.example --strip-prefix /weather --vault weather-key\n  \
-                            tollgate admin provider put maps --pay-to 0x209693Bc6afc0C5328bA36FaF03C514EF312287C \\\n      \
-                            --upstream http://10.0.0.7:9000 --credential-json '{\"inject\":\"query\",\"param\":\"key\",\"vault\":\"maps\"}'")]
-    Put(Box<ProviderPut>),
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct ProviderPut {
-    /// The provider id (letters, digits, '-' and '_').
-    pub(crate) id: String,
-    /// The payee address.
-    #[arg(long, value_name = "ADDRESS")]
-    pub(crate) pay_to: String,
-    /// The upstream base URL.
-    #[arg(long, value_name = "URL")]
-    pub(crate) upstream: String,
-    /// Prefix removed from the gateway path before forwarding.
-    #[arg(long, value_name = "PATH")]
-    pub(crate) strip_prefix: Option<String>,
-    /// Default upstream timeout of its endpoints.
-    #[arg(long, value_name = "MS")]
-    pub(crate) upstream_timeout_ms: Option<u64>,
-    /// The credential as JSON (`vault` names the secret).
-    #[arg(long, value_name = "JSON", conflicts_with_all = ["vault", "inject", "header", "template", "param", "username"])]
-    pub(crate) credential_json: Option<String>,
-    /// Inject the latest unrevoked version of this vault credential.
-    #[arg(long, value_name = "NAME")]
-    pub(crate) vault: Option<String>,
-    /// How the credential is injected: header, query or basic [default: header].
-    #[arg(long, value_parser = ["header", "query", "basic"], requires = "vault")]
-    pub(crate) inject: Option<String>,
-    /// Header name (inject header) [default: Authorization].
-    #[arg(long, requires = "vault")]
-    pub(crate) header: Option<String>,
-    /// Header value template with {secret} (inject header) [default: "Bearer {secret}"].
-    #[arg(long, requires = "vault")]
-    pub(crate) template: Option<String>,
-    /// Query parameter (inject query).
-    #[arg(long, requires = "vault")]
-    pub(crate) param: Option<String>,
-    /// Basic-auth user (inject basic).
-    #[arg(long, requires = "vault")]
-    pub(crate) username: Option<String>,
-}
-
-const ENDPOINT_HELP: &str = "\
-Examples:
-  tollgate admin endpoint list weather
-  tollgate admin endpoint put weather --path '/weather/{city}' --price 0.001
-  tollgate admin endpoint prices weather --path '/weather/{city}'
-  tollgate admin endpoint disable weather --path '/weather/{city}'";
-
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum EndpointCommand {
-    /// List a provider's endpoints with their current prices.
-    #[command(after_help = "Example:\n  tollgate admin endpoint list weather")]
-    List {
-        /// The provider id.
-        provider: String,
-    },
-    /// Create or replace an endpoint; a changed price creates a new price version.
-    #[command(after_help = "Examples:\n  tollgate admin endpoint put weather --path '/weather/{city}' --price 0.001 \
-                            --description 'Current weather'\n  \
-                            tollgate admin endpoint put weather --path /forecast --price-atomic 2500 --methods GET,POST \
-                            --settlement deferred\n  \
-                            tollgate admin endpoint put weather --spec-json '{\"path\":\"/alerts\",\"price\":\"0.01\"}'")]
-    Put(Box<EndpointPut>),
-    /// Stop serving an endpoint (its prices and history are kept).
-    #[command(after_help = "Example:\n  tollgate admin endpoint disable weather --path '/weather/{city}'")]
-    Disable(EndpointRef),
-    /// Serve a disabled endpoint again.
-    #[command(after_help = "Example:\n  tollgate admin endpoint enable weather --path '/weather/{city}'")]
-    Enable(EndpointRef),
-    /// An endpoint's price versions (ledger entries record the version they were charged at).
-    #[command(after_help = "Example:\n  tollgate admin endpoint prices weather --path '/weather/{city}'")]
-    Prices(EndpointRef),
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct EndpointRef {
-    /// The provider id.
-    pub(crate) provider: String,
-    /// The endpoint's path pattern, as written when it was put.
-    #[arg(long)]
-    pub(crate) path: String,
-}
-
-#[derive(Debug, clap::Args)]
-pub(crate) struct EndpointPut {
-    /// The provider id.
-    pub(crate) provider: String,
-    /// The path pattern (`/exact`, `/{param}` segments, trailing `/*`).
-    #[arg(long, required_unless_present = "spec_json")]
-    pub(crate) path: Option<String>,
-    /// Human price in token units (`0.001`).
-    #[arg(long, conflicts_with = "price_atomic")]
-    pub(crate) price: Option<String>,
-    /// Price in atomic units (`1000`).
-    #[arg(long, value_name = "N")]
-    pub(crate) price_atomic: Option<String>,
-    /// Allowed methods, comma-separated [default: GET].
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) methods: Option<Vec<String>>,
-    /// Accepted networks (CAIP-2), comma-separated [default: every configured network].
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) networks: Option<Vec<String>>,
-    /// after, before or deferred [default: after].
-    #[arg(long, value_parser = ["after", "before", "deferred"])]
-    pub(crate) settlement: Option<String>,
-    /// Shown in the 402 challenge.
-    #[arg(long)]
-    pub(crate) description: Option<String>,
-    /// Response media type [default: application/json].
-    #[arg(long)]
-    pub(crate) mime_type: Option<String>,
-    /// `maxTimeoutSeconds` offered [default: 60].
-    #[arg(long, value_name = "S")]
-    pub(crate) max_timeout_seconds: Option<u64>,
-    /// Upstream timeout [default: the provider's].
-    #[arg(long, value_name = "MS")]
-    pub(crate) upstream_timeout_ms: Option<u64>,
-    /// Request body cap [default: server.body_bytes_max].
-    #[arg(long, value_name = "BYTES")]
-    pub(crate) body_bytes_max: Option<u64>,
-    /// The whole endpoint as JSON (the keys of [[providers.routes]]), instead of the flags.
-    #[arg(long, value_name = "JSON", conflicts_with_all = [
-        "path", "price", "price_atomic", "methods", "networks", "settlement", "description",
-        "mime_type", "max_timeout_seconds", "upstream_timeout_ms", "body_bytes_max",
-    ])]
-    pub(crate) spec_json: Option<String>,
 }
 
 const CREDENTIAL_HELP: &str = "\
@@ -534,15 +407,12 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Verify the hash chain: through the API, or with --config straight from the database.
+    /// Verify the hash chain: through the API, or with --config FILE (the flag, not
+    /// TOLLGATE_CONFIG) straight from the database.
     /// Exit code 8 when the chain is broken (the first broken sequence number is printed).
     #[command(after_help = "Examples:\n  tollgate admin audit verify\n  \
                             tollgate admin audit verify --config tollgate.toml")]
-    Verify {
-        /// Read the database of this configuration file instead of calling the API.
-        #[arg(long, short, value_name = "FILE")]
-        config: Option<PathBuf>,
-    },
+    Verify,
 }
 
 #[derive(Debug, clap::Args)]

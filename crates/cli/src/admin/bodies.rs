@@ -13,7 +13,7 @@ use serde_json::Value;
 use tollgate_admin_api::types as api;
 
 use super::SECRET_BYTES_MAX;
-use super::args::{EndpointPut, ProviderPut};
+use super::args::{EndpointPut, EndpointSet, ProviderPut};
 use crate::Failure;
 
 /// A request body of the contract as JSON (the contract's types serialise infallibly).
@@ -99,6 +99,48 @@ pub(super) fn read_secret(file: Option<&Path>) -> Result<SecretString, Failure> 
         return Err(Failure::usage(format!("the secret from {source} is empty")));
     }
     Ok(SecretString::from(trimmed.to_owned()))
+}
+
+/// `PROVIDER:PATH` (an endpoint's name, as `endpoint list` shows it) into its two parts.
+pub(super) fn route_name(route: &str) -> Result<(String, String), Failure> {
+    match route.split_once(':') {
+        Some((provider, path)) if !provider.is_empty() && path.starts_with('/') => {
+            Ok((provider.to_owned(), path.to_owned()))
+        }
+        _ => Err(Failure::usage(format!(
+            "`{route}`: expected PROVIDER:PATH, e.g. 'weather:/weather/{{city}}' (as `endpoint list` names it)"
+        ))),
+    }
+}
+
+/// The PATCH body of `endpoint set`: only the flags given.
+pub(super) fn endpoint_patch(e: &EndpointSet) -> Result<(String, api::EndpointPatch), Failure> {
+    let (provider, path) = route_name(&e.route)?;
+    let enabled = if e.enable {
+        Some(true)
+    } else if e.disable {
+        Some(false)
+    } else {
+        None
+    };
+    let patch = api::EndpointPatch {
+        path,
+        methods: e.methods.clone(),
+        price: e.price.clone(),
+        price_atomic: e.price_atomic.clone(),
+        free: e.free.then_some(true),
+        networks: e.networks.clone(),
+        description: e.description.clone(),
+        mime_type: e.mime_type.clone(),
+        settlement: e.settlement.clone(),
+        max_timeout_seconds: e.max_timeout_seconds,
+        upstream_timeout_ms: e.upstream_timeout_ms,
+        body_bytes_max: e.body_bytes_max,
+        charge_redirects: None,
+        allow_set_cookie: None,
+        enabled,
+    };
+    Ok((provider, patch))
 }
 
 #[cfg(test)]

@@ -21,15 +21,36 @@ use crate::{EXIT_FAILURE, EXIT_OK, EXIT_REFUSED, EXIT_TRANSPORT, Failure};
 pub(super) struct Api {
     http: reqwest::Client,
     base: Url,
+    /// Where the base URL came from, for the error when it cannot be reached.
+    from: String,
     token: SecretString,
+}
+
+/// The admin API's URL and where it came from: --url, else TOLLGATE_ADMIN_URL, else the
+/// configuration file's `[admin] listen` (--config or TOLLGATE_CONFIG), else the default.
+fn base_url(conn: &Connection) -> Result<(String, String), Failure> {
+    if let Some(u) = &conn.url {
+        return Ok((u.clone(), "--url".to_owned()));
+    }
+    if let Some(u) = std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()) {
+        return Ok((u, URL_ENV.to_owned()));
+    }
+    if let Some(path) = conn.config_file() {
+        return match tollgate_gateway::Config::admin_url(&path) {
+            Ok(Some(u)) => Ok((u, format!("[admin] listen in {}", path.display()))),
+            Ok(None) => Err(Failure::usage(format!(
+                "the admin API is disabled in {} ([admin] enabled = false); pass --url",
+                path.display()
+            ))),
+            Err(e) => Err(Failure::usage(e.to_string())),
+        };
+    }
+    Ok((DEFAULT_URL.to_owned(), "the default".to_owned()))
 }
 
 impl Api {
     pub(super) fn new(conn: &Connection) -> Result<Api, Failure> {
-        let url = match &conn.url {
-            Some(u) => u.clone(),
-            None => std::env::var(URL_ENV).ok().filter(|u| !u.is_empty()).unwrap_or_else(|| DEFAULT_URL.to_owned()),
-        };
+        let (url, from) = base_url(conn)?;
         let base = Url::parse(&url).map_err(|e| Failure::usage(format!("--url `{url}`: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(Failure::usage(format!("--url `{url}`: expected an http:// or https:// URL")));
@@ -43,7 +64,7 @@ impl Api {
             .timeout(timeout)
             .build()
             .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot build the HTTP client: {e}")))?;
-        Ok(Api { http, base, token })
+        Ok(Api { http, base, from, token })
     }
 
     /// `/admin/<segments...>?<query>`, each segment and value percent-encoded.
@@ -91,7 +112,16 @@ impl Api {
             return Failure::new(EXIT_TRANSPORT, format!("request to the admin API failed: {tls}"));
         }
         let what = if e.is_timeout() { "timed out" } else { "failed" };
-        Failure::new(EXIT_TRANSPORT, format!("request to the admin API at {} {what}: {}", self.base, e.without_url()))
+        Failure::new(
+            EXIT_TRANSPORT,
+            format!(
+                "request to the admin API at {} ({}) {what}: {}; to use another address pass --url URL, set {URL_ENV}, \
+                 or pass --config FILE (or set TOLLGATE_CONFIG) to use its [admin] listen",
+                self.base,
+                self.from,
+                e.without_url()
+            ),
+        )
     }
 
     /// The answer as JSON.
@@ -195,7 +225,7 @@ mod tests {
 
     fn api(base: &str) -> Api {
         let http = tollgate_tls::ClientTls::new(None).unwrap().reqwest_builder().build().unwrap();
-        Api { http, base: Url::parse(base).unwrap(), token: SecretString::from("t") }
+        Api { http, base: Url::parse(base).unwrap(), from: "--url".to_owned(), token: SecretString::from("t") }
     }
 
     // Goal: path segments and query values are percent-encoded under /admin, absent query

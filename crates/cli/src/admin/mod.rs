@@ -10,8 +10,9 @@
 //! Must not: print a token other than the one a creation returns (once), take a secret from the
 //! command line, or follow redirects (the token would go with them).
 //!
-//! Modules: `args` (the command line), `client` (the HTTP client), `bodies` (request bodies
-//! and secrets), `output` (printing and exit codes), `offline` (the database commands).
+//! Modules: `args` and `catalog_args` (the command line), `client` (the HTTP client),
+//! `bodies` (request bodies and secrets), `output` (printing and exit codes), `offline` (the
+//! database commands), `diff` (the file against the live catalog).
 
 use std::io::Write;
 
@@ -24,7 +25,9 @@ use crate::{EXIT_FAILURE, EXIT_OK, Failure};
 
 mod args;
 mod bodies;
+mod catalog_args;
 mod client;
+mod diff;
 mod offline;
 mod output;
 
@@ -33,7 +36,7 @@ use args::{
     AdminCommand, AuditCommand, CredentialCommand, EndpointCommand, LedgerCommand, ProviderCommand, ReconcileCommand,
     SettingsCommand, TokenCommand, WalletCommand,
 };
-use bodies::{endpoint_body, provider_body, read_secret, to_body};
+use bodies::{endpoint_body, endpoint_patch, provider_body, read_secret, route_name, to_body};
 use client::Api;
 use offline::{bootstrap, verify_offline};
 use output::{print_created, print_json, verdict};
@@ -61,6 +64,10 @@ Examples:
   export TOLLGATE_ADMIN_TOKEN=$(cat ~/.tollgate/admin.token)
   tollgate admin whoami
   tollgate admin --url http://10.0.0.5:8403 endpoint list weather
+  tollgate admin --config /etc/tollgate/tollgate.toml endpoint list weather
+
+Where the admin API is: --url, else TOLLGATE_ADMIN_URL, else `[admin] listen` of the
+configuration file (--config FILE or TOLLGATE_CONFIG), else http://127.0.0.1:8403.
 
 Exit codes:
   0  success
@@ -75,15 +82,26 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
     let conn = args.connection;
     match args.command {
         // The two commands that read the database never need a token or the API.
-        AdminCommand::Bootstrap { config, label, out, force } => {
+        AdminCommand::Bootstrap { label, out, force } => {
+            let config = conn.config_file().ok_or_else(|| {
+                Failure::usage(format!("bootstrap needs the configuration: --config FILE or {}", args::CONFIG_ENV))
+            })?;
             return bootstrap(&config, &label, out.as_deref(), force).await;
         }
-        AdminCommand::Audit(AuditCommand::Verify { config: Some(config) }) => return verify_offline(&config).await,
+        AdminCommand::Audit(AuditCommand::Verify) if conn.config.is_some() => {
+            return verify_offline(conn.config.as_deref().unwrap_or(std::path::Path::new(""))).await;
+        }
         _ => {}
     }
     let api = Api::new(&conn)?;
     match args.command {
         AdminCommand::Bootstrap { .. } => Ok(EXIT_OK),
+        AdminCommand::Diff => {
+            let config = conn.config_file().ok_or_else(|| {
+                Failure::usage(format!("diff needs the configuration: --config FILE or {}", args::CONFIG_ENV))
+            })?;
+            diff::run(&api, &config).await
+        }
         AdminCommand::Whoami => api.show(Method::GET, &["whoami"], &[], None).await,
         AdminCommand::Openapi => api.show(Method::GET, &["openapi.json"], &[], None).await,
         AdminCommand::Token(cmd) => token(&api, cmd).await,
@@ -91,6 +109,9 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
         AdminCommand::Provider(ProviderCommand::Put(p)) => {
             let body = provider_body(&p)?;
             api.show(Method::PUT, &["providers", &p.id], &[], Some(body)).await
+        }
+        AdminCommand::Provider(ProviderCommand::Delete { id }) => {
+            api.show(Method::DELETE, &["providers", &id], &[], None).await
         }
         AdminCommand::Endpoint(cmd) => endpoint(&api, cmd).await,
         AdminCommand::Credential(cmd) => credential(&api, cmd).await,
@@ -212,6 +233,24 @@ async fn endpoint(api: &Api, cmd: EndpointCommand) -> Result<u8, Failure> {
             let query = [("path", Some(r.path))];
             api.show(Method::GET, &["providers", &r.provider, "endpoints", "prices"], &query, None).await
         }
+        EndpointCommand::SetPrice { route, price, atomic } => {
+            let (provider, path) = route_name(&route)?;
+            let patch = if atomic {
+                api::EndpointPatch { path, price_atomic: Some(price), ..api::EndpointPatch::default() }
+            } else {
+                api::EndpointPatch { path, price: Some(price), ..api::EndpointPatch::default() }
+            };
+            api.show(Method::PATCH, &["providers", &provider, "endpoints"], &[], to_body(&patch)).await
+        }
+        EndpointCommand::Set(e) => {
+            let (provider, patch) = endpoint_patch(&e)?;
+            api.show(Method::PATCH, &["providers", &provider, "endpoints"], &[], to_body(&patch)).await
+        }
+        EndpointCommand::Delete { route } => {
+            let (provider, path) = route_name(&route)?;
+            let query = [("path", Some(path))];
+            api.show(Method::DELETE, &["providers", &provider, "endpoints"], &query, None).await
+        }
     }
 }
 
@@ -267,8 +306,7 @@ async fn audit(api: &Api, cmd: AuditCommand) -> Result<u8, Failure> {
             api.show(Method::GET, &["audit"], &query, None).await
         }
         AuditCommand::Export { filter, out } => api.export(&filter.query(), out.as_deref()).await,
-        AuditCommand::Verify { config: Some(config) } => verify_offline(&config).await,
-        AuditCommand::Verify { config: None } => {
+        AuditCommand::Verify => {
             let answer = api.json(Method::GET, &["audit", "verify"], &[], None).await?;
             print_json(&answer);
             verdict(

@@ -19,6 +19,7 @@ mod interop;
 #[allow(dead_code)]
 mod load_bench;
 mod propagation;
+mod provider_ops;
 mod reconcile_cli;
 mod serve;
 mod serve_load;

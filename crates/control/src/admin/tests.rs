@@ -94,6 +94,10 @@ fn endpoint_body(path: &str) -> api::EndpointBody {
     serde_json::from_value(serde_json::json!({ "path": path, "price": "0.001" })).unwrap()
 }
 
+fn no_query() -> Result<api::ListQuery, ControlError> {
+    Ok(api::ListQuery::default())
+}
+
 /// A decoder that must not be reached: the permission check comes first.
 fn unreachable_input<T>() -> Result<T, ControlError> {
     Err(ControlError::invalid("never", "the input was read before the permission check"))
@@ -118,7 +122,10 @@ async fn a_provider_token_cannot_touch_another_providers_records() {
     let o = || "other".to_owned();
     assert!(forbidden(catalog::put_endpoint(&h, &p, o(), unreachable_input).await));
     assert!(forbidden(catalog::set_enabled(&h, &p, o(), false, unreachable_input).await));
-    assert!(forbidden(catalog::list_endpoints(&h, &p, "other").await));
+    assert!(forbidden(catalog::list_endpoints(&h, &p, "other", unreachable_input).await));
+    assert!(forbidden(catalog::patch_endpoint(&h, &p, o(), unreachable_input).await));
+    assert!(forbidden(catalog::delete_endpoint(&h, &p, o(), unreachable_input).await));
+    assert!(forbidden(catalog::delete_provider(&h, &p, "weather".into()).await));
     assert!(forbidden(catalog::prices(&h, &p, "other", unreachable_input).await));
     assert!(forbidden(credentials::upload(&h, &p, o(), "main".into(), unreachable_input).await));
     assert!(forbidden(credentials::revoke(&h, &p, o(), "main".into(), "1").await));
@@ -133,8 +140,8 @@ async fn a_provider_token_cannot_touch_another_providers_records() {
     // Its own provider: allowed.
     let w = catalog::put_endpoint(&h, &p, "weather".into(), || Ok(endpoint_body("/weather/now"))).await.unwrap();
     assert_eq!(w.name, "weather:/weather/now");
-    assert_eq!(catalog::list_endpoints(&h, &p, "weather").await.unwrap().endpoints.len(), 1);
-    let providers = catalog::list_providers(&h, &p).await.unwrap().providers;
+    assert_eq!(catalog::list_endpoints(&h, &p, "weather", no_query).await.unwrap().endpoints.len(), 1);
+    let providers = catalog::list_providers(&h, &p, no_query).await.unwrap().providers;
     assert_eq!(providers.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), ["weather"]);
 }
 
@@ -147,6 +154,9 @@ async fn finance_reads_but_never_writes() {
     assert!(forbidden(catalog::put_provider(&h, &f, w(), unreachable_input).await));
     assert!(forbidden(catalog::put_endpoint(&h, &f, w(), unreachable_input).await));
     assert!(forbidden(catalog::set_enabled(&h, &f, w(), true, unreachable_input).await));
+    assert!(forbidden(catalog::patch_endpoint(&h, &f, w(), unreachable_input).await));
+    assert!(forbidden(catalog::delete_endpoint(&h, &f, w(), unreachable_input).await));
+    assert!(forbidden(catalog::delete_provider(&h, &f, w()).await));
     assert!(forbidden(credentials::upload(&h, &f, w(), "main".into(), unreachable_input).await));
     assert!(forbidden(credentials::revoke(&h, &f, w(), "main".into(), "1").await));
     assert!(forbidden(tokens::create(&h, &f, unreachable_input).await));
@@ -224,7 +234,16 @@ async fn endpoint_rules_hold_for_provider_tokens_and_everyone() {
     // Operators are not held to the prefix, but no one takes a reserved or another's path.
     assert_eq!(invalid_field(put(operator(), "weather", endpoint_body("/healthz")).await), "path");
     put(operator(), "other", endpoint_body("/weather/shared")).await.unwrap();
-    assert_eq!(invalid_field(put(p, "weather", endpoint_body("/weather/shared")).await), "path");
+    assert_eq!(invalid_field(put(p.clone(), "weather", endpoint_body("/weather/shared")).await), "path");
+    // An endpoint it has, outside its prefix (an operator made it): the provider may change it.
+    put(operator(), "weather", endpoint_body("/outside")).await.unwrap();
+    let mut repriced = endpoint_body("/outside");
+    repriced.price = Some("0.002".into());
+    put(p.clone(), "weather", repriced).await.unwrap();
+    // Once deleted, it is a new endpoint again: outside the prefix, refused.
+    let path = || Ok(api::EndpointPath { path: "/outside".into() });
+    catalog::delete_endpoint(&h, &p, "weather".into(), path).await.unwrap();
+    assert!(forbidden(put(p, "weather", endpoint_body("/outside")).await));
 }
 
 #[test]
@@ -237,4 +256,24 @@ fn scope_is_the_callers_own_unless_an_operator_chooses() {
     assert_eq!(wallets::scope_for(&p, None, "x").unwrap(), "weather");
     assert!(matches!(wallets::scope_for(&p, Some("other".into()), "x"), Err(ControlError::Forbidden { .. })));
     assert!(matches!(wallets::scope_for(&who(Role::Finance, None), None, "x"), Err(ControlError::Forbidden { .. })));
+}
+
+#[test]
+fn a_patch_keeps_what_it_does_not_name() {
+    // Goal: a patch replaces only the fields it names; a new price drops the other price form
+    // and `free`, and `free = true` drops the price.
+    let stored: EndpointSpec = serde_json::from_value(serde_json::json!({
+        "path": "/weather/{city}", "price_atomic": "1000", "description": "Weather", "networks": ["eip155:8453"]
+    }))
+    .unwrap();
+    let patch = |v: serde_json::Value| serde_json::from_value::<api::EndpointPatch>(v).unwrap();
+    let p = catalog::patched(stored.clone(), patch(serde_json::json!({ "path": "/weather/{city}", "price": "0.002" })));
+    assert_eq!((p.price.as_deref(), p.price_atomic.as_deref()), (Some("0.002"), None));
+    assert_eq!(p.description.as_deref(), Some("Weather"));
+    assert_eq!(p.networks, stored.networks);
+    let d =
+        catalog::patched(stored.clone(), patch(serde_json::json!({ "path": "/weather/{city}", "description": "Now" })));
+    assert_eq!((d.description.as_deref(), d.price_atomic.as_deref()), (Some("Now"), Some("1000")));
+    let f = catalog::patched(stored, patch(serde_json::json!({ "path": "/weather/{city}", "free": true })));
+    assert_eq!((f.free, f.price_atomic), (Some(true), None));
 }

@@ -40,7 +40,7 @@ pub async fn create_record<H: Host>(
     actor: &Actor,
 ) -> Result<(AdminToken, String), ControlError> {
     if let Some(id) = provider
-        && !host.ledger().catalog().providers().await?.iter().any(|x| x.id == id)
+        && !host.ledger().catalog().providers().await?.iter().any(|x| x.id == id && x.deleted_unix_s.is_none())
     {
         return Err(ControlError::NotFound { what: "provider", key: id.to_owned() });
     }

@@ -31,7 +31,9 @@ pub fn scope_for(p: &Principal, asked: Option<String>, action: &'static str) -> 
 }
 
 async fn check_scope_exists<H: Host>(host: &H, scope: &str) -> Result<(), ControlError> {
-    if scope != GLOBAL_SCOPE && !host.ledger().catalog().providers().await?.iter().any(|x| x.id == scope) {
+    if scope != GLOBAL_SCOPE
+        && !host.ledger().catalog().providers().await?.iter().any(|x| x.id == scope && x.deleted_unix_s.is_none())
+    {
         return Err(ControlError::invalid("scope", format!("`{scope}` is neither `*` nor a provider")));
     }
     Ok(())

@@ -31,6 +31,9 @@ fn full_endpoint() -> EndpointSpec {
         methods: Some(vec!["GET".into(), "POST".into()]),
         price: Some("0.001".into()),
         price_atomic: Some("1000".into()),
+        // Added after the golden file was written: optional, absent there, so the records
+        // stored before free routes read unchanged.
+        free: None,
         networks: Some(vec!["eip155:8453".into()]),
         description: Some("Current weather".into()),
         mime_type: Some("application/json".into()),

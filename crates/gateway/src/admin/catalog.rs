@@ -28,16 +28,33 @@ pub(super) async fn revoke_token(State(gw): Gw, Auth(p): Auth, Path(id): Path<St
     ok(tokens::revoke(&*gw, &p, id).await?)
 }
 
-pub(super) async fn list_providers(State(gw): Gw, Auth(p): Auth) -> AdminResult {
-    ok(catalog::list_providers(&*gw, &p).await?)
+pub(super) async fn list_providers(State(gw): Gw, Auth(p): Auth, uri: Uri) -> AdminResult {
+    ok(catalog::list_providers(&*gw, &p, || query(&uri)).await?)
+}
+
+pub(super) async fn delete_provider(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
+    ok(catalog::delete_provider(&*gw, &p, id).await?)
 }
 
 pub(super) async fn put_provider(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>, body: AdminBody) -> AdminResult {
     ok(catalog::put_provider(&*gw, &p, id, || body.json()).await?)
 }
 
-pub(super) async fn list_endpoints(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {
-    ok(catalog::list_endpoints(&*gw, &p, &id).await?)
+pub(super) async fn list_endpoints(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>, uri: Uri) -> AdminResult {
+    ok(catalog::list_endpoints(&*gw, &p, &id, || query(&uri)).await?)
+}
+
+pub(super) async fn patch_endpoint(
+    State(gw): Gw,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    body: AdminBody,
+) -> AdminResult {
+    ok(catalog::patch_endpoint(&*gw, &p, id, || body.json()).await?)
+}
+
+pub(super) async fn delete_endpoint(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>, uri: Uri) -> AdminResult {
+    ok(catalog::delete_endpoint(&*gw, &p, id, || query(&uri)).await?)
 }
 
 pub(super) async fn put_endpoint(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>, body: AdminBody) -> AdminResult {

@@ -119,6 +119,8 @@ fn handler(route: &Route) -> MethodRouter<Arc<Gateway>> {
         tollgate_admin_api::Method::Get => MethodFilter::GET,
         tollgate_admin_api::Method::Put => MethodFilter::PUT,
         tollgate_admin_api::Method::Post => MethodFilter::POST,
+        tollgate_admin_api::Method::Patch => MethodFilter::PATCH,
+        tollgate_admin_api::Method::Delete => MethodFilter::DELETE,
     };
     match route.operation {
         Operation::Openapi => on(f, openapi),
@@ -129,8 +131,11 @@ fn handler(route: &Route) -> MethodRouter<Arc<Gateway>> {
         Operation::RevokeToken => on(f, catalog::revoke_token),
         Operation::ListProviders => on(f, catalog::list_providers),
         Operation::PutProvider => on(f, catalog::put_provider),
+        Operation::DeleteProvider => on(f, catalog::delete_provider),
         Operation::ListEndpoints => on(f, catalog::list_endpoints),
         Operation::PutEndpoint => on(f, catalog::put_endpoint),
+        Operation::PatchEndpoint => on(f, catalog::patch_endpoint),
+        Operation::DeleteEndpoint => on(f, catalog::delete_endpoint),
         Operation::DisableEndpoint => on(f, catalog::disable_endpoint),
         Operation::EnableEndpoint => on(f, catalog::enable_endpoint),
         Operation::EndpointPrices => on(f, catalog::endpoint_prices),

@@ -60,7 +60,7 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
         (Some(_), Some(_)) => return Err(invalid("database", "give either url or url_env, not both")),
         (Some(u), None) => u,
         (None, Some(name)) => env(name).ok_or_else(|| invalid("database.url_env", format!("{name} is not set")))?,
-        (None, None) => "sqlite://tollgate.db?mode=rwc".to_owned(),
+        (None, None) => super::paths::DEFAULT_SQLITE_URL.to_owned(),
     };
     if !(db_url.starts_with("sqlite:") || db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
         return Err(invalid("database.url", "expected a sqlite: or postgres:// URL"));
@@ -164,7 +164,7 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
         }
         providers.push(provider);
     }
-    if settlement.relayer_key.is_none() && providers.iter().any(|p| !p.routes.is_empty()) {
+    if settlement.relayer_key.is_none() && providers.iter().any(|p| p.routes.iter().any(|r| !r.free)) {
         // Without a relayer every paid call would be verified, forwarded and then fail to
         // settle: refuse to start instead.
         return Err(invalid(

@@ -11,6 +11,7 @@
 //! - `error`: `ConfigError` and how it is printed;
 //! - `toml_error`: TOML and serde errors rebuilt from their span, never quoting the file;
 //! - `raw`: the file as written (serde, unknown keys refused);
+//! - `paths`: relative paths resolved against the file's folder;
 //! - `upstream_allow`: `[admin] upstream_allow` entries (read by `crate::ssrf`);
 //! - `sections`: the typed `Config` and its sections;
 //! - `values`: one value to its type (durations, secrets, addresses, URLs, amounts);
@@ -23,6 +24,7 @@ use std::path::Path;
 mod build;
 mod checks;
 mod error;
+mod paths;
 mod provider;
 mod raw;
 mod sections;
@@ -62,19 +64,75 @@ impl Config {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
-        Self::parse(&text, &|name| std::env::var(name).ok())
+        Self::parse_at(&text, &|name| std::env::var(name).ok(), Some(&folder_of(path)?))
     }
 
-    /// Parses configuration text, resolving `*_env` keys through `env`.
+    /// Parses configuration text, resolving `*_env` keys through `env`; relative paths stay
+    /// relative to the working directory (see [`Config::parse_at`]).
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml_error::from_str(text)?;
+        Self::parse_at(text, env, None)
+    }
+
+    /// Parses configuration text whose relative paths (secret, key and certificate files, the
+    /// SQLite database) resolve against `folder`, the configuration file's folder.
+    pub fn parse_at(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        folder: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw: RawConfig = toml_error::from_str(text)?;
+        if let Some(folder) = folder {
+            paths::resolve(&mut raw, folder)?;
+        }
         build::build(raw, env)
+    }
+
+    /// The providers of a file as written (relative paths resolved against its folder), read
+    /// without building the rest of the file, so no secret is needed: what
+    /// `tollgate admin diff` compares with the live catalog.
+    pub fn raw_providers_at(path: &Path) -> Result<Vec<RawProvider>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        let mut raw: RawConfig = toml_error::from_str(&text)?;
+        paths::resolve(&mut raw, &folder_of(path)?)?;
+        Ok(raw.providers)
+    }
+
+    /// The admin API's base URL a file configures (`[admin] listen`, `https` when the admin
+    /// listener has a certificate; an unspecified address becomes loopback), read without
+    /// building the rest of the file (no secret is needed). `None` when the admin API is off.
+    pub fn admin_url(path: &Path) -> Result<Option<String>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+        let raw: RawConfig = toml_error::from_str(&text)?;
+        if raw.admin.enabled == Some(false) {
+            return Ok(None);
+        }
+        let listen = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:8403");
+        let mut addr: std::net::SocketAddr =
+            listen.parse().map_err(|_| error::invalid("admin.listen", "expected host:port"))?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let scheme = if raw.admin.tls_cert_file.is_some() { "https" } else { "http" };
+        Ok(Some(format!("{scheme}://{addr}")))
     }
 
     /// The network entry for `network`.
     pub fn network(&self, network: Network) -> Option<&NetworkConfig> {
         self.networks.iter().find(|n| n.network == network)
     }
+}
+
+/// The absolute folder of the configuration file.
+fn folder_of(path: &Path) -> Result<std::path::PathBuf, ConfigError> {
+    let absolute =
+        std::path::absolute(path).map_err(|e| ConfigError::Read { path: path.to_owned(), reason: e.to_string() })?;
+    Ok(absolute.parent().map(Path::to_path_buf).unwrap_or(absolute))
 }
 
 #[cfg(test)]

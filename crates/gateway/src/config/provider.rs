@@ -110,11 +110,12 @@ pub fn build_route(
             out
         }
     };
-    if route_networks.is_empty() {
+    let free = route_is_free(&key, r)?;
+    if route_networks.is_empty() && !free {
         return Err(invalid(key("networks"), "no network to accept payment on"));
     }
     let mut prices = Vec::new();
-    for n in route_networks {
+    for n in route_networks.into_iter().filter(|_| !free) {
         let atomic = match (&r.price, &r.price_atomic) {
             (Some(_), Some(_)) => return Err(invalid(key("price"), "give either price or price_atomic")),
             (Some(h), None) => parse_human_amount(h, n.decimals).map_err(|e| invalid(key("price"), e))?,
@@ -140,6 +141,7 @@ pub fn build_route(
         pattern,
         methods,
         prices,
+        free,
         description: r.description.clone().unwrap_or_default(),
         mime_type: r.mime_type.clone().unwrap_or_else(|| "application/json".to_owned()),
         settlement,
@@ -149,6 +151,25 @@ pub fn build_route(
         charge_redirects: r.charge_redirects.unwrap_or(false),
         allow_set_cookie: r.allow_set_cookie.unwrap_or(false),
     })
+}
+
+/// Whether a route is free: `free = true` (then without a price), or a price of zero.
+fn route_is_free(key: &dyn Fn(&str) -> String, r: &RawRoute) -> Result<bool, ConfigError> {
+    // "0", "0.0", "000": digits, at most one point, every digit zero.
+    let zero = |s: &Option<String>| {
+        s.as_deref().is_some_and(|v| {
+            v.bytes().any(|b| b == b'0')
+                && v.bytes().all(|b| b == b'0' || b == b'.')
+                && v.bytes().filter(|b| *b == b'.').count() <= 1
+        })
+    };
+    match r.free {
+        Some(true) if r.price.is_some() || r.price_atomic.is_some() => {
+            Err(invalid(key("free"), "a free route has no price (remove price/price_atomic, or free)"))
+        }
+        Some(true) => Ok(true),
+        _ => Ok(zero(&r.price) || zero(&r.price_atomic)),
+    }
 }
 
 fn credential(

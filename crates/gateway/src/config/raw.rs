@@ -228,7 +228,7 @@ pub struct RawCredential {
     pub username: Option<String>,
 }
 
-/// A priced route as written (and as stored, JSON, in the control plane).
+/// A route as written (priced, or free) (and as stored, JSON, in the control plane).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(missing_docs)]
@@ -240,6 +240,8 @@ pub struct RawRoute {
     pub price: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_atomic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub networks: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

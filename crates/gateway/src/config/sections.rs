@@ -413,8 +413,11 @@ pub struct RouteConfig {
     pub pattern: PathPattern,
     /// Allowed methods (upper case).
     pub methods: BTreeSet<String>,
-    /// Price per accepted network, in that network's atomic units.
+    /// Price per accepted network, in that network's atomic units; empty for a free route.
     pub prices: Vec<(Network, AtomicAmount)>,
+    /// A free route (`free = true` or a price of 0): forwarded with the provider's credential
+    /// and audited, never quoted (no 402) and never written to the ledger.
+    pub free: bool,
     /// Human description (challenge `resource.description`).
     pub description: String,
     /// Response media type.

@@ -55,13 +55,27 @@ fn good_config_parses() {
     assert!(!format!("{c:?}").contains("sk-secret-value"), "secrets are redacted in Debug");
 }
 
+// Goal: a price of zero (human or atomic) or `free = true` makes a free route with no prices,
+// and a file whose only routes are free needs no relayer key.
+#[test]
+fn zero_price_or_free_makes_a_free_route() {
+    for free in ["price = \"0\"", "price = \"0.000\"", "price_atomic = \"0\"", "free = true"] {
+        let c = Config::parse(&GOOD.replace("price = \"0.001\"", free), &env).unwrap();
+        let route = &c.providers[0].routes[0];
+        assert!(route.free && route.prices.is_empty(), "{free}");
+        let keyless = GOOD.replace("price = \"0.001\"", free).replace("relayer_key_env = \"KEY\"\n", "");
+        assert!(Config::parse(&keyless, &env).is_ok(), "{free}: a free-only file needs no relayer key");
+    }
+    assert!(!Config::parse(GOOD, &env).unwrap().providers[0].routes[0].free);
+}
+
 // Goal: each kind of bad value is refused with the offending key named and no secret shown.
 #[test]
 fn bad_values_name_their_key() {
     let cases = [
         (GOOD.replace("price = \"0.001\"", "price = \"-1\""), "providers[0].routes[0].price"),
         (GOOD.replace("price = \"0.001\"", "price = \"0.0000001\""), "providers[0].routes[0].price"),
-        (GOOD.replace("price = \"0.001\"", "price = \"0\""), "providers[0].routes[0].price"),
+        (GOOD.replace("price = \"0.001\"", "price = \"0.001\"\nfree = true"), "providers[0].routes[0].free"),
         (GOOD.replace("price = \"0.001\"", "price_atomic = \"1e3\""), "providers[0].routes[0].price_atomic"),
         (GOOD.replace("0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "0x1234"), "providers[0].pay_to"),
         (

@@ -68,6 +68,11 @@ pub(super) async fn audit(gw: &Gateway, call: PaidCall, reason: &str, latency_ms
         entry_id: call.entry_id.map(|id| id.to_string()),
         tx_hash: trail.tx_hash,
     };
+    queue_audit(gw, record).await;
+}
+
+/// Queues an audit record, waiting a bounded time for room in the queue.
+pub(super) async fn queue_audit(gw: &Gateway, record: NewAuditRecord) {
     // Bounded wait: when the writer cannot keep up (the database is down), the answer is not
     // held hostage. An accepted call's record is rebuilt from its ledger entry later
     // (settlement::backfill_audit); a denied attempt's is lost, and said so in the log.

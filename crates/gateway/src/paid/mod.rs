@@ -12,11 +12,13 @@
 //! Modules, each depending only on those listed before it: `call` (the context), `route`
 //! (phase 1), `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
 //! `reserve` (phases 5–6), `answer` (receipts, log line, audit, public read endpoints),
-//! `refund` (`before` mode's refunds owed), `modes` (the hooks).
+//! `refund` (`before` mode's refunds owed), `modes` (the hooks), `free` (free routes: the
+//! forward and the audit record without quote, payment or ledger entry).
 
 mod admit;
 mod answer;
 mod call;
+mod free;
 mod modes;
 mod refund;
 mod reserve;
@@ -69,6 +71,22 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
         Err(e) => return e.rescue(None),
     };
     let started = Instant::now();
+    if call.endpoint.route.free {
+        // Free: forwarded with the credential and audited; nothing is quoted or paid.
+        let result = free::free_call(&gw, &mut call).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let refused = result.is_err();
+        let (response, reason) = match result {
+            Ok(response) => (response, free::FREE),
+            Err(e) => {
+                let code = e.code();
+                (e.rescue(None), code)
+            }
+        };
+        free::audit_free(&gw, call, reason, latency_ms).await;
+        charge.finish(response.status(), refused);
+        return response;
+    }
     let paying = payment_header(&call.parts.headers).is_some();
     let result = paid_call(&gw, &mut call).await;
     let elapsed = started.elapsed();

@@ -18,7 +18,7 @@ use crate::db::{Db, Engine, db_call};
 use crate::repo::settings::{Actor, record_change};
 
 const ENDPOINT_SELECT: &str = "SELECT e.id, e.provider, e.path, e.spec, e.source, e.enabled, \
-     p.id AS price_version, p.prices, e.updated_unix_s FROM endpoints e \
+     p.id AS price_version, p.prices, e.updated_unix_s, e.deleted_unix_s FROM endpoints e \
      JOIN price_versions p ON p.id = (SELECT MAX(id) FROM price_versions WHERE endpoint_id = e.id)";
 
 /// Where a provider or endpoint record came from.
@@ -32,7 +32,8 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::Config => "config",
             Source::Admin => "admin",
@@ -54,6 +55,8 @@ pub struct ProviderRecord {
     pub source: Source,
     /// Last change.
     pub updated_unix_s: u64,
+    /// When it was deleted (soft: the row and everything naming it are kept); `None` while live.
+    pub deleted_unix_s: Option<u64>,
 }
 
 /// An endpoint as stored, with its current price version.
@@ -77,6 +80,9 @@ pub struct EndpointRecord {
     pub prices: String,
     /// Last change.
     pub updated_unix_s: u64,
+    /// When it was deleted (soft: its row, price versions and ledger references are kept);
+    /// `None` while live.
+    pub deleted_unix_s: Option<u64>,
 }
 
 /// One price version of an endpoint.
@@ -135,6 +141,7 @@ struct EndpointRow {
     price_version: Unsigned,
     prices: String,
     updated_unix_s: Unsigned,
+    deleted_unix_s: Option<Unsigned>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -164,7 +171,7 @@ impl Catalog {
         if self.db.engine() == Engine::Postgres { " FOR UPDATE" } else { "" }
     }
 
-    /// Creates or replaces a provider's spec.
+    /// Creates or replaces a provider's spec (bringing a deleted one back).
     pub async fn put_provider(
         &self,
         id: &str,
@@ -182,8 +189,9 @@ impl Catalog {
                 let changed = sqlx::query(
                     "INSERT INTO providers (id, spec, source, created_unix_s, updated_unix_s) \
                  VALUES ($1, $2, $3, $4, $4) ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, \
-                 source = excluded.source, updated_unix_s = excluded.updated_unix_s \
-                 WHERE providers.spec <> excluded.spec OR providers.source <> excluded.source",
+                 source = excluded.source, updated_unix_s = excluded.updated_unix_s, deleted_unix_s = NULL \
+                 WHERE providers.spec <> excluded.spec OR providers.source <> excluded.source \
+                 OR providers.deleted_unix_s IS NOT NULL",
                 )
                 .bind(id)
                 .bind(spec)
@@ -202,28 +210,107 @@ impl Catalog {
         )
     }
 
-    /// Every provider.
+    /// Every provider, deleted ones included (see [`ProviderRecord::deleted_unix_s`]).
     pub async fn providers(&self) -> Result<Vec<ProviderRecord>, MeteringError> {
-        let rows: Vec<(String, String, String, Unsigned)> = db_call!(
+        let rows: Vec<(String, String, String, Unsigned, Option<Unsigned>)> = db_call!(
             self.db,
             "providers",
             read | pool | {
-                sqlx::query_as("SELECT id, spec, source, updated_unix_s FROM providers ORDER BY id").fetch_all(pool)
+                sqlx::query_as("SELECT id, spec, source, updated_unix_s, deleted_unix_s FROM providers ORDER BY id")
+                    .fetch_all(pool)
             }
         )?;
         Ok(rows
             .into_iter()
-            .map(|(id, spec, source, updated)| ProviderRecord {
+            .map(|(id, spec, source, updated, deleted)| ProviderRecord {
                 id,
                 spec,
                 source: Source::parse(&source),
                 updated_unix_s: updated.get(),
+                deleted_unix_s: deleted.map(Unsigned::get),
             })
             .collect())
     }
 
-    /// Creates or updates an endpoint; a price different from the current one (or a new
-    /// endpoint) makes a new price version. Re-enables a disabled endpoint.
+    /// Deletes a provider softly, with every live endpoint of it, in one transaction; `false`
+    /// when it does not exist or is deleted already. Rows, price versions, credentials and
+    /// ledger references are kept.
+    pub async fn delete_provider(&self, id: &str, actor: &Actor, now_unix_s: u64) -> Result<bool, MeteringError> {
+        let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        db_call!(
+            self.db,
+            "delete_provider",
+            tx | tx,
+            err | {
+                let done = sqlx::query(
+                    "UPDATE providers SET deleted_unix_s = $1, updated_unix_s = $1 WHERE id = $2 \
+                 AND deleted_unix_s IS NULL",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?
+                .rows_affected()
+                    == 1;
+                if done {
+                    sqlx::query(
+                        "UPDATE endpoints SET deleted_unix_s = $1, updated_unix_s = $1 WHERE provider = $2 \
+                     AND deleted_unix_s IS NULL",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                    record_change!(self.db, tx, err, actor, "provider.delete", id, None::<&str>, now);
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(done)
+            }
+        )
+    }
+
+    /// Deletes an endpoint softly; `false` when it does not exist or is deleted already. Its
+    /// row and price versions are kept (ledger entries name them).
+    pub async fn delete_endpoint(
+        &self,
+        provider: &str,
+        path: &str,
+        actor: &Actor,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        let target = format!("{provider}:{path}");
+        db_call!(
+            self.db,
+            "delete_endpoint",
+            tx | tx,
+            err | {
+                let done = sqlx::query(
+                    "UPDATE endpoints SET deleted_unix_s = $1, updated_unix_s = $1, source = 'admin' \
+                 WHERE provider = $2 AND path = $3 AND deleted_unix_s IS NULL",
+                )
+                .bind(now)
+                .bind(provider)
+                .bind(path)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?
+                .rows_affected()
+                    == 1;
+                if done {
+                    record_change!(self.db, tx, err, actor, "endpoint.delete", &target, None::<&str>, now);
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(done)
+            }
+        )
+    }
+
+    /// Creates or updates an endpoint, served or not as `enabled` says; a price different
+    /// from the current one (or a new endpoint) makes a new price version. Brings a deleted
+    /// endpoint back (same row, its price history goes on). The provider must be live.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_endpoint(
         &self,
@@ -231,6 +318,7 @@ impl Catalog {
         path: &str,
         spec: &str,
         prices: &str,
+        enabled: bool,
         source: Source,
         actor: &Actor,
         now_unix_s: u64,
@@ -240,7 +328,7 @@ impl Catalog {
         // Locked until commit (PostgreSQL), so that two writers of one endpoint compare prices
         // one after the other and make at most one new version.
         let select_endpoint = format!(
-            "SELECT id, spec, source, enabled FROM endpoints WHERE provider = $1 AND path = $2{}",
+            "SELECT id, spec, source, enabled, deleted_unix_s FROM endpoints WHERE provider = $1 AND path = $2{}",
             self.lock_clause()
         );
         db_call!(
@@ -248,11 +336,12 @@ impl Catalog {
             "put_endpoint",
             tx | tx,
             err | {
-                let known: Option<(String,)> = sqlx::query_as("SELECT id FROM providers WHERE id = $1")
-                    .bind(provider)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(err)?;
+                let known: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM providers WHERE id = $1 AND deleted_unix_s IS NULL")
+                        .bind(provider)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
                 if known.is_none() {
                     return Err(MeteringError::UnknownRecord { what: "provider", key: provider.to_owned() });
                 }
@@ -260,38 +349,49 @@ impl Catalog {
                 // here (the UNIQUE key), then see the committed row below.
                 let inserted: Option<(Unsigned,)> = sqlx::query_as(
                     "INSERT INTO endpoints (provider, path, spec, source, enabled, created_unix_s, updated_unix_s) \
-                 VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (provider, path) DO NOTHING RETURNING id",
+                 VALUES ($1, $2, $3, $4, $6, $5, $5) ON CONFLICT (provider, path) DO NOTHING RETURNING id",
                 )
                 .bind(provider)
                 .bind(path)
                 .bind(spec)
                 .bind(source.as_str())
                 .bind(now)
+                .bind(i64::from(enabled))
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(err)?;
                 let (endpoint_id, mut changed) = match inserted {
                     Some((id,)) => (id, true),
                     None => {
-                        let (id, old_spec, old_source, enabled): (Unsigned, String, String, i64) =
-                            sqlx::query_as(&select_endpoint)
-                                .bind(provider)
-                                .bind(path)
-                                .fetch_one(&mut *tx)
-                                .await
-                                .map_err(err)?;
-                        let changed = old_spec != spec || old_source != source.as_str() || enabled != 1;
+                        let (id, old_spec, old_source, was_enabled, deleted): (
+                            Unsigned,
+                            String,
+                            String,
+                            i64,
+                            Option<Unsigned>,
+                        ) = sqlx::query_as(&select_endpoint)
+                            .bind(provider)
+                            .bind(path)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(err)?;
+                        let changed = old_spec != spec
+                            || old_source != source.as_str()
+                            || was_enabled != i64::from(enabled)
+                            || deleted.is_some();
                         if changed {
                             sqlx::query(
-                            "UPDATE endpoints SET spec = $1, source = $2, enabled = 1, updated_unix_s = $3 WHERE id = $4",
-                        )
-                        .bind(spec)
-                        .bind(source.as_str())
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(err)?;
+                                "UPDATE endpoints SET spec = $1, source = $2, enabled = $5, deleted_unix_s = NULL, \
+                             updated_unix_s = $3 WHERE id = $4",
+                            )
+                            .bind(spec)
+                            .bind(source.as_str())
+                            .bind(now)
+                            .bind(id)
+                            .bind(i64::from(enabled))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(err)?;
                         }
                         (id, changed)
                     }
@@ -335,12 +435,15 @@ impl Catalog {
         )
     }
 
-    /// Enables or disables an endpoint; `false` when it does not exist or already is so.
+    /// Enables or disables a live endpoint; `false` when it does not exist, is deleted or
+    /// already is so. `source` becomes its owner (an admin change is kept over the file's).
+    #[allow(clippy::too_many_arguments)]
     pub async fn set_endpoint_enabled(
         &self,
         provider: &str,
         path: &str,
         enabled: bool,
+        source: Source,
         actor: &Actor,
         now_unix_s: u64,
     ) -> Result<bool, MeteringError> {
@@ -352,13 +455,14 @@ impl Catalog {
             tx | tx,
             err | {
                 let done = sqlx::query(
-                    "UPDATE endpoints SET enabled = $1, updated_unix_s = $2 WHERE provider = $3 AND path = $4 \
-                 AND enabled <> $1",
+                    "UPDATE endpoints SET enabled = $1, updated_unix_s = $2, source = $5 WHERE provider = $3 \
+                 AND path = $4 AND enabled <> $1 AND deleted_unix_s IS NULL",
                 )
                 .bind(i64::from(enabled))
                 .bind(now)
                 .bind(provider)
                 .bind(path)
+                .bind(source.as_str())
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?
@@ -374,7 +478,8 @@ impl Catalog {
         )
     }
 
-    /// Every endpoint with its current price version, optionally of one provider.
+    /// Every endpoint with its current price version, optionally of one provider; deleted ones
+    /// included (see [`EndpointRecord::deleted_unix_s`]).
     pub async fn endpoints(&self, provider: Option<&str>) -> Result<Vec<EndpointRecord>, MeteringError> {
         let sql = format!("{ENDPOINT_SELECT} WHERE ($1 IS NULL OR e.provider = $1) ORDER BY e.id");
         let rows: Vec<EndpointRow> =
@@ -391,6 +496,7 @@ impl Catalog {
                 price_version: r.price_version.get(),
                 prices: r.prices,
                 updated_unix_s: r.updated_unix_s.get(),
+                deleted_unix_s: r.deleted_unix_s.map(Unsigned::get),
             })
             .collect())
     }

@@ -250,18 +250,21 @@ async fn tokens_endpoints_credentials_and_the_change_counter() {
         ensure!(!l.tokens().revoke(&t.id, &actor(), NOW).await?, "revoked once");
         ensure!(l.tokens().by_hash(&h).await?.and_then(|x| x.revoked_unix_s) == Some(NOW));
 
-        let missing = l.catalog().put_endpoint("nobody", "/x", "{}", "[]", Source::Admin, &actor(), NOW).await;
+        let missing = l.catalog().put_endpoint("nobody", "/x", "{}", "[]", true, Source::Admin, &actor(), NOW).await;
         ensure!(matches!(missing, Err(MeteringError::UnknownRecord { .. })));
         l.catalog().put_provider("openai", r#"{"id":"openai"}"#, Source::Config, &actor(), NOW).await?;
-        let a = l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[1]"#, Source::Config, &actor(), NOW).await?;
-        let b = l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[1]"#, Source::Config, &actor(), NOW).await?;
-        let c = l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[2]"#, Source::Admin, &actor(), NOW).await?;
+        let a =
+            l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[1]"#, true, Source::Config, &actor(), NOW).await?;
+        let b =
+            l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[1]"#, true, Source::Config, &actor(), NOW).await?;
+        let c =
+            l.catalog().put_endpoint("openai", "/v1/chat", "{}", r#"[2]"#, true, Source::Admin, &actor(), NOW).await?;
         ensure!(a.new_price_version && !b.new_price_version && c.new_price_version);
         ensure!(a.endpoint_id == c.endpoint_id && c.price_version > a.price_version);
         ensure!(l.catalog().price_versions(a.endpoint_id).await?.len() == 2);
         let eps = l.catalog().endpoints(Some("openai")).await?;
         ensure!(eps.len() == 1 && eps[0].price_version == c.price_version && eps[0].prices == "[2]");
-        ensure!(l.catalog().set_endpoint_enabled("openai", "/v1/chat", false, &actor(), NOW).await?);
+        ensure!(l.catalog().set_endpoint_enabled("openai", "/v1/chat", false, Source::Admin, &actor(), NOW).await?);
         ensure!(!l.catalog().endpoints(None).await?[0].enabled);
 
         let nonce = "00".repeat(12);
@@ -299,7 +302,7 @@ async fn replicas_seeding_at_once_make_one_endpoint_and_one_price_version() {
         for i in 0..10 {
             let l = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
             tasks.push(tokio::spawn(async move {
-                l.catalog().put_endpoint("p", "/x", "{}", "[1]", Source::Config, &actor(), NOW).await
+                l.catalog().put_endpoint("p", "/x", "{}", "[1]", true, Source::Config, &actor(), NOW).await
             }));
         }
         for t in tasks {
@@ -311,7 +314,7 @@ async fn replicas_seeding_at_once_make_one_endpoint_and_one_price_version() {
         for i in 0..10 {
             let l = if i % 2 == 0 { db.ledger.clone() } else { replica.clone() };
             tasks.push(tokio::spawn(async move {
-                l.catalog().put_endpoint("p", "/x", "{}", "[2]", Source::Admin, &actor(), NOW).await
+                l.catalog().put_endpoint("p", "/x", "{}", "[2]", true, Source::Admin, &actor(), NOW).await
             }));
         }
         for t in tasks {
