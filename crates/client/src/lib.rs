@@ -42,6 +42,8 @@
 //! [`ClientConfig::tls`] (rustls, through `tollgate-tls`); a refused certificate is reported
 //! as a transport error naming the host and the reason, never the URL.
 
+#![warn(missing_docs)]
+
 mod challenge;
 mod client;
 mod config;
@@ -55,6 +57,9 @@ pub use config::{AllowedAsset, ClientConfig, Clock, SpendLimits, SystemClock, US
 pub use error::{Budget, ClientError, Offered};
 pub use store::{PaymentRecord, RecordState, SpendStore, utc_day};
 
+pub use alloy_primitives::{Address, B256, U256};
 pub use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub use reqwest::{Method, StatusCode};
+pub use tollgate_tls::ClientTls;
+pub use tollgate_x402::Network;
 pub use tollgate_x402::facilitator::SettleResponse;
