@@ -85,7 +85,7 @@ pub fn run(args: HistoryArgs) -> Result<u8, Failure> {
     let spent = Spent::of(&records);
     // Newest first; the file is in signing order, so reversing keeps ties in a stable order.
     let mut newest: Vec<&PaymentRecord> = records.iter().rev().collect();
-    newest.sort_by(|a, b| b.created_unix_s.cmp(&a.created_unix_s));
+    newest.sort_by_key(|r| std::cmp::Reverse(r.created_unix_s));
     newest.truncate(args.limit.unwrap_or(usize::MAX));
     if args.json {
         let per_host: serde_json::Map<String, Value> =

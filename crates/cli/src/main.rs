@@ -99,7 +99,7 @@ enum Command {
     /// network, state) to stderr. Every signed authorization is recorded in the spending
     /// record before it is sent; budgets count everything signed or in doubt, across runs.
     #[command(after_help = call::help())]
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// Reconcile on-chain settlement against the ledger over a block range, a time range, or
     /// from the last run's cursor to the chain head.
     ///
@@ -196,7 +196,7 @@ async fn run(command: Command, log_level: tracing::Level) -> Result<u8, Failure>
         Command::Serve { config, log_format } => {
             serve::serve(config, log_format.as_deref(), log_level).await.map(|()| EXIT_OK).map_err(Failure::from)
         }
-        Command::Call(args) => call::run(args).await,
+        Command::Call(args) => call::run(*args).await,
         Command::Wallet(cmd) => wallet::run(cmd).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Admin(args) => admin::run(args).await,

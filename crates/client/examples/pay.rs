@@ -21,8 +21,7 @@ pub fn config_from_env(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Client
     config.limits.max_per_call_atomic = Some(U256::from(10_000u64));
     config.limits.daily_budget_atomic = Some(U256::from(1_000_000u64));
     let ca = lookup("TOLLGATE_CA_FILE").map(PathBuf::from);
-    let tls = ClientTls::new(ca.as_deref())
-        .map_err(|e| ClientError::InvalidRequest { reason: format!("TLS: {e}") })?;
+    let tls = ClientTls::new(ca.as_deref()).map_err(|e| ClientError::InvalidRequest { reason: format!("TLS: {e}") })?;
     config.tls = Some(tls);
     Ok(config)
 }

@@ -141,9 +141,11 @@ impl Harness {
         if let Some(ca) = ca {
             let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             ca.issue_to(&["localhost"], &cert, &key).unwrap();
-            builder = builder
-                .set("server", "tls_cert_file", cert.display().to_string())
-                .set("server", "tls_key_file", key.display().to_string());
+            builder = builder.set("server", "tls_cert_file", cert.display().to_string()).set(
+                "server",
+                "tls_key_file",
+                key.display().to_string(),
+            );
         }
         let text = builder.build();
         let relayer = format!("{:#x}", anvil_key(9).to_bytes());
