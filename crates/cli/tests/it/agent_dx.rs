@@ -243,7 +243,8 @@ async fn into_closed_pipe(home: &Path, args: &[&str], env: &[(&str, &str)], clos
     command.args(args).env_remove("TOLLGATE_KEY").env("TOLLGATE_HOME", home).envs(env.iter().copied());
     command.stdin(Stdio::null()).stdout(closed_pipe());
     command.stderr(if close_stderr { closed_pipe() } else { Stdio::piped() });
-    let out = command.output().await.unwrap();
+    // `spawn`, not `output`: tokio's `output` replaces stdout and stderr with fresh pipes.
+    let out = command.spawn().unwrap().wait_with_output().await.unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
