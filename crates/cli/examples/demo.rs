@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     config.limits = SpendLimits {
         max_per_call_atomic: Some(U256::from(10_000u64)),
         total_budget_atomic: Some(U256::from(40_000u64)),
-        per_host_budget_atomic: None,
+        ..SpendLimits::default()
     };
     let client = PayingClient::new(config)?;
     let calls =

@@ -6,9 +6,16 @@
 //! command lives in its own module. Errors are printed as one readable line (no
 //! backtrace) and exit with the code of their kind (see [`EXIT_CODES`]).
 
+/// `eprintln!` that never panics on a closed stderr (see [`out`]).
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::out::say(format_args!($($arg)*)) };
+}
+
 mod admin;
 mod args;
 mod call;
+mod history;
+mod out;
 mod reconcile;
 mod serve;
 mod wallet;
@@ -77,9 +84,7 @@ Examples:
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway.
-    ///
-    /// Example:
-    ///   TOLLGATE_RELAYER_KEY=0x... WEATHER_API_KEY=... tollgate serve --config tollgate.toml
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve {
         /// The configuration file (see docs/configuration.md).
         #[arg(long, short)]
@@ -94,20 +99,15 @@ enum Command {
     /// network, state) to stderr. Every signed authorization is recorded in the spending
     /// record before it is sent; budgets count everything signed or in doubt, across runs.
     #[command(after_help = call::help())]
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// Reconcile on-chain settlement against the ledger over a block range, a time range, or
     /// from the last run's cursor to the chain head.
     ///
     /// Records the run in the ledger, prints a summary to stderr, and writes CSV or JSON
     /// (columns in docs/reconciliation.md).
-    ///
-    /// Examples:
-    ///   tollgate reconcile --config tollgate.toml --from-block 100 --to-block 200 --csv run.csv
-    ///   tollgate reconcile --config tollgate.toml --from-time 2026-01-01T00:00:00Z \
-    ///       --to-time 2026-02-01T00:00:00Z --totals-csv january.csv
-    ///   tollgate reconcile --config tollgate.toml --resume --json
+    #[command(after_help = RECONCILE_EXAMPLES)]
     Reconcile(reconcile::ReconcileArgs),
-    /// Create a wallet, show its address or its token balance.
+    /// Create a wallet, show its address, its token balance or its spending history.
     #[command(subcommand, after_help = wallet::help())]
     Wallet(wallet::WalletCommand),
     /// Drive the admin API: tokens, providers, endpoints and prices, vault credentials,
@@ -117,6 +117,19 @@ enum Command {
     /// TOLLGATE_ADMIN_URL (default http://127.0.0.1:8403). Answers print as JSON on stdout.
     Admin(admin::AdminArgs),
 }
+
+// Examples live in `after_help` strings, never in doc comments: clap joins a doc comment's
+// lines into one paragraph, which ran the example commands together.
+const SERVE_EXAMPLES: &str = "\
+Example:
+  TOLLGATE_RELAYER_KEY=0x... WEATHER_API_KEY=... tollgate serve --config tollgate.toml";
+
+const RECONCILE_EXAMPLES: &str = "\
+Examples:
+  tollgate reconcile --config tollgate.toml --from-block 100 --to-block 200 --csv run.csv
+  tollgate reconcile --config tollgate.toml --from-time 2026-01-01T00:00:00Z \\
+      --to-time 2026-02-01T00:00:00Z --totals-csv january.csv
+  tollgate reconcile --config tollgate.toml --resume --json";
 
 /// A failed command: its exit code and one line for stderr.
 #[derive(Debug)]
@@ -154,14 +167,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tollgate: cannot start the runtime: {e}");
+            say!("tollgate: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command, cli.log_level)) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("tollgate: {}", f.message);
+            say!("tollgate: {}", f.message);
             ExitCode::from(f.code)
         }
     }
@@ -183,7 +196,7 @@ async fn run(command: Command, log_level: tracing::Level) -> Result<u8, Failure>
         Command::Serve { config, log_format } => {
             serve::serve(config, log_format.as_deref(), log_level).await.map(|()| EXIT_OK).map_err(Failure::from)
         }
-        Command::Call(args) => call::run(args).await,
+        Command::Call(args) => call::run(*args).await,
         Command::Wallet(cmd) => wallet::run(cmd).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Admin(args) => admin::run(args).await,

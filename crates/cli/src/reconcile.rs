@@ -115,7 +115,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
     };
     recon.ledger.close().await;
     let Some(outcome) = outcome.map_err(|e| Failure::new(EXIT_FAILURE, e))? else {
-        eprintln!("tollgate: nothing to reconcile: no block after the stored cursor (or start_block) yet");
+        say!("tollgate: nothing to reconcile: no block after the stored cursor (or start_block) yet");
         return Ok(EXIT_OK);
     };
     let write = |path: &PathBuf, text: String| {
@@ -131,7 +131,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
     let r = &outcome.report;
     let tie = r.tie_out(&outcome.scope.pay_to);
     let counts: Vec<String> = r.totals.counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
-    eprintln!(
+    say!(
         "tollgate: run {} blocks {}..={} cursor {} | {} | chain {} matched {} ledger {} | tie-out {}",
         outcome.run_id,
         outcome.scope.from_block,
@@ -144,7 +144,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         if tie.holds { "holds" } else { "DOES NOT HOLD" },
     );
     if args.json {
-        println!("{}", render_json(&outcome));
+        crate::out::print_line(render_json(&outcome))?;
     }
     Ok(EXIT_OK)
 }

@@ -17,25 +17,25 @@ pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::
     };
     crate::init_log(log_level, format);
     for w in &config.warnings {
-        eprintln!("tollgate: WARNING {w}");
+        say!("tollgate: WARNING {w}");
     }
     let listen = config.server.listen;
     let gas_warn_wei = config.settlement.gas_warn_wei;
     let gw = Gateway::start(config, Arc::new(SystemClock)).await?;
     match gw.relayer() {
         Some(relayer) => {
-            eprintln!("tollgate: relayer {relayer}");
+            say!("tollgate: relayer {relayer}");
             for (chain_id, settler) in &gw.settlers {
                 match settler.gas_balance().await {
                     Ok(b) if b < alloy_primitives::U256::from(gas_warn_wei) => {
-                        eprintln!("tollgate: WARNING relayer gas balance on chain {chain_id} is low: {b} wei")
+                        say!("tollgate: WARNING relayer gas balance on chain {chain_id} is low: {b} wei")
                     }
                     Ok(_) => {}
-                    Err(e) => eprintln!("tollgate: WARNING cannot read relayer gas balance on chain {chain_id}: {e}"),
+                    Err(e) => say!("tollgate: WARNING cannot read relayer gas balance on chain {chain_id}: {e}"),
                 }
             }
         }
-        None => eprintln!("tollgate: no relayer key configured (no priced routes)"),
+        None => say!("tollgate: no relayer key configured (no priced routes)"),
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -48,7 +48,7 @@ pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::
     let admin = if gw.config.admin.enabled {
         let admin_listener = tokio::net::TcpListener::bind(gw.config.admin.listen).await?;
         let scheme = if gw.config.admin.tls.is_some() { "https" } else { "http" };
-        eprintln!("tollgate: admin API on {scheme}://{}", admin_listener.local_addr()?);
+        say!("tollgate: admin API on {scheme}://{}", admin_listener.local_addr()?);
         Some(tokio::spawn(tollgate_gateway::serve_admin(admin_listener, gw.clone(), stopped())))
     } else {
         None
@@ -56,7 +56,7 @@ pub async fn serve(path: PathBuf, log_format: Option<&str>, log_level: tracing::
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let scheme = if gw.config.server.tls.is_some() { "https" } else { "http" };
     let hup = tokio::spawn(reload_on_sighup(gw.clone()));
-    eprintln!("tollgate: listening on {scheme}://{}", listener.local_addr()?);
+    say!("tollgate: listening on {scheme}://{}", listener.local_addr()?);
     let serving = tollgate_gateway::serve(listener, gw, stopped());
     tokio::pin!(serving);
     tokio::select! {
@@ -80,10 +80,10 @@ async fn reload_on_sighup(gw: Arc<Gateway>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
         match tollgate_gateway::reload_certificates(&gw) {
-            Ok(0) => eprintln!("tollgate: SIGHUP: no TLS certificate to reload"),
-            Ok(n) => eprintln!("tollgate: SIGHUP: {n} TLS certificate(s) reloaded"),
+            Ok(0) => say!("tollgate: SIGHUP: no TLS certificate to reload"),
+            Ok(n) => say!("tollgate: SIGHUP: {n} TLS certificate(s) reloaded"),
             Err(e) => {
-                eprintln!("tollgate: WARNING SIGHUP: TLS certificate not reloaded, the previous one keeps serving: {e}")
+                say!("tollgate: WARNING SIGHUP: TLS certificate not reloaded, the previous one keeps serving: {e}")
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `tollgate wallet`: create a key, show its address, read a token balance. The key is
+//! `tollgate wallet`: create a key, show its address, read a token balance, show the
+//! spending record (`history`, in `history.rs`). The key is
 //! never printed unless `--print-key` asks for it.
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use tollgate_verifier::{AlloyChain, SystemClock, Verifier, VerifierConfig};
 use tollgate_x402::Network;
 
 use crate::args::{KeyArgs, TlsArgs, client_failure, keystore_password, usdc};
+use crate::out::print_line;
 use crate::{EXIT_CODES, EXIT_OK, EXIT_TRANSPORT, Failure};
 
 /// Examples shown under `tollgate wallet --help` and its subcommands.
@@ -23,6 +25,8 @@ Examples:
   TOLLGATE_KEYSTORE_PASSWORD=... tollgate wallet new --keystore agent.json
   tollgate wallet address --key-file ~/.tollgate/agent.key
   tollgate wallet balance --key-file agent.key --rpc http://127.0.0.1:8545 --network eip155:84532
+  tollgate wallet history --limit 20
+  tollgate wallet history --json --store ~/.tollgate/spend.json
 
 {EXIT_CODES}"
     )
@@ -75,6 +79,10 @@ pub enum WalletCommand {
         #[command(flatten)]
         tls: TlsArgs,
     },
+    /// Show the spending record, newest first, with the totals the budgets count per host and
+    /// per UTC day (reads the file only: no key, no network).
+    #[command(after_help = help())]
+    History(crate::history::HistoryArgs),
 }
 
 /// Runs a wallet subcommand; returns the exit code.
@@ -82,7 +90,7 @@ pub async fn run(cmd: WalletCommand) -> Result<u8, Failure> {
     match cmd {
         WalletCommand::New { out, keystore, print_key } => new(out, keystore, print_key),
         WalletCommand::Address { key } => {
-            println!("{}", key.load()?.address());
+            print_line(key.load()?.address())?;
             Ok(EXIT_OK)
         }
         WalletCommand::Balance { rpc, asset, network, address, key, tls } => {
@@ -92,6 +100,7 @@ pub async fn run(cmd: WalletCommand) -> Result<u8, Failure> {
             };
             balance(&rpc, asset, network, who, &tls).await
         }
+        WalletCommand::History(args) => crate::history::run(args),
     }
 }
 
@@ -102,16 +111,16 @@ fn new(out: Option<PathBuf>, keystore: Option<PathBuf>, print_key: bool) -> Resu
     let signer = keys::generate();
     if let Some(path) = &out {
         keys::write_key_file(path, &signer).map_err(client_failure)?;
-        eprintln!("tollgate: key written to {} (mode 0600)", path.display());
+        say!("tollgate: key written to {} (mode 0600)", path.display());
     }
     if let Some(path) = &keystore {
         let password = keystore_password()?;
         keys::write_keystore(path, &signer, &password).map_err(client_failure)?;
-        eprintln!("tollgate: encrypted keystore written to {} (mode 0600)", path.display());
+        say!("tollgate: encrypted keystore written to {} (mode 0600)", path.display());
     }
-    println!("{}", signer.address());
+    print_line(signer.address())?;
     if print_key {
-        println!("{:#x}", signer.to_bytes());
+        print_line(format_args!("{:#x}", signer.to_bytes()))?;
     }
     Ok(EXIT_OK)
 }
@@ -170,7 +179,7 @@ async fn balance(
     } else {
         String::new()
     };
-    eprintln!("tollgate: {human}{balance} atomic units of {asset} on eip155:{chain_id} held by {who}");
-    println!("{balance}");
+    say!("tollgate: {human}{balance} atomic units of {asset} on eip155:{chain_id} held by {who}");
+    print_line(balance)?;
     Ok(EXIT_OK)
 }

@@ -182,6 +182,16 @@ pub(crate) fn receipt(headers: &HeaderMap) -> Option<SettleResponse> {
         .find_map(|v| decode_header::<SettleResponse>(v.as_bytes(), PAYMENT_HEADER_BYTES_MAX).ok())
 }
 
+/// A tollgate error body `{"error":{"code":…,"message":…}}`: its code and message (cut to a
+/// readable length). `None` for any other body.
+pub(crate) fn error_body(body: &[u8]) -> Option<(String, String)> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
+    let e = v.get("error")?;
+    let code = e.get("code")?.as_str()?.chars().take(80).collect();
+    let message = e.get("message").and_then(Value::as_str).unwrap_or_default().chars().take(300).collect();
+    Some((code, message))
+}
+
 /// Whether a 409 is the server saying "this authorization is being processed right now".
 pub(crate) fn is_in_flight(body: &[u8]) -> bool {
     serde_json::from_slice::<Value>(body)

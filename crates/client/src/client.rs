@@ -23,7 +23,7 @@ use reqwest::{Method, StatusCode, Url};
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::v2;
 
-use crate::challenge::{Challenge, fresh_authorization_may_help, is_in_flight, receipt, refusal_reason};
+use crate::challenge::{Challenge, error_body, fresh_authorization_may_help, is_in_flight, receipt, refusal_reason};
 use crate::config::{AllowedAsset, ClientConfig, Clock, SpendLimits};
 use crate::error::ClientError;
 use crate::sign::{random_nonce, sign_exact, valid_before};
@@ -52,8 +52,45 @@ pub struct Spent {
     pub total_atomic: U256,
     /// The same per `host:port`.
     pub per_host_atomic: BTreeMap<String, U256>,
+    /// The same per UTC day (`YYYY-MM-DD`, by the day each authorization was signed).
+    pub per_day_atomic: BTreeMap<String, U256>,
     /// Records whose outcome is unknown (`signed` or `sent`).
     pub unresolved: usize,
+}
+
+impl Spent {
+    /// The budgets' view of `records` (as read from a [`SpendStore`]).
+    pub fn of(records: &[PaymentRecord]) -> Spent {
+        let t = totals(records);
+        let unresolved = records.iter().filter(|r| r.state.unresolved()).count();
+        Spent { total_atomic: t.total, per_host_atomic: t.per_host, per_day_atomic: t.per_day, unresolved }
+    }
+}
+
+/// What paying a URL would take, found without signing anything ([`PayingClient::quote`]).
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// The status of the unpaid request.
+    pub status: StatusCode,
+    /// The offer that would be paid, when the answer was a 402 (`None`: no payment asked).
+    pub would_pay: Option<WouldPay>,
+}
+
+/// The offer [`PayingClient::send`] would pay, and for what; it fits every spend control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WouldPay {
+    /// Amount, atomic units.
+    pub amount_atomic: U256,
+    /// The chain.
+    pub network: tollgate_x402::Network,
+    /// The token.
+    pub asset: Address,
+    /// The payee.
+    pub pay_to: Address,
+    /// The challenge's x402 version (1 or 2).
+    pub x402_version: u8,
+    /// `host:port`, the per-host budgets' key.
+    pub host: String,
 }
 
 /// An x402-paying HTTP client with spend controls and a persisted spending record.
@@ -122,6 +159,12 @@ fn describe(e: reqwest::Error) -> String {
     out
 }
 
+/// The refusal as an error, with the server's message when its body carried one.
+fn rejected(reason: String, fetched: &Fetched) -> ClientError {
+    let message = error_body(&fetched.body).map(|(_, m)| m).filter(|m| !m.is_empty());
+    ClientError::PaymentRejected { reason, message, status: Some(fetched.status.as_u16()) }
+}
+
 fn idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
@@ -176,10 +219,40 @@ impl PayingClient {
 
     /// What budgets count now.
     pub async fn spent(&self) -> Result<Spent, ClientError> {
+        Ok(Spent::of(&self.records().await?))
+    }
+
+    /// A dry run of [`PayingClient::send`]: makes the request without payment and, when the
+    /// answer is a 402, chooses the offer and checks the spend controls exactly as `send`
+    /// would, but signs nothing, records nothing and sends no payment. Fails as `send` would
+    /// before signing (`BudgetExceeded`, `NoAcceptableRequirement`, `Protocol`,
+    /// `Transport`). The unpaid request does reach the server (a tollgate gateway answers it
+    /// with the challenge, forwarding nothing).
+    pub async fn quote(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: impl Into<Bytes>,
+    ) -> Result<Quote, ClientError> {
+        let req = self.request(method, url, headers, body.into())?;
+        let first = self.unpaid(&req).await?;
+        if first.status != StatusCode::PAYMENT_REQUIRED {
+            return Ok(Quote { status: first.status, would_pay: None });
+        }
+        let challenge = Challenge::from_response(&first.headers, &first.body)?;
+        let offer = challenge.choose(&self.allow)?.clone();
         let records = self.records().await?;
-        let t = totals(&records);
-        let unresolved = records.iter().filter(|r| r.state.unresolved()).count();
-        Ok(Spent { total_atomic: t.total, per_host_atomic: t.per_host, unresolved })
+        check_budgets(&records, &self.limits, &req.host, offer.amount.0, self.clock.now_unix_s())?;
+        let would_pay = WouldPay {
+            amount_atomic: offer.amount.0,
+            network: offer.network,
+            asset: offer.asset,
+            pay_to: offer.pay_to,
+            x402_version: challenge.version,
+            host: req.host,
+        };
+        Ok(Quote { status: first.status, would_pay: Some(would_pay) })
     }
 
     /// The startup step after a crash: the records a previous process left `signed` or
@@ -225,7 +298,7 @@ impl PayingClient {
         let was_sent = record.state == RecordState::Sent;
         match self.deliver(&req, record, was_sent).await? {
             Delivery::Answered(paid) => Ok(*paid),
-            Delivery::Refused { reason, .. } => Err(ClientError::PaymentRejected { reason }),
+            Delivery::Refused { reason, fetched } => Err(rejected(reason, &fetched)),
         }
     }
 
@@ -267,7 +340,7 @@ impl PayingClient {
                         challenge_response = fetched;
                         continue;
                     }
-                    return Err(ClientError::PaymentRejected { reason });
+                    return Err(rejected(reason, &fetched));
                 }
             }
         }
@@ -374,7 +447,7 @@ impl PayingClient {
         let (method, url, host) = (req.method.to_string(), req.url.to_string(), req.host.clone());
         self.blocking(move |store| {
             store.update(|records| {
-                check_budgets(records, &limits, &host, offer.amount.0)?;
+                check_budgets(records, &limits, &host, offer.amount.0, now)?;
                 let exact = sign_exact(&signer, &offer, valid_before_unix_s, nonce)?;
                 let (header_name, header) = challenge.payment_header(&offer, exact)?;
                 let record = PaymentRecord {
@@ -454,6 +527,19 @@ impl PayingClient {
                 let outcome = Outcome { reason: Some(reason.clone()), http_status: Some(402), ..Outcome::default() };
                 self.set_state(nonce, RecordState::Refused, outcome).await?;
                 return Ok(Delivery::Refused { reason, fetched });
+            }
+            if fetched.status == StatusCode::FORBIDDEN
+                && !maybe_delivered
+                && receipt(&fetched.headers).is_none()
+                && !fetched.headers.contains_key("tollgate-receipt")
+                && let Some((code, _)) = error_body(&fetched.body)
+            {
+                // The server's own refusal (a tollgate wallet policy), made before any
+                // reservation: no receipt, no ledger entry, so nothing was charged. An
+                // upstream's 403 comes with the gateway's receipt header instead.
+                let outcome = Outcome { reason: Some(code.clone()), http_status: Some(403), ..Outcome::default() };
+                self.set_state(nonce, RecordState::Refused, outcome).await?;
+                return Ok(Delivery::Refused { reason: code, fetched });
             }
             return self.answered(nonce, fetched, maybe_delivered).await.map(|p| Delivery::Answered(Box::new(p)));
         }

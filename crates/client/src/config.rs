@@ -36,7 +36,8 @@ impl AllowedAsset {
 
 /// Spend controls, in the atomic units of the allowed assets. Budgets add amounts across
 /// assets, so the allowlist should hold tokens of the same unit (USDC everywhere: 6
-/// decimals). `None` means no limit.
+/// decimals). `None` means no limit. The lifetime budgets and the per-day budgets are all
+/// computed from the persisted spending record, so they hold across runs and processes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpendLimits {
     /// One payment may not exceed this.
@@ -45,6 +46,11 @@ pub struct SpendLimits {
     pub total_budget_atomic: Option<U256>,
     /// Everything the store counts for one `host:port`.
     pub per_host_budget_atomic: Option<U256>,
+    /// Everything the store counts on the current UTC day (by each record's
+    /// `created_unix_s`), across hosts.
+    pub daily_budget_atomic: Option<U256>,
+    /// Everything the store counts on the current UTC day for one `host:port`.
+    pub per_host_daily_budget_atomic: Option<U256>,
 }
 
 /// Wall-clock seconds, injected so tests control validity windows.

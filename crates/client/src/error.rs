@@ -21,6 +21,14 @@ pub enum Budget {
         /// The host the payment was for.
         host: String,
     },
+    /// `daily_budget`: everything counted on the current UTC day, across hosts.
+    Daily,
+    /// `per_host_daily_budget`: everything counted on the current UTC day for this host.
+    HostDaily {
+        /// The host the payment was for (`host:port`). A `Box<str>`, not a `String`: two
+        /// `String` variants would make `ClientError` 128 bytes (clippy's limit for errors).
+        host: Box<str>,
+    },
 }
 
 impl fmt::Display for Budget {
@@ -29,6 +37,8 @@ impl fmt::Display for Budget {
             Budget::PerCall => f.write_str("max-per-call"),
             Budget::Total => f.write_str("total budget"),
             Budget::Host { host } => write!(f, "budget for host {host}"),
+            Budget::Daily => f.write_str("daily budget (UTC day)"),
+            Budget::HostDaily { host } => write!(f, "daily budget (UTC day) for host {host}"),
         }
     }
 }
@@ -91,13 +101,22 @@ pub enum ClientError {
         /// What the server offered.
         offered: Vec<Offered>,
     },
-    /// The server refused our payment with a definite 402 (a fresh authorization did not
-    /// help or could not). `reason` is the server's code, e.g.
-    /// `invalid_exact_evm_insufficient_balance`. Recorded `refused`: not counted.
-    #[error("payment refused by the server: {reason}")]
+    /// The server refused our payment, charging nothing: a definite 402 (a fresh
+    /// authorization did not help or could not), or a 403 naming an error code and no
+    /// ledger entry (a tollgate gateway's wallet policy: `wallet_revoked`,
+    /// `wallet_not_registered`, `endpoint_not_in_wallet_scope`, `daily_cap_exceeded`, ...).
+    /// `reason` is the server's code, e.g. `invalid_exact_evm_insufficient_balance`.
+    /// Recorded `refused`: not counted.
+    #[error("payment refused by the server: {reason}{}{}",
+        message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+        status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     PaymentRejected {
         /// The server's code.
         reason: String,
+        /// The server's message, when its answer carried one.
+        message: Option<String>,
+        /// The HTTP status of the refusal (402, or 403 for a wallet policy).
+        status: Option<u16>,
     },
     /// A response was lost after the payment was sent, and the re-sent same authorization
     /// was answered with something other than a success receipt (typically

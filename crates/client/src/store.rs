@@ -275,30 +275,50 @@ pub(crate) struct Outcome {
     pub http_status: Option<u16>,
 }
 
+/// Seconds in a UTC day (Unix time has no leap seconds, so days are exact multiples).
+const DAY_S: u64 = 86_400;
+
+/// The UTC day of `unix_s` as `YYYY-MM-DD` (the key of the per-day budgets and totals).
+pub fn utc_day(unix_s: u64) -> String {
+    let day_start = unix_s - unix_s % DAY_S;
+    i64::try_from(day_start)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .map_or_else(|| format!("day {}", unix_s / DAY_S), |t| t.date().to_string())
+}
+
 /// Sums of counted records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Totals {
     pub total: U256,
     pub per_host: BTreeMap<String, U256>,
+    /// Per UTC day (`YYYY-MM-DD`) of `created_unix_s`.
+    pub per_day: BTreeMap<String, U256>,
+    /// Per UTC day, then per host.
+    pub per_day_host: BTreeMap<(String, String), U256>,
 }
 
 pub(crate) fn totals(records: &[PaymentRecord]) -> Totals {
     let mut t = Totals::default();
     for r in records.iter().filter(|r| r.state.counts()) {
         // Saturating: an absurd sum only makes the budgets stricter.
-        t.total = t.total.saturating_add(r.amount.0);
-        let host = t.per_host.entry(r.host.clone()).or_default();
-        *host = host.saturating_add(r.amount.0);
+        let add = |sum: &mut U256| *sum = sum.saturating_add(r.amount.0);
+        add(&mut t.total);
+        add(t.per_host.entry(r.host.clone()).or_default());
+        let day = utc_day(r.created_unix_s);
+        add(t.per_day.entry(day.clone()).or_default());
+        add(t.per_day_host.entry((day, r.host.clone())).or_default());
     }
     t
 }
 
-/// Checks the spend controls for a payment of `amount` to `host`.
+/// Checks the spend controls for a payment of `amount` to `host` signed at `now_unix_s`.
 pub(crate) fn check_budgets(
     records: &[PaymentRecord],
     limits: &SpendLimits,
     host: &str,
     amount: U256,
+    now_unix_s: u64,
 ) -> Result<(), ClientError> {
     let over = |budget, limit: U256, spent: U256| {
         if spent.saturating_add(amount) > limit {
@@ -317,6 +337,15 @@ pub(crate) fn check_budgets(
     if let Some(limit) = limits.per_host_budget_atomic {
         let spent = t.per_host.get(host).copied().unwrap_or_default();
         over(Budget::Host { host: host.to_owned() }, limit, spent)?;
+    }
+    let day = utc_day(now_unix_s);
+    if let Some(limit) = limits.daily_budget_atomic {
+        let spent = t.per_day.get(&day).copied().unwrap_or_default();
+        over(Budget::Daily, limit, spent)?;
+    }
+    if let Some(limit) = limits.per_host_daily_budget_atomic {
+        let spent = t.per_day_host.get(&(day, host.to_owned())).copied().unwrap_or_default();
+        over(Budget::HostDaily { host: host.into() }, limit, spent)?;
     }
     Ok(())
 }
@@ -368,20 +397,51 @@ mod tests {
             max_per_call_atomic: Some(U256::from(50)),
             total_budget_atomic: Some(U256::from(150)),
             per_host_budget_atomic: Some(U256::from(60)),
+            ..SpendLimits::default()
         };
-        assert!(check_budgets(&records, &limits, "a:80", U256::from(30)).is_ok());
-        let e = check_budgets(&records, &limits, "a:80", U256::from(51)).unwrap_err();
+        assert!(check_budgets(&records, &limits, "a:80", U256::from(30), 1).is_ok());
+        let e = check_budgets(&records, &limits, "a:80", U256::from(51), 1).unwrap_err();
         assert!(matches!(e, ClientError::BudgetExceeded { budget: Budget::PerCall, .. }), "{e}");
-        let e = check_budgets(&records, &limits, "a:80", U256::from(31)).unwrap_err();
+        let e = check_budgets(&records, &limits, "a:80", U256::from(31), 1).unwrap_err();
         assert!(matches!(e, ClientError::BudgetExceeded { budget: Budget::Host { .. }, .. }), "{e}");
         let limits = SpendLimits { total_budget_atomic: Some(U256::from(120)), ..limits };
-        let e = check_budgets(&records, &limits, "c:80", U256::from(21)).unwrap_err();
+        let e = check_budgets(&records, &limits, "c:80", U256::from(21), 1).unwrap_err();
         match e {
             ClientError::BudgetExceeded { budget: Budget::Total, limit, spent, requested } => {
                 assert_eq!((limit, spent, requested), (U256::from(120), U256::from(100), U256::from(21)));
             }
             other => panic!("{other}"),
         }
+    }
+
+    // Goal: the per-day budgets count only the records signed on the current UTC day
+    // (across hosts, and per host), so yesterday's spending frees up at 00:00 UTC.
+    #[test]
+    fn daily_budgets_count_the_current_utc_day() {
+        // 2026-12-07T23:59:59Z and one second later.
+        let late = 1_796_687_999;
+        let next_day = late + 1;
+        let mut records = vec![record("a:80", 30, RecordState::Paid), record("b:80", 20, RecordState::Paid)];
+        for r in &mut records {
+            r.created_unix_s = late;
+        }
+        assert_eq!(utc_day(late), "2026-12-07");
+        assert_eq!(utc_day(next_day), "2026-12-08");
+        let daily = SpendLimits { daily_budget_atomic: Some(U256::from(60)), ..SpendLimits::default() };
+        let e = check_budgets(&records, &daily, "c:80", U256::from(11), late).unwrap_err();
+        assert!(
+            matches!(&e, ClientError::BudgetExceeded { budget: Budget::Daily, spent, .. }
+                if *spent == U256::from(50)),
+            "{e}"
+        );
+        assert!(e.to_string().contains("daily budget (UTC day) exceeded"), "{e}");
+        assert!(check_budgets(&records, &daily, "c:80", U256::from(10), late).is_ok());
+        assert!(check_budgets(&records, &daily, "c:80", U256::from(60), next_day).is_ok());
+        let host_daily = SpendLimits { per_host_daily_budget_atomic: Some(U256::from(35)), ..SpendLimits::default() };
+        let e = check_budgets(&records, &host_daily, "a:80", U256::from(6), late).unwrap_err();
+        assert!(matches!(e, ClientError::BudgetExceeded { budget: Budget::HostDaily { .. }, .. }), "{e}");
+        assert!(check_budgets(&records, &host_daily, "b:80", U256::from(15), late).is_ok());
+        assert!(check_budgets(&records, &host_daily, "a:80", U256::from(35), next_day).is_ok());
     }
 
     // Goal: the store survives a reopen, writes mode 0600, and refuses a corrupt file

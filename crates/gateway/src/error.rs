@@ -313,7 +313,11 @@ impl GatewayError {
         use GatewayError::*;
         let class = self.class();
         let message = self.public_message();
-        if matches!(self, Overloaded | RequestTimeout | RateLimited { .. } | HeadersTooLarge { .. }) {
+        if matches!(self, PaymentRequired) {
+            // A 402 to an unpaid request is the protocol's first step, not a refusal: every
+            // agent's first call gets one, so it is logged at DEBUG only.
+            tracing::debug!(code = class.code, "challenge issued");
+        } else if matches!(self, Overloaded | RequestTimeout | RateLimited { .. } | HeadersTooLarge { .. }) {
             // The listener's limits: counted in `tollgate_requests_limited`; a line each would
             // turn a flood into a flood of log lines.
             tracing::debug!(code = class.code, error = %self, "request limited");

@@ -158,7 +158,7 @@ impl Api {
                 std::fs::File::create_new(path)
                     .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot create {}: {e}", path.display())))?,
             ),
-            None => Box::new(std::io::stdout().lock()),
+            None => Box::new(crate::out::stdout()),
         };
         let fail = |e: std::io::Error| Failure::new(EXIT_FAILURE, format!("cannot write the export: {e}"));
         while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {

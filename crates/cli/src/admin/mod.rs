@@ -173,7 +173,7 @@ async fn reconcile(api: &Api, cmd: ReconcileCommand) -> Result<u8, Failure> {
                 let resp = api.send(Method::POST, &["reconcile"], &query, body).await?;
                 // Streamed: a large report is never cut short.
                 let mut resp = resp;
-                let mut out = std::io::stdout().lock();
+                let mut out = crate::out::stdout();
                 let fail = |e: std::io::Error| Failure::new(EXIT_FAILURE, format!("cannot write the CSV: {e}"));
                 while let Some(chunk) = resp.chunk().await.map_err(|e| api.transport(e))? {
                     out.write_all(&chunk).map_err(fail)?;

@@ -11,7 +11,11 @@ use serde_json::Value;
 use crate::{EXIT_AUDIT_BROKEN, EXIT_FAILURE, EXIT_OK, Failure};
 
 pub(super) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+    // A closed pipe is quiet (crate::out); any other write failure is told on stderr.
+    if let Err(f) = crate::out::print_line(text) {
+        say!("tollgate: {}", f.message);
+    }
 }
 
 /// Prints a creation answer holding a token, or writes the token to a new 0600 file and

@@ -5,6 +5,7 @@
 mod admin;
 mod agent;
 mod agent_crash;
+mod agent_dx;
 mod architecture;
 mod console;
 mod crash;

@@ -184,7 +184,16 @@ price_atomic = "{PRICE}"
     }
     assert!(renewed, "no new connection got the renewed certificate:\n{}", log.lock().unwrap().join("\n"));
     assert!(healthz_ok(&mut old).await, "the connection opened before SIGHUP still works");
-    assert!(log.lock().unwrap().iter().any(|l| l.contains("SIGHUP: 1 TLS certificate(s) reloaded")));
+    // The line is printed after the swap a new connection already sees, and reaches the log
+    // sink through a pipe: wait for it (bounded) instead of racing it.
+    let reloaded = || log.lock().unwrap().iter().any(|l| l.contains("SIGHUP: 1 TLS certificate(s) reloaded"));
+    for _ in 0..100 {
+        if reloaded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded(), "{}", log.lock().unwrap().join("\n"));
 }
 
 // Goal: startup refuses an `http://` RPC URL or upstream on a host that is not loopback,

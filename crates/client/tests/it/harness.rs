@@ -122,23 +122,45 @@ pub struct Harness {
 impl Harness {
     /// Starts everything; the recovery sweep acts on entries untouched for `grace_s`.
     pub async fn start(grace_s: u64) -> Harness {
+        Harness::start_with(grace_s, None).await
+    }
+
+    /// [`Harness::start`] with the paid listener serving https under a certificate for
+    /// `localhost` issued by `ca` (the URL names `localhost`).
+    pub async fn start_tls(grace_s: u64, ca: &tollgate_test_support::TestCa) -> Harness {
+        Harness::start_with(grace_s, Some(ca)).await
+    }
+
+    async fn start_with(grace_s: u64, ca: Option<&tollgate_test_support::TestCa>) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let db_url = sqlite_url(dir.path());
         let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
         let (upstream, upstream_url) = Upstream::start().await;
         let payee = random_key().address();
-        let text = config(&db_url, &chain.anvil.url, &upstream_url, payee, grace_s).build();
+        let mut builder = config(&db_url, &chain.anvil.url, &upstream_url, payee, grace_s);
+        if let Some(ca) = ca {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            ca.issue_to(&["localhost"], &cert, &key).unwrap();
+            builder = builder.set("server", "tls_cert_file", cert.display().to_string()).set(
+                "server",
+                "tls_key_file",
+                key.display().to_string(),
+            );
+        }
+        let text = builder.build();
         let relayer = format!("{:#x}", anvil_key(9).to_bytes());
         let running = TestGateway::start_paid(&text, &[("TEST_RELAYER_KEY", relayer)], Arc::new(SystemClock))
             .await
             .expect("gateway starts");
         let gateway = running.gateway().clone();
-        let url = running.url().to_owned();
+        // The certificate names `localhost`, not the loopback address the listener reports.
+        let url = running.url().replace("https://127.0.0.1:", "https://localhost:");
         Harness { chain, gateway, url, payee, upstream, _dir: dir, _running: running }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.url.trim_start_matches("http://").parse().unwrap()
+        let host_port = self.url.trim_start_matches("http://").trim_start_matches("https://");
+        host_port.replace("localhost:", "127.0.0.1:").parse().unwrap()
     }
 
     /// A payer holding `amount` of the token.

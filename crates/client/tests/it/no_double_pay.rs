@@ -110,7 +110,7 @@ async fn incurable_refusal_is_rejected_once() {
 
     let err = client.send(Method::GET, &format!("{}/weather/x", h.url), HeaderMap::new(), "").await.unwrap_err();
 
-    let ClientError::PaymentRejected { reason } = err else { panic!("{err:?}") };
+    let ClientError::PaymentRejected { reason, .. } = err else { panic!("{err:?}") };
     assert_eq!(reason, "invalid_exact_evm_insufficient_balance");
     let records = client.records().await.unwrap();
     assert_eq!(records.len(), 1);

@@ -116,3 +116,43 @@ async fn upstream_failure_is_recorded_failed_and_not_counted() {
     assert_eq!(entries[0].state, EntryState::Voided);
     assert_eq!(h.payee_balance().await, U256::ZERO);
 }
+
+#[path = "../../examples/pay.rs"]
+#[allow(dead_code)]
+mod example;
+
+// Goal: the SDK's example program (`examples/pay.rs`, no test kit) pays a gateway served over
+// https with a certificate from a private CA: the key and the CA file come through its
+// environment lookup, the call is paid and settled on chain, and the same program without the
+// CA refuses the certificate before signing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_program_pays_over_https() {
+    let ca = tollgate_test_support::TestCa::new().unwrap();
+    let h = Harness::start_tls(3600, &ca).await;
+    assert!(h.url.starts_with("https://localhost:"), "{}", h.url);
+    let payer = h.funded_payer(1_000_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("spend.json");
+    let key = format!("{:#x}", payer.to_bytes());
+    let env = |ca_file: bool| {
+        let (key, store, ca) = (key.clone(), store.display().to_string(), ca.ca_file().display().to_string());
+        move |name: &str| match name {
+            "TOLLGATE_KEY" => Some(key.clone()),
+            "TOLLGATE_SPEND_FILE" => Some(store.clone()),
+            "TOLLGATE_CA_FILE" if ca_file => Some(ca.clone()),
+            _ => None,
+        }
+    };
+    let url = format!("{}/weather/paris", h.url);
+
+    let without_ca = example::config_from_env(&env(false)).unwrap();
+    let err = example::pay(without_ca, &url).await.unwrap_err();
+    assert!(err.to_string().contains("TLS handshake with localhost"), "{err}");
+    let (paid, spent) = example::pay(example::config_from_env(&env(true)).unwrap(), &url).await.unwrap();
+
+    assert_eq!(paid.status, StatusCode::OK);
+    assert_eq!(paid.payment.as_ref().unwrap().state, RecordState::Paid);
+    assert_eq!(spent.total_atomic, U256::from(PRICE));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE));
+    assert_eq!(h.wait_terminal(payer.address()).await[0].state, EntryState::Settled);
+}

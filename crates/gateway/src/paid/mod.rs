@@ -92,24 +92,25 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     let elapsed = started.elapsed();
     let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let refused = result.is_err();
-    let (response, reason) = match result {
+    let (mut response, reason) = match result {
         Ok(response) => {
             call.trail.upstream_status = call.trail.upstream_status.or(Some(response.status().as_u16()));
             (response, "ok")
         }
         Err(e) => {
             let code = e.code();
-            let mut response = e.rescue(Some(&call.challenge));
-            // A refusal after the reservation names its ledger entry, so an agent can check
-            // `GET /receipts/{id}` before it signs anything new for the same call.
-            if let Some(id) = &call.entry_id
-                && let Ok(v) = HeaderValue::from_str(id.as_str())
-            {
-                response.headers_mut().insert(HeaderName::from_static("tollgate-receipt"), v);
-            }
-            (response, code)
+            (e.rescue(Some(&call.challenge)), code)
         }
     };
+    // Every answer made after the reservation names its ledger entry: a refusal, so an agent
+    // can check `GET /receipts/{id}` before it signs anything new for the same call; an answer
+    // (paid, or the upstream's error), so the agent can keep the id with its own record. An
+    // answer without it was refused before anything was reserved.
+    if let Some(id) = &call.entry_id
+        && let Ok(v) = HeaderValue::from_str(id.as_str())
+    {
+        response.headers_mut().insert(HeaderName::from_static("tollgate-receipt"), v);
+    }
     let verified = call.payment.is_some();
     if paying {
         let mode = call.trail.mode.unwrap_or(call.endpoint.route.settlement).as_str();
