@@ -51,7 +51,7 @@ pub use repo::audit::{Audit, AuditQuery, AuditRecord, AuditVerification, Decisio
 pub use repo::catalog::{
     Catalog, CredentialVersion, EndpointRecord, EndpointWrite, PriceVersion, ProviderRecord, Source,
 };
-pub use repo::entries::Entries;
+pub use repo::entries::{CLAIM_BATCH_MAX, Entries};
 pub use repo::leases::Leases;
 pub use repo::policies::{Policies, WalletPolicy};
 pub use repo::recon::ReconStore;

@@ -312,4 +312,36 @@ mod tests {
         assert_eq!((joined[0].from, joined[0].to, joined[0].value), (payer, payee, U256::from(1_000u64)));
         assert_eq!(joined[1].authorization_nonce, None);
     }
+
+    #[test]
+    fn joins_each_payment_of_a_batch() {
+        // Goal: in one batch transaction (many AuthorizationUsed + Transfer pairs, one payer paying twice the same payee and value, and a failed inner call that left no log) each Transfer takes its own authorization's nonce, none twice, and the failed call's authorization appears nowhere.
+        let asset = Address::repeat_byte(0x83);
+        let (payer, other, payee) = (Address::repeat_byte(1), Address::repeat_byte(3), Address::repeat_byte(2));
+        let log = |index: u64, topics: Vec<B256>, data: Vec<u8>| ReceiptLog {
+            address: asset,
+            topics,
+            data: data.into(),
+            log_index: index,
+            tx_hash: B256::repeat_byte(7),
+            block_number: 5,
+            block_hash: B256::repeat_byte(0xbb),
+        };
+        let value = U256::from(1_000u64).to_be_bytes::<32>().to_vec();
+        let used = |index, from: Address, nonce: u8| {
+            log(index, vec![AUTHORIZATION_USED_TOPIC, from.into_word(), B256::repeat_byte(nonce)], vec![])
+        };
+        let transfer =
+            |index, from: Address| log(index, vec![TRANSFER_TOPIC, from.into_word(), payee.into_word()], value.clone());
+        // Calls: payer (nonce 1), other (nonce 2, failed: no logs), payer (nonce 3), other (nonce 4).
+        let auths = [used(10, payer, 1), used(12, payer, 3), used(14, other, 4)];
+        let transfers = [transfer(11, payer), transfer(13, payer), transfer(15, other)];
+        let joined = join_logs(asset, &transfers, &auths);
+        let nonces: Vec<_> = joined.iter().map(|t| (t.log_index, t.authorization_nonce)).collect();
+        assert_eq!(
+            nonces,
+            vec![(11, Some(B256::repeat_byte(1))), (13, Some(B256::repeat_byte(3))), (15, Some(B256::repeat_byte(4))),]
+        );
+        assert!(joined.iter().all(|t| t.tx_hash == B256::repeat_byte(7)));
+    }
 }

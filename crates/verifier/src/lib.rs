@@ -29,8 +29,8 @@ pub use eip712::{
 };
 pub use error::{Fault, VerifyError};
 pub use settle::{
-    AlwaysClaim, COLD_SLOT_GAS, Claim, GasPlan, NonceClosure, Rebroadcast, SettleConfig, SettleOutcome, Settled,
-    Settler, Submitted,
+    AlwaysClaim, BATCH_PAYMENTS_MAX, BatchItem, BatchOutcome, COLD_SLOT_GAS, Claim, GasPlan, MULTICALL3, NonceClosure,
+    Rebroadcast, SettleConfig, SettleOutcome, Settled, Settler, Submitted,
 };
 pub use signature::{ERC6492_MAGIC, EcdsaSignature, SignatureShape};
 pub use token::{AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, decode_revert_reason};

@@ -6,6 +6,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod after;
+mod batch;
 mod catalog;
 mod concurrency;
 mod control;

@@ -253,3 +253,74 @@ async fn a_refused_statement_in_a_group_commit_is_undone_alone() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_claim_is_all_or_nothing() {
+    // Goal: a batch claim moves every entry to `settling` with the one transaction hash and an event each; a batch with one entry no longer `forwarded` (settled meanwhile) writes nothing at all; two racing batch claims over overlapping entries have one winner, and no entry ends with the loser's hash.
+    each_engine(|db| async move {
+        let entries = db.ledger.entries();
+        let mut ids = Vec::new();
+        for n in 1..=4 {
+            ids.push(crate::entry_in(&db.ledger, EntryState::Forwarded, n, 100).await?);
+        }
+        let detail = r#"{"relayer":"0x0000000000000000000000000000000000000009","nonce":7}"#;
+        ensure!(entries.claim_batch(&ids, EntryState::Forwarded, hash(500), "batch_claim", Some(detail), 200).await?);
+        for id in &ids {
+            let e = entries.get(id).await?.expect("entry");
+            ensure!(e.state == EntryState::Settling && e.tx_hash == Some(hash(500)), "{e:?}");
+            let events = entries.events(id).await?;
+            let claim = events.last().expect("event");
+            ensure!(
+                claim.tx_hash == Some(hash(500))
+                    && claim.cause == "batch_claim"
+                    && claim.detail.as_deref() == Some(detail)
+            );
+        }
+
+        // One of five already settled: none of the others is claimed, no event is written.
+        let mut mixed = Vec::new();
+        for n in 10..=13 {
+            mixed.push(crate::entry_in(&db.ledger, EntryState::Forwarded, n, 100).await?);
+        }
+        mixed.push(crate::entry_in(&db.ledger, EntryState::Settled, 14, 100).await?);
+        let before = db.raw.count("SELECT COUNT(*) FROM ledger_events").await;
+        ensure!(!entries.claim_batch(&mixed, EntryState::Forwarded, hash(501), "batch_claim", None, 200).await?);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == before);
+        for id in &mixed[..4] {
+            ensure!(entries.get(id).await?.expect("entry").state == EntryState::Forwarded);
+        }
+
+        // Racing batches over the same entries (in different orders): exactly one wins.
+        let mut racers = Vec::new();
+        for i in 0..10u64 {
+            let (ledger, mut ids) = (db.ledger.clone(), mixed[..4].to_vec());
+            if i % 2 == 1 {
+                ids.reverse();
+            }
+            racers.push(tokio::spawn(async move {
+                ledger.entries().claim_batch(&ids, EntryState::Forwarded, hash(600 + i), "batch_claim", None, 300).await
+            }));
+        }
+        let mut won = Vec::new();
+        for (i, task) in racers.into_iter().enumerate() {
+            if task.await?? {
+                won.push(hash(600 + i as u64));
+            }
+        }
+        ensure!(won.len() == 1, "winners: {won:?}");
+        for id in &mixed[..4] {
+            ensure!(entries.get(id).await?.expect("entry").tx_hash == Some(won[0]));
+        }
+
+        // Bad input is refused before the database is asked.
+        let err =
+            entries.claim_batch(&[], EntryState::Forwarded, hash(700), "batch_claim", None, 300).await.unwrap_err();
+        ensure!(matches!(err, MeteringError::InvalidValue { what: "ids", .. }), "{err:?}");
+        let twice = vec![ids[0].clone(), ids[0].clone()];
+        let err =
+            entries.claim_batch(&twice, EntryState::Settling, hash(700), "batch_claim", None, 300).await.unwrap_err();
+        ensure!(matches!(err, MeteringError::InvalidValue { what: "ids", .. }), "{err:?}");
+        Ok(())
+    })
+    .await;
+}

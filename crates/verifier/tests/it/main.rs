@@ -3,6 +3,7 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
 
 mod bad_payments;
+mod batch;
 mod pipeline;
 mod rpc_failures;
 mod settlement;

@@ -25,6 +25,9 @@ use crate::types::{
     DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, REASON_BYTES_MAX, Transition,
 };
 
+/// Most entries one [`Entries::claim_batch`] claims (the verifier's batch bound).
+pub const CLAIM_BATCH_MAX: usize = 256;
+
 const SELECT_STATE: &str = "SELECT state, tx_hash FROM ledger_entries WHERE id = $1";
 
 // One statement per transition: the AFTER UPDATE trigger (migration 0006) appends the event
@@ -276,6 +279,79 @@ impl Entries {
         // Not applied: another state (a racer won) or the same transaction already recorded;
         // `NotFound` if there is no such entry.
         self.current_state(id).await.map(|_| false)
+    }
+
+    /// Claims every entry of `ids`, each in state `expected`, for one batch settlement
+    /// transaction `tx_hash`: `expected → settling(tx_hash)` on all of them in one database
+    /// transaction, or on none. `Ok(true)`: every entry now names the transaction, each with
+    /// its own event (`cause`, `detail`); `Ok(false)`: one of them was not in `expected` (a
+    /// racer claimed it, it was settled or voided meanwhile), and nothing was written. The
+    /// claim-before-broadcast rule holds per entry: when this returns `true` the hash is
+    /// durable on each of them. `ids` holds 1 to [`CLAIM_BATCH_MAX`] distinct entries.
+    pub async fn claim_batch(
+        &self,
+        ids: &[EntryId],
+        expected: EntryState,
+        tx_hash: B256,
+        cause: &str,
+        detail: Option<&str>,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        let t = Transition::Settling { tx_hash };
+        let columns = TransitionColumns::checked(&t, cause, detail)?;
+        let distinct: std::collections::HashSet<&EntryId> = ids.iter().collect();
+        if ids.is_empty() || ids.len() > CLAIM_BATCH_MAX || distinct.len() != ids.len() {
+            return Err(MeteringError::InvalidValue {
+                what: "ids",
+                reason: format!("a batch claim names 1 to {CLAIM_BATCH_MAX} distinct entries, not {}", ids.len()),
+            });
+        }
+        let to = EntryState::Settling;
+        if !expected.can_go_to(to) {
+            return Err(MeteringError::InvalidValue {
+                what: "expected",
+                reason: format!("no claim from {expected:?}"),
+            });
+        }
+        let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        let columns = &columns;
+        // Rows are locked in one order (by id) whatever order the caller gave: two batch
+        // claims over the same entries then wait for each other instead of deadlocking
+        // (PostgreSQL found one when two claims listed the entries in opposite orders).
+        let mut ordered: Vec<&EntryId> = ids.iter().collect();
+        ordered.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let claimed: bool = db_call!(
+            self.db,
+            "claim_batch",
+            tx | tx,
+            err | {
+                let mut all = true;
+                for id in &ordered {
+                    let row: Option<EntryRow> = update_entry!(to, columns, now, id, expected, cause, detail)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                    if row.is_none() {
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    tx.commit().await.map_err(err)?;
+                } else {
+                    // Not one of the entries keeps the claim: the batch is sent whole or not.
+                    tx.rollback().await.map_err(err)?;
+                }
+                Ok(all)
+            }
+        )?;
+        if !claimed {
+            // An unknown id is an error, not a lost race.
+            for id in ids {
+                self.current_state(id).await?;
+            }
+        }
+        Ok(claimed)
     }
 
     /// The entry's state and transaction hash, or `NotFound`.

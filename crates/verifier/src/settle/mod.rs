@@ -33,6 +33,10 @@ use crate::nonces::{AfterRelease, Count, NonceBook, Release, Take};
 use crate::token::{RevertContext, TRANSFER_TOPIC, classify_revert, decode_revert_reason};
 use crate::verify::VerifiedPayment;
 
+mod batch;
+
+pub use batch::{BATCH_PAYMENTS_MAX, BatchItem, BatchOutcome, MULTICALL3};
+
 /// Records a settlement transaction's hash before it is broadcast (see
 /// [`Settler::submit_claimed`]). Returns whether the caller may send it.
 #[async_trait::async_trait]
@@ -307,6 +311,19 @@ impl Settler {
     ) -> Result<Option<Submitted>, VerifyError> {
         let calldata = payment.transfer_calldata();
         let gas_limit = self.gas_limit(payment, &calldata, gas).await?;
+        self.send_claimed(payment.asset, calldata, gas_limit, claim).await
+    }
+
+    /// Signs a call of `to` with `calldata` and `gas_limit` for the next relayer nonce, has
+    /// `claim` record its hash, and broadcasts it (see [`Settler::submit_claimed`], whose
+    /// contract this is; [`Settler::submit_batch`] sends through it too).
+    async fn send_claimed(
+        &self,
+        to: Address,
+        calldata: alloy_primitives::Bytes,
+        gas_limit: u64,
+        claim: &mut dyn Claim,
+    ) -> Result<Option<Submitted>, VerifyError> {
         let fees = self.fees().await?;
         let mut last_refusal = String::new();
         for _ in 0..self.config.send_attempts_max.max(1) {
@@ -316,9 +333,9 @@ impl Settler {
             let held = NonceGuard::new(self, nonce);
             let request = TransactionRequest::default()
                 .with_from(self.address)
-                .with_to(payment.asset)
+                .with_to(to)
                 .with_input(calldata.clone())
-                .with_chain_id(payment.chain_id)
+                .with_chain_id(self.chain.chain_id())
                 .with_nonce(nonce)
                 .with_gas_limit(gas_limit)
                 .with_max_fee_per_gas(fees.max_fee_per_gas)
@@ -657,24 +674,41 @@ impl Settler {
             return Err(VerifyError::SettlementReverted { tx_hash });
         }
         let a = &payment.authorization;
-        let value_word = a.value.to_be_bytes::<32>();
-        let log = receipt.logs.iter().find(|log| {
-            log.address == payment.asset
-                && log.topics.first() == Some(&TRANSFER_TOPIC)
-                && log.topics.get(1) == Some(&a.from.into_word())
-                && log.topics.get(2) == Some(&a.to.into_word())
-                && log.data.as_ref() == value_word.as_slice()
-        });
-        match log {
-            Some(log) => Ok(Some(Settled {
-                tx_hash,
-                block_number: receipt.block_number,
-                block_hash: receipt.block_hash,
-                log_index: log.log_index,
-            })),
+        match find_settled(&receipt, payment) {
+            Some(settled) => Ok(Some(settled)),
             None => Err(VerifyError::TransferLogMissing { tx_hash, from: a.from, to: a.to, value: a.value }),
         }
     }
+}
+
+/// Where `payment` landed in a successful `receipt`, if it did: the token's
+/// `AuthorizationUsed(authorizer, nonce)` log whose indexed topics are this payment's payer
+/// and nonce (which name the payment exactly, even among many in one batch transaction), then
+/// the first `Transfer` of the same token after it from the payer to the payee of the value
+/// (the token emits the two in that order). `log_index` is the `Transfer`'s.
+fn find_settled(receipt: &crate::chain::Receipt, payment: &VerifiedPayment) -> Option<Settled> {
+    let a = &payment.authorization;
+    let used = receipt.logs.iter().find(|log| {
+        log.address == payment.asset
+            && log.topics.first() == Some(&crate::token::AUTHORIZATION_USED_TOPIC)
+            && log.topics.get(1) == Some(&a.from.into_word())
+            && log.topics.get(2) == Some(&a.nonce)
+    })?;
+    let value_word = a.value.to_be_bytes::<32>();
+    let transfer = receipt.logs.iter().find(|log| {
+        log.log_index > used.log_index
+            && log.address == payment.asset
+            && log.topics.first() == Some(&TRANSFER_TOPIC)
+            && log.topics.get(1) == Some(&a.from.into_word())
+            && log.topics.get(2) == Some(&a.to.into_word())
+            && log.data.as_ref() == value_word.as_slice()
+    })?;
+    Some(Settled {
+        tx_hash: receipt.tx_hash,
+        block_number: receipt.block_number,
+        block_hash: receipt.block_hash,
+        log_index: transfer.log_index,
+    })
 }
 
 fn revert_error(payment: &VerifiedPayment, data: &alloy_primitives::Bytes) -> VerifyError {
