@@ -27,7 +27,8 @@ pub struct Revenue {
     pub from_unix_s: u64,
     /// To, exclusive.
     pub to_unix_s: u64,
-    /// Lines: endpoint, state (settled is revenue), count, amount (atomic units).
+    /// Lines: endpoint, state (settled is revenue), count, amount (token units), amount_atomic,
+    /// symbol.
     #[schema(value_type = Vec<Object>)]
     pub lines: Vec<Value>,
 }
