@@ -59,9 +59,9 @@ pub use repo::recon::ReconStore;
 pub use repo::settings::{Actor, CONTROL_CHANNEL, ControlListener, ControlState, Settings};
 pub use repo::spend::{RevenueLine, Spend};
 pub use repo::tokens::{AdminToken, Role, Tokens, token_hash};
-pub use units::TokenUnits;
 pub use types::{
-    AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
-    PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, StateCounts, Tally,
-    Transition,
+    AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryFilter, EntryId, EntryState, Event, LABEL_BYTES_MAX,
+    NewEntry, PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals,
+    StateCounts, Tally, Transition,
 };
+pub use units::TokenUnits;

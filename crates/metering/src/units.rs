@@ -109,7 +109,10 @@ mod tests {
         let mut o = Map::new();
         u.put(&mut o, "total", Some(U256::from(28_000u64)));
         u.put(&mut o, "none", None);
-        assert_eq!(Value::Object(o), serde_json::json!({"total": "0.028", "total_atomic": "28000", "none": null, "none_atomic": null}));
+        assert_eq!(
+            Value::Object(o),
+            serde_json::json!({"total": "0.028", "total_atomic": "28000", "none": null, "none_atomic": null})
+        );
     }
 
     // Goal: typed amounts are token units by default and atomic only with the suffix; what is

@@ -21,7 +21,7 @@ use tollgate_x402::Network;
 
 use crate::error::ReconcileError;
 use crate::logs::{
-    add_receipts_of_entries, block_hashes_of_entries, times_of_blocks, first_block_at_or_after, read_transfers, retry,
+    add_receipts_of_entries, block_hashes_of_entries, first_block_at_or_after, read_transfers, retry, times_of_blocks,
 };
 use crate::matcher::{ChainTransfer, ReconBreakdown, ReconReport, breakdown, reconcile};
 use crate::options::ReconcileOptions;

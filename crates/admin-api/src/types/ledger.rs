@@ -46,6 +46,8 @@ pub struct EntriesQuery {
     pub from_unix_s: Option<u64>,
     /// To, exclusive (unix seconds).
     pub to_unix_s: Option<u64>,
+    /// One ledger state (`refund_owed`: the refunds owed).
+    pub state: Option<String>,
     /// Entries to skip.
     pub offset: Option<u64>,
     /// At most this many (default 100).

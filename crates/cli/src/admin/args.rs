@@ -610,6 +610,9 @@ pub(crate) enum LedgerCommand {
         /// To, exclusive: RFC 3339 or unix seconds.
         #[arg(long = "to", alias = "to-unix-s", value_name = "TIME", value_parser = parse_time)]
         to_unix_s: Option<u64>,
+        /// One ledger state (`refund_owed` lists the refunds owed).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
         /// Entries to skip.
         #[arg(long)]
         offset: Option<u64>,

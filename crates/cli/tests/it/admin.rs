@@ -438,6 +438,9 @@ async fn audit_query_export_and_verify() {
     assert_eq!(none["records"], json!([]), "{none}");
     let entries = f.ok(&finance, &["ledger", "entries", "--provider", "weather", "--limit", "5"]).await;
     assert_eq!(entries["entries"], json!([]));
+    let owed = f.ok(&finance, &["ledger", "entries", "--state", "refund_owed", "--from", "2026-01-01T00:00:00Z"]).await;
+    assert_eq!(owed["entries"], json!([]));
+    f.fails(&finance, &["ledger", "entries", "--state", "owed"], 3, "invalid_request: state").await;
 
     // Tamper: an edit needs the trigger gone first (as an attacker with the file would).
     let pool = sqlx::SqlitePool::connect(&f.db_url).await.unwrap();

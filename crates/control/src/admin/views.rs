@@ -12,7 +12,8 @@ use alloy_primitives::U256;
 use serde_json::{Map, Value};
 use tollgate_admin_api::types as api;
 use tollgate_metering::{
-    AuditQuery, AuditVerification, Decision, MeteringError, ReconException, ReconRun, RevenueLine, Role, TokenUnits,
+    AuditQuery, AuditVerification, Decision, EntryFilter, EntryState, MeteringError, ReconException, ReconRun,
+    RevenueLine, Role, TokenUnits,
 };
 
 use super::{Host, address, value, values};
@@ -94,23 +95,25 @@ pub async fn ledger_entries<H: Host>(
     let q = input()?;
     let provider = provider_filter(p, q.provider, "read another provider's ledger")?;
     let payer = q.payer.as_deref().map(|w| address("payer", w)).transpose()?;
-    let entries = host
-        .ledger()
-        .entries()
-        .page(
-            provider.as_deref(),
-            payer,
-            q.from_unix_s.unwrap_or(0),
-            q.to_unix_s.unwrap_or(i64::MAX as u64),
-            q.offset.unwrap_or(0),
-            q.limit.unwrap_or(100),
-        )
-        .await?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| s.parse::<EntryState>().map_err(|_| ControlError::invalid("state", "not a ledger state")))
+        .transpose()?;
+    let filter = EntryFilter {
+        provider,
+        payer,
+        from_unix_s: q.from_unix_s.unwrap_or(0),
+        to_unix_s: q.to_unix_s.unwrap_or(i64::MAX as u64),
+        state,
+    };
+    let entries = host.ledger().entries().page(&filter, q.offset.unwrap_or(0), q.limit.unwrap_or(100)).await?;
     // The stored payment (signature included) is not part of the view.
     let entries = entries
         .into_iter()
         .map(|e| {
-            let mut v = with_amounts(&e, &host.units(Some(e.chain_id)), &[("amount", Some(U256::from(e.amount.get())))]);
+            let mut v =
+                with_amounts(&e, &host.units(Some(e.chain_id)), &[("amount", Some(U256::from(e.amount.get())))]);
             if let Some(o) = v.as_object_mut() {
                 o.remove("payment");
             }

@@ -97,7 +97,8 @@ pub(super) async fn reconcile(State(gw): Gw, Auth(p): Auth, uri: Uri, body: Admi
         Format::Csv => render_csv(&outcome.report, &units),
         Format::TotalsCsv => render_totals_csv(&outcome.breakdown, &units),
     };
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv"), (header::CACHE_CONTROL, "no-store")], text).into_response())
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv"), (header::CACHE_CONTROL, "no-store")], text)
+        .into_response())
 }
 
 /// What a reconciliation answers with.

@@ -55,9 +55,7 @@ const AUDIT_SEND_WAIT: Duration = Duration::from_secs(1);
 fn decision(call: &PaidCall, reason: &str) -> (Decision, String) {
     match (&call.entry_id, call.trail.ended) {
         (None, _) => (Decision::Denied, reason.to_owned()),
-        (Some(_), Some((EntryState::Voided | EntryState::SettleFailed, cause))) => {
-            (Decision::Denied, cause.to_owned())
-        }
+        (Some(_), Some((EntryState::Voided | EntryState::SettleFailed, cause))) => (Decision::Denied, cause.to_owned()),
         (Some(_), Some((_, cause))) => (Decision::Accepted, cause.to_owned()),
         (Some(_), None) => (Decision::Accepted, reason.to_owned()),
     }

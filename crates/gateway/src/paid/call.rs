@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
+use alloy_primitives::Address;
 use axum::body::Body;
 use axum::http::request::Parts;
-use alloy_primitives::Address;
 use tollgate_metering::{EntryId, EntryState, SettlementMode};
 use tollgate_verifier::VerifiedPayment;
 

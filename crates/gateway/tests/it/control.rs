@@ -235,6 +235,30 @@ async fn audit_agrees_with_the_ledger(h: &Harness) {
 }
 both_engines!(audit_coherence, audit_agrees_with_the_ledger);
 
+// Goal: refunds owed are listed: a `before` call whose upstream failed after settlement is
+// `refund_owed`, the ledger view filtered by that state lists exactly it (amount in USDC with
+// its atomic integer), its audit record is `accepted` (the money moved) with the ledger's
+// cause, and an unknown state is 400 invalid_request.
+async fn refunds_owed_are_listed(h: &Harness) {
+    assert_eq!(pay(h, "/weather/oslo").await.0.status(), StatusCode::OK);
+    let (resp, owed) = pay(h, "/before/fail").await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let entry = h.wait_state(&owed, EntryState::RefundOwed).await;
+    let finance = admin_token(&h.gateway, Role::Finance, None).await;
+    let (s, list) = h.admin(Method::GET, "/admin/ledger/entries?state=refund_owed", Some(&finance), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let entries = list["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{list}");
+    assert_eq!(entries[0]["id"], entry.id.to_string());
+    assert_eq!((entries[0]["amount"].clone(), entries[0]["amount_atomic"].clone()), (json!("0.001"), json!("1000")));
+    let (s, bad) = h.admin(Method::GET, "/admin/ledger/entries?state=owed", Some(&finance), None).await;
+    assert_eq!((s, bad["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+    let records = wait_audit(h, "/admin/audit", 2).await;
+    let record = records.iter().find(|r| r["entry_id"] == entry.id.to_string()).unwrap();
+    assert_eq!((record["decision"].clone(), record["reason"].clone()), (json!("accepted"), json!("upstream_5xx")));
+}
+both_engines!(refunds_owed, refunds_owed_are_listed);
+
 fn injected(h: &Harness) -> String {
     h.upstream.last().headers["authorization"].to_str().unwrap().to_owned()
 }
