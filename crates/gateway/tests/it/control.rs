@@ -691,7 +691,8 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     let recovered = &records[1];
     assert_eq!(recovered["entry_id"], lost.to_string());
     assert_eq!(recovered["reason"], "recovered_after_restart");
-    assert_eq!(recovered["decision"], "accepted");
+    // The decision is the ledger's outcome: the entry ended voided (never forwarded), so denied.
+    assert_eq!(recovered["decision"], "denied");
     assert_eq!(recovered["path"], "/weather/riga");
     assert_eq!(recovered["credential"], "env:TEST_API_KEY");
     let first = h.entry_for(&audited).await.unwrap();
