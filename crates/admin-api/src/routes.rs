@@ -103,7 +103,8 @@ pub enum Answer {
     Document,
     /// The audit chain's verification (the ledger's record).
     Verification,
-    /// A reconciliation report (JSON), or its items as CSV with `?format=csv`.
+    /// A reconciliation report (JSON), its items as CSV with `?format=csv`, or its totals as CSV
+    /// with `?format=totals_csv`.
     ReportOrCsv,
     /// Text of this content type.
     Text(&'static str),
@@ -559,7 +560,7 @@ pub static ROUTES: &[Route] = &[
         path: "/admin/reconcile",
         operation: Operation::Reconcile,
         roles: &[Role::Operator, Role::Finance],
-        summary: "Run a reconciliation and record it (JSON report, or CSV items with ?format=csv)",
+        summary: "Run a reconciliation and record it (JSON report; CSV items with ?format=csv; CSV totals with ?format=totals_csv)",
         notes: "",
         cli: "`tollgate admin reconcile run --from-block 100 --to-block 200`",
         body: Some(name::<ReconcileBody>),

@@ -107,6 +107,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
     let net = config
         .network(network)
         .ok_or_else(|| Failure::new(EXIT_FAILURE, format!("network {} is not configured", network.caip2())))?;
+    let units = net.units();
     let recon = connect(&config, net).await.map_err(|e| Failure::new(EXIT_FAILURE, e))?;
     let outcome = match range {
         Range::Blocks((from, to)) => reconcile_range(&recon, network, from, to, opts).await.map(Some),
@@ -123,10 +124,10 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::new(EXIT_FAILURE, format!("cannot write {}: {e}", path.display())))
     };
     if let Some(path) = &args.csv {
-        write(path, render_csv(&outcome.report))?;
+        write(path, render_csv(&outcome.report, &units))?;
     }
     if let Some(path) = &args.totals_csv {
-        write(path, render_totals_csv(&outcome.breakdown))?;
+        write(path, render_totals_csv(&outcome.breakdown, &units))?;
     }
     let r = &outcome.report;
     let tie = r.tie_out(&outcome.scope.pay_to);
@@ -138,13 +139,13 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         outcome.scope.to_block,
         outcome.cursor_block.map_or_else(|| "none".to_owned(), |c| c.to_string()),
         counts.join(" "),
-        r.totals.chain_total,
-        r.totals.matched_total,
-        r.totals.ledger_total,
+        units.label(r.totals.chain_total),
+        units.label(r.totals.matched_total),
+        units.label(r.totals.ledger_total),
         if tie.holds { "holds" } else { "DOES NOT HOLD" },
     );
     if args.json {
-        crate::out::print_line(render_json(&outcome))?;
+        crate::out::print_line(render_json(&outcome, &units))?;
     }
     Ok(EXIT_OK)
 }

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::U256;
+use alloy_primitives::{Address, U256};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{ConnectInfo, Request, State};
@@ -324,10 +324,16 @@ pub fn payment_verified(parts: &Parts) {
 /// balance cache's TTL is refused `insufficient_funds` without an RPC call (after the offline
 /// checks, so a bad signature or an expired authorization is still told as such). A refusal
 /// for want of balance is remembered.
+///
+/// `signer` is set to the payer when the payment is refused for want of balance after a full
+/// verification: the verifier checks the signature before the balance, so that payer signed
+/// (the audit record names it). A refusal from the cache leaves it unset: it is counted, not
+/// audited, so repeating it grows nothing.
 pub async fn verify_funded(
     gw: &Gateway,
     offer: &v2::PaymentRequirements,
     payment: &PaymentPayload,
+    signer: &mut Option<Address>,
 ) -> Result<VerifiedPayment, VerifyError> {
     let a = &payment.exact().authorization;
     let key: BalanceKey = (offer.network.chain_id, offer.asset, a.from);
@@ -347,6 +353,7 @@ pub async fn verify_funded(
     let verified = gw.verifier.verify(offer, payment).await;
     if let Err(VerifyError::InsufficientBalance { balance, .. }) = &verified {
         gw.balances.remember(key, *balance);
+        *signer = Some(a.from);
     }
     verified
 }

@@ -9,7 +9,7 @@
 //!
 //! - vocabulary: the entry value types (`types`, which name no error), [`MeteringError`]
 //!   (`error`), parsing and checking values (`checks`), the wallet policy rules (`policy`,
-//!   pure), the reconciliation store's vocabulary (`reconcile`: classes, scope, items, runs, exceptions, notes; the matcher is `tollgate-recon`'s);
+//!   pure), the reconciliation store's vocabulary (`reconcile`: classes, scope, items, runs, exceptions, notes; the matcher is `tollgate-recon`'s), how amounts are shown and typed (`units`: [`TokenUnits`], the one formatting function);
 //! - `db`: the engine (SQLite or PostgreSQL, chosen by the URL), connect and migrate
 //!   (`migrations/sqlite`, `migrations/postgres`, embedded), the time limit around every call,
 //!   the driver-error mapping, `db_call!` and the value codecs (`db::codec`);
@@ -40,6 +40,7 @@ mod policy;
 mod reconcile;
 mod repo;
 mod types;
+mod units;
 
 pub use db::checkpoint::WAL_BYTES_MAX as SQLITE_WAL_BYTES_MAX;
 pub use db::{Engine, LedgerOptions};
@@ -59,7 +60,8 @@ pub use repo::settings::{Actor, CONTROL_CHANNEL, ControlListener, ControlState, 
 pub use repo::spend::{RevenueLine, Spend};
 pub use repo::tokens::{AdminToken, Role, Tokens, token_hash};
 pub use types::{
-    AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, NewEntry,
-    PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals, StateCounts, Tally,
-    Transition,
+    AtomicAmount, CAUSE_BYTES_MAX, DETAIL_BYTES_MAX, Entry, EntryFilter, EntryId, EntryState, Event, LABEL_BYTES_MAX,
+    NewEntry, PATH_BYTES_MAX, PAYMENT_BYTES_MAX, REASON_BYTES_MAX, SettlementMode, SpendQuery, SpendTotals,
+    StateCounts, Tally, Transition,
 };
+pub use units::TokenUnits;

@@ -133,6 +133,9 @@ pub struct ReconItem {
     /// The entry's state when it was reconciled (`settling`, `settled` and `refund_owed` say
     /// money moved: their amount is expected on chain).
     pub ledger_state: Option<EntryState>,
+    /// The block's timestamp (unix seconds), once the run has read it (the matcher leaves it
+    /// `None`; it is not stored with an exception).
+    pub block_time_unix_s: Option<u64>,
 }
 
 /// A reconciliation run to record: its scope, cursor, times, counts, totals, tie-out and
@@ -199,6 +202,8 @@ pub struct ReconException {
     pub id: i64,
     /// The run it belongs to.
     pub run_id: i64,
+    /// The run's chain.
+    pub chain_id: u64,
     /// The class.
     pub class: ReconClass,
     /// The payer.

@@ -119,6 +119,22 @@ impl<'de> Deserialize<'de> for AtomicAmount {
     }
 }
 
+/// Which ledger entries a read-only page holds: reserved in `[from_unix_s, to_unix_s)`,
+/// optionally of one provider, one payer and one state (`refund_owed`: the refunds owed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    /// One provider.
+    pub provider: Option<String>,
+    /// One payer.
+    pub payer: Option<Address>,
+    /// From, inclusive.
+    pub from_unix_s: u64,
+    /// To, exclusive.
+    pub to_unix_s: u64,
+    /// One state.
+    pub state: Option<EntryState>,
+}
+
 /// When a call is settled relative to forwarding it upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,7 +5,8 @@
 //! route and payer), reading the chain through the verifier's `Chain` (`logs`: chunked
 //! `eth_getLogs` with retries, the join of `Transfer` and `AuthorizationUsed`, times to
 //! blocks), one run against the ledger and its record (`run`), the periodic job with its
-//! lease (`job`), the CSV and JSON renderings (`render`) and the time arguments (`times`).
+//! lease (`job`), the CSV and JSON renderings (`render`, every amount through
+//! `tollgate_metering::TokenUnits`) and times (`times`: the arguments, and RFC 3339 UTC out).
 //!
 //! Must not: know HTTP or axum, read the environment, build an RPC or database client (the
 //! caller hands in its [`Reconciler`]), or write the control plane. The matcher does no IO at
@@ -28,9 +29,9 @@ pub use matcher::{
     utc_day, utc_month,
 };
 pub use options::ReconcileOptions;
-pub use render::{CSV_COLUMNS, TOTALS_CSV_COLUMNS, render_csv, render_json, render_totals_csv};
+pub use render::{CSV_COLUMNS, TOTALS_CSV_COLUMNS, render_csv, render_json, render_totals_csv, render_totals_json};
 pub use run::{
     Host, ReconcileOutcome, Reconciler, Standalone, Target, blocks_of_times, reconcile_range, reconcile_resume,
     reconcile_times,
 };
-pub use times::parse_time;
+pub use times::{parse_time, rfc3339_utc};

@@ -1,7 +1,7 @@
 //! Reading the chain for a reconciliation, through the verifier's [`Chain`] only: chunked
 //! `eth_getLogs` reads of `Transfer` logs to our payees joined with the `AuthorizationUsed`
 //! logs of their transactions, receipts and block hashes of entries without a transfer, the
-//! binary search of block timestamps (times to blocks, blocks to UTC days), each call retried
+//! binary search of block timestamps (times to blocks) and the timestamps of the items' blocks, each call retried
 //! with backoff while the chain is at fault.
 //!
 //! Must not: touch the ledger, classify, or build an RPC client (the caller's [`Chain`] is
@@ -223,63 +223,26 @@ pub(crate) async fn block_hashes_of_entries(
     Ok(hashes)
 }
 
-/// The start of the UTC day (unix seconds) of each block that an item names, found by
-/// bisecting the items' blocks: when two blocks fall on the same UTC day, so does every block
-/// between them (timestamps never decrease), so a run over many items costs about
-/// log2(items) look-ups per day they span, not one per item. Blocks above the head (a ledger
-/// block lost to a reorg) are left out. At most `lookups_max` look-ups in all.
-pub(crate) async fn days_of_blocks(
+/// The timestamp (unix seconds) of each block that an item names: the item's block time in
+/// the CSV and JSON, and its UTC day and month in the breakdown. One look-up per distinct
+/// block, never more than `lookups_max` in all (with those already done). Blocks above the
+/// head (a ledger block lost to a reorg) are left out.
+pub(crate) async fn times_of_blocks(
     chain: &dyn Chain,
     items: &[ReconItem],
     head: u64,
     lookups_done: usize,
     opts: ReconcileOptions,
 ) -> Result<HashMap<u64, u64>, ReconcileError> {
-    const DAY_S: u64 = 86_400;
-    let blocks: Vec<u64> = items
-        .iter()
-        .filter_map(|i| i.block_number)
-        .filter(|n| *n <= head)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let (Some(&first), Some(&last)) = (blocks.first(), blocks.last()) else { return Ok(HashMap::new()) };
-    let mut lookups = lookups_done;
-    let mut day_of: HashMap<u64, u64> = HashMap::new();
-    for n in BTreeSet::from([first, last]) {
-        lookups += 1;
-        if lookups > opts.lookups_max {
-            return Err(ReconcileError::TooManyLookups { limit: opts.lookups_max });
-        }
-        let ts = timestamp(chain, n, head, opts).await?;
-        day_of.insert(n, ts - ts % DAY_S);
+    let blocks: BTreeSet<u64> = items.iter().filter_map(|i| i.block_number).filter(|n| *n <= head).collect();
+    if lookups_done.saturating_add(blocks.len()) > opts.lookups_max {
+        return Err(ReconcileError::TooManyLookups { limit: opts.lookups_max });
     }
-    // Spans of indexes into `blocks` whose two ends have a known day.
-    let mut spans = vec![(0, blocks.len() - 1)];
-    while let Some((lo, hi)) = spans.pop() {
-        let (Some(&b_lo), Some(&b_hi)) = (blocks.get(lo), blocks.get(hi)) else { continue };
-        let (Some(&d_lo), Some(&d_hi)) = (day_of.get(&b_lo), day_of.get(&b_hi)) else { continue };
-        if d_lo == d_hi {
-            for n in blocks.get(lo..=hi).unwrap_or_default() {
-                day_of.insert(*n, d_lo);
-            }
-            continue;
-        }
-        if hi - lo < 2 {
-            continue;
-        }
-        let mid = lo + (hi - lo) / 2;
-        let Some(&b_mid) = blocks.get(mid) else { continue };
-        lookups += 1;
-        if lookups > opts.lookups_max {
-            return Err(ReconcileError::TooManyLookups { limit: opts.lookups_max });
-        }
-        let ts = timestamp(chain, b_mid, head, opts).await?;
-        day_of.insert(b_mid, ts - ts % DAY_S);
-        spans.push((lo, mid));
-        spans.push((mid, hi));
+    let mut time_of = HashMap::with_capacity(blocks.len());
+    for n in blocks {
+        time_of.insert(n, timestamp(chain, n, head, opts).await?);
     }
-    Ok(day_of)
+    Ok(time_of)
 }
 
 #[cfg(test)]

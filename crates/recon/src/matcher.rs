@@ -131,6 +131,7 @@ pub fn reconcile(
             provider: e.map(|e| e.provider.clone()),
             route: e.map(|e| e.route.clone()),
             ledger_state: e.map(|e| e.state),
+            block_time_unix_s: None,
         }
     };
 

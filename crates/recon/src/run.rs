@@ -21,7 +21,7 @@ use tollgate_x402::Network;
 
 use crate::error::ReconcileError;
 use crate::logs::{
-    add_receipts_of_entries, block_hashes_of_entries, days_of_blocks, first_block_at_or_after, read_transfers, retry,
+    add_receipts_of_entries, block_hashes_of_entries, first_block_at_or_after, read_transfers, retry, times_of_blocks,
 };
 use crate::matcher::{ChainTransfer, ReconBreakdown, ReconReport, breakdown, reconcile};
 use crate::options::ReconcileOptions;
@@ -167,16 +167,17 @@ pub async fn reconcile_range(
     let lookups = add_receipts_of_entries(chain, &scope, &entries, &mut transfers, opts).await?;
     let hashes = block_hashes_of_entries(chain, &entries, &transfers, lookups, opts).await?;
 
-    let report =
+    let mut report =
         reconcile(&scope, &entries, &transfers, current_block, opts.confirmations_min, &|n| hashes.get(&n).copied());
     let lookups = lookups.saturating_add(hashes.len());
-    let days = days_of_blocks(chain, &report.items, current_block, lookups, opts).await?;
+    let times = times_of_blocks(chain, &report.items, current_block, lookups, opts).await?;
+    for item in &mut report.items {
+        item.block_time_unix_s = item.block_number.and_then(|n| times.get(&n).copied());
+    }
     let created: HashMap<&EntryId, u64> = entries.iter().map(|e| (&e.id, e.created_unix_s)).collect();
     let breakdown = breakdown(&report.items, &|i| {
         // The block's day when the item has a block, else when the call was made.
-        i.block_number
-            .and_then(|n| days.get(&n).copied())
-            .or_else(|| i.entry_id.as_ref().and_then(|id| created.get(id).copied()))
+        i.block_time_unix_s.or_else(|| i.entry_id.as_ref().and_then(|id| created.get(id).copied()))
     });
     let confirmed_head = current_block.saturating_add(1).checked_sub(opts.confirmations_min.max(1));
     let cursor_block = confirmed_head.map(|head| head.min(to_block)).filter(|c| *c >= from_block);

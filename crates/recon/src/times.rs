@@ -1,5 +1,6 @@
-//! Time arguments of a reconciliation: unix seconds or RFC 3339, parsed by the `time` crate's
-//! strict RFC 3339 parser.
+//! Times: the arguments of a reconciliation and of every admin filter (unix seconds or RFC
+//! 3339, parsed by the `time` crate's strict RFC 3339 parser), and the RFC 3339 UTC form a
+//! report writes.
 //!
 //! Must not: read a clock or do IO.
 
@@ -22,9 +23,36 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     u64::try_from(t.unix_timestamp()).map_err(|_| bad())
 }
 
+/// `unix_s` as RFC 3339 in UTC, to the second (`2026-01-01T00:00:00Z`); empty past year 9999.
+pub fn rfc3339_utc(unix_s: u64) -> String {
+    let Some(t) = i64::try_from(unix_s).ok().and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()) else {
+        return String::new();
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips() {
+        // Goal: a report's times are RFC 3339 UTC to the second and parse back to the same instant.
+        assert_eq!(rfc3339_utc(1_767_225_600), "2026-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_709_251_199), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        for t in [0, 1_709_251_199, 1_767_225_600] {
+            assert_eq!(parse_time(&rfc3339_utc(t)), Ok(t));
+        }
+    }
 
     #[test]
     fn time_arguments() {

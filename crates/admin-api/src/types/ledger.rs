@@ -27,7 +27,8 @@ pub struct Revenue {
     pub from_unix_s: u64,
     /// To, exclusive.
     pub to_unix_s: u64,
-    /// Lines: endpoint, state (settled is revenue), count, amount (atomic units).
+    /// Lines: endpoint, state (settled is revenue), count, amount (token units), amount_atomic,
+    /// symbol.
     #[schema(value_type = Vec<Object>)]
     pub lines: Vec<Value>,
 }
@@ -45,6 +46,8 @@ pub struct EntriesQuery {
     pub from_unix_s: Option<u64>,
     /// To, exclusive (unix seconds).
     pub to_unix_s: Option<u64>,
+    /// One ledger state (`refund_owed`: the refunds owed).
+    pub state: Option<String>,
     /// Entries to skip.
     pub offset: Option<u64>,
     /// At most this many (default 100).

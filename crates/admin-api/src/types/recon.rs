@@ -37,12 +37,13 @@ pub struct ReconcileBody {
     pub chunk_blocks: Option<u64>,
 }
 
-/// The report's format: `json` (default) or `csv`.
+/// The report's format: `json` (default), `csv` (the items) or `totals_csv` (the totals per
+/// UTC day, UTC month, provider, route and payer).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct FormatQuery {
-    /// `json` or `csv`.
+    /// `json`, `csv` or `totals_csv`.
     pub format: Option<String>,
 }
 

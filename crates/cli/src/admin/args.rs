@@ -6,9 +6,18 @@
 
 use std::path::PathBuf;
 
+use tollgate_recon::parse_time;
+
 use super::ADMIN_HELP;
 use super::catalog_args::{ENDPOINT_HELP, PROVIDER_HELP};
 pub(crate) use super::catalog_args::{EndpointCommand, EndpointPut, EndpointSet, ProviderCommand, ProviderPut};
+
+/// An amount an operator typed (USDC by default, atomic units with the suffix `atomic`: one
+/// convention, `tollgate_metering::TokenUnits::parse`) as the admin API takes it: atomic units
+/// as a decimal string.
+fn atomic_amount(s: &str) -> Result<String, String> {
+    tollgate_metering::TokenUnits::default().parse(s).map(|a| a.to_string())
+}
 
 /// Where the admin API is and how to authenticate (global to every subcommand).
 #[derive(Debug, Clone, clap::Args)]
@@ -109,15 +118,15 @@ pub(crate) enum AdminCommand {
     Audit(AuditCommand),
     /// A provider's revenue by endpoint and ledger state (entries reserved in [from, to)).
     #[command(after_help = "Examples:\n  tollgate admin revenue weather\n  \
-                            tollgate admin revenue weather --from-unix-s 1767225600 --to-unix-s 1769904000")]
+                            tollgate admin revenue weather --from 2026-01-01T00:00:00Z --to 2026-02-01T00:00:00Z")]
     Revenue {
         /// The provider id.
         provider: String,
-        /// From (inclusive, unix seconds).
-        #[arg(long, value_name = "S")]
+        /// From, inclusive: RFC 3339 (2026-01-01T00:00:00Z) or unix seconds.
+        #[arg(long = "from", alias = "from-unix-s", value_name = "TIME", value_parser = parse_time)]
         from_unix_s: Option<u64>,
-        /// To (exclusive, unix seconds).
-        #[arg(long, value_name = "S")]
+        /// To, exclusive: RFC 3339 or unix seconds.
+        #[arg(long = "to", alias = "to-unix-s", value_name = "TIME", value_parser = parse_time)]
         to_unix_s: Option<u64>,
     },
     /// Ledger entries (read-only; the signed payment is not shown).
@@ -316,11 +325,12 @@ pub(crate) enum WalletCommand {
         #[arg(long, value_name = "ADDRESS")]
         wallet: Option<String>,
     },
-    /// Set (replace) a wallet's policy in a scope. Amounts are atomic units; caps are per
-    /// UTC day and UTC calendar month, summed over every asset.
+    /// Set (replace) a wallet's policy in a scope. Amounts are USDC (`0.013`, up to 6
+    /// decimals) or atomic units with the suffix `atomic` (`13000atomic`); caps are per UTC day
+    /// and UTC calendar month, summed over every asset.
     #[command(
         after_help = "Examples:\n  tollgate admin wallet set 0x90F79bf6EB2c4f870365E785982E1f101E93b906 --registered \
-                            --per-call-max 10000 --daily-cap 5000000 --monthly-cap 100000000\n  \
+                            --per-call-max 0.01 --daily-cap 5 --monthly-cap 100\n  \
                             tollgate admin wallet set 0x90F79bf6EB2c4f870365E785982E1f101E93b906 --scope weather \
                             --endpoints 'weather:/weather/{city}'"
     )]
@@ -340,14 +350,14 @@ pub(crate) enum WalletCommand {
         /// Allowed endpoints (`provider:path`), comma-separated [default: all].
         #[arg(long, value_delimiter = ',', value_name = "NAMES")]
         endpoints: Option<Vec<String>>,
-        /// Largest amount per call (atomic units).
-        #[arg(long, value_name = "N")]
+        /// Largest amount per call (USDC like 0.01, or atomic units like 10000atomic).
+        #[arg(long, value_name = "AMOUNT", value_parser = atomic_amount)]
         per_call_max: Option<String>,
-        /// Largest spend per UTC day (atomic units).
-        #[arg(long, value_name = "N")]
+        /// Largest spend per UTC day (USDC like 0.013, or atomic units like 13000atomic).
+        #[arg(long, value_name = "AMOUNT", value_parser = atomic_amount)]
         daily_cap: Option<String>,
-        /// Largest spend per UTC calendar month (atomic units).
-        #[arg(long, value_name = "N")]
+        /// Largest spend per UTC calendar month (USDC, or atomic units with the suffix).
+        #[arg(long, value_name = "AMOUNT", value_parser = atomic_amount)]
         monthly_cap: Option<String>,
     },
     /// Deny a wallet in a scope (its other policy fields are kept).
@@ -399,7 +409,7 @@ pub(crate) enum AuditCommand {
         limit: Option<u32>,
     },
     /// Every matching record as JSON lines on stdout (or --out).
-    #[command(after_help = "Example:\n  tollgate admin audit export --from-unix-ms 1767225600000 > audit.jsonl")]
+    #[command(after_help = "Example:\n  tollgate admin audit export --from 2026-01-01T00:00:00Z > audit.jsonl")]
     Export {
         #[command(flatten)]
         filter: AuditFilter,
@@ -426,12 +436,12 @@ pub(crate) struct AuditFilter {
     /// Provider id.
     #[arg(long, value_name = "ID")]
     pub(crate) provider: Option<String>,
-    /// From (inclusive, unix milliseconds).
-    #[arg(long, value_name = "MS")]
-    pub(crate) from_unix_ms: Option<u64>,
-    /// To (exclusive, unix milliseconds).
-    #[arg(long, value_name = "MS")]
-    pub(crate) to_unix_ms: Option<u64>,
+    /// From, inclusive: RFC 3339 (2026-01-01T00:00:00Z) or unix seconds.
+    #[arg(long = "from", value_name = "TIME", value_parser = parse_time)]
+    pub(crate) from_unix_s: Option<u64>,
+    /// To, exclusive: RFC 3339 or unix seconds.
+    #[arg(long = "to", value_name = "TIME", value_parser = parse_time)]
+    pub(crate) to_unix_s: Option<u64>,
     /// accepted or denied.
     #[arg(long, value_parser = ["accepted", "denied"])]
     pub(crate) decision: Option<String>,
@@ -443,8 +453,8 @@ impl AuditFilter {
             ("wallet", self.wallet.clone()),
             ("endpoint", self.endpoint.clone()),
             ("provider", self.provider.clone()),
-            ("from_unix_ms", self.from_unix_ms.map(|v| v.to_string())),
-            ("to_unix_ms", self.to_unix_ms.map(|v| v.to_string())),
+            ("from_unix_ms", self.from_unix_s.map(|v| v.saturating_mul(1000).to_string())),
+            ("to_unix_ms", self.to_unix_s.map(|v| v.saturating_mul(1000).to_string())),
             ("decision", self.decision.clone()),
         ]
     }
@@ -455,7 +465,7 @@ pub(crate) enum LedgerCommand {
     /// Ledger entries, oldest first, with paging (a provider token sees its own).
     #[command(
         after_help = "Example:\n  tollgate admin ledger entries --payer 0x90F79bf6EB2c4f870365E785982E1f101E93b906 \
-                            --from-unix-s 1767225600 --limit 20"
+                            --from 2026-01-01T00:00:00Z --limit 20"
     )]
     Entries {
         /// Provider id.
@@ -464,12 +474,15 @@ pub(crate) enum LedgerCommand {
         /// Payer wallet.
         #[arg(long, value_name = "ADDRESS")]
         payer: Option<String>,
-        /// From (inclusive, unix seconds).
-        #[arg(long, value_name = "S")]
+        /// From, inclusive: RFC 3339 (2026-01-01T00:00:00Z) or unix seconds.
+        #[arg(long = "from", alias = "from-unix-s", value_name = "TIME", value_parser = parse_time)]
         from_unix_s: Option<u64>,
-        /// To (exclusive, unix seconds).
-        #[arg(long, value_name = "S")]
+        /// To, exclusive: RFC 3339 or unix seconds.
+        #[arg(long = "to", alias = "to-unix-s", value_name = "TIME", value_parser = parse_time)]
         to_unix_s: Option<u64>,
+        /// One ledger state (`refund_owed` lists the refunds owed).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
         /// Entries to skip.
         #[arg(long)]
         offset: Option<u64>,

@@ -128,12 +128,21 @@ pub async fn run(args: AdminArgs) -> Result<u8, Failure> {
             api.show(Method::GET, &["providers", &provider, "revenue"], &query, None).await
         }
         AdminCommand::Reconcile(cmd) => reconcile(&api, cmd).await,
-        AdminCommand::Ledger(LedgerCommand::Entries { provider, payer, from_unix_s, to_unix_s, offset, limit }) => {
+        AdminCommand::Ledger(LedgerCommand::Entries {
+            provider,
+            payer,
+            from_unix_s,
+            to_unix_s,
+            state,
+            offset,
+            limit,
+        }) => {
             let query = [
                 ("provider", provider),
                 ("payer", payer),
                 ("from_unix_s", from_unix_s.map(|v| v.to_string())),
                 ("to_unix_s", to_unix_s.map(|v| v.to_string())),
+                ("state", state),
                 ("offset", offset.map(|v| v.to_string())),
                 ("limit", limit.map(|v| v.to_string())),
             ];

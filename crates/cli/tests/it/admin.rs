@@ -282,9 +282,11 @@ async fn credential_rotation_from_stdin() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
 }
 
-// Goal: `wallet set` stores a policy (caps in atomic units, endpoints, registered), `wallet
-// revoke`/`reinstate` flip only `revoked`, `wallet list` filters by scope and wallet; a bad
-// address and a non-numeric cap are refused (exit 3, invalid_request).
+// Goal: `wallet set` stores a policy (caps typed in USDC, or atomic units with the `atomic`
+// suffix, stored atomic; endpoints; registered), `wallet revoke`/`reinstate` flip only
+// `revoked`, `wallet list` filters by scope and wallet; a bad address is refused (exit 3,
+// invalid_request) and a cap that is neither USDC nor suffixed atomic units is a usage error
+// (exit 2) naming both forms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallet_policies_set_revoke_reinstate() {
     let f = Fixture::start().await;
@@ -300,11 +302,11 @@ async fn wallet_policies_set_revoke_reinstate() {
                 "--endpoints",
                 "weather:/a,weather:/b",
                 "--per-call-max",
-                "10000",
+                "0.01",
                 "--daily-cap",
-                "50000",
+                "50000atomic",
                 "--monthly-cap",
-                "900000",
+                "0.9",
             ],
         )
         .await;
@@ -331,7 +333,12 @@ async fn wallet_policies_set_revoke_reinstate() {
     assert_eq!(p["revoked"], false);
 
     f.fails(&f.operator, &["wallet", "set", "0x1234"], 3, "invalid_request: wallet").await;
-    f.fails(&f.operator, &["wallet", "set", WALLET, "--daily-cap", "1.5"], 3, "invalid_request: daily_cap").await;
+    for bad in ["0.0000001", "5e3", "1.5atomic"] {
+        let out = f.cli(&f.operator, &["wallet", "set", WALLET, "--daily-cap", bad]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("like 0.013") && stderr.contains("13000atomic"), "{bad}: {stderr}");
+    }
     f.fails(&f.operator, &["wallet", "revoke", WALLET, "--scope", "nobody"], 3, "invalid_request: scope").await;
 }
 
@@ -422,8 +429,18 @@ async fn audit_query_export_and_verify() {
     f.provider("weather").await;
     let revenue = f.ok(&finance, &["revenue", "weather", "--from-unix-s", "0", "--to-unix-s", "4000000000"]).await;
     assert_eq!(revenue["lines"], json!([]));
+    // One time convention: RFC 3339 or unix seconds, the same instant either way.
+    let rfc = f.ok(&finance, &["revenue", "weather", "--from", "2026-01-01T00:00:00Z", "--to", "4000000000"]).await;
+    assert_eq!((rfc["from_unix_s"].as_u64(), rfc["to_unix_s"].as_u64()), (Some(1_767_225_600), Some(4_000_000_000)));
+    let audit = f.ok(&finance, &["audit", "query", "--from", "1970-01-01T00:00:00Z", "--to", "4000000000"]).await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 3, "{audit}");
+    let none = f.ok(&finance, &["audit", "query", "--from", "2100-01-01T00:00:00Z"]).await;
+    assert_eq!(none["records"], json!([]), "{none}");
     let entries = f.ok(&finance, &["ledger", "entries", "--provider", "weather", "--limit", "5"]).await;
     assert_eq!(entries["entries"], json!([]));
+    let owed = f.ok(&finance, &["ledger", "entries", "--state", "refund_owed", "--from", "2026-01-01T00:00:00Z"]).await;
+    assert_eq!(owed["entries"], json!([]));
+    f.fails(&finance, &["ledger", "entries", "--state", "owed"], 3, "invalid_request: state").await;
 
     // Tamper: an edit needs the trigger gone first (as an attacker with the file would).
     let pool = sqlx::SqlitePool::connect(&f.db_url).await.unwrap();

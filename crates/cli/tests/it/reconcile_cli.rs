@@ -9,8 +9,10 @@ use tollgate_test_support::{Deployment, PaymentBuilder, TestChain, random_key, v
 use crate::crash::{PRICE, offer, slow_upstream, spawn_gateway, write_config};
 
 // Goal: after two paid calls through `tollgate serve`, `tollgate reconcile --json` over the
-// chain's blocks reports both as matched, the on-chain total equal to the matched total,
-// the tie-out holding, and a run recorded; `--csv` writes the documented header.
+// chain's blocks reports both as matched, the on-chain total equal to the matched total (in
+// USDC with the atomic integer beside it, never hex), the tie-out holding, and a run recorded;
+// the summary line says the amounts in USDC; `--csv` writes the documented header and an RFC
+// 3339 UTC block time on every item row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_reports_what_serve_settled() {
     let chain = TestChain::start(Deployment::BaseUsdc).await.unwrap();
@@ -49,13 +51,22 @@ async fn reconcile_reports_what_serve_settled() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["counts"]["matched"], 2, "{report:#}");
-    assert_eq!(report["totals"]["chain"], (2 * PRICE).to_string());
-    assert_eq!(report["totals"]["matched"], (2 * PRICE).to_string());
+    assert_eq!(report["totals"]["chain"], "0.002", "{report:#}");
+    assert_eq!(report["totals"]["chain_atomic"], (2 * PRICE).to_string());
+    assert_eq!(report["totals"]["matched"], "0.002");
+    assert_eq!(report["totals"]["matched_atomic"], (2 * PRICE).to_string());
     assert_eq!(report["tie_out"]["holds"], true);
+    assert_eq!(report["tie_out"]["chain_total"], "0.002");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("chain 0.002 USDC matched 0.002 USDC ledger 0.002 USDC"), "{summary}");
     assert!(report["run_id"].is_number() || report["run_id"].is_string(), "{report:#}");
     let csv = std::fs::read_to_string(csv).unwrap();
-    assert!(csv.starts_with("class,"), "{csv}");
+    assert!(csv.starts_with("class,block_time,"), "{csv}");
     assert_eq!(csv.lines().count(), 3, "header + 2 items: {csv}");
+    for row in csv.lines().skip(1) {
+        let time = row.split(',').nth(1).unwrap();
+        assert!(tollgate_recon::parse_time(time).is_ok() && time.ends_with('Z') && time.len() == 20, "{row}");
+    }
 
     let reconcile = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tollgate"))
@@ -84,9 +95,12 @@ async fn reconcile_reports_what_serve_settled() {
     assert_eq!(report["counts"]["matched"], 2);
     let days = report["totals"]["by_day"].as_object().unwrap();
     assert_eq!(days.len(), 1, "{report:#}");
-    assert_eq!(days.values().next().unwrap()["matched"], (2 * PRICE).to_string());
+    assert_eq!(days.values().next().unwrap()["matched"], "0.002");
+    assert_eq!(days.values().next().unwrap()["matched_atomic"], (2 * PRICE).to_string());
     let totals = std::fs::read_to_string(totals).unwrap();
-    assert!(totals.starts_with("group,key,expected,matched,outstanding\r\nday,"), "{totals}");
+    let header = "group,key,symbol,expected,expected_atomic,matched,matched_atomic,outstanding,outstanding_atomic";
+    assert!(totals.starts_with(&format!("{header}\r\nday,")), "{totals}");
+    assert!(totals.contains(",USDC,0.002,2000,0.002,2000,0,0\r\n"), "{totals}");
     let out = reconcile(&[]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }

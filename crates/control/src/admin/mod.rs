@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 use serde::Serialize;
-use tollgate_metering::Ledger;
+use tollgate_metering::{Ledger, TokenUnits};
 
 use crate::{ControlError, EndpointSpec, ProviderSpec, VaultKey};
 
@@ -48,6 +48,10 @@ pub trait Host: Send + Sync {
 
     /// Whether priced endpoints could settle (a relayer key is configured).
     fn can_settle(&self) -> bool;
+
+    /// How amounts on `chain_id` are shown to people (the first network's for `None`: totals
+    /// over every network, such as revenue, assume one token).
+    fn units(&self, chain_id: Option<u64>) -> TokenUnits;
 
     /// The gateway's own request body cap (a provider token may not raise an endpoint's above it).
     fn body_bytes_max(&self) -> u64;

@@ -37,6 +37,10 @@ impl Host for TestHost {
     fn can_settle(&self) -> bool {
         true
     }
+    fn units(&self, _chain_id: Option<u64>) -> tollgate_metering::TokenUnits {
+        tollgate_metering::TokenUnits::default()
+    }
+
     fn body_bytes_max(&self) -> u64 {
         1_000_000
     }

@@ -8,10 +8,15 @@
 //! Must not: return the stored payment of an entry (it holds the payer's signature), or run
 //! a reconciliation (that needs the chains: the gateway's `tollgate-recon` side).
 
+use alloy_primitives::U256;
+use serde_json::{Map, Value};
 use tollgate_admin_api::types as api;
-use tollgate_metering::{AuditQuery, AuditVerification, Decision, MeteringError, Role};
+use tollgate_metering::{
+    AuditQuery, AuditVerification, Decision, EntryFilter, EntryState, MeteringError, ReconException, ReconRun,
+    RevenueLine, Role, TokenUnits,
+};
 
-use super::{Host, address, values};
+use super::{Host, address, value, values};
 use crate::{ControlError, Principal};
 
 /// A provider's revenue in a time range (operators, finance, or the provider's own token).
@@ -24,8 +29,47 @@ pub async fn revenue<H: Host>(
     p.require_reader_of(&id, "read another provider's revenue")?;
     let q = input()?;
     let (from, to) = (q.from_unix_s.unwrap_or(0), q.to_unix_s.unwrap_or(i64::MAX as u64));
-    let lines = values(host.ledger().spend().revenue(&id, from, to).await?);
+    let units = host.units(None);
+    let lines = host.ledger().spend().revenue(&id, from, to).await?.iter().map(|l| revenue_line(l, &units)).collect();
     Ok(api::Revenue { provider: id, from_unix_s: from, to_unix_s: to, lines })
+}
+
+/// A value as a JSON object with `amounts` rewritten by [`TokenUnits::put`] (token units and
+/// `_atomic` beside them) and the symbol added: the one shape of every amount an admin view
+/// shows.
+fn with_amounts<T: serde::Serialize>(v: &T, units: &TokenUnits, amounts: &[(&str, Option<U256>)]) -> Value {
+    let mut o = match value(v) {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
+    for (name, atomic) in amounts {
+        units.put(&mut o, name, *atomic);
+    }
+    o.insert("symbol".to_owned(), Value::String(units.symbol.clone()));
+    Value::Object(o)
+}
+
+fn revenue_line(l: &RevenueLine, units: &TokenUnits) -> Value {
+    // The sum is written by the store as a decimal string of atomic units.
+    let atomic = U256::from_str_radix(&l.amount, 10).ok();
+    with_amounts(l, units, &[("amount", atomic)])
+}
+
+/// A recorded reconciliation run as the admin API shows it: totals in token units with their
+/// atomic integers beside them.
+pub fn run_view(r: &ReconRun, units: &TokenUnits) -> Value {
+    let totals = [
+        ("chain_total", Some(r.chain_total)),
+        ("ledger_total", Some(r.ledger_total)),
+        ("matched_total", Some(r.matched_total)),
+    ];
+    with_amounts(r, units, &totals)
+}
+
+/// A recorded exception as the admin API shows it: amounts in token units with their atomic
+/// integers beside them.
+pub fn exception_view(e: &ReconException, units: &TokenUnits) -> Value {
+    with_amounts(e, units, &[("amount_ledger", e.amount_ledger.map(U256::from)), ("amount_chain", e.amount_chain)])
 }
 
 /// The provider filter a caller reads with: its own for a provider token (asking for another
@@ -51,23 +95,25 @@ pub async fn ledger_entries<H: Host>(
     let q = input()?;
     let provider = provider_filter(p, q.provider, "read another provider's ledger")?;
     let payer = q.payer.as_deref().map(|w| address("payer", w)).transpose()?;
-    let entries = host
-        .ledger()
-        .entries()
-        .page(
-            provider.as_deref(),
-            payer,
-            q.from_unix_s.unwrap_or(0),
-            q.to_unix_s.unwrap_or(i64::MAX as u64),
-            q.offset.unwrap_or(0),
-            q.limit.unwrap_or(100),
-        )
-        .await?;
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| s.parse::<EntryState>().map_err(|_| ControlError::invalid("state", "not a ledger state")))
+        .transpose()?;
+    let filter = EntryFilter {
+        provider,
+        payer,
+        from_unix_s: q.from_unix_s.unwrap_or(0),
+        to_unix_s: q.to_unix_s.unwrap_or(i64::MAX as u64),
+        state,
+    };
+    let entries = host.ledger().entries().page(&filter, q.offset.unwrap_or(0), q.limit.unwrap_or(100)).await?;
     // The stored payment (signature included) is not part of the view.
     let entries = entries
         .into_iter()
         .map(|e| {
-            let mut v = serde_json::to_value(&e).unwrap_or(serde_json::Value::Null);
+            let mut v =
+                with_amounts(&e, &host.units(Some(e.chain_id)), &[("amount", Some(U256::from(e.amount.get())))]);
             if let Some(o) = v.as_object_mut() {
                 o.remove("payment");
             }
@@ -123,7 +169,9 @@ pub async fn recon_exceptions<H: Host>(
 ) -> Result<api::ReconExceptions, ControlError> {
     p.require(&[Role::Operator, Role::Finance], "read reconciliation exceptions")?;
     let id: i64 = id.parse().map_err(|_| ControlError::invalid("id", "expected a run id"))?;
-    Ok(api::ReconExceptions { run_id: id, exceptions: values(host.ledger().recon().exceptions(id).await?) })
+    let exceptions = host.ledger().recon().exceptions(id).await?;
+    let exceptions = exceptions.iter().map(|e| exception_view(e, &host.units(Some(e.chain_id)))).collect();
+    Ok(api::ReconExceptions { run_id: id, exceptions })
 }
 
 /// The notes of a reconciliation exception (operators and finance).

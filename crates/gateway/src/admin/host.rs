@@ -47,6 +47,10 @@ impl Host for Gateway {
         !self.settlers.is_empty()
     }
 
+    fn units(&self, chain_id: Option<u64>) -> tollgate_metering::TokenUnits {
+        self.config.units(chain_id)
+    }
+
     fn body_bytes_max(&self) -> u64 {
         self.config.server.body_bytes_max
     }

@@ -16,6 +16,7 @@ use tollgate_control::admin::views;
 use tollgate_metering::Role;
 use tollgate_recon::{
     ReconcileError, parse_time, reconcile_range, reconcile_resume, reconcile_times, render_csv, render_json,
+    render_totals_csv,
 };
 
 use super::auth::{AdminBody, Auth, query};
@@ -49,14 +50,16 @@ fn recon_error(e: ReconcileError) -> AdminError {
 }
 
 /// Runs a reconciliation (blocks, times, or resume from the cursor), records it, and answers
-/// with the report as JSON, or its items as CSV with `?format=csv`.
+/// with the report as JSON, its items as CSV with `?format=csv`, or its totals per UTC day,
+/// UTC month, provider, route and payer as CSV with `?format=totals_csv`.
 pub(super) async fn reconcile(State(gw): Gw, Auth(p): Auth, uri: Uri, body: AdminBody) -> AdminResult {
     p.require(&[Role::Operator, Role::Finance], "run reconciliations")?;
     let f: api::FormatQuery = query(&uri)?;
-    let csv = match f.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(other) => return Err(invalid("format", format!("`{other}`: expected json or csv"))),
+    let format = match f.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("csv") => Format::Csv,
+        Some("totals_csv") => Format::TotalsCsv,
+        Some(other) => return Err(invalid("format", format!("`{other}`: expected json, csv or totals_csv"))),
     };
     let b: api::ReconcileBody = body.json()?;
     let network = network_of(&gw, b.network.as_deref())?;
@@ -88,12 +91,24 @@ pub(super) async fn reconcile(State(gw): Gw, Auth(p): Auth, uri: Uri, body: Admi
         }
     }
     .map_err(recon_error)?;
-    if csv {
-        let text = render_csv(&outcome.report);
-        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv"), (header::CACHE_CONTROL, "no-store")], text)
-            .into_response());
-    }
-    ok(render_json(&outcome))
+    let units = gw.config.units(Some(network.chain_id));
+    let text = match format {
+        Format::Json => return ok(render_json(&outcome, &units)),
+        Format::Csv => render_csv(&outcome.report, &units),
+        Format::TotalsCsv => render_totals_csv(&outcome.breakdown, &units),
+    };
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/csv"), (header::CACHE_CONTROL, "no-store")], text)
+        .into_response())
+}
+
+/// What a reconciliation answers with.
+enum Format {
+    /// The run (`render_json`): totals, per-period totals, tie-out and items.
+    Json,
+    /// The items as CSV.
+    Csv,
+    /// The totals per UTC day, UTC month, provider, route and payer as CSV.
+    TotalsCsv,
 }
 
 pub(super) async fn recon_runs(State(gw): Gw, Auth(p): Auth, uri: Uri) -> AdminResult {
@@ -102,7 +117,8 @@ pub(super) async fn recon_runs(State(gw): Gw, Auth(p): Auth, uri: Uri) -> AdminR
     let network = network_of(&gw, q.network.as_deref())?;
     let asset = gw.config.network(network).map(|n| n.asset).ok_or_else(|| invalid("network", "not configured"))?;
     let runs = gw.ledger.recon().runs(network.chain_id, asset, q.limit.unwrap_or(100).clamp(1, 1000)).await?;
-    ok(api::ReconRuns { network: network.caip2(), runs: tollgate_control::admin::values(runs) })
+    let units = gw.config.units(Some(network.chain_id));
+    ok(api::ReconRuns { network: network.caip2(), runs: runs.iter().map(|r| views::run_view(r, &units)).collect() })
 }
 
 pub(super) async fn recon_exceptions(State(gw): Gw, Auth(p): Auth, Path(id): Path<String>) -> AdminResult {

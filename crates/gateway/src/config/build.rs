@@ -147,6 +147,11 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
             eip712_name: n.eip712_name,
             eip712_version: n.eip712_version,
             decimals: n.decimals.unwrap_or(6),
+            symbol: match n.symbol {
+                None => "USDC".to_owned(),
+                Some(s) if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric()) => s,
+                Some(_) => return Err(invalid(key("symbol"), "1 to 16 ASCII letters or digits")),
+            },
             rpc_timeout: ms(n.rpc_timeout_ms, 5_000),
         });
     }

@@ -126,6 +126,13 @@ impl Config {
     pub fn network(&self, network: Network) -> Option<&NetworkConfig> {
         self.networks.iter().find(|n| n.network == network)
     }
+
+    /// How amounts on `chain_id` are shown and typed (the first network's when `None` or
+    /// not configured: totals over every network, such as revenue, assume one token).
+    pub fn units(&self, chain_id: Option<u64>) -> tollgate_metering::TokenUnits {
+        let by_chain = chain_id.and_then(|c| self.networks.iter().find(|n| n.network.chain_id == c));
+        by_chain.or(self.networks.first()).map(NetworkConfig::units).unwrap_or_default()
+    }
 }
 
 /// The absolute folder of the configuration file.

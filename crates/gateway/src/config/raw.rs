@@ -167,6 +167,7 @@ pub(super) struct RawNetwork {
     pub(super) eip712_name: String,
     pub(super) eip712_version: String,
     pub(super) decimals: Option<u8>,
+    pub(super) symbol: Option<String>,
     pub(super) rpc_timeout_ms: Option<u64>,
     pub(super) allow_insecure_http: Option<bool>,
 }

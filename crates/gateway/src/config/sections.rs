@@ -330,10 +330,19 @@ pub struct NetworkConfig {
     pub eip712_name: String,
     /// EIP-712 domain version of the token.
     pub eip712_version: String,
-    /// Token decimals (for human prices).
+    /// Token decimals (for human prices and every amount shown to people).
     pub decimals: u8,
+    /// The asset's symbol, shown beside human amounts (`USDC`).
+    pub symbol: String,
     /// Per-call RPC timeout.
     pub rpc_timeout: Duration,
+}
+
+impl NetworkConfig {
+    /// How this network's amounts are shown to people and typed by them.
+    pub fn units(&self) -> tollgate_metering::TokenUnits {
+        tollgate_metering::TokenUnits { symbol: self.symbol.clone(), decimals: self.decimals }
+    }
 }
 
 /// How the upstream credential is added to a forwarded request.

@@ -92,7 +92,9 @@ pub(super) async fn verify(
 ) -> Result<Admitted, GatewayError> {
     let mode = call.endpoint.route.settlement;
     if mode != SettlementMode::Deferred {
-        let verified = crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
+        let verified = crate::limits::verify_funded(gw, offer, payment, &mut call.trail.signer)
+            .await
+            .map_err(GatewayError::Verify)?;
         return Ok(Admitted { verified, mode, slot: None });
     }
     let verified = gw.verifier.verify_signature_only(offer, payment).await.map_err(GatewayError::Verify)?;
@@ -106,6 +108,9 @@ pub(super) async fn verify(
         gw.metrics.listener.limited("unfunded_cached");
         return Err(GatewayError::Verify(VerifyError::InsufficientBalance { balance, required: a.value }));
     }
+    // The signature verified: a refusal from here on is audited under this payer (a cached
+    // refusal above is counted, not audited, so repeating it grows nothing).
+    call.trail.signer = Some(a.from);
     let (used, balance) = tokio::join!(
         gw.verifier.authorization_used(verified.chain_id, verified.asset, a.from, a.nonce),
         gw.balances.balance(&gw.verifier, &verified)
@@ -132,8 +137,9 @@ pub(super) async fn verify(
             match gw.config.settlement.deferred_overflow {
                 DeferredOverflow::Reject => Err(GatewayError::DeferredAdmission(refusal)),
                 DeferredOverflow::After => {
-                    let verified =
-                        crate::limits::verify_funded(gw, offer, payment).await.map_err(GatewayError::Verify)?;
+                    let verified = crate::limits::verify_funded(gw, offer, payment, &mut call.trail.signer)
+                        .await
+                        .map_err(GatewayError::Verify)?;
                     Ok(Admitted { verified, mode: SettlementMode::After, slot: None })
                 }
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tollgate_metering::{Decision, EntryId, NewAuditRecord};
+use tollgate_metering::{Decision, EntryId, EntryState, NewAuditRecord};
 use tollgate_verifier::VerifiedPayment;
 use tollgate_x402::facilitator::SettleResponse;
 
@@ -47,20 +47,35 @@ pub(super) fn log_paid_call(call: &PaidCall, mode: &str, outcome: &str, status: 
 /// Longest a request waits for room in the audit queue.
 const AUDIT_SEND_WAIT: Duration = Duration::from_secs(1);
 
+/// The audit decision and reason of an attempt: what the ledger says became of its entry.
+/// A call whose entry was voided or failed to settle is `denied` with the ledger's cause
+/// (`upstream_5xx`, `upstream_credential_rejected`, ...), not `accepted`/`ok`; one that owes
+/// the payer a refund is `accepted` (the money moved) with the cause; a call without an entry
+/// is `denied` with the refusal's code.
+fn decision(call: &PaidCall, reason: &str) -> (Decision, String) {
+    match (&call.entry_id, call.trail.ended) {
+        (None, _) => (Decision::Denied, reason.to_owned()),
+        (Some(_), Some((EntryState::Voided | EntryState::SettleFailed, cause))) => (Decision::Denied, cause.to_owned()),
+        (Some(_), Some((_, cause))) => (Decision::Accepted, cause.to_owned()),
+        (Some(_), None) => (Decision::Accepted, reason.to_owned()),
+    }
+}
+
 /// Queues the attempt's audit record. Waits for room when the queue is full (bounded), so
 /// records are not dropped.
 pub(super) async fn audit(gw: &Gateway, call: PaidCall, reason: &str, latency_ms: u64) {
+    let (decision, reason) = decision(&call, reason);
     let trail = call.trail;
     let record = NewAuditRecord {
-        at_unix_ms: gw.clock.now_unix_s().saturating_mul(1000),
-        wallet: call.payment.as_ref().map(VerifiedPayment::payer),
+        at_unix_ms: gw.clock.now_unix_ms(),
+        wallet: call.payment.as_ref().map(VerifiedPayment::payer).or(trail.signer),
         provider: Some(call.endpoint.provider.id.clone()),
         endpoint: Some(call.endpoint.name.clone()),
         method: call.parts.method.as_str().to_owned(),
         path: call.parts.uri.path().to_owned(),
         price_version: call.endpoint.price_version,
-        decision: if call.entry_id.is_some() { Decision::Accepted } else { Decision::Denied },
-        reason: reason.to_owned(),
+        decision,
+        reason,
         credential: call.credential.as_ref().map(|c| c.id.clone()),
         credential_version: call.credential.as_ref().and_then(|c| c.version),
         upstream_status: trail.upstream_status,

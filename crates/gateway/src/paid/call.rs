@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
+use alloy_primitives::Address;
 use axum::body::Body;
 use axum::http::request::Parts;
-use tollgate_metering::{EntryId, SettlementMode};
+use tollgate_metering::{EntryId, EntryState, SettlementMode};
 use tollgate_verifier::VerifiedPayment;
 
 use crate::challenge::Challenge;
@@ -82,4 +83,18 @@ pub(super) struct Trail {
     pub(super) mode: Option<SettlementMode>,
     /// Phase latencies, for the log line and the metrics.
     pub(super) timings: Timings,
+    /// Where this call left its ledger entry when it ended it short of a charge (`voided`,
+    /// `settle_failed`) or owed the payer (`refund_owed`), with the ledger's cause: the audit
+    /// record's decision and reason say the same.
+    pub(super) ended: Option<(EntryState, &'static str)>,
+    /// The payer of a payment refused after its signature verified (the balance check or
+    /// later): the audit record names it although the payment never verified in full.
+    pub(super) signer: Option<Address>,
+}
+
+impl Trail {
+    /// Notes that the call left its entry in `state` for `cause` (the ledger's words).
+    pub(super) fn ended(&mut self, state: EntryState, cause: &'static str) {
+        self.ended = Some((state, cause));
+    }
 }

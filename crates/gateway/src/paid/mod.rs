@@ -120,11 +120,12 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
         }
     }
     // A quote (no payment header) is not an attempt. An attempt is audited once its payment
-    // verified (the call holds the payment exactly then), refused by policy or not; anything
-    // else (garbage, a forgery, a replay, a payment the chain refuses) costs the sender
-    // nothing to repeat, so it is counted and sampled in the log instead of growing the
-    // permanent audit chain.
-    if paying && verified {
+    // verified (the call holds the payment exactly then), refused by policy or not, and when
+    // it was refused after its signature verified (for want of balance: `trail.signer`, the
+    // payer it names); anything else (garbage, a forgery, a replay, a payment the chain
+    // refuses) costs the sender nothing to repeat, so it is counted and sampled in the log
+    // instead of growing the permanent audit chain.
+    if paying && (verified || call.trail.signer.is_some()) {
         audit(&gw, call, reason, latency_ms).await;
     } else if paying {
         gw.counters.unaudited_attempt(reason, &call.endpoint.name);

@@ -91,7 +91,7 @@ impl Settlement {
                 let extra = vec![("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
                 (pending_receipt(&p, tx), extra)
             }
-            Err(e) => return Err(settlement_refused(gw, &id, EntryState::Reserved, &p, e).await),
+            Err(e) => return Err(settlement_refused(gw, call, &id, EntryState::Reserved, &p, e).await),
         };
         call.trail.tx_hash = Some(receipt.transaction.clone());
         *paid = Some((receipt, extra));
@@ -118,6 +118,7 @@ impl Settlement {
                     // Settled already: the payer is owed the money back (`before` cannot void).
                     Ok(up) if let Some(rejected) = credential_rejected(call, up.status) => {
                         refund_owed(gw, &id, CREDENTIAL_REJECTED);
+                        call.trail.ended(EntryState::RefundOwed, CREDENTIAL_REJECTED);
                         Err(rejected)
                     }
                     Ok(mut up) if up.succeeded(call.endpoint.route.charge_redirects) => {
@@ -126,10 +127,12 @@ impl Settlement {
                     }
                     Ok(up) => {
                         refund_owed(gw, &id, upstream_failed_cause(up.status));
+                        call.trail.ended(EntryState::RefundOwed, upstream_failed_cause(up.status));
                         Ok(Delivered::Failed(respond(up, paid, extra, cap)))
                     }
                     Err(e) => {
                         refund_owed(gw, &id, void_cause(&e));
+                        call.trail.ended(EntryState::RefundOwed, void_cause(&e));
                         Err(e)
                     }
                 }
@@ -184,15 +187,18 @@ async fn charge_only_success(
         Ok(up) => up,
         Err(e) => {
             void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            call.trail.ended(EntryState::Voided, void_cause(&e));
             return Err(e);
         }
     };
     if let Some(rejected) = credential_rejected(call, up.status) {
         void(gw, id, EntryState::Reserved, CREDENTIAL_REJECTED).await;
+        call.trail.ended(EntryState::Voided, CREDENTIAL_REJECTED);
         return Err(rejected);
     }
     if !up.succeeded(call.endpoint.route.charge_redirects) {
         void(gw, id, EntryState::Reserved, upstream_failed_cause(up.status)).await;
+        call.trail.ended(EntryState::Voided, upstream_failed_cause(up.status));
         return Ok(Delivered::Failed(respond(up, None, &[], gw.config.server.response_bytes_max)));
     }
     mark_forwarded(gw, id, up.status, mode).await?;
@@ -233,7 +239,7 @@ async fn settle_after(
             let extra = [("tollgate-settlement", "pending".to_owned()), ("tollgate-receipt", id.to_string())];
             Ok(respond(up, Some(&pending_receipt(p, tx)), &extra, cap))
         }
-        Err(e) => Err(settlement_refused(gw, id, EntryState::Forwarded, p, e).await),
+        Err(e) => Err(settlement_refused(gw, call, id, EntryState::Forwarded, p, e).await),
     }
 }
 
@@ -245,6 +251,7 @@ async fn settle_after(
 /// recovery sweep never broadcasts one for them (it voids them).
 async fn settlement_refused(
     gw: &Gateway,
+    call: &mut PaidCall,
     id: &EntryId,
     from: EntryState,
     p: &VerifiedPayment,
@@ -252,6 +259,10 @@ async fn settlement_refused(
 ) -> GatewayError {
     let reason = e.reason_code();
     tracing::warn!(%id, error = %e, reason, "settlement refused; nothing charged");
+    // Reverted and payer-fault refusals of a served call end `settle_failed`; the rest `voided`.
+    let served_payer_fault =
+        matches!(e, SettleError::Reverted(_)) || (from == EntryState::Forwarded && e.payer_fault());
+    call.trail.ended(if served_payer_fault { EntryState::SettleFailed } else { EntryState::Voided }, reason);
     let now = gw.clock.now_unix_s();
     let ended = match (&e, from) {
         // Already recorded `settle_failed` by settle_entry (or left for the sweep to).

@@ -70,6 +70,7 @@ pub(super) async fn request_body(gw: &Gateway, call: &mut PaidCall, id: &EntryId
         }
         Err(e) => {
             void(gw, id, EntryState::Reserved, void_cause(&e)).await;
+            call.trail.ended(EntryState::Voided, void_cause(&e));
             Err(e)
         }
     }

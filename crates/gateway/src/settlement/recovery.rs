@@ -80,7 +80,12 @@ pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usi
             method: e.method.clone(),
             path: e.path.clone(),
             price_version: e.price_version,
-            decision: Decision::Accepted,
+            // What the ledger says became of the call: an entry ended uncharged is a denial.
+            decision: if matches!(e.state, EntryState::Voided | EntryState::SettleFailed) {
+                Decision::Denied
+            } else {
+                Decision::Accepted
+            },
             reason: "recovered_after_restart".to_owned(),
             credential: e.credential.clone(),
             credential_version: e.credential_version,

@@ -195,6 +195,74 @@ async fn wait_audit(h: &Harness, query: &str, n: usize) -> Vec<Value> {
     }
 }
 
+// Goal: the audit trail agrees with the ledger: a call the ledger voided after the upstream
+// answered 500 is audited `denied` with the ledger's cause (`upstream_5xx`), not
+// `accepted`/`ok`; a served call is `accepted`/`ok`; a payment refused for want of balance
+// after its signature verified is audited `denied` under its payer (not a null wallet); and
+// every record keeps the milliseconds of the gateway's clock.
+async fn audit_agrees_with_the_ledger(h: &Harness) {
+    let at_ms = h.now * 1000 + 257;
+    h.clock.set_ms(at_ms);
+    let (resp, failed) = pay(h, "/fail").await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let entry = h.entry_for(&failed).await.unwrap();
+    assert_eq!((entry.state, entry.reason.as_deref()), (EntryState::Voided, Some("upstream_5xx")));
+    let (resp, _) = pay(h, "/weather/oslo").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let poor = tollgate_test_support::random_key();
+    let unfunded = tollgate_test_support::PaymentBuilder::new(&h.offer("/weather/oslo").await, &poor, h.now);
+    let resp = h
+        .http
+        .get(format!("{}/weather/oslo", h.url))
+        .header("payment-signature", v2_header(&unfunded))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_exact_evm_insufficient_balance", "{body}");
+
+    let records = wait_audit(h, "/admin/audit", 3).await;
+    let voided = records.iter().find(|r| r["entry_id"] == entry.id.to_string()).unwrap();
+    assert_eq!((voided["decision"].clone(), voided["reason"].clone()), (json!("denied"), json!("upstream_5xx")));
+    assert_eq!(voided["upstream_status"], 500, "{voided}");
+    let served = records.iter().find(|r| r["path"] == "/weather/oslo" && r["entry_id"].is_string()).unwrap();
+    assert_eq!((served["decision"].clone(), served["reason"].clone()), (json!("accepted"), json!("ok")));
+    let poor_record = records.iter().find(|r| r["entry_id"].is_null()).expect("the low-balance denial is audited");
+    assert_eq!(poor_record["decision"], "denied");
+    assert_eq!(poor_record["reason"], "invalid_exact_evm_insufficient_balance");
+    let wallet = poor_record["wallet"].as_str().unwrap_or_default().to_lowercase();
+    assert_eq!(wallet, format!("{:#x}", poor.address()), "{poor_record}");
+    assert!(records.iter().all(|r| r["at_unix_ms"] == at_ms), "milliseconds kept: {records:?}");
+    let (_, v) = h.admin(Method::GET, "/admin/audit/verify", Some(&h.operator), None).await;
+    assert_eq!(v["intact"], true, "{v}");
+}
+both_engines!(audit_coherence, audit_agrees_with_the_ledger);
+
+// Goal: refunds owed are listed: a `before` call whose upstream failed after settlement is
+// `refund_owed`, the ledger view filtered by that state lists exactly it (amount in USDC with
+// its atomic integer), its audit record is `accepted` (the money moved) with the ledger's
+// cause, and an unknown state is 400 invalid_request.
+async fn refunds_owed_are_listed(h: &Harness) {
+    assert_eq!(pay(h, "/weather/oslo").await.0.status(), StatusCode::OK);
+    let (resp, owed) = pay(h, "/before/fail").await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let entry = h.wait_state(&owed, EntryState::RefundOwed).await;
+    let finance = admin_token(&h.gateway, Role::Finance, None).await;
+    let (s, list) = h.admin(Method::GET, "/admin/ledger/entries?state=refund_owed", Some(&finance), None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let entries = list["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{list}");
+    assert_eq!(entries[0]["id"], entry.id.to_string());
+    assert_eq!((entries[0]["amount"].clone(), entries[0]["amount_atomic"].clone()), (json!("0.001"), json!("1000")));
+    let (s, bad) = h.admin(Method::GET, "/admin/ledger/entries?state=owed", Some(&finance), None).await;
+    assert_eq!((s, bad["error"]["code"].clone()), (StatusCode::BAD_REQUEST, json!("invalid_request")));
+    let records = wait_audit(h, "/admin/audit", 2).await;
+    let record = records.iter().find(|r| r["entry_id"] == entry.id.to_string()).unwrap();
+    assert_eq!((record["decision"].clone(), record["reason"].clone()), (json!("accepted"), json!("upstream_5xx")));
+}
+both_engines!(refunds_owed, refunds_owed_are_listed);
+
 fn injected(h: &Harness) -> String {
     h.upstream.last().headers["authorization"].to_str().unwrap().to_owned()
 }
@@ -491,8 +559,10 @@ both_engines!(audit_views, audit_export_and_views);
 
 // Goal: finance reconciles over the admin API: a run by blocks returns the report (matched
 // calls and a plain transfer to the payee listed as an exception), the run is listed, its
-// exceptions are readable, a note is appended with the token as author, and CSV is served;
-// a provider token may not run it.
+// exceptions are readable, a note is appended with the token as author, and CSV is served
+// (items with their block time, and the totals per period); every amount — report, runs,
+// exceptions, revenue, ledger entries — is USDC in token units with the atomic integer
+// beside it, never hex; a provider token may not run it.
 async fn finance_reconciles_over_the_api(h: &Harness) {
     let head = || async { h.gateway.verifier.chain(8453).unwrap().block_number().await.unwrap() };
     let from = head().await + 1;
@@ -511,15 +581,31 @@ async fn finance_reconciles_over_the_api(h: &Harness) {
     assert_eq!(s, StatusCode::OK, "{report}");
     assert_eq!(report["counts"]["matched"], 2, "{report}");
     assert_eq!(report["counts"]["onchain_missing_in_ledger"], 1, "{report}");
-    assert_eq!(report["totals"]["matched"], (2 * PRICE_ATOMIC).to_string());
+    assert_eq!(report["totals"]["matched"], "0.002", "{report}");
+    assert_eq!(report["totals"]["matched_atomic"], (2 * PRICE_ATOMIC).to_string());
+    assert_eq!(report["totals"]["chain"], "0.002007");
+    assert_eq!(report["symbol"], "USDC");
     let run_id = report["run_id"].as_i64().unwrap();
 
     let (_, runs) = h.admin(Method::GET, "/admin/reconcile/runs", Some(&finance), None).await;
-    assert!(runs["runs"].as_array().unwrap().iter().any(|r| r["id"] == run_id), "{runs}");
+    let run = runs["runs"].as_array().unwrap().iter().find(|r| r["id"] == run_id).cloned().unwrap();
+    assert_eq!((run["chain_total"].clone(), run["chain_total_atomic"].clone()), (json!("0.002007"), json!("2007")));
+    assert_eq!((run["matched_total"].clone(), run["symbol"].clone()), (json!("0.002"), json!("USDC")), "{run}");
     let (_, ex) =
         h.admin(Method::GET, &format!("/admin/reconcile/runs/{run_id}/exceptions"), Some(&finance), None).await;
     let exceptions = ex["exceptions"].as_array().unwrap();
     assert_eq!(exceptions.len(), 1, "{ex}");
+    let plain = &exceptions[0];
+    assert_eq!((plain["amount_chain"].clone(), plain["amount_chain_atomic"].clone()), (json!("0.000007"), json!("7")));
+    assert!(plain["amount_ledger"].is_null() && plain["amount_ledger_atomic"].is_null(), "{plain}");
+    assert!(!ex.to_string().contains("\"0x7\""), "no hex amounts: {ex}");
+    let (_, revenue) = h.admin(Method::GET, "/admin/providers/weather/revenue", Some(&finance), None).await;
+    let settled = revenue["lines"].as_array().unwrap().iter().find(|l| l["state"] == "settled").cloned().unwrap();
+    assert_eq!((settled["amount"].clone(), settled["amount_atomic"].clone()), (json!("0.002"), json!("2000")));
+    assert_eq!(settled["symbol"], "USDC", "{revenue}");
+    let (_, entries) = h.admin(Method::GET, "/admin/ledger/entries?provider=weather", Some(&finance), None).await;
+    let entry = &entries["entries"][0];
+    assert_eq!((entry["amount"].clone(), entry["amount_atomic"].clone()), (json!("0.001"), json!("1000")), "{entry}");
     let ex_id = exceptions[0]["id"].as_i64().unwrap();
     let note = json!({ "why": "customer top-up, booked manually" });
     let (s, n) =
@@ -544,7 +630,24 @@ async fn finance_reconciles_over_the_api(h: &Harness) {
         .unwrap();
     assert_eq!(csv.headers()["content-type"], "text/csv");
     let text = csv.text().await.unwrap();
-    assert_eq!(text.split("\r\n").filter(|l| l.starts_with("matched,")).count(), 2, "{text}");
+    let matched: Vec<&str> = text.split("\r\n").filter(|l| l.starts_with("matched,")).collect();
+    assert_eq!(matched.len(), 2, "{text}");
+    for row in matched {
+        let time = row.split(',').nth(1).unwrap();
+        assert!(tollgate_recon::parse_time(time).is_ok() && time.ends_with('Z'), "block time: {row}");
+    }
+    let totals = h
+        .http
+        .post(format!("{}/admin/reconcile?format=totals_csv", h.admin_url))
+        .bearer_auth(&finance)
+        .json(&range)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(totals.headers()["content-type"], "text/csv");
+    let text = totals.text().await.unwrap();
+    assert!(text.starts_with("group,key,symbol,expected,expected_atomic,matched,matched_atomic,"), "{text}");
+    assert!(text.contains("\r\nprovider,weather,USDC,0.002,2000,0.002,2000,0,0\r\n"), "{text}");
 
     let provider = admin_token(&h.gateway, Role::Provider, Some("weather")).await;
     let (s, _) = h.admin(Method::POST, "/admin/reconcile", Some(&provider), Some(range)).await;
@@ -592,7 +695,8 @@ async fn lost_audit_records_are_recovered(h: &Harness) {
     let recovered = &records[1];
     assert_eq!(recovered["entry_id"], lost.to_string());
     assert_eq!(recovered["reason"], "recovered_after_restart");
-    assert_eq!(recovered["decision"], "accepted");
+    // The decision is the ledger's outcome: the entry ended voided (never forwarded), so denied.
+    assert_eq!(recovered["decision"], "denied");
     assert_eq!(recovered["path"], "/weather/riga");
     assert_eq!(recovered["credential"], "env:TEST_API_KEY");
     let first = h.entry_for(&audited).await.unwrap();

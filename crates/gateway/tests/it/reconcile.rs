@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy_primitives::{B256, U256};
 use alloy_sol_types::SolCall;
 use tollgate_gateway::reconcile::reconciler;
-use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, Transition};
+use tollgate_metering::{AtomicAmount, EntryState, NewEntry, ReconClass, SettlementMode, TokenUnits, Transition};
 use tollgate_recon::{
     JOB_LEASE, JobSettings, JobTick, ReconcileOptions, ReconcileOutcome, blocks_of_times, job_tick, reconcile_range,
     reconcile_resume, reconcile_times, render_csv, render_json, render_totals_csv,
@@ -65,11 +65,24 @@ async fn clean_period_ties_out(h: &Harness) {
     assert_eq!(o.report.totals.matched_by_payer[&h.payer.address()], price);
     let tie = o.report.tie_out(&o.scope.pay_to);
     assert!(tie.holds && tie.explained_chain.is_zero(), "{tie:?}");
-    let json = render_json(&o);
+    let units = TokenUnits::default();
+    let json = render_json(&o, &units);
     assert_eq!(json["tie_out"]["holds"], true);
-    assert_eq!(json["totals"]["matched"], (3 * PRICE_ATOMIC).to_string());
-    let csv = render_csv(&o.report);
-    assert_eq!(csv.split("\r\n").filter(|l| l.starts_with("matched,")).count(), 3, "{csv}");
+    assert_eq!(json["totals"]["matched"], "0.003", "token units: {json:#}");
+    assert_eq!(json["totals"]["matched_atomic"], (3 * PRICE_ATOMIC).to_string());
+    assert_eq!(json["symbol"], "USDC");
+    let csv = render_csv(&o.report, &units);
+    let rows: Vec<&str> = csv.split("\r\n").filter(|l| l.starts_with("matched,")).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    // Every item row carries its block's time, RFC 3339 UTC, as the chain reports it.
+    for (row, item) in rows.iter().zip(&o.report.items) {
+        let number = format!("{:#x}", item.block_number.unwrap());
+        let block = h.chain.rpc("eth_getBlockByNumber", serde_json::json!([number, false])).await.unwrap();
+        let timestamp = u64::from_str_radix(block["timestamp"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+        let time = tollgate_recon::rfc3339_utc(timestamp);
+        assert!(row.starts_with(&format!("matched,{time},")), "{row} at {time}");
+        assert!(row.contains(",0.001,1000,0.001,1000,"), "{row}");
+    }
     let runs = h.gateway.ledger.recon().runs(8453, h.chain.token, 10).await.unwrap();
     assert_eq!(runs.len(), 1);
     assert!(runs[0].tie_out_holds && runs[0].cursor_block == Some(o.scope.to_block));
@@ -289,13 +302,16 @@ async fn time_range_and_days(h: &Harness) {
     assert!(b.by_month[&utc_month(d1)].expected >= U256::from(PRICE_ATOMIC));
     assert_eq!(b.by_provider["weather"], sums(3 * PRICE_ATOMIC, 3 * PRICE_ATOMIC));
     assert_eq!(b.by_payer[&h.payer.address()], sums(3 * PRICE_ATOMIC, 3 * PRICE_ATOMIC));
-    let json = render_json(&o);
-    assert_eq!(json["totals"]["by_day"][utc_day(d2)]["matched"], (2 * PRICE_ATOMIC).to_string());
+    let units = TokenUnits::default();
+    let json = render_json(&o, &units);
+    assert_eq!(json["totals"]["by_day"][utc_day(d2)]["matched"], "0.002");
+    assert_eq!(json["totals"]["by_day"][utc_day(d2)]["matched_atomic"], (2 * PRICE_ATOMIC).to_string());
     assert_eq!(json["totals"]["by_day"][utc_day(d2)]["outstanding"], "0");
-    let csv = render_totals_csv(b);
-    assert!(csv.starts_with("group,key,expected,matched,outstanding\r\n"), "{csv}");
+    let csv = render_totals_csv(b, &units);
+    let header = "group,key,symbol,expected,expected_atomic,matched,matched_atomic,outstanding,outstanding_atomic\r\n";
+    assert!(csv.starts_with(header), "{csv}");
     let p = PRICE_ATOMIC;
-    assert!(csv.contains(&format!("\r\nday,{},{},{},0\r\n", utc_day(d2), 2 * p, 2 * p)), "{csv}");
+    assert!(csv.contains(&format!("\r\nday,{},USDC,0.002,{},0.002,{},0,0\r\n", utc_day(d2), 2 * p, 2 * p)), "{csv}");
 
     let second_day = reconcile_times(gw, Network::BASE, d2, d3, opts()).await.unwrap();
     assert_eq!(count(&second_day, ReconClass::Matched), 2);

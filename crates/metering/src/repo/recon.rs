@@ -45,8 +45,9 @@ const INSERT_EXCEPTION: &str = "INSERT INTO recon_exceptions (run_id, class, pay
      tx_hash, block_number, log_index, entry_id, amount_ledger, amount_chain) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-const SELECT_EXCEPTIONS: &str = "SELECT id, run_id, class, payer, pay_to, chain_to, nonce, tx_hash, block_number, \
-     log_index, entry_id, amount_ledger, amount_chain FROM recon_exceptions WHERE run_id = $1 ORDER BY id";
+const SELECT_EXCEPTIONS: &str = "SELECT e.id, e.run_id, r.chain_id, e.class, e.payer, e.pay_to, e.chain_to, e.nonce, \
+     e.tx_hash, e.block_number, e.log_index, e.entry_id, e.amount_ledger, e.amount_chain \
+     FROM recon_exceptions e JOIN recon_runs r ON r.id = e.run_id WHERE e.run_id = $1 ORDER BY e.id";
 
 const INSERT_NOTE: &str =
     "INSERT INTO recon_notes (exception_id, who, why, at_unix_s) VALUES ($1, $2, $3, $4) RETURNING id";
@@ -83,12 +84,13 @@ struct RunRow {
 struct ExceptionRow {
     id: i64,
     run_id: i64,
+    chain_id: Unsigned,
     #[sqlx(flatten)]
     item: ExceptionColumns,
 }
 
 /// The stored form of one exception's item: what `record_run` writes from a [`ReconItem`] and
-/// `exceptions` reads back (after the row's `id` and `run_id`).
+/// `exceptions` reads back (after the row's `id`, `run_id` and its run's `chain_id`).
 #[derive(sqlx::FromRow)]
 struct ExceptionColumns {
     class: String,
@@ -143,6 +145,7 @@ impl ExceptionRow {
         Ok(ReconException {
             id: self.id,
             run_id: self.run_id,
+            chain_id: self.chain_id.get(),
             class: item.class.parse().map_err(|e| MeteringError::corrupt("class", e))?,
             payer: item.payer.0,
             pay_to: item.pay_to.0,

@@ -32,6 +32,7 @@ fn item_of(class: ReconClass, e: &Entry) -> ReconItem {
         provider: Some(e.provider.clone()),
         route: Some(e.route.clone()),
         ledger_state: Some(e.state),
+        block_time_unix_s: None,
     }
 }
 
@@ -90,6 +91,7 @@ async fn runs_exceptions_and_notes() {
             provider: None,
             route: None,
             ledger_state: None,
+            block_time_unix_s: None,
             ..item_of(ReconClass::OnchainMissingInLedger, e1)
         };
         let items = [item_of(ReconClass::Matched, e1), item_of(ReconClass::LedgerSettledMissingOnchain, e2), stray];

@@ -1,7 +1,7 @@
 //! The documented renderings (docs/reconciliation.md), byte for byte.
 
 use alloy_primitives::{Address, B256, U256};
-use tollgate_metering::{EntryState, ReconClass, ReconItem};
+use tollgate_metering::{EntryState, ReconClass, ReconItem, TokenUnits};
 use tollgate_recon::{CSV_COLUMNS, ReconReport, ReconTotals, render_csv};
 
 /// One item with every column set, and one with only the chain's side; the route holds a
@@ -24,6 +24,7 @@ fn report() -> ReconReport {
         provider: Some("weather".to_owned()),
         route: Some("weather:/w/{a,\"b\"}".to_owned()),
         ledger_state: Some(EntryState::Settled),
+        block_time_unix_s: Some(1_767_225_612),
     };
     let stranger = ReconItem {
         class: ReconClass::OnchainMissingInLedger,
@@ -35,6 +36,7 @@ fn report() -> ReconReport {
         provider: None,
         route: None,
         ledger_state: None,
+        block_time_unix_s: None,
         ..full.clone()
     };
     ReconReport { items: vec![full, stranger], totals: ReconTotals::default() }
@@ -42,17 +44,19 @@ fn report() -> ReconReport {
 
 #[test]
 fn items_csv_is_the_documented_bytes() {
-    // Goal: the items CSV has the 15 documented columns in order, CRLF line ends, lower-case 0x-hex, decimal amounts (beyond 64 bits), empty absent fields, and RFC 4180 quoting — byte for byte.
+    // Goal: the items CSV has the 19 documented columns in order, CRLF line ends, the block time in RFC 3339 UTC, lower-case 0x-hex, amounts in token units with the atomic integer beside them (beyond 64 bits, never hex), empty absent fields, and RFC 4180 quoting — byte for byte.
     let a = |b: u8| format!("{:#x}", Address::repeat_byte(b));
     let h = |b: u8| format!("{:#x}", B256::repeat_byte(b));
     let big = (U256::from(u128::MAX) * U256::from(3u8)).to_string();
+    let (whole, frac) = big.split_at(big.len() - 6);
+    let big_human = format!("{whole}.{}", frac.trim_end_matches('0'));
     let id = format!("{:032x}", 7);
     let expected = format!(
-        "class,chain_id,asset,payer,pay_to,chain_to,nonce,amount_ledger,amount_chain,tx_hash,block_number,\
-         log_index,entry_id,provider,route\r\n\
-         payee_mismatch,8453,{asset},{payer},{pay_to},{other},{nonce},1000,{big},{tx},12,3,{id},weather,\
-         \"weather:/w/{{a,\"\"b\"\"}}\"\r\n\
-         onchain_missing_in_ledger,8453,{asset},{payer},{pay_to},,,,7,{tx},12,3,,,\r\n",
+        "class,block_time,chain_id,asset,symbol,payer,pay_to,chain_to,nonce,amount_ledger,amount_ledger_atomic,\
+         amount_chain,amount_chain_atomic,tx_hash,block_number,log_index,entry_id,provider,route\r\n\
+         payee_mismatch,2026-01-01T00:00:12Z,8453,{asset},USDC,{payer},{pay_to},{other},{nonce},0.001,1000,\
+         {big_human},{big},{tx},12,3,{id},weather,\"weather:/w/{{a,\"\"b\"\"}}\"\r\n\
+         onchain_missing_in_ledger,,8453,{asset},USDC,{payer},{pay_to},,,,,0.000007,7,{tx},12,3,,,\r\n",
         asset = a(0x83),
         payer = a(0xa1),
         pay_to = a(0xb2),
@@ -60,6 +64,6 @@ fn items_csv_is_the_documented_bytes() {
         nonce = h(0x01),
         tx = h(0x70),
     );
-    assert_eq!(render_csv(&report()), expected);
+    assert_eq!(render_csv(&report(), &TokenUnits::default()), expected);
     assert_eq!(CSV_COLUMNS.join(","), expected.split("\r\n").next().unwrap());
 }

@@ -22,7 +22,7 @@ use crate::db::group::statement_fn;
 use crate::db::{Db, db_call};
 use crate::repo::entry_row::{EntryRow, entries, entry_columns};
 use crate::types::{
-    DETAIL_BYTES_MAX, Entry, EntryId, EntryState, Event, LABEL_BYTES_MAX, REASON_BYTES_MAX, Transition,
+    DETAIL_BYTES_MAX, Entry, EntryFilter, EntryId, EntryState, Event, LABEL_BYTES_MAX, REASON_BYTES_MAX, Transition,
 };
 
 /// Most entries one [`Entries::claim_batch`] claims (the verifier's batch bound).
@@ -85,7 +85,8 @@ const SELECT_PAGE: &str = concat!(
     "SELECT ",
     entry_columns!(),
     " FROM ledger_entries WHERE ($1 IS NULL OR provider = $1) AND ($2 IS NULL OR payer = $2) ",
-    "AND created_unix_s >= $3 AND created_unix_s < $4 ORDER BY created_unix_s, id LIMIT $5 OFFSET $6"
+    "AND created_unix_s >= $3 AND created_unix_s < $4 AND ($7 IS NULL OR state = $7) ",
+    "ORDER BY created_unix_s, id LIMIT $5 OFFSET $6"
 );
 
 const SELECT_WITHOUT_AUDIT: &str = concat!(
@@ -537,18 +538,12 @@ impl Entries {
         entries(rows)
     }
 
-    /// Entries reserved in `[from, to)`, optionally of one provider and/or payer, in
-    /// reservation order, `limit` at most after skipping `offset` (read-only views for finance).
-    pub async fn page(
-        &self,
-        provider: Option<&str>,
-        payer: Option<Address>,
-        from_unix_s: u64,
-        to_unix_s: u64,
-        offset: u64,
-        limit: u32,
-    ) -> Result<Vec<Entry>, MeteringError> {
-        let (from, to) = (Unsigned::new("from_unix_s", from_unix_s)?, Unsigned::new("to_unix_s", to_unix_s)?);
+    /// The entries `filter` selects, in reservation order, `limit` at most after skipping
+    /// `offset` (read-only views for finance).
+    pub async fn page(&self, filter: &EntryFilter, offset: u64, limit: u32) -> Result<Vec<Entry>, MeteringError> {
+        let (from, to) =
+            (Unsigned::new("from_unix_s", filter.from_unix_s)?, Unsigned::new("to_unix_s", filter.to_unix_s)?);
+        let (provider, payer, state) = (filter.provider.as_deref(), filter.payer, filter.state);
         let offset = Unsigned::new("offset", offset)?;
         let rows = db_call!(
             self.db,
@@ -561,6 +556,7 @@ impl Entries {
                     .bind(to)
                     .bind(Unsigned::of_u32(limit.clamp(1, 1000)))
                     .bind(offset)
+                    .bind(state)
                     .fetch_all(pool)
             }
         )?;
