@@ -80,8 +80,8 @@ export async function render(root, ctx) {
       { title: 'Blocks', cell: (r) => `${r.from_block}–${r.to_block}` },
       { title: 'Finished', cell: (r) => time(r.finished_unix_s) },
       { title: 'Counts', cell: (r) => Object.entries(r.counts).map(([k, n]) => h('div', { text: `${k}: ${n}` })) },
-      { title: 'Chain total', num: true, cell: (r) => amount(r.chain_total) },
-      { title: 'Matched', num: true, cell: (r) => amount(r.matched_total) },
+      { title: 'Chain total', num: true, cell: (r) => amount(r.chain_total_atomic) },
+      { title: 'Matched', num: true, cell: (r) => amount(r.matched_total_atomic) },
       { title: 'Tie-out', cell: (r) => (r.tie_out_holds ? h('span', { class: 'ok', text: 'holds' }) : h('span', { class: 'error', text: 'does not hold' })) },
     ], runs, { onRow: (r) => showExceptions(exceptions, r).catch((e) => clear(exceptions).appendChild(errorNotice(e))), empty: 'No reconciliation run yet. Run one above or with `tollgate admin reconcile run`.' }),
     exceptions,
@@ -110,10 +110,11 @@ async function showExceptions(root, run) {
   }
 }
 
-// Amounts (atomic, decimal or 0x-hex) in token units with the atomic value; the rest as is.
+// `*_atomic` amounts in token units with the atomic value; the rest (token units already) as is.
 function cell(k, v) {
   if (v === null || v === undefined) return '—';
-  if (k.startsWith('amount_')) {
+  // The admin API gives each amount in token units and its atomic integer as `<name>_atomic`.
+  if (k.startsWith('amount_') && k.endsWith('_atomic')) {
     try {
       return `${amount(BigInt(v).toString())} (${BigInt(v).toString()} atomic)`;
     } catch (e) {

@@ -89,7 +89,7 @@ function entries(root, ctx) {
       { title: 'Entry', cell: (e) => h('code', { title: e.id, text: short(e.id) }) },
       { title: 'Endpoint', cell: (e) => h('code', { text: e.route }) },
       { title: 'Payer', cell: (e) => h('code', { title: e.payer, text: short(e.payer) }) },
-      { title: 'Amount', num: true, cell: (e) => amount(e.amount) },
+      { title: 'Amount', num: true, cell: (e) => amount(e.amount_atomic, 6, e.symbol) },
       { title: 'State', cell: (e) => badge(e.state) },
       { title: 'Transaction', cell: (e) => txLink(e.chain_id, e.tx_hash) },
     ], found, { onRow: (e) => showEntry(detail, e), empty: 'No entry matches. Widen the time range or clear a filter.' }));
@@ -118,7 +118,7 @@ async function showEntry(root, e) {
     h('h2', {}, 'Entry ', h('code', { text: e.id })),
     h('dl', {}, rows.map(([k, v]) => [
       h('dt', { text: k }),
-      h('dd', {}, k.endsWith('_unix_s') ? time(v) : k === 'amount' ? amount(v) + ' (' + v + ' atomic)' : k === 'tx_hash' ? txLink(e.chain_id, v) : v === null ? '—' : String(v)),
+      h('dd', {}, k.endsWith('_unix_s') ? time(v) : k === 'amount_atomic' ? amount(v, 6, e.symbol) + ' (' + v + ' atomic)' : k === 'tx_hash' ? txLink(e.chain_id, v) : v === null ? '—' : String(v)),
     ])),
     h('h3', { text: 'Event history' }),
     table([

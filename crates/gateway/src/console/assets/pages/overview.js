@@ -55,7 +55,7 @@ function series(items, from, range, at, value) {
   return points;
 }
 
-const atomic = (e) => Number(e.amount);
+const atomic = (e) => Number(e.amount_atomic);
 
 function kpi(id, label, value) {
   return h('div', { class: 'kpi', 'data-kpi': id }, h('div', { class: 'label', text: label }), h('div', { class: 'value', text: value }));
@@ -96,7 +96,7 @@ export async function render(root, ctx) {
 
   const settled = entries.filter((e) => e.state === 'settled');
   const failed = entries.filter((e) => FAILED.includes(e.state));
-  const revenue = settled.reduce((s, e) => s + BigInt(e.amount), 0n);
+  const revenue = settled.reduce((s, e) => s + BigInt(e.amount_atomic), 0n);
   root.appendChild(h('div', { class: 'kpis' },
     kpi('paid_calls', 'Paid calls (entries)', String(entries.length)),
     kpi('settled', 'Settled', String(settled.length)),
@@ -134,7 +134,7 @@ export async function render(root, ctx) {
   for (const e of entries) {
     const r = routes.get(e.route) || { provider: e.provider, route: e.route, calls: 0, revenue: 0n, failed: 0 };
     r.calls += 1;
-    if (e.state === 'settled') r.revenue += BigInt(e.amount);
+    if (e.state === 'settled') r.revenue += BigInt(e.amount_atomic);
     if (FAILED.includes(e.state)) r.failed += 1;
     routes.set(e.route, r);
   }

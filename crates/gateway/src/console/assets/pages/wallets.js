@@ -28,8 +28,8 @@ async function spend(policy) {
   let today = 0n, month = 0n;
   for (const e of entries) {
     if (!CHARGEABLE.includes(e.state)) continue;
-    month += BigInt(e.amount);
-    if (e.created_unix_s >= day) today += BigInt(e.amount);
+    month += BigInt(e.amount_atomic);
+    if (e.created_unix_s >= day) today += BigInt(e.amount_atomic);
   }
   return { today, month, cut };
 }
