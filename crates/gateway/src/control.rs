@@ -207,6 +207,8 @@ pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
         body_bytes_max: r.body_bytes_max,
         charge_redirects: r.charge_redirects,
         allow_set_cookie: r.allow_set_cookie,
+        payment_id_required: r.payment_id_required,
+        replay_body_bytes_max: r.replay_body_bytes_max,
     }
 }
 
@@ -226,6 +228,8 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
         body_bytes_max: e.body_bytes_max,
         charge_redirects: e.charge_redirects,
         allow_set_cookie: e.allow_set_cookie,
+        payment_id_required: e.payment_id_required,
+        replay_body_bytes_max: e.replay_body_bytes_max,
     }
 }
 

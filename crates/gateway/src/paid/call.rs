@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use tollgate_metering::{EntryId, SettlementMode};
 use tollgate_verifier::VerifiedPayment;
 
+use super::idempotency::PaymentId;
 use crate::challenge::Challenge;
 use crate::config::Injection;
 use crate::control::RouteEntry;
@@ -36,6 +37,8 @@ pub(super) struct PaidCall {
     pub(super) payment: Option<VerifiedPayment>,
     /// The ledger entry, once the spend is reserved.
     pub(super) entry_id: Option<EntryId>,
+    /// The payment's x402 `payment-identifier`, once this call claimed it (after verification).
+    pub(super) payment_id: Option<PaymentId>,
     /// What the log line, the metrics and the audit record need, filled in as phases run.
     pub(super) trail: Trail,
 }

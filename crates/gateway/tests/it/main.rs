@@ -14,6 +14,7 @@ mod harness;
 mod hostile_upstream;
 mod limits;
 mod money_truth;
+mod payment_id;
 mod ops;
 mod readiness;
 mod reconcile;
