@@ -376,6 +376,11 @@ fn route_entry(
         let mut extra = serde_json::Map::new();
         extra.insert("name".into(), n.eip712_name.clone().into());
         extra.insert("version".into(), n.eip712_version.clone().into());
+        // x402 §6.1: a flow other than the default `authorization` is named in the offer.
+        // `before` settles before the upstream runs: the spec's `upfront` flow.
+        if route.settlement == tollgate_metering::SettlementMode::Before {
+            extra.insert(tollgate_x402::PAYMENT_FLOW.into(), "upfront".into());
+        }
         offers.push(v2::PaymentRequirements {
             scheme: tollgate_x402::SCHEME_EXACT.to_owned(),
             network: *network,

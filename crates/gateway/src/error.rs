@@ -238,6 +238,9 @@ impl GatewayError {
             OfferMismatch(MatchError::NetworkNotOffered { .. }) => {
                 c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_network_mismatch", false)
             }
+            OfferMismatch(MatchError::AcceptedMismatch { field: tollgate_x402::PAYMENT_FLOW }) => {
+                c(StatusCode::PAYMENT_REQUIRED, "payment_flow_mismatch", false)
+            }
             OfferMismatch(MatchError::AcceptedMismatch { .. }) => {
                 c(StatusCode::PAYMENT_REQUIRED, "accepted_requirement_mismatch", false)
             }
@@ -340,9 +343,8 @@ impl GatewayError {
     pub fn receipt(&self) -> Option<&SettleResponse> {
         match self {
             GatewayError::SettlementFailed(r) | GatewayError::SettlementUnavailable(r) => Some(r),
-            GatewayError::NotReady { receipt: Some(r), .. } | GatewayError::PaymentAlreadyProcessed { receipt: Some(r), .. } => {
-                Some(r)
-            }
+            GatewayError::NotReady { receipt: Some(r), .. }
+            | GatewayError::PaymentAlreadyProcessed { receipt: Some(r), .. } => Some(r),
             _ => None,
         }
     }

@@ -54,8 +54,8 @@ pub use repo::catalog::{
 pub use repo::entries::Entries;
 pub use repo::leases::Leases;
 pub use repo::payment_ids::{
-    PAYMENT_ID_CHARS_MAX, PAYMENT_ID_CHARS_MIN, PAYMENT_ID_OUTCOME_BYTES_MAX, PaymentIdKey, PaymentIdRecord, PaymentIds,
-    payment_id_valid,
+    PAYMENT_ID_CHARS_MAX, PAYMENT_ID_CHARS_MIN, PAYMENT_ID_OUTCOME_BYTES_MAX, PaymentIdKey, PaymentIdRecord,
+    PaymentIds, payment_id_valid,
 };
 pub use repo::policies::{Policies, WalletPolicy};
 pub use repo::recon::ReconStore;

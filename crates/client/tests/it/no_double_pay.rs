@@ -9,7 +9,6 @@ use tollgate_metering::EntryState;
 
 use crate::harness::{Harness, Lose, PRICE, TestClock, client_config, lossy_proxy};
 
-
 // Goal: the gateway settles but the answer is lost on the way back (the proxy closes the
 // connection): the client re-sends the *same* header (same payment identifier), and the
 // gateway, which keeps no body on this route, answers 409 payment_already_processed with the

@@ -9,10 +9,9 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use tollgate_metering::{EntryId, SettlementMode};
+use tollgate_metering::{EntryId, PaymentIdKey, SettlementMode};
 use tollgate_verifier::VerifiedPayment;
 
-use super::idempotency::PaymentId;
 use crate::challenge::Challenge;
 use crate::config::Injection;
 use crate::control::RouteEntry;
@@ -62,6 +61,15 @@ impl PaidCall {
             _ => Err(GatewayError::Internal("a phase after the reservation ran before it".to_owned())),
         }
     }
+}
+
+/// The x402 payment identifier a payment carries (`super::idempotency`), with the fingerprint
+/// of the payment and request it came with.
+#[derive(Debug, Clone)]
+pub(super) struct PaymentId {
+    pub(super) key: PaymentIdKey,
+    /// SHA-256 (hex) of the method, the path and query, and the payment as decoded.
+    pub(super) fingerprint: String,
 }
 
 /// The credential that serves this call, resolved when the route matched (a rotation

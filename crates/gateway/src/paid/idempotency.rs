@@ -26,21 +26,13 @@ use tollgate_metering::{Entry, EntryId, EntryState, PaymentIdKey, payment_id_val
 use tollgate_x402::PaymentPayload;
 use tollgate_x402::facilitator::SettleResponse;
 
-use super::call::PaidCall;
+use super::call::{PaidCall, PaymentId};
 use crate::app::Gateway;
 use crate::challenge::attach_receipt;
 use crate::error::GatewayError;
 
 /// The extension's name in `extensions`.
 pub const EXTENSION: &str = "payment-identifier";
-
-/// The id a payment carries, with the fingerprint of the payment and request it came with.
-#[derive(Debug, Clone)]
-pub(super) struct PaymentId {
-    key: PaymentIdKey,
-    /// SHA-256 (hex) of the method, the path and query, and the payment as decoded.
-    fingerprint: String,
-}
 
 /// Phase 3a: the id of a v2 payment (`extensions["payment-identifier"].info.id`), checked.
 /// A v1 payment carries none.
@@ -83,7 +75,11 @@ pub(super) async fn replay(gw: &Gateway, pid: &PaymentId) -> Result<Option<Respo
     let Some(entry_id) = record.entry_id else {
         // Claimed and not yet reserved: the first call is being verified or reserved now; a
         // claim left unused longer than the sweep's grace is taken over by `claim`.
-        return if record.created_unix_s <= stale_before(gw, now) { Ok(None) } else { Err(GatewayError::PaymentInFlight) };
+        return if record.created_unix_s <= stale_before(gw, now) {
+            Ok(None)
+        } else {
+            Err(GatewayError::PaymentInFlight)
+        };
     };
     let entry = gw.ledger.entries().get(&entry_id).await?;
     let stored = match record.outcome.as_deref().map(StoredOutcome::parse) {
@@ -181,7 +177,8 @@ pub(super) async fn remember(
     };
     let (stored, result) = match result {
         Ok(response) => {
-            let (stored, response) = StoredOutcome::of_response(response, call.endpoint.route.replay_body_bytes_max).await;
+            let (stored, response) =
+                StoredOutcome::of_response(response, call.endpoint.route.replay_body_bytes_max).await;
             (stored, Ok(response))
         }
         Err(e) => {

@@ -9,9 +9,8 @@
 //! is forwarded before the spend is reserved in the ledger, and nothing is charged when the
 //! upstream fails.
 //!
-//! Modules, each depending only on those listed before it: `idempotency` (the x402
-//! payment-identifier: phase 3a, the claim, the remembered answer), `call` (the context), `route`
-//! (phase 1), `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
+//! Modules, each depending only on those listed before it: `call` (the context), `idempotency`
+//! (the x402 payment-identifier: phase 3a, the claim, the remembered answer), `route` (phase 1), `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
 //! `reserve` (phases 5–6), `answer` (receipts, log line, audit, public read endpoints),
 //! `refund` (`before` mode's refunds owed), `modes` (the hooks).
 

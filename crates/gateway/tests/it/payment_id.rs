@@ -4,7 +4,6 @@
 //! (own upstream, own payee) beside the suite's: `ids` (no body kept) and `kept` (bodies up
 //! to 4 KiB kept for replays, id required).
 
-
 use alloy_primitives::{Address, U256};
 use axum::http::StatusCode;
 use tollgate_metering::EntryState;
@@ -30,10 +29,10 @@ impl Ids {
             .credential_header("TEST_API_KEY")
             .route(route("/ids/weather/{city}"))
             .route(route("/ids/slowok"));
-        let kept = ProviderConfig::new("kept", payee, &url)
-            .strip_prefix("/kept")
-            .credential_header("TEST_API_KEY")
-            .route(route("/kept/weather/{city}").set("replay_body_bytes_max", 4096u64).set("payment_id_required", true));
+        let kept =
+            ProviderConfig::new("kept", payee, &url).strip_prefix("/kept").credential_header("TEST_API_KEY").route(
+                route("/kept/weather/{city}").set("replay_body_bytes_max", 4096u64).set("payment_id_required", true),
+            );
         let opts = Options { providers: vec![ids, kept], ..Options::default() };
         let h = Harness::start_with(engine, opts).await?;
         Some(Ids { h, upstream, payee })

@@ -132,7 +132,12 @@ impl PaymentIds {
             self.db,
             "get_payment_id",
             read | pool | {
-                sqlx::query_as(SELECT).bind(Hex(key.payer)).bind(&key.route).bind(&key.id).bind(now).fetch_optional(pool)
+                sqlx::query_as(SELECT)
+                    .bind(Hex(key.payer))
+                    .bind(&key.route)
+                    .bind(&key.id)
+                    .bind(now)
+                    .fetch_optional(pool)
             }
         )?;
         Ok(row.map(|r| PaymentIdRecord {

@@ -32,7 +32,11 @@ async fn claim_attach_outcome_and_expiry() {
         ensure!(ids.record_outcome(&key(ID), FP_A, "{\"v\":1}").await?);
         ensure!(!ids.record_outcome(&key(ID), FP_A, "{\"v\":2}").await?, "the outcome is written once");
         let got = ids.get(&key(ID), 200).await?.expect("record");
-        ensure!(got.fingerprint == FP_A && got.entry_id == Some(entry.clone()) && got.outcome.as_deref() == Some("{\"v\":1}"));
+        ensure!(
+            got.fingerprint == FP_A
+                && got.entry_id == Some(entry.clone())
+                && got.outcome.as_deref() == Some("{\"v\":1}")
+        );
         ensure!((got.created_unix_s, got.expires_unix_s) == (100, 1100));
 
         // The schema holds the write-once rule too.
