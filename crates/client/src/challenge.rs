@@ -29,6 +29,8 @@ pub(crate) struct Challenge {
     pub offered: Vec<Offered>,
     /// The challenge's `error` field.
     pub error: Option<String>,
+    /// v2: the server's `extensions["payment-identifier"]`, echoed with our id.
+    pub payment_id_extension: Option<Value>,
 }
 
 /// Both versions' outer fields; `accepts` is parsed item by item.
@@ -42,6 +44,8 @@ struct Raw {
     resource: Option<Value>,
     #[serde(default)]
     accepts: Vec<Value>,
+    #[serde(default)]
+    extensions: Option<serde_json::Map<String, Value>>,
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -52,7 +56,23 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
+/// The x402 extension that carries the client's idempotency key.
+pub(crate) const PAYMENT_IDENTIFIER: &str = "payment-identifier";
+
 impl Challenge {
+    /// `extensions` of a v2 payment: `payment-identifier` with `info.id`.
+    fn payment_id_extensions(&self, payment_id: &str) -> serde_json::Map<String, Value> {
+        let mut ext = match &self.payment_id_extension {
+            Some(Value::Object(m)) => m.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let required = ext.get("info").and_then(|i| i.get("required")).and_then(Value::as_bool).unwrap_or(false);
+        ext.insert("info".to_owned(), serde_json::json!({ "required": required, "id": payment_id }));
+        let mut out = serde_json::Map::new();
+        out.insert(PAYMENT_IDENTIFIER.to_owned(), Value::Object(ext));
+        out
+    }
+
     /// Reads a 402's challenge: the v2 header if present, else the v1 body.
     pub fn from_response(headers: &HeaderMap, body: &[u8]) -> Result<Challenge, ClientError> {
         if let Some(h) = headers.get("payment-required") {
@@ -95,7 +115,11 @@ impl Challenge {
             _ => raw.resource.and_then(|v| serde_json::from_value(v).ok()),
         };
         let error = raw.error.and_then(|e| e.as_str().map(str::to_owned)).filter(|e| !e.is_empty());
-        Ok(Challenge { version: expected, resource, offers, offered, error })
+        let payment_id_extension = match expected {
+            1 => None,
+            _ => raw.extensions.and_then(|mut e| e.remove(PAYMENT_IDENTIFIER)).filter(Value::is_object),
+        };
+        Ok(Challenge { version: expected, resource, offers, offered, error, payment_id_extension })
     }
 
     /// The first offer (server's order) with scheme `exact`, on an allowed pair, with an
@@ -111,11 +135,15 @@ impl Challenge {
             .ok_or_else(|| ClientError::NoAcceptableRequirement { offered: self.offered.clone() })
     }
 
-    /// The header (name as sent on the wire, value) paying `offer` with `exact`.
+    /// The header (name as sent on the wire, value) paying `offer` with `exact`. A v2 payment
+    /// carries `payment_id` in the x402 `payment-identifier` extension (the server's
+    /// declaration echoed, `info.id` added; sent even when the server declared nothing, which
+    /// such a server ignores), so a re-sent header is recognised as the same payment.
     pub fn payment_header(
         &self,
         offer: &v2::PaymentRequirements,
         exact: ExactEvmPayload,
+        payment_id: &str,
     ) -> Result<(&'static str, String), ClientError> {
         let (name, payload) = match self.version {
             1 => (
@@ -134,7 +162,7 @@ impl Challenge {
                     resource: self.resource.clone(),
                     accepted: offer.clone(),
                     payload: exact,
-                    extensions: None,
+                    extensions: Some(self.payment_id_extensions(payment_id)),
                 }),
             ),
         };
@@ -258,7 +286,7 @@ mod tests {
         let offer = c.choose(&AllowedAsset::usdc_defaults()).unwrap().clone();
         let signer = alloy::signers::local::PrivateKeySigner::random();
         let exact = crate::sign::sign_exact(&signer, &offer, 100, crate::sign::random_nonce().unwrap()).unwrap();
-        let (name, value) = c.payment_header(&offer, exact).unwrap();
+        let (name, value) = c.payment_header(&offer, exact, "pay_0123456789abcdef").unwrap();
         assert_eq!(name, "X-PAYMENT");
         let decoded = PaymentPayload::from_header(value.as_bytes(), PAYMENT_HEADER_BYTES_MAX).unwrap();
         assert_eq!(decoded.version(), 1);

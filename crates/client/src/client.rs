@@ -26,7 +26,7 @@ use tollgate_x402::v2;
 use crate::challenge::{Challenge, error_body, fresh_authorization_may_help, is_in_flight, receipt, refusal_reason};
 use crate::config::{AllowedAsset, ClientConfig, Clock, SpendLimits};
 use crate::error::ClientError;
-use crate::sign::{random_nonce, sign_exact, valid_before};
+use crate::sign::{random_nonce, random_payment_id, sign_exact, valid_before};
 use crate::store::{Outcome, PaymentRecord, RecordState, SpendStore, check_budgets, totals};
 
 /// The answer to a request, after any payment handling.
@@ -442,6 +442,8 @@ impl PayingClient {
         let now = self.clock.now_unix_s();
         let valid_before_unix_s = valid_before(&offer, now);
         let nonce = random_nonce()?;
+        // One id per authorization: every delivery of this header is the same payment.
+        let payment_id = random_payment_id()?;
         let signer = self.signer.clone();
         let limits = self.limits.clone();
         let (method, url, host) = (req.method.to_string(), req.url.to_string(), req.host.clone());
@@ -449,7 +451,7 @@ impl PayingClient {
             store.update(|records| {
                 check_budgets(records, &limits, &host, offer.amount.0, now)?;
                 let exact = sign_exact(&signer, &offer, valid_before_unix_s, nonce)?;
-                let (header_name, header) = challenge.payment_header(&offer, exact)?;
+                let (header_name, header) = challenge.payment_header(&offer, exact, &payment_id)?;
                 let record = PaymentRecord {
                     nonce,
                     state: RecordState::Signed,

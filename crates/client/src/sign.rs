@@ -41,6 +41,14 @@ pub(crate) fn random_nonce() -> Result<B256, ClientError> {
     Ok(B256::from(bytes))
 }
 
+/// A fresh x402 payment identifier: `pay_` and 32 random hex digits (36 characters, within
+/// the extension's 16–128 of `[A-Za-z0-9_-]`).
+pub(crate) fn random_payment_id() -> Result<String, ClientError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| ClientError::key(format!("no randomness for the payment id: {e}")))?;
+    Ok(format!("pay_{}", alloy_primitives::hex::encode(bytes)))
+}
+
 /// `validBefore` for an offer signed at `now_unix_s`.
 pub(crate) fn valid_before(offer: &v2::PaymentRequirements, now_unix_s: u64) -> u64 {
     now_unix_s.saturating_add(offer.max_timeout_seconds.max(VALIDITY_MIN_S))

@@ -137,6 +137,12 @@ pub struct EndpointSpec {
     /// Pass the upstream's `Set-Cookie` through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    /// Require the x402 `payment-identifier` extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id_required: Option<bool>,
+    /// Store response bodies up to this size for payment-identifier replays (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_body_bytes_max: Option<u64>,
 }
 
 /// Reads a stored record of any known version.

@@ -17,6 +17,8 @@ pub struct Challenge {
     pub offers: Vec<v2::PaymentRequirements>,
     /// The resource.
     pub resource: v2::ResourceInfo,
+    /// Whether the route requires the x402 `payment-identifier` extension (always offered).
+    pub payment_id_required: bool,
 }
 
 const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
@@ -27,6 +29,28 @@ impl Challenge {
         self.offers.iter().filter_map(|o| v1::PaymentRequirements::from_v2(o, &self.resource).ok()).collect()
     }
 
+    /// The extensions this route offers: `payment-identifier` (x402 extension spec: `info`
+    /// says whether it is required, `schema` validates the `info` a client echoes with its id).
+    pub fn extensions(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "payment-identifier".to_owned(),
+            json!({
+                "info": { "required": self.payment_id_required },
+                "schema": {
+                    "$schema": "https://json-schema.org/draft/2020-12/schema",
+                    "type": "object",
+                    "properties": {
+                        "required": { "type": "boolean" },
+                        "id": { "type": "string", "minLength": 16, "maxLength": 128, "pattern": "^[a-zA-Z0-9_-]+$" }
+                    },
+                    "required": ["required"]
+                }
+            }),
+        );
+        m
+    }
+
     /// A 402 with both versions' challenge; `code` says why.
     pub fn response(&self, code: &str, message: &str, mut headers: HeaderMap) -> Response {
         let v2_body = v2::PaymentRequired {
@@ -34,7 +58,7 @@ impl Challenge {
             error: Some(code.to_owned()),
             resource: self.resource.clone(),
             accepts: self.offers.clone(),
-            extensions: None,
+            extensions: Some(self.extensions()),
         };
         if let Some(v) = encode_header(&v2_body).ok().and_then(|s| HeaderValue::from_str(&s).ok()) {
             headers.insert(HeaderName::from_static("payment-required"), v);

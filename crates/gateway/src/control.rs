@@ -211,6 +211,8 @@ pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
         body_bytes_max: r.body_bytes_max,
         charge_redirects: r.charge_redirects,
         allow_set_cookie: r.allow_set_cookie,
+        payment_id_required: r.payment_id_required,
+        replay_body_bytes_max: r.replay_body_bytes_max,
     }
 }
 
@@ -231,6 +233,8 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
         body_bytes_max: e.body_bytes_max,
         charge_redirects: e.charge_redirects,
         allow_set_cookie: e.allow_set_cookie,
+        payment_id_required: e.payment_id_required,
+        replay_body_bytes_max: e.replay_body_bytes_max,
     }
 }
 
@@ -442,6 +446,11 @@ fn route_entry(
         let mut extra = serde_json::Map::new();
         extra.insert("name".into(), n.eip712_name.clone().into());
         extra.insert("version".into(), n.eip712_version.clone().into());
+        // x402 §6.1: a flow other than the default `authorization` is named in the offer.
+        // `before` settles before the upstream runs: the spec's `upfront` flow.
+        if route.settlement == tollgate_metering::SettlementMode::Before {
+            extra.insert(tollgate_x402::PAYMENT_FLOW.into(), "upfront".into());
+        }
         offers.push(v2::PaymentRequirements {
             scheme: tollgate_x402::SCHEME_EXACT.to_owned(),
             network: *network,

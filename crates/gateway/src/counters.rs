@@ -55,6 +55,9 @@ pub struct Counters {
     /// settlement claimed by a process that died before broadcasting it, for a call whose
     /// agent was never answered, can then never land (see `recovery::close_unsent`).
     pub relayer_nonces_closed: AtomicU64,
+    /// payment-identifier writes (entry, outcome, release) that failed; each is logged with
+    /// its entry id. A replay then answers from the ledger entry instead (`paid::idempotency`).
+    pub payment_id_writes_failed: AtomicU64,
 }
 
 impl Default for Counters {
@@ -69,6 +72,7 @@ impl Default for Counters {
             ledger_writes_left_to_next_sweep: AtomicU64::new(0),
             leases_left_to_expire: AtomicU64::new(0),
             settlements_pending: AtomicU64::new(0),
+            payment_id_writes_failed: AtomicU64::new(0),
             settlements_unavailable: AtomicU64::new(0),
             deferred_admission_refused: AtomicU64::new(0),
             chases_dropped: AtomicU64::new(0),
@@ -133,6 +137,7 @@ impl Counters {
                 ("ledger_writes_left_to_next_sweep", "", &self.ledger_writes_left_to_next_sweep),
                 ("leases_left_to_expire", "", &self.leases_left_to_expire),
                 ("settlements_pending", "", &self.settlements_pending),
+                ("payment_id_writes_failed", "", &self.payment_id_writes_failed),
                 ("settlements_unavailable", "", &self.settlements_unavailable),
                 ("deferred_admission_refused", "", &self.deferred_admission_refused),
                 ("chases_dropped", "", &self.chases_dropped),

@@ -49,6 +49,25 @@ pub enum GatewayError {
     /// The same authorization is being processed by another request right now.
     #[error("this authorization is already being processed")]
     PaymentInFlight,
+    /// The x402 `payment-identifier` id is not 16–128 characters of `[A-Za-z0-9_-]`.
+    #[error("payment identifier: expected 16 to 128 characters of A-Z, a-z, 0-9, '_' and '-'")]
+    PaymentIdInvalid,
+    /// The route requires the x402 `payment-identifier` extension and the payment has no id.
+    #[error("this route requires a payment identifier (extensions.payment-identifier.info.id)")]
+    PaymentIdRequired,
+    /// The payment identifier was used with another payment (or another request) by this payer
+    /// on this route.
+    #[error("this payment identifier was used with a different payment")]
+    PaymentIdConflict,
+    /// The payment identifier's payment was processed already; the answer names its ledger
+    /// entry and carries its receipt (the route stores no body to replay).
+    #[error("this payment was processed already: see /receipts/{entry}")]
+    PaymentAlreadyProcessed {
+        /// The ledger entry the payment reserved.
+        entry: tollgate_metering::EntryId,
+        /// The receipt the agent was given (brought up to date from the entry), if any.
+        receipt: Option<Box<SettleResponse>>,
+    },
     /// The request body exceeds the route's cap.
     #[error("request body larger than {limit_bytes} bytes")]
     BodyTooLarge {
@@ -219,6 +238,9 @@ impl GatewayError {
             OfferMismatch(MatchError::NetworkNotOffered { .. }) => {
                 c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_network_mismatch", false)
             }
+            OfferMismatch(MatchError::AcceptedMismatch { field: tollgate_x402::PAYMENT_FLOW }) => {
+                c(StatusCode::PAYMENT_REQUIRED, "payment_flow_mismatch", false)
+            }
             OfferMismatch(MatchError::AcceptedMismatch { .. }) => {
                 c(StatusCode::PAYMENT_REQUIRED, "accepted_requirement_mismatch", false)
             }
@@ -229,6 +251,10 @@ impl GatewayError {
             },
             AuthorizationUsed => c(StatusCode::PAYMENT_REQUIRED, "invalid_exact_evm_nonce_already_used", false),
             PaymentInFlight => c(StatusCode::CONFLICT, "payment_in_flight", true),
+            PaymentIdInvalid => c(StatusCode::BAD_REQUEST, "invalid_payment_id", false),
+            PaymentIdRequired => c(StatusCode::BAD_REQUEST, "payment_id_required", false),
+            PaymentIdConflict => c(StatusCode::CONFLICT, "payment_id_conflict", false),
+            PaymentAlreadyProcessed { .. } => c(StatusCode::CONFLICT, "payment_already_processed", false),
             BodyTooLarge { .. } => c(StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large", false),
             RequestBodyIncomplete => c(StatusCode::BAD_REQUEST, "request_body_incomplete", true),
             RequestBodyTimeout => c(StatusCode::REQUEST_TIMEOUT, "request_body_timeout", true),
@@ -308,6 +334,21 @@ impl GatewayError {
         self.class().code
     }
 
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.class().status
+    }
+
+    /// The x402 receipt the answer carries, if any.
+    pub fn receipt(&self) -> Option<&SettleResponse> {
+        match self {
+            GatewayError::SettlementFailed(r) | GatewayError::SettlementUnavailable(r) => Some(r),
+            GatewayError::NotReady { receipt: Some(r), .. }
+            | GatewayError::PaymentAlreadyProcessed { receipt: Some(r), .. } => Some(r),
+            _ => None,
+        }
+    }
+
     /// Turns the error into a response. `challenge` is the route's offer, attached to 402s.
     pub fn rescue(self, challenge: Option<&Challenge>) -> Response {
         use GatewayError::*;
@@ -330,6 +371,9 @@ impl GatewayError {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let GatewayError::NotReady { retry_after_s, .. } | GatewayError::RateLimited { retry_after_s } = &self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+        } else if class.retry_safe && matches!(self, PaymentInFlight) {
+            // The first delivery of this payment is still running: ask again shortly.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         } else if class.retry_safe && class.status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -338,6 +382,19 @@ impl GatewayError {
         }
         if let GatewayError::NotReady { receipt: Some(receipt), .. } = &self {
             crate::challenge::attach_receipt(&mut headers, receipt);
+        }
+        if let GatewayError::PaymentAlreadyProcessed { entry, receipt } = &self {
+            if let Some(receipt) = receipt {
+                crate::challenge::attach_receipt(&mut headers, receipt);
+            }
+            if let Ok(v) = HeaderValue::from_str(entry.as_str()) {
+                headers.insert(header::HeaderName::from_static("tollgate-receipt"), v);
+            }
+            let body = json!({
+                "error": { "code": class.code, "message": message, "retrySafe": class.retry_safe,
+                    "entry": entry.as_str(), "receiptUrl": format!("/receipts/{entry}") }
+            });
+            return (class.status, headers, axum::Json(body)).into_response();
         }
         match (class.status, challenge) {
             (StatusCode::PAYMENT_REQUIRED, Some(ch)) => ch.response(class.code, &message, headers),

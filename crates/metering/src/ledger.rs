@@ -12,6 +12,7 @@
 //! | [`Ledger::audit`] | [`Audit`] | the hash-chained audit log |
 //! | [`Ledger::recon`] | [`ReconStore`] | reconciliation inputs, runs, exceptions, notes, cursor |
 //! | [`Ledger::settings`] | [`Settings`] | allowlist mode, the change counter, change notifications |
+//! | [`Ledger::payment_ids`] | [`PaymentIds`] | x402 payment identifiers: claims, entries, outcomes |
 //!
 //! Each repository is also a cheap, cloneable value, so a service that needs one concern can
 //! hold that repository alone (`ledger.entries().clone()`).
@@ -26,6 +27,7 @@ use crate::repo::audit::Audit;
 use crate::repo::catalog::Catalog;
 use crate::repo::entries::Entries;
 use crate::repo::leases::Leases;
+use crate::repo::payment_ids::PaymentIds;
 use crate::repo::policies::Policies;
 use crate::repo::recon::ReconStore;
 use crate::repo::settings::Settings;
@@ -46,6 +48,7 @@ pub struct Ledger {
     audit: Audit,
     recon: ReconStore,
     settings: Settings,
+    payment_ids: PaymentIds,
 }
 
 impl fmt::Debug for Ledger {
@@ -76,6 +79,7 @@ impl Ledger {
             audit: Audit::new(db.clone()),
             recon: ReconStore::new(db.clone()),
             settings: Settings::new(db.clone()),
+            payment_ids: PaymentIds::new(db.clone()),
             db,
         })
     }
@@ -95,6 +99,11 @@ impl Ledger {
     /// this fail, through every repository.
     pub async fn close(&self) {
         self.db.close().await
+    }
+
+    /// x402 payment identifiers (idempotent paid calls).
+    pub fn payment_ids(&self) -> &PaymentIds {
+        &self.payment_ids
     }
 
     /// Ledger entries: reserve, transitions, notes, reads.

@@ -54,6 +54,10 @@ pub use repo::catalog::{
 };
 pub use repo::entries::{CLAIM_BATCH_MAX, Entries};
 pub use repo::leases::Leases;
+pub use repo::payment_ids::{
+    PAYMENT_ID_CHARS_MAX, PAYMENT_ID_CHARS_MIN, PAYMENT_ID_OUTCOME_BYTES_MAX, PaymentIdKey, PaymentIdRecord,
+    PaymentIds, payment_id_valid,
+};
 pub use repo::policies::{Policies, WalletPolicy};
 pub use repo::recon::ReconStore;
 pub use repo::settings::{Actor, CONTROL_CHANNEL, ControlListener, ControlState, Settings};

@@ -29,6 +29,9 @@ pub mod v2;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
 pub use amount::{DecimalError, DecimalU256};
+/// `extra` key naming an offer's payment flow (x402 v2 §6.1): `upfront` (settle, then serve),
+/// `escrow`; absent means the default `authorization` (verify, serve, settle).
+pub const PAYMENT_FLOW: &str = "paymentFlow";
 pub use codec::{PAYMENT_HEADER_BYTES_MAX, decode_header, encode_header};
 pub use error::{MatchError, WireError};
 pub use exact::{Authorization, ExactEvmPayload};

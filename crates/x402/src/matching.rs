@@ -3,12 +3,13 @@
 //! The rule (x402 notes §2): a v2 `accepted` echo must equal one offer on `scheme`,
 //! `network`, `amount`, `asset`, `payTo` and `maxTimeoutSeconds` (addresses compare as
 //! bytes, so letter case does not matter), and its `extra` must contain the offer's
-//! `extra`. A v1 payment names only scheme and network, so it takes the first offer on that
+//! `extra`. The payment flow (`extra.paymentFlow`, absent = `authorization`) must be the
+//! offer's: a client that echoes another flow is refused as `paymentFlow`. A v1 payment names only scheme and network, so it takes the first offer on that
 //! network. Whatever matched, the caller verifies against *our* offer, never the echo.
 
 use serde_json::{Map, Value};
 
-use crate::{MatchError, PaymentPayload, SCHEME_EXACT, v2};
+use crate::{MatchError, PAYMENT_FLOW, PaymentPayload, SCHEME_EXACT, v2};
 
 /// Finds the offer in `offered` that `payment` takes up.
 pub fn find_offer<'a>(
@@ -52,11 +53,19 @@ fn difference(offer: &v2::PaymentRequirements, accepted: &v2::PaymentRequirement
         Some("payTo")
     } else if offer.max_timeout_seconds != accepted.max_timeout_seconds {
         Some("maxTimeoutSeconds")
+    } else if flow(&accepted.extra) != flow(&offer.extra) {
+        Some(PAYMENT_FLOW)
     } else if !contains(&accepted.extra, &offer.extra) {
         Some("extra")
     } else {
         None
     }
+}
+
+/// The payment flow (x402 §6.1) an offer or an echo names; absent is the default
+/// `authorization`. A value that is not a string is compared as it is (and so differs).
+fn flow(extra: &Map<String, Value>) -> Value {
+    extra.get(PAYMENT_FLOW).cloned().unwrap_or_else(|| Value::String("authorization".to_owned()))
 }
 
 fn contains(outer: &Map<String, Value>, inner: &Map<String, Value>) -> bool {

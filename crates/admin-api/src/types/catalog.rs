@@ -146,6 +146,13 @@ pub struct EndpointBody {
     /// Pass the upstream's `Set-Cookie` through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    /// Require the x402 `payment-identifier` extension (a payment without an id: 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id_required: Option<bool>,
+    /// Store response bodies up to this size (at most 1 MiB) for payment-identifier replays;
+    /// 0 or absent: a replay is 409 `payment_already_processed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_body_bytes_max: Option<u64>,
 }
 
 /// One price of a price version.

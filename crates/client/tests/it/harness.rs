@@ -240,6 +240,12 @@ fn config(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, grace
                 .strip_prefix("/deferred")
                 .route(route("/deferred/weather/{city}").settlement("deferred")),
         )
+        // Keeps answers for payment-identifier replays (x402 extension, issue 19).
+        .provider(
+            ProviderConfig::new("weather-kept", payee, upstream_url)
+                .strip_prefix("/kept")
+                .route(route("/kept/weather/{city}").set("replay_body_bytes_max", 4096u64)),
+        )
 }
 
 /// When the lossy proxy loses the answer to the next paid request.

@@ -9,12 +9,11 @@ use tollgate_metering::EntryState;
 
 use crate::harness::{Harness, Lose, PRICE, TestClock, client_config, lossy_proxy};
 
-const NONCE_USED: &str = "invalid_exact_evm_nonce_already_used";
-
 // Goal: the gateway settles but the answer is lost on the way back (the proxy closes the
-// connection): the client re-sends the *same* header, the gateway answers 402
-// nonce_already_used, and the client reports the outcome unknown. Exactly one record
-// (paid_pending, counted), one ledger entry, one on-chain transfer.
+// connection): the client re-sends the *same* header (same payment identifier), and the
+// gateway, which keeps no body on this route, answers 409 payment_already_processed with the
+// receipt. The client records the payment paid with its transaction. Exactly one record, one
+// ledger entry, one upstream call, one on-chain transfer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_response_resends_the_same_authorization() {
     let h = Harness::start(3600).await;
@@ -24,23 +23,61 @@ async fn lost_response_resends_the_same_authorization() {
     let dir = tempfile::tempdir().unwrap();
     let client = PayingClient::new(client_config(&payer, &dir.path().join("spend.json"))).unwrap();
 
-    let err = client.send(Method::GET, &format!("{proxy}/weather/lima"), HeaderMap::new(), "").await.unwrap_err();
+    let paid = client.send(Method::GET, &format!("{proxy}/weather/lima"), HeaderMap::new(), "").await.unwrap();
 
-    let ClientError::PaymentOutcomeUnknown { reason, nonce } = err else { panic!("{err:?}") };
-    assert_eq!(reason, NONCE_USED);
+    assert_eq!(paid.status, StatusCode::CONFLICT);
+    let body: serde_json::Value = serde_json::from_slice(&paid.body).unwrap();
+    assert_eq!(body["error"]["code"], "payment_already_processed");
+    let receipt = paid.receipt.expect("the replayed receipt");
+    assert!(receipt.success);
     let records = client.records().await.unwrap();
     assert_eq!(records.len(), 1, "one authorization for one logical request");
-    assert_eq!((records[0].nonce, records[0].state), (nonce, RecordState::PaidPending));
+    assert_eq!(records[0].state, RecordState::Paid);
+    assert_eq!(records[0].transaction.as_deref(), Some(receipt.transaction.as_str()));
     assert_eq!(client.spent().await.unwrap().total_atomic, U256::from(PRICE));
     let entries = h.entries(payer.address()).await;
     assert_eq!(entries.len(), 1);
-    assert_eq!((entries[0].nonce, entries[0].state), (nonce, EntryState::Settled));
+    assert_eq!((entries[0].nonce, entries[0].state), (records[0].nonce, EntryState::Settled));
+    assert_eq!(h.upstream.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the upstream is called once");
     assert_eq!(h.payee_balance().await, U256::from(PRICE), "exactly one transfer");
 }
 
+// Goal (issue 19): the response is lost on the way back (a TCP proxy drops it) on a route that
+// keeps answers for replays: the client's retry carries the same payment identifier and
+// payment, and gets the same receipt and the same body; the upstream was called once, one
+// entry, one transfer on chain, one record `paid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_response_is_replayed_by_payment_id() {
+    let h = Harness::start(3600).await;
+    let payer = h.funded_payer(1_000_000).await;
+    let (proxy, lose) = lossy_proxy(h.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = PayingClient::new(client_config(&payer, &dir.path().join("spend.json"))).unwrap();
+    *lose.lock().unwrap() = Some(Lose::Response);
+
+    let paid = client.send(Method::GET, &format!("{proxy}/kept/weather/lima"), HeaderMap::new(), "").await.unwrap();
+
+    assert_eq!(paid.status, StatusCode::OK);
+    assert_eq!(paid.headers["tollgate-payment-id"], "replayed", "the answer came from the stored outcome");
+    let body: serde_json::Value = serde_json::from_slice(&paid.body).unwrap();
+    assert_eq!(body["city"], "lima");
+    let receipt = paid.receipt.expect("receipt");
+    assert!(receipt.success);
+    let records = client.records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state, RecordState::Paid);
+    assert_eq!(records[0].transaction.as_deref(), Some(receipt.transaction.as_str()));
+    let entries = h.entries(payer.address()).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].tx_hash.map(|t| format!("{t:#x}")), Some(receipt.transaction.clone()));
+    assert_eq!(h.upstream.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the upstream is called once");
+    assert_eq!(h.payee_balance().await, U256::from(PRICE), "one transfer on chain");
+}
+
 // Goal: the connection drops while the gateway is still working on the paid call: the
-// same header is re-sent, answered 409 payment_in_flight and then 402 nonce_already_used
-// once the first delivery finishes; still one record, one entry, one transfer.
+// same header (same payment identifier) is re-sent, answered 409 payment_in_flight and then
+// 409 payment_already_processed with the receipt once the first delivery finishes; still one
+// record (paid), one entry, one transfer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_lost_while_in_flight_polls_with_the_same_header() {
     let h = Harness::start(3600).await;
@@ -54,13 +91,14 @@ async fn connection_lost_while_in_flight_polls_with_the_same_header() {
     config.retry_backoff_max = Duration::from_millis(500);
     let client = PayingClient::new(config).unwrap();
 
-    let err = client.send(Method::GET, &format!("{proxy}/slow"), HeaderMap::new(), "").await.unwrap_err();
+    let paid = client.send(Method::GET, &format!("{proxy}/slow"), HeaderMap::new(), "").await.unwrap();
 
-    let ClientError::PaymentOutcomeUnknown { reason, nonce } = err else { panic!("{err:?}") };
-    assert_eq!(reason, NONCE_USED);
+    assert_eq!(paid.status, StatusCode::CONFLICT, "payment_already_processed");
+    assert!(paid.receipt.is_some_and(|r| r.success));
     let records = client.records().await.unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].state, RecordState::PaidPending);
+    assert_eq!(records[0].state, RecordState::Paid);
+    let nonce = records[0].nonce;
     let entries = h.wait_terminal(payer.address()).await;
     assert_eq!(entries.len(), 1);
     assert_eq!((entries[0].nonce, entries[0].state), (nonce, EntryState::Settled));
@@ -144,11 +182,13 @@ async fn unresolved_payment_stays_counted_and_can_be_resent() {
     let err = client.send(Method::GET, &format!("{}/weather/kyiv", h.url), HeaderMap::new(), "").await.unwrap_err();
     assert!(matches!(err, ClientError::BudgetExceeded { .. }), "the sent payment is counted: {err:?}");
 
-    let err = client.resend(open[0].nonce, HeaderMap::new(), "").await.unwrap_err();
-    assert!(matches!(&err, ClientError::PaymentOutcomeUnknown { reason, .. } if reason == NONCE_USED), "{err:?}");
+    // The same header, so the same payment identifier: the gateway names the processed payment.
+    let paid = client.resend(open[0].nonce, HeaderMap::new(), "").await.unwrap();
+    assert_eq!(paid.status, StatusCode::CONFLICT);
+    assert!(paid.receipt.is_some_and(|r| r.success));
     let records = client.records().await.unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].state, RecordState::PaidPending);
+    assert_eq!(records[0].state, RecordState::Paid);
     assert_eq!(h.entries(payer.address()).await.len(), 1);
     assert_eq!(h.payee_balance().await, U256::from(PRICE));
 }

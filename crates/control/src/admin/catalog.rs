@@ -73,6 +73,8 @@ pub fn endpoint_spec(b: api::EndpointBody) -> EndpointSpec {
         body_bytes_max: b.body_bytes_max,
         charge_redirects: b.charge_redirects,
         allow_set_cookie: b.allow_set_cookie,
+        payment_id_required: b.payment_id_required,
+        replay_body_bytes_max: b.replay_body_bytes_max,
     }
 }
 

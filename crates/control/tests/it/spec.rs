@@ -43,6 +43,8 @@ fn full_endpoint() -> EndpointSpec {
         body_bytes_max: Some(65536),
         charge_redirects: Some(true),
         allow_set_cookie: Some(false),
+        payment_id_required: None,
+        replay_body_bytes_max: None,
     }
 }
 

@@ -42,6 +42,10 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
         response_bytes_max: raw.server.response_bytes_max.unwrap_or(16 * 1024 * 1024),
         payment_header_bytes_max: usize::try_from(raw.server.payment_header_bytes_max.unwrap_or(16 * 1024))
             .map_err(|_| invalid("server.payment_header_bytes_max", "too large"))?,
+        payment_id_retention: match raw.server.payment_id_retention_s.unwrap_or(86_400) {
+            s @ 60..=31_536_000 => Duration::from_secs(s),
+            _ => return Err(invalid("server.payment_id_retention_s", "expected 60 to 31536000 seconds")),
+        },
         forwarded_headers: raw.server.forwarded_headers.unwrap_or(true),
         tls: server_cert("server", raw.server.tls_cert_file.as_deref(), raw.server.tls_key_file.as_deref())?,
         limits: ServerLimits::default(),

@@ -150,6 +150,11 @@ pub fn build_route(
         body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
         charge_redirects: r.charge_redirects.unwrap_or(false),
         allow_set_cookie: r.allow_set_cookie.unwrap_or(false),
+        payment_id_required: r.payment_id_required.unwrap_or(false),
+        replay_body_bytes_max: match r.replay_body_bytes_max.unwrap_or(0) {
+            b @ 0..=1_048_576 => b,
+            _ => return Err(invalid(key("replay_body_bytes_max"), "at most 1048576 bytes")),
+        },
     })
 }
 

@@ -87,6 +87,7 @@ pub(super) struct RawServer {
     pub(super) body_bytes_max: Option<u64>,
     pub(super) response_bytes_max: Option<u64>,
     pub(super) payment_header_bytes_max: Option<u64>,
+    pub(super) payment_id_retention_s: Option<u64>,
     pub(super) forwarded_headers: Option<bool>,
     pub(super) tls_cert_file: Option<PathBuf>,
     pub(super) tls_key_file: Option<PathBuf>,
@@ -261,4 +262,8 @@ pub struct RawRoute {
     pub charge_redirects: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id_required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_body_bytes_max: Option<u64>,
 }

@@ -173,6 +173,8 @@ pub struct ServerConfig {
     pub response_bytes_max: u64,
     /// Largest payment header accepted.
     pub payment_header_bytes_max: usize,
+    /// How long an x402 payment identifier is remembered (its replayed outcome included).
+    pub payment_id_retention: Duration,
     /// Set `X-Forwarded-For` / `-Proto` / `-Host` on forwarded requests (the agent's own are
     /// stripped either way).
     pub forwarded_headers: bool,
@@ -444,4 +446,9 @@ pub struct RouteConfig {
     pub charge_redirects: bool,
     /// Relay the upstream's `Set-Cookie` to the agent (dropped by default).
     pub allow_set_cookie: bool,
+    /// The x402 `payment-identifier` extension is required (a payment without an id: 400).
+    pub payment_id_required: bool,
+    /// A replayed payment identifier gets the stored response body when the body was at most
+    /// this many bytes; 0: bodies are not stored (the replay is 409 `payment_already_processed`).
+    pub replay_body_bytes_max: u64,
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use alloy_primitives::Address;
 use axum::body::Body;
 use axum::http::request::Parts;
-use tollgate_metering::{EntryId, EntryState, SettlementMode};
+use tollgate_metering::{EntryId, EntryState, PaymentIdKey, SettlementMode};
 use tollgate_verifier::VerifiedPayment;
 
 use crate::challenge::Challenge;
@@ -37,6 +37,8 @@ pub(super) struct PaidCall {
     pub(super) payment: Option<VerifiedPayment>,
     /// The ledger entry, once the spend is reserved.
     pub(super) entry_id: Option<EntryId>,
+    /// The payment's x402 `payment-identifier`, once this call claimed it (after verification).
+    pub(super) payment_id: Option<PaymentId>,
     /// What the log line, the metrics and the audit record need, filled in as phases run.
     pub(super) trail: Trail,
 }
@@ -60,6 +62,15 @@ impl PaidCall {
             _ => Err(GatewayError::Internal("a phase after the reservation ran before it".to_owned())),
         }
     }
+}
+
+/// The x402 payment identifier a payment carries (`super::idempotency`), with the fingerprint
+/// of the payment and request it came with.
+#[derive(Debug, Clone)]
+pub(super) struct PaymentId {
+    pub(super) key: PaymentIdKey,
+    /// SHA-256 (hex) of the method, the path and query, and the payment as decoded.
+    pub(super) fingerprint: String,
 }
 
 /// The credential that serves this call, resolved when the route matched (a rotation

@@ -9,8 +9,9 @@
 //! is forwarded before the spend is reserved in the ledger, and nothing is charged when the
 //! upstream fails.
 //!
-//! Modules, each depending only on those listed before it: `call` (the context), `route`
-//! (phase 1), `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
+//! Modules, each depending only on those listed before it: `call` (the context), `idempotency`
+//! (the x402 payment-identifier: phase 3a, the claim, the remembered answer), `route` (phase 1),
+//! `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
 //! `reserve` (phases 5–6), `answer` (receipts, log line, audit, public read endpoints),
 //! `refund` (`before` mode's refunds owed), `modes` (the hooks), `free` (free routes: the
 //! forward and the audit record without quote, payment or ledger entry).
@@ -19,6 +20,7 @@ mod admit;
 mod answer;
 mod call;
 mod free;
+mod idempotency;
 mod modes;
 mod refund;
 mod reserve;
@@ -89,6 +91,8 @@ async fn run(gw: Arc<Gateway>, request: Request<Body>) -> Response {
     }
     let paying = payment_header(&call.parts.headers).is_some();
     let result = paid_call(&gw, &mut call).await;
+    // What the agent is told is remembered under its payment identifier, if it sent one.
+    let result = idempotency::remember(&gw, &mut call, result).await;
     let elapsed = started.elapsed();
     let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let refused = result.is_err();
@@ -144,6 +148,13 @@ async fn paid_call(gw: &Arc<Gateway>, call: &mut PaidCall) -> Result<Response, G
     // 3. decode, our offer, and the refusals that need no chain.
     let payment = decode(gw, raw)?;
     let offer = find_offer(&call.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?.clone();
+    // 3a. a known payment identifier is answered before anything is verified.
+    let payment_id = idempotency::extract(call, &payment)?;
+    if let Some(pid) = &payment_id
+        && let Some(replayed) = idempotency::replay(gw, pid).await?
+    {
+        return Ok(replayed);
+    }
     settlement_open(gw, &offer)?;
     not_seen_before(gw, &offer, &payment).await?;
     // 4. verify (and, for deferred routes, admission control).
@@ -152,6 +163,9 @@ async fn paid_call(gw: &Arc<Gateway>, call: &mut PaidCall) -> Result<Response, G
     call.trail.timings.verify = Some(phase.elapsed());
     call.trail.mode = Some(mode);
     crate::limits::payment_verified(&call.parts);
+    if let Some(pid) = payment_id {
+        idempotency::claim(gw, call, pid).await?;
+    }
     let mut settlement = Settlement::new(mode, slot);
     // 5 + 6. policy and reserve, one ledger transaction.
     let phase = Instant::now();
@@ -159,6 +173,7 @@ async fn paid_call(gw: &Arc<Gateway>, call: &mut PaidCall) -> Result<Response, G
     // Only a verified payer is recorded: a forged payment must not file records under a wallet.
     call.payment = Some(verified);
     let id = reserved?;
+    idempotency::attach(gw, call, &id).await;
     let _live = gw.settlements.live_entries.hold(id.clone());
     call.trail.timings.reserve = Some(phase.elapsed());
     call.entry_id = Some(id.clone());

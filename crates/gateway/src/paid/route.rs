@@ -41,11 +41,16 @@ pub(super) fn match_route(gw: &Gateway, parts: Parts, body: Body) -> Result<Paid
         return Ok(PaidCall {
             endpoint: entry.clone(),
             credential,
-            challenge: Challenge { offers: entry.offers.clone(), resource },
+            challenge: Challenge {
+                offers: entry.offers.clone(),
+                resource,
+                payment_id_required: route.payment_id_required,
+            },
             parts,
             body,
             payment: None,
             entry_id: None,
+            payment_id: None,
             trail: Trail::default(),
         });
     }

@@ -50,6 +50,18 @@ pub async fn recover_once(svc: &Settlements) -> Result<usize, MeteringError> {
     Ok(count)
 }
 
+/// Deletes the x402 payment identifiers past `[server] payment_id_retention_s`. Rides on the
+/// audit backfill's lease (at most once a minute across replicas). A failure is logged and
+/// left to the next run: an expired record is never read (`get` skips it) and a claim
+/// replaces it, so keeping it longer changes no answer.
+async fn purge_payment_ids(svc: &Settlements) {
+    match svc.ledger.payment_ids().purge_expired(svc.clock.now_unix_s()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(purged = n, "expired payment identifiers deleted"),
+        Err(e) => tracing::warn!(error = %e, "expired payment identifiers not deleted; next sweep retries"),
+    }
+}
+
 /// How far back the sweep looks for accepted calls that lost their audit record.
 const AUDIT_BACKFILL_WINDOW_S: u64 = 7 * 86_400;
 
@@ -65,6 +77,7 @@ pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usi
     if !svc.ledger.leases().try_acquire(LEASE, &holder, 60, svc.clock.now_unix_s()).await? {
         return Ok(0);
     }
+    purge_payment_ids(svc).await;
     let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
     let missing = svc.ledger.entries().without_audit(since, before_unix_s, 500).await?;
     if missing.is_empty() {

@@ -8,6 +8,7 @@ pub(crate) mod catalog;
 pub(crate) mod entries;
 pub(crate) mod entry_row;
 pub(crate) mod leases;
+pub(crate) mod payment_ids;
 pub(crate) mod policies;
 pub(crate) mod recon;
 pub(crate) mod settings;

@@ -8,6 +8,7 @@ mod concurrency;
 mod control;
 mod layers;
 mod lifecycle;
+mod payment_ids;
 mod queries;
 mod reconcile;
 mod schema;

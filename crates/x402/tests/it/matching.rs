@@ -163,3 +163,37 @@ fn offers_in_other_schemes_are_skipped() {
         Err(MatchError::NetworkNotOffered { network: "eip155:8453".to_owned() })
     );
 }
+
+#[test]
+fn payment_flow_must_be_the_offers() {
+    // Goal: an echo naming another payment flow than the offer (absent = authorization) is a
+    // mismatch on `paymentFlow`, whichever side names it; the same flow matches.
+    let mut extra = serde_json::Map::new();
+    extra.insert("name".into(), "USD Coin".into());
+    extra.insert("version".into(), "2".into());
+    let plain = v2::PaymentRequirements {
+        scheme: "exact".into(),
+        network: tollgate_x402::Network::BASE,
+        amount: tollgate_x402::DecimalU256::from(1000u64),
+        asset: tollgate_x402::Address::repeat_byte(1),
+        pay_to: tollgate_x402::Address::repeat_byte(2),
+        max_timeout_seconds: 60,
+        extra,
+    };
+    let mut upfront = plain.clone();
+    upfront.extra.insert("paymentFlow".into(), "upfront".into());
+    let pay = |accepted: &v2::PaymentRequirements| {
+        let header = serde_json::json!({
+            "x402Version": 2, "accepted": accepted,
+            "payload": {"signature": format!("0x{}", "11".repeat(65)), "authorization": {
+                "from": format!("0x{}", "33".repeat(20)), "to": format!("0x{}", "02".repeat(20)), "value": "1000",
+                "validAfter": "0", "validBefore": "9999999999", "nonce": format!("0x{}", "44".repeat(32))}}
+        });
+        serde_json::from_value::<tollgate_x402::PaymentPayload>(header).unwrap()
+    };
+    let flow_err = Err(MatchError::AcceptedMismatch { field: "paymentFlow" });
+    assert_eq!(find_offer(std::slice::from_ref(&upfront), &pay(&plain)).cloned(), flow_err.clone());
+    assert_eq!(find_offer(std::slice::from_ref(&plain), &pay(&upfront)).cloned(), flow_err);
+    assert_eq!(find_offer(std::slice::from_ref(&upfront), &pay(&upfront)).cloned(), Ok(upfront.clone()));
+    assert_eq!(find_offer(std::slice::from_ref(&plain), &pay(&plain)).cloned(), Ok(plain));
+}
