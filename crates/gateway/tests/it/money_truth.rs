@@ -409,10 +409,11 @@ async fn recovery_settles_concurrently(h: &Harness) {
     for b in &made {
         blocks.insert(h.wait_state(b, EntryState::Settled).await.block_number);
     }
-    // One at a time would take twelve blocks (each waits for its receipt); concurrently the
-    // sends share blocks. Loaded CI boxes on PostgreSQL (a relayer lease per send) spread them
-    // somewhat, hence the margin.
-    assert!(blocks.len() <= 6, "settled across blocks {blocks:?}");
+    // One at a time takes twelve distinct blocks at least (each send waits for the previous
+    // receipt, so no two share a block); concurrently the sends share blocks. On a box at load
+    // 10-12 on PostgreSQL (a relayer lease per send) three helpers saw seven blocks, so the
+    // bound is nine: still three short of what a one-at-a-time sweep must take.
+    assert!(blocks.len() <= 9, "settled across blocks {blocks:?}");
     assert_eq!(h.payee_balance().await, U256::from(12 * PRICE_ATOMIC));
 }
 both_engines!(recovery_concurrent, recovery_settles_concurrently);
