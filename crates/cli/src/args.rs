@@ -11,6 +11,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, U256};
 use secrecy::SecretString;
 use tollgate_client::{AllowedAsset, ClientError, HeaderName, HeaderValue, keys};
+use tollgate_metering::TokenUnits;
 use tollgate_x402::Network;
 
 use crate::{EXIT_BUDGET, EXIT_FAILURE, EXIT_NO_REQUIREMENT, EXIT_REFUSED, EXIT_TRANSPORT, EXIT_USAGE, Failure};
@@ -91,32 +92,17 @@ pub fn keystore_password() -> Result<SecretString, Failure> {
 }
 
 /// USDC has 6 decimals.
-const USDC_DECIMALS: usize = 6;
-
 /// Parses an amount: human USDC (`0.05`, `1`, up to 6 decimals) or atomic units with the
-/// suffix `atomic` (`50000atomic`).
+/// suffix `atomic` (`50000atomic`): the one convention (`tollgate_metering::TokenUnits`) the
+/// admin commands and reports use too.
 pub fn parse_amount(s: &str) -> Result<U256, String> {
-    let bad = || format!("`{s}`: expected USDC like 0.05 or atomic units like 50000atomic");
-    if let Some(atomic) = s.strip_suffix("atomic") {
-        if atomic.is_empty() || !atomic.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        return U256::from_str_radix(atomic, 10).map_err(|_| bad());
-    }
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() && frac.is_empty() || !digits_ok(whole) || !digits_ok(frac) || frac.len() > USDC_DECIMALS {
-        return Err(bad());
-    }
-    let padded = format!("{}{frac:0<width$}", if whole.is_empty() { "0" } else { whole }, width = USDC_DECIMALS);
-    U256::from_str_radix(&padded, 10).map_err(|_| bad())
+    TokenUnits::default().parse(s)
 }
 
-/// Writes atomic USDC units as a decimal with 6 places (`1000` → `0.001000`).
+/// Writes atomic USDC units in token units, without trailing zeros (`1000` → `0.001`): the same
+/// text as the admin API, reports and CSVs.
 pub fn usdc(atomic: U256) -> String {
-    let s = format!("{:0>7}", atomic.to_string());
-    let (whole, frac) = s.split_at(s.len().saturating_sub(USDC_DECIMALS));
-    format!("{whole}.{frac}")
+    TokenUnits::default().human(atomic)
 }
 
 /// Parses `eip155:<chain id>:0x<asset>`.
@@ -167,7 +153,7 @@ mod tests {
     use super::*;
 
     // Goal: amounts parse as USDC with up to 6 decimals or as suffixed atomic units, and
-    // print back with 6 places.
+    // print back in token units without trailing zeros (the admin API's and reports' text).
     #[test]
     fn amounts() {
         assert_eq!(parse_amount("0.05"), Ok(U256::from(50_000)));
@@ -178,9 +164,9 @@ mod tests {
         for bad in ["", ".", "-1", "0.0000001", "1e6", "atomic", "1.5atomic", "0x10", "1,5"] {
             assert!(parse_amount(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(usdc(U256::from(1_000)), "0.001000");
+        assert_eq!(usdc(U256::from(1_000)), "0.001");
         assert_eq!(usdc(U256::from(12_345_678)), "12.345678");
-        assert_eq!(usdc(U256::ZERO), "0.000000");
+        assert_eq!(usdc(U256::ZERO), "0");
     }
 
     // Goal: allowlist entries and headers parse, and malformed ones are refused.

@@ -95,7 +95,7 @@ async fn call_json_reports_the_payment() {
     assert_eq!(v["exitCode"], 0, "{v}");
     assert_eq!(v["url"], url);
     assert_eq!(v["charged"]["atomic"], PRICE.to_string(), "{v}");
-    assert_eq!(v["charged"]["amount"], "0.001000", "{v}");
+    assert_eq!(v["charged"]["amount"], "0.001", "{v}");
     assert_eq!(v["charged"]["symbol"], "USDC", "{v}");
     assert_eq!(v["transaction"], tx, "{v}");
     assert_eq!(v["receipt"]["success"], true, "{v}");
@@ -132,7 +132,7 @@ async fn call_dry_run_signs_nothing() {
     let (code, out, err) = tollgate(home.path(), &["call", "--dry-run", &url], &env).await;
 
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("would pay 0.001000 USDC (1000 atomic)"), "{out}");
+    assert!(out.contains("would pay 0.001 USDC (1000 atomic)"), "{out}");
     assert!(out.contains(&h.payee.to_string()) && out.contains("eip155:8453"), "{out}");
     assert!(out.contains("nothing signed"), "{out}");
     let (code, _, err) = tollgate(home.path(), &["call", "--dry-run", "--max-per-call", "0.0005", &url], &env).await;
@@ -207,10 +207,10 @@ async fn wallet_history_newest_first_with_totals() {
     assert!(lines[0].contains("/weather/oslo") && lines[0].contains("paid"), "newest first: {out}");
     assert!(lines[1].contains("/fail") && lines[1].contains("failed"), "{out}");
     assert!(lines[2].contains("/weather/paris") && lines[2].contains(" tx 0x"), "{out}");
-    assert!(out.contains(&format!("  {}  0.001000 USDC (1000 atomic)", h.addr())), "{out}");
-    assert!(out.contains(&format!("  {proxy_host}  0.001000 USDC (1000 atomic)")), "{out}");
-    assert!(out.contains(&format!("  {today}  0.002000 USDC (2000 atomic)")), "{out}");
-    assert!(out.contains("total: 0.002000 USDC (2000 atomic); 0 unresolved"), "{out}");
+    assert!(out.contains(&format!("  {}  0.001 USDC (1000 atomic)", h.addr())), "{out}");
+    assert!(out.contains(&format!("  {proxy_host}  0.001 USDC (1000 atomic)")), "{out}");
+    assert!(out.contains(&format!("  {today}  0.002 USDC (2000 atomic)")), "{out}");
+    assert!(out.contains("total: 0.002 USDC (2000 atomic); 0 unresolved"), "{out}");
 
     let (code, out, _) = tollgate(home.path(), &["wallet", "history", "--json", "--limit", "1"], &[]).await;
     assert_eq!(code, 0);
@@ -219,7 +219,7 @@ async fn wallet_history_newest_first_with_totals() {
     assert_eq!(v["records"][0]["state"], "paid", "{v}");
     assert_eq!(v["totals"]["total"]["atomic"], "2000", "{v}");
     assert_eq!(v["totals"]["perDay"][&today]["atomic"], "2000", "{v}");
-    assert_eq!(v["totals"]["perHost"][&proxy_host]["amount"], "0.001000", "{v}");
+    assert_eq!(v["totals"]["perHost"][&proxy_host]["amount"], "0.001", "{v}");
     let stored = records(home.path());
     assert!(stored.iter().all(|r| !out.contains(&r.header)), "no signed payment header printed");
 
