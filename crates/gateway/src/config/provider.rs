@@ -168,12 +168,21 @@ fn route_is_free(key: &dyn Fn(&str) -> String, r: &RawRoute) -> Result<bool, Con
                 && v.bytes().filter(|b| *b == b'.').count() <= 1
         })
     };
+    // Both prices is refused before anything else: a zero in one of them must not make a
+    // route free that the other prices (the route would be forwarded unpaid).
+    if r.price.is_some() && r.price_atomic.is_some() {
+        return Err(invalid(key("price"), "give either price or price_atomic"));
+    }
+    let zero_price = zero(&r.price) || zero(&r.price_atomic);
     match r.free {
         Some(true) if r.price.is_some() || r.price_atomic.is_some() => {
             Err(invalid(key("free"), "a free route has no price (remove price/price_atomic, or free)"))
         }
         Some(true) => Ok(true),
-        _ => Ok(zero(&r.price) || zero(&r.price_atomic)),
+        Some(false) if zero_price => {
+            Err(invalid(key("free"), "free = false with a price of zero: give a price above zero, or remove free"))
+        }
+        _ => Ok(zero_price),
     }
 }
 

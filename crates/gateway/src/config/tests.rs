@@ -76,6 +76,10 @@ fn bad_values_name_their_key() {
         (GOOD.replace("price = \"0.001\"", "price = \"-1\""), "providers[0].routes[0].price"),
         (GOOD.replace("price = \"0.001\"", "price = \"0.0000001\""), "providers[0].routes[0].price"),
         (GOOD.replace("price = \"0.001\"", "price = \"0.001\"\nfree = true"), "providers[0].routes[0].free"),
+        // A zero in one of two prices must not make a priced route free (forwarded unpaid).
+        (GOOD.replace("price = \"0.001\"", "price = \"0.001\"\nprice_atomic = \"0\""), "providers[0].routes[0].price"),
+        (GOOD.replace("price = \"0.001\"", "price = \"0\"\nprice_atomic = \"1000\""), "providers[0].routes[0].price"),
+        (GOOD.replace("price = \"0.001\"", "price = \"0\"\nfree = false"), "providers[0].routes[0].free"),
         (GOOD.replace("price = \"0.001\"", "price_atomic = \"1e3\""), "providers[0].routes[0].price_atomic"),
         (GOOD.replace("0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "0x1234"), "providers[0].pay_to"),
         (

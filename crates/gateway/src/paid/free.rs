@@ -36,7 +36,7 @@ pub(super) async fn free_call(gw: &Gateway, call: &mut PaidCall) -> Result<Respo
 /// Queues the audit record of a free call (forwarded or refused).
 pub(super) async fn audit_free(gw: &Gateway, call: PaidCall, reason: &str, latency_ms: u64) {
     let record = NewAuditRecord {
-        at_unix_ms: gw.clock.now_unix_s().saturating_mul(1000),
+        at_unix_ms: gw.clock.now_unix_ms(),
         wallet: None,
         provider: Some(call.endpoint.provider.id.clone()),
         endpoint: Some(call.endpoint.name.clone()),
