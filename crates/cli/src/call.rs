@@ -14,7 +14,9 @@ use tollgate_client::{
 };
 
 use crate::args::{KeyArgs, TlsArgs, client_failure, parse_allow, parse_amount, parse_header, store_path, usdc};
-use crate::{EXIT_CODES, EXIT_HTTP_STATUS, EXIT_OK, Failure};
+use crate::{
+    EXIT_BUDGET, EXIT_CODES, EXIT_HTTP_STATUS, EXIT_NO_REQUIREMENT, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure,
+};
 
 /// Examples and exit codes shown under `tollgate call --help`.
 pub fn help() -> String {
@@ -126,7 +128,15 @@ pub async fn run(args: CallArgs) -> Result<u8, Failure> {
             Ok(EXIT_OK)
         }
         Err(f) if sink.enabled() => {
-            let error = json!({ "exitCode": f.code, "error": { "message": f.message } });
+            // `charged` is null only where nothing can have been charged: nothing signed
+            // (usage, budget, no acceptable offer) or the server refused the payment. Any other
+            // failure may follow a payment (a lost answer, a body over the cap after a paid
+            // answer): "unknown", and `wallet history` holds the record to check.
+            let charged = match f.code {
+                EXIT_USAGE | EXIT_REFUSED | EXIT_BUDGET | EXIT_NO_REQUIREMENT => Value::Null,
+                _ => Value::String("unknown".to_owned()),
+            };
+            let error = json!({ "exitCode": f.code, "charged": charged, "error": { "message": f.message } });
             sink.write(merge(base, error))?;
             if sink.stderr { Ok(f.code) } else { Err(f) }
         }

@@ -114,6 +114,7 @@ async fn call_json_reports_the_payment() {
     assert!(err.contains("total budget exceeded"), "the line still goes to stderr: {err}");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(v["exitCode"], 4, "{v}");
+    assert!(v.get("charged").is_some_and(|c| c.is_null()), "nothing signed: charged is null, and present: {v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("total budget exceeded"), "{v}");
 }
 
