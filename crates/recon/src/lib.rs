@@ -4,7 +4,7 @@
 //! an exception class, totals, the tie-out, the breakdown per UTC day, UTC month, provider,
 //! route and payer), reading the chain through the verifier's `Chain` (`logs`: chunked
 //! `eth_getLogs` with retries, the join of `Transfer` and `AuthorizationUsed`, times to
-//! blocks), one run against the ledger and its record (`run`), the periodic job with its
+//! blocks, and which transaction consumed one authorization, for the recovery sweep), one run against the ledger and its record (`run`), the periodic job with its
 //! lease (`job`), the CSV and JSON renderings (`render`, every amount through
 //! `tollgate_metering::TokenUnits`) and times (`times`: the arguments, and RFC 3339 UTC out).
 //!
@@ -24,6 +24,7 @@ mod times;
 
 pub use error::ReconcileError;
 pub use job::{JOB_LEASE, JobSettings, JobTick, job_loop, job_tick};
+pub use logs::{AuthorizationUse, find_authorization_use};
 pub use matcher::{
     ChainTransfer, PERIOD_UNKNOWN, ReconBreakdown, ReconReport, ReconSums, ReconTotals, TieOut, breakdown, reconcile,
     utc_day, utc_month,

@@ -13,7 +13,10 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, U256};
 use backon::{ExponentialBuilder, Retryable};
 use tollgate_metering::{Entry, ReconItem, ReconScope};
-use tollgate_verifier::{AUTHORIZATION_USED_TOPIC, Chain, Fault, LogQuery, ReceiptLog, TRANSFER_TOPIC, VerifyError};
+use tollgate_verifier::{
+    AUTHORIZATION_CANCELED_TOPIC, AUTHORIZATION_USED_TOPIC, Chain, Fault, LogQuery, ReceiptLog, TRANSFER_TOPIC,
+    VerifyError,
+};
 
 use crate::error::ReconcileError;
 use crate::matcher::ChainTransfer;
@@ -74,6 +77,64 @@ pub(crate) async fn first_block_at_or_after(
         }
     }
     Ok(Some(lo))
+}
+
+/// Where an EIP-3009 authorization was consumed on chain: the transaction whose token log
+/// `AuthorizationUsed(authorizer, nonce)` (a transfer) or `AuthorizationCanceled(authorizer,
+/// nonce)` (the payer's cancellation) names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthorizationUse {
+    /// The transaction that consumed it.
+    pub tx_hash: B256,
+    /// Its block.
+    pub block_number: u64,
+    /// Cancelled by the payer rather than used by a transfer.
+    pub cancelled: bool,
+}
+
+/// Finds the transaction that consumed the authorization `(authorizer, nonce)` of `asset` in
+/// the blocks from the first at or after `from_unix_s` (the authorization's `validAfter`: the
+/// token refuses it before) to `to_block`, reading the logs in `chunk_blocks` chunks, each
+/// call retried like every RPC call here. `None` when no such log is there: not consumed by
+/// `to_block`, or the node has not indexed it yet; a caller never reads `None` as a proof.
+pub async fn find_authorization_use(
+    chain: &dyn Chain,
+    asset: Address,
+    authorizer: Address,
+    nonce: B256,
+    from_unix_s: u64,
+    to_block: u64,
+    opts: ReconcileOptions,
+) -> Result<Option<AuthorizationUse>, ReconcileError> {
+    let Some(mut from) = first_block_at_or_after(chain, from_unix_s, 0, to_block, opts).await? else {
+        return Ok(None);
+    };
+    loop {
+        let to = from.saturating_add(opts.chunk_blocks.max(1) - 1).min(to_block);
+        for (topic0, cancelled) in [(AUTHORIZATION_USED_TOPIC, false), (AUTHORIZATION_CANCELED_TOPIC, true)] {
+            let query = LogQuery {
+                addresses: vec![asset],
+                topic0,
+                topic1: vec![authorizer.into_word()],
+                topic2: vec![nonce],
+                from_block: from,
+                to_block: to,
+            };
+            let logs = retry(opts, || chain.logs(&query)).await?;
+            // The token lets an authorization be consumed once: at most one log names it.
+            if let Some(log) = logs.iter().find(|l| {
+                l.address == asset
+                    && l.topics.get(1) == Some(&authorizer.into_word())
+                    && l.topics.get(2) == Some(&nonce)
+            }) {
+                return Ok(Some(AuthorizationUse { tx_hash: log.tx_hash, block_number: log.block_number, cancelled }));
+            }
+        }
+        if to >= to_block {
+            return Ok(None);
+        }
+        from = to + 1;
+    }
 }
 
 /// `Transfer` logs of the asset to our payees, joined with the `AuthorizationUsed` logs of

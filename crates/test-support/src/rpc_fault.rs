@@ -37,6 +37,10 @@ pub enum RpcFault {
         /// Its message.
         message: String,
     },
+    /// Answer HTTP 200 with this JSON-RPC result; the node never sees the call (a node that
+    /// does not know yet what another already serves: `null` for a receipt, `[]` for logs, as a
+    /// replica behind a load balancer that has not indexed the latest block answers).
+    Result(Value),
     /// Wait this long, then forward and answer normally (a slow node; a client with a
     /// shorter timeout gives up first, while the node still executes the call).
     Stall(Duration),
@@ -86,7 +90,7 @@ impl State {
 /// A JSON-RPC proxy on `127.0.0.1:<free port>` in front of a node URL; dropped, it stops.
 ///
 /// Rules apply per method name (or [`ANY_METHOD`]); calls without a rule pass through. In a
-/// batch, `RpcError` faults answer their own elements and the rest is forwarded; the first
+/// batch, `RpcError` and `Result` faults answer their own elements and the rest is forwarded; the first
 /// element whose fault acts on the whole HTTP exchange (status, stall, drop, reset,
 /// forward-then-fail) decides the fate of the whole batch.
 #[derive(Debug)]
@@ -212,7 +216,8 @@ async fn handle(
         let mut st = state.lock().expect("proxy state");
         calls.iter().map(|c| st.take(c.get("method").and_then(Value::as_str).unwrap_or(""))).collect()
     };
-    let whole = faults.iter().flatten().find(|f| !matches!(f, RpcFault::RpcError { .. })).cloned();
+    let whole =
+        faults.iter().flatten().find(|f| !matches!(f, RpcFault::RpcError { .. } | RpcFault::Result(_))).cloned();
     let mut answered = Vec::new();
     let mut forwarded = Vec::new();
     for (call, fault) in calls.into_iter().zip(faults) {
@@ -221,6 +226,11 @@ async fn handle(
                 "jsonrpc": "2.0",
                 "id": call.get("id").cloned().unwrap_or(Value::Null),
                 "error": { "code": code, "message": message },
+            })),
+            Some(RpcFault::Result(result)) => answered.push(json!({
+                "jsonrpc": "2.0",
+                "id": call.get("id").cloned().unwrap_or(Value::Null),
+                "result": result,
             })),
             _ => forwarded.push(call),
         }

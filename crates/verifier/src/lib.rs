@@ -33,7 +33,7 @@ pub use settle::{
     Rebroadcast, SettleConfig, SettleOutcome, Settled, Settler, Submitted,
 };
 pub use signature::{ERC6492_MAGIC, EcdsaSignature, SignatureShape};
-pub use token::{AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, decode_revert_reason};
+pub use token::{AUTHORIZATION_CANCELED_TOPIC, AUTHORIZATION_USED_TOPIC, TRANSFER_TOPIC, decode_revert_reason};
 pub use verify::{
     OfflineChecked, PendingSignature, SignatureCheck, VerifiedPayment, Verifier, VerifierConfig, check_offline,
 };

@@ -29,6 +29,10 @@ sol! {
 pub const TRANSFER_TOPIC: B256 = b256!("ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef");
 /// `AuthorizationUsed(address,bytes32)` topic.
 pub const AUTHORIZATION_USED_TOPIC: B256 = b256!("98de503528ee59b575ef0c0a2576a82497bfc029a5685b209e9ec333479b10a5");
+/// `AuthorizationCanceled(address,bytes32)` topic: the payer cancelled the authorization (the
+/// token then refuses it as used, with no transfer).
+pub const AUTHORIZATION_CANCELED_TOPIC: B256 =
+    b256!("1cdd46ff242716cdaa72d159d339a485b3438398348d68f09d7c8c0a59353d81");
 /// What `isValidSignature` returns for a good signature.
 pub(crate) const ERC1271_MAGIC: [u8; 4] = [0x16, 0x26, 0xba, 0x7e];
 
@@ -87,6 +91,7 @@ mod tests {
     fn topics_match_signatures() {
         assert_eq!(keccak256("Transfer(address,address,uint256)"), TRANSFER_TOPIC);
         assert_eq!(keccak256("AuthorizationUsed(address,bytes32)"), AUTHORIZATION_USED_TOPIC);
+        assert_eq!(keccak256("AuthorizationCanceled(address,bytes32)"), AUTHORIZATION_CANCELED_TOPIC);
     }
 
     // Goal: Error(string), empty and custom revert data all decode to something readable.

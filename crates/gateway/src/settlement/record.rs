@@ -95,13 +95,18 @@ impl ClaimDetail {
 }
 
 pub(super) async fn record_settled(svc: &Settlements, id: &EntryId, s: &Settled) -> Result<bool, MeteringError> {
-    let t = Transition::Settled {
+    let t = settled_transition(s);
+    svc.ledger.entries().transition_from(id, EntryState::Settling, t, "receipt", None, svc.clock.now_unix_s()).await
+}
+
+/// The ledger transition that records where a settlement landed.
+pub(super) fn settled_transition(s: &Settled) -> Transition {
+    Transition::Settled {
         tx_hash: s.tx_hash,
         block_number: s.block_number,
         block_hash: s.block_hash,
         log_index: s.log_index,
-    };
-    svc.ledger.entries().transition_from(id, EntryState::Settling, t, "receipt", None, svc.clock.now_unix_s()).await
+    }
 }
 
 /// The payment stored with an entry (`crate::stored_payment`, any known version).

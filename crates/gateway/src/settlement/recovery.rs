@@ -13,7 +13,9 @@ use tollgate_metering::{
 };
 use tollgate_verifier::{Fault, VerifiedPayment};
 
-use super::record::{ANSWERED, ClaimDetail, REFUND_DUE, fail, record_settled, stored_payment, unusable_payment};
+use super::record::{
+    ANSWERED, ClaimDetail, REFUND_DUE, fail, record_settled, settled_transition, stored_payment, unusable_payment,
+};
 use super::service::Settlements;
 use super::settle::{SettleError, Waiter, close_nonce_leased, settle_entry};
 
@@ -278,32 +280,10 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     let nonces_passed = none_can_land(settler, &details).await;
     let mut unmined = 0usize;
     let mut unmined_claims = Vec::new();
+    let answer = Answer { answered, refund_due };
     for (tx_hash, detail) in &claims {
         match settler.check_receipt(&payment, *tx_hash).await {
-            Ok(Some(s)) => {
-                match record_settled(svc, &entry.id, &s).await {
-                    // An `after` call releases its body only with its answer, and every answer
-                    // given before the entry is `settled` is noted first. No note: the process
-                    // died between the broadcast and the answer, the agent never had the
-                    // response, and the payment it did not get is owed back. Only when this
-                    // sweep's own record won: another writer (a live call) knows better.
-                    Ok(true) if entry.mode == SettlementMode::After && !answered => {
-                        owe_back(svc, &entry.id, "recovery_delivery_failed", now).await;
-                    }
-                    // A `before` call whose upstream failed while its settlement was pending:
-                    // the refund its live process noted is recorded now that the money landed.
-                    Ok(true) if refund_due.is_some() => {
-                        owe_back(svc, &entry.id, refund_due.unwrap_or("upstream_failed"), now).await;
-                    }
-                    Ok(_) => {}
-                    // Safe to leave: the next sweep finds the same receipt.
-                    Err(e) => {
-                        tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
-                        svc.counters.left_to_next_sweep();
-                    }
-                }
-                return;
-            }
+            Ok(Some(s)) => return record_found(svc, entry, &s, answer, now).await,
             Ok(None) => {
                 unmined += 1;
                 unmined_claims.push(*detail);
@@ -324,9 +304,13 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     match used {
         // One of ours may still land (or just did, after we looked): look again next sweep.
         Ok(true) if !ours_cannot_land => {}
-        // None of our transactions moved it and none can now: someone else used the
-        // authorization. No money reached the payee through us; finance sees the exception.
-        Ok(true) => fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await,
+        // Used, while no transaction of ours shows the transfer now and none can still land:
+        // which transaction consumed it is read from the token's logs, never inferred from a
+        // receipt that is missing (see `consumed_by`).
+        Ok(true) => {
+            let seen = Seen { claims: &claims, answer, chain_expired };
+            consumed_by(svc, settler, entry, &payment, seen, now).await;
+        }
         // Every transaction we recorded was mined and reverted: no money moved, for good.
         Ok(false) if unmined == 0 => fail(svc, entry, EntryState::Settling, "settlement_reverted").await,
         // The chain is past `validBefore` (block time), or, for a call not known to be
@@ -343,6 +327,121 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
         // claim's nonce has passed or the chain passes `validBefore`, and waits until then.
         Ok(false) if entry.mode == SettlementMode::Deferred => resend(svc, entry, &payment, now).await,
         Ok(false) => close_unsent(svc, settler, entry, &payment, &unmined_claims).await,
+        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    }
+}
+
+/// What the sweep read of an entry's answer in its events: whether its agent was answered,
+/// and a refund its live process found due.
+#[derive(Debug, Clone, Copy)]
+struct Answer<'a> {
+    answered: bool,
+    refund_due: Option<&'a str>,
+}
+
+/// Records the settlement found in a receipt of one of the entry's transactions. When its
+/// payer is owed the money back, the settlement and the refund are one ledger write
+/// (`settle_owing`): a crash between two writes would leave the entry `settled` and the refund
+/// forgotten, as the SIGKILL crash test once caught.
+async fn record_found(svc: &Settlements, entry: &Entry, s: &tollgate_verifier::Settled, answer: Answer<'_>, now: u64) {
+    // An `after` call releases its body only with its answer, and every answer given before
+    // the entry is `settled` is noted first. No note: the process died between the broadcast
+    // and the answer, the agent never had the response, and the payment it did not get is owed
+    // back. A `before` call whose upstream failed while its settlement was pending: the refund
+    // its live process noted is recorded now that the money landed.
+    let owed = if entry.mode == SettlementMode::After && !answer.answered {
+        Some("recovery_delivery_failed")
+    } else {
+        answer.refund_due
+    };
+    let recorded = match owed {
+        None => record_settled(svc, &entry.id, s).await,
+        Some(reason) => {
+            let entries = svc.ledger.entries();
+            let done = entries.settle_owing(&entry.id, &settled_transition(s), reason, "recovery", now).await;
+            if let Ok(true) = done {
+                tracing::warn!(id = %entry.id, reason, "settled after its process died before answering; refund owed");
+            }
+            done
+        }
+    };
+    // `Ok(false)`: another writer (a live call) recorded it first, and knows better.
+    if let Err(e) = recorded {
+        // Safe to leave: the entry stays `settling`; the next sweep finds the same receipt.
+        tracing::warn!(id = %entry.id, error = %e, "recovery could not record a settlement; next sweep");
+        svc.counters.left_to_next_sweep();
+    }
+}
+
+/// What the sweep read of a `settling` entry: its claimed transactions (with the relayer
+/// nonce each claim noted), its answer, and whether the chain is past `validBefore`.
+#[derive(Debug, Clone, Copy)]
+struct Seen<'a> {
+    claims: &'a [(B256, Option<ClaimDetail>)],
+    answer: Answer<'a>,
+    chain_expired: bool,
+}
+
+/// How far before an entry's creation the sweep looks for the transaction that consumed its
+/// authorization (the payer may have used or cancelled it just before calling; validity
+/// windows are minutes, and the gateway's clock may be off the chain's).
+const CONSUMED_LOOKBACK_S: u64 = 3_600;
+
+/// A `settling` entry whose authorization is used while none of its transactions shows the
+/// transfer and none can still land (each mined without it, or its relayer nonce passed, or
+/// the chain past `validBefore`). A receipt missing after the nonce passed proves nothing: a
+/// node exposes a block's state (the nonce, the authorization) before its receipts, and a
+/// replica behind a load balancer lags. The token's `AuthorizationUsed`/`AuthorizationCanceled`
+/// log names the transaction that consumed it: one of ours is recorded as the settlement once
+/// its receipt is readable; another (a third party's transfer, the payer's cancellation) ends
+/// the entry `settle_failed`. No log yet: the next sweep looks again, until the chain is past
+/// `validBefore`, when every receipt of ours has long been readable (each was read again
+/// above) and the consumer lies before the window searched.
+async fn consumed_by(
+    svc: &Settlements,
+    settler: &tollgate_verifier::Settler,
+    entry: &Entry,
+    payment: &VerifiedPayment,
+    seen: Seen<'_>,
+    now: u64,
+) {
+    let chain = settler.chain().as_ref();
+    let to_block = match chain.block_number().await {
+        Ok(n) => n,
+        Err(e) => return tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+    };
+    let a = &payment.authorization;
+    let from_unix_s =
+        u64::try_from(a.valid_after).unwrap_or(0).max(entry.created_unix_s.saturating_sub(CONSUMED_LOOKBACK_S));
+    // One attempt per call: a chain fault leaves the entry to the next sweep.
+    let opts = tollgate_recon::ReconcileOptions { rpc_attempts: 1, ..Default::default() };
+    let found =
+        tollgate_recon::find_authorization_use(chain, payment.asset, a.from, a.nonce, from_unix_s, to_block, opts)
+            .await;
+    match found {
+        Ok(Some(u)) if seen.claims.iter().any(|(h, _)| *h == u.tx_hash) => {
+            match settler.check_receipt(payment, u.tx_hash).await {
+                Ok(Some(s)) => record_found(svc, entry, &s, seen.answer, now).await,
+                // Safe to leave: the money moved through our transaction; the next sweep reads its
+                // receipt again and records it.
+                other => {
+                    tracing::warn!(id = %entry.id, tx = %u.tx_hash, receipt = ?other.map(|r| r.is_some()),
+                    "recovery: our transaction used the authorization; its receipt is not readable yet; next sweep");
+                    svc.counters.left_to_next_sweep();
+                }
+            }
+        }
+        Ok(Some(u)) => {
+            tracing::warn!(id = %entry.id, tx = %u.tx_hash, cancelled = u.cancelled,
+                "authorization consumed by a transaction that is not ours; nothing charged through us");
+            fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await;
+        }
+        Ok(None) if seen.chain_expired => fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await,
+        // Safe to leave: the entry stays `settling`; the next sweep reads the chain again.
+        Ok(None) => {
+            tracing::warn!(id = %entry.id, "recovery: authorization used, the transaction that used it not found yet; next sweep");
+            svc.counters.left_to_next_sweep();
+        }
         Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
     }
 }
@@ -377,19 +476,6 @@ async fn close_unsent(
         Ok(NonceClosure::Passed | NonceClosure::Busy) => {}
         // Safe to leave: nothing moved; the next sweep looks again.
         Err(e) => tracing::warn!(id = %entry.id, nonce, error = %e, "recovery: could not close a relayer nonce"),
-    }
-}
-
-/// Records a refund owed on a settled entry whose agent did not get what it paid for.
-async fn owe_back(svc: &Settlements, id: &EntryId, reason: &str, now: u64) {
-    let t = Transition::RefundOwed { reason: reason.to_owned() };
-    match svc.ledger.entries().transition_from(id, EntryState::Settled, t, "recovery", None, now).await {
-        Ok(_) => tracing::warn!(%id, "settled after its process died before answering; refund owed"),
-        // Left `settled`: finance sees a charge without a recorded answer. Counted and logged.
-        Err(e) => {
-            tracing::error!(%id, error = %e, "could not record a refund owed for an unanswered call");
-            svc.counters.left_to_recovery();
-        }
     }
 }
 

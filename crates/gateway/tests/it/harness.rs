@@ -14,7 +14,7 @@ use tollgate_gateway::Gateway;
 use tollgate_metering::{AtomicAmount, Entry, EntryState, NewEntry, Role, SettlementMode};
 use tollgate_test_support::{
     ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, PgDatabase, ProviderConfig, Recorded,
-    Reply, RouteConfig, TestChain, TestGateway, anvil_key, random_key,
+    Reply, RouteConfig, RpcFaultProxy, TestChain, TestGateway, anvil_key, random_key,
 };
 use tollgate_verifier::FixedClock;
 use tollgate_x402::facilitator::SettleResponse;
@@ -140,6 +140,8 @@ pub struct Harness {
     pub db_url: String,
     /// The environment the configuration reads its secrets from.
     pub env: HashMap<String, String>,
+    /// The proxy between the gateway and anvil, with [`Options::rpc_proxy`].
+    pub rpc: Option<RpcFaultProxy>,
     _db_dir: Option<tempfile::TempDir>,
     pg: Option<PgDatabase>,
     running: Option<TestGateway>,
@@ -170,6 +172,8 @@ pub struct Options {
     pub upstream_url: Option<String>,
     /// The network's `rpc_url` instead of anvil's (e.g. a TLS proxy in front of it).
     pub rpc_url: Option<String>,
+    /// The gateway reaches anvil through an [`RpcFaultProxy`] (kept in [`Harness::rpc`]).
+    pub rpc_proxy: bool,
     /// Providers added after the suite's own.
     pub providers: Vec<ProviderConfig>,
 }
@@ -185,6 +189,7 @@ impl Default for Options {
             server_config: "unpaid_per_ip_per_s = 0\n".to_owned(),
             upstream_url: None,
             rpc_url: None,
+            rpc_proxy: false,
             providers: Vec::new(),
         }
     }
@@ -213,7 +218,11 @@ impl Harness {
         let payee = random_key().address();
         let relayer = anvil_key(9);
         let upstream_url = opts.upstream_url.clone().unwrap_or(upstream_url);
-        let rpc_url = opts.rpc_url.clone().unwrap_or(chain.anvil.url.clone());
+        let rpc = if opts.rpc_proxy { Some(RpcFaultProxy::start(&chain.anvil.url).await.unwrap()) } else { None };
+        let rpc_url = match &rpc {
+            Some(proxy) => proxy.url(),
+            None => opts.rpc_url.clone().unwrap_or(chain.anvil.url.clone()),
+        };
         let mut config = config(&db_url, &rpc_url, &upstream_url, payee, &opts);
         for p in &opts.providers {
             config = config.provider(p.clone());
@@ -249,6 +258,7 @@ impl Harness {
             config_text: text,
             db_url,
             env,
+            rpc,
             _db_dir: db_dir,
             pg,
             running: Some(running),

@@ -5,8 +5,8 @@
 use alloy_primitives::{B256, U256};
 use tollgate_gateway::stored_payment::StoredPayment;
 use tollgate_metering::{EntryState, NewEntry, SettlementMode, Transition};
-use tollgate_test_support::{PaymentBuilder, anvil_key, v2_header};
-use tollgate_verifier::{SignatureCheck, VerifiedPayment};
+use tollgate_test_support::{PaymentBuilder, RpcFault, anvil_key, v2_header};
+use tollgate_verifier::{GasPlan, SignatureCheck, VerifiedPayment};
 
 use crate::both_engines;
 use crate::harness::{Harness, PRICE_ATOMIC, receipt_of};
@@ -514,3 +514,76 @@ async fn deferred_ledger_fault_is_not_final(h: &Harness) {
     assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
 }
 both_engines!(deferred_ledger_fault, deferred_ledger_fault_is_not_final);
+
+/// Claims an entry (`forwarded → settling`) for the transaction the settler is about to send,
+/// noting the relayer nonce, as a live `after` call does.
+struct SendingClaim<'a> {
+    h: &'a Harness,
+    id: &'a tollgate_metering::EntryId,
+}
+
+#[async_trait::async_trait]
+impl tollgate_verifier::Claim for SendingClaim<'_> {
+    async fn claim(&mut self, tx_hash: B256, relayer: alloy_primitives::Address, nonce: u64) -> bool {
+        let detail = serde_json::json!({ "relayer": relayer, "nonce": nonce }).to_string();
+        let t = Transition::Settling { tx_hash };
+        let entries = self.h.gateway.ledger.entries();
+        entries
+            .transition_from(self.id, EntryState::Forwarded, t, "settle_after", Some(&detail), self.h.now)
+            .await
+            .unwrap()
+    }
+}
+
+// Goal: a node that shows a block's state before its receipts (anvil while it mines; a replica
+// behind a load balancer) never makes the sweep book a payment that moved through our own
+// transaction as `settle_failed`. An `after` entry whose process died once its transaction was
+// mined is swept while the node answers "no receipt" and "no log" (the relayer's nonce passed,
+// the authorization used): it stays `settling`; with the log readable it still waits for the
+// receipt; with the receipt readable it is `settled` with that transaction and owed back (its
+// agent never had the response), and the payee holds exactly what the ledger counts. (The
+// SIGKILL crash test on PostgreSQL saw two such payments booked `authorization_used_elsewhere`.)
+async fn lagging_receipts_are_not_used_elsewhere(engine: crate::harness::Engine) {
+    let opts = crate::harness::Options { rpc_proxy: true, recovery_interval_ms: 3_600_000, ..Default::default() };
+    let Some(h) = Harness::start_with(engine, opts).await else { return };
+    let rpc = h.rpc.as_ref().unwrap();
+    let mut b = h.payment("/weather/rome").await;
+    b.valid_before = h.now + 20_000;
+    let id = forwarded_entry(&h, &b, SettlementMode::After).await;
+    let offer = h.offer("/weather/rome").await;
+    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
+    let settler = h.gateway.settlements.settlers.get(&h.chain.chain_id).unwrap().clone();
+    let mut claim = SendingClaim { h: &h, id: &id };
+    let sent = settler.submit_claimed(&verified, &mut claim, GasPlan::Estimate).await.unwrap().expect("sent");
+    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "mined (automine)");
+
+    rpc.set("eth_getTransactionReceipt", RpcFault::Result(serde_json::Value::Null));
+    rpc.set("eth_getLogs", RpcFault::Result(serde_json::json!([])));
+    sweep_later(&h, h.now + 7_200).await;
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!(e.state, EntryState::Settling, "no receipt and no log yet: {e:?}");
+
+    rpc.pass("eth_getLogs");
+    sweep_later(&h, h.now + 7_200).await;
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!(e.state, EntryState::Settling, "the log names our transaction, its receipt not readable: {e:?}");
+
+    rpc.pass_all();
+    sweep_later(&h, h.now + 7_200).await;
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!(e.state, EntryState::RefundOwed, "{e:?}");
+    assert_eq!(e.reason.as_deref(), Some("recovery_delivery_failed"));
+    assert_eq!(e.tx_hash, Some(sent.tx_hash));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_receipts_sqlite() {
+    lagging_receipts_are_not_used_elsewhere(crate::harness::Engine::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_receipts_postgres() {
+    lagging_receipts_are_not_used_elsewhere(crate::harness::Engine::Postgres).await;
+}

@@ -324,3 +324,70 @@ async fn a_batch_claim_is_all_or_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_owed_back_is_one_write() {
+    // Goal: `settle_owing` moves a `settling` entry to `settled` and on to `refund_owed` in one database transaction, with an event each; on an entry no longer `settling` it writes nothing; a transition that is not a settlement is refused; and when the database refuses the refund half (a trigger), the entry stays `settling` with no new event: never `settled` with the refund forgotten.
+    each_engine(|db| async move {
+        let entries = db.ledger.entries();
+        let id = crate::entry_in(&db.ledger, EntryState::Settling, 1, 100).await?;
+        ensure!(entries.settle_owing(&id, &crate::settled(1), "recovery_delivery_failed", "recovery", 200).await?);
+        let e = entries.get(&id).await?.expect("entry");
+        ensure!(e.state == EntryState::RefundOwed, "{e:?}");
+        ensure!(e.reason.as_deref() == Some("recovery_delivery_failed"), "{e:?}");
+        ensure!(e.tx_hash == Some(hash(1)) && e.block_number == Some(1_001) && e.log_index == Some(1), "{e:?}");
+        let events = entries.events(&id).await?;
+        let moves: Vec<_> =
+            events.iter().rev().take(2).map(|ev| (ev.from_state, ev.to_state, ev.cause.clone())).collect();
+        ensure!(
+            moves
+                == vec![
+                    (Some(EntryState::Settled), EntryState::RefundOwed, "recovery".to_owned()),
+                    (Some(EntryState::Settling), EntryState::Settled, "recovery".to_owned()),
+                ],
+            "{moves:?}"
+        );
+
+        // Already recorded (by another writer): nothing more.
+        let before = db.raw.count("SELECT COUNT(*) FROM ledger_events").await;
+        ensure!(!entries.settle_owing(&id, &crate::settled(1), "recovery_delivery_failed", "recovery", 300).await?);
+        let settled = crate::entry_in(&db.ledger, EntryState::Settled, 2, 100).await?;
+        let before_settled = db.raw.count("SELECT COUNT(*) FROM ledger_events").await;
+        ensure!(before_settled > before);
+        ensure!(!entries.settle_owing(&settled, &crate::settled(2), "upstream_failed", "recovery", 300).await?);
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == before_settled);
+        let void = Transition::Voided { reason: "x".to_owned() };
+        let err = entries.settle_owing(&settled, &void, "upstream_failed", "recovery", 300).await.unwrap_err();
+        ensure!(matches!(err, MeteringError::InvalidValue { what: "settled", .. }), "{err:?}");
+
+        // The database refuses the refund: the settlement is not written either.
+        let trigger = match db.engine {
+            Engine::Sqlite => {
+                "CREATE TRIGGER refuse_owed BEFORE UPDATE ON ledger_entries WHEN NEW.state = 'refund_owed' \
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+            }
+            Engine::Postgres => {
+                db.raw
+                    .exec(
+                        "CREATE FUNCTION refuse_owed() RETURNS trigger AS $$ BEGIN \
+                         RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql",
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                "CREATE TRIGGER refuse_owed BEFORE UPDATE ON ledger_entries FOR EACH ROW \
+                 WHEN (NEW.state = 'refund_owed') EXECUTE FUNCTION refuse_owed()"
+            }
+        };
+        db.raw.exec(trigger).await.map_err(anyhow::Error::msg)?;
+        let third = crate::entry_in(&db.ledger, EntryState::Settling, 3, 100).await?;
+        let before = db.raw.count("SELECT COUNT(*) FROM ledger_events").await;
+        let refused =
+            entries.settle_owing(&third, &crate::settled(3), "recovery_delivery_failed", "recovery", 400).await;
+        ensure!(refused.is_err(), "{refused:?}");
+        let e = entries.get(&third).await?.expect("entry");
+        ensure!(e.state == EntryState::Settling && e.block_number.is_none(), "{e:?}");
+        ensure!(db.raw.count("SELECT COUNT(*) FROM ledger_events").await == before);
+        Ok(())
+    })
+    .await;
+}

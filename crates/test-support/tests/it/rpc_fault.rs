@@ -48,6 +48,14 @@ async fn faults_per_method_and_counts() {
     assert_eq!(v["error"]["code"], -32005);
     assert_eq!(v["error"]["message"], "limit exceeded");
 
+    // A result the node did not give (a lagging replica's `null`), then the node again.
+    proxy.set("eth_getTransactionReceipt", RpcFault::Result(Value::Null));
+    let (status, body) = post(&url, call("eth_getTransactionReceipt", 8)).await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, v["id"].clone(), v["result"].clone()), (200, json!(8), Value::Null));
+    assert!(v.get("error").is_none(), "{v}");
+    proxy.pass("eth_getTransactionReceipt");
+
     // Next K, then pass again.
     proxy.fail_next("eth_blockNumber", 2, RpcFault::Status(429));
     assert_eq!(post(&url, call("eth_blockNumber", 1)).await.unwrap().0, 429);
@@ -80,8 +88,8 @@ async fn faults_per_method_and_counts() {
     assert_eq!(proxy.total_calls(), 0);
 }
 
-// Goal: a batch is counted per element; an RPC-error rule answers its own element while the
-// rest reaches the node.
+// Goal: a batch is counted per element; an RPC-error or result rule answers its own element
+// while the rest reaches the node.
 #[tokio::test]
 async fn batches() {
     let anvil = Anvil::spawn(31337).await.unwrap();
@@ -95,6 +103,15 @@ async fn batches() {
     assert_eq!(by_id(2)["error"]["message"], "nope");
     assert_eq!(proxy.calls("eth_chainId"), 1);
     assert_eq!(proxy.calls("eth_blockNumber"), 1);
+
+    // So does a result rule.
+    proxy.set("eth_getLogs", RpcFault::Result(json!([])));
+    let (status, body) = post(&proxy.url(), json!([call("eth_chainId", 1), call("eth_getLogs", 2)])).await.unwrap();
+    assert_eq!(status, 200);
+    let items: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let by_id = |id: u64| items.iter().find(|v| v["id"] == id).unwrap().clone();
+    assert_eq!(by_id(1)["result"], "0x7a69");
+    assert_eq!(by_id(2)["result"], json!([]));
 
     // A whole-exchange fault on any element decides the batch.
     proxy.set("eth_gasPrice", RpcFault::Status(503));

@@ -355,6 +355,68 @@ impl Entries {
         Ok(claimed)
     }
 
+    /// Records a landed settlement and, in the same database transaction, the refund its payer
+    /// is owed: `settling → settled` (`settled`, a [`Transition::Settled`]) then `settled →
+    /// refund_owed(owed_reason)`, each with its event and `cause`, or nothing. For the recovery
+    /// sweep, which finds settlements whose agent was never answered or whose live process
+    /// noted a refund due: as two writes, a crash between them would leave the entry `settled`
+    /// and the refund forgotten. `Ok(false)`: the entry was not `settling` (another writer
+    /// recorded it first) and nothing was written; `NotFound` for an unknown id.
+    pub async fn settle_owing(
+        &self,
+        id: &EntryId,
+        settled: &Transition,
+        owed_reason: &str,
+        cause: &str,
+        now_unix_s: u64,
+    ) -> Result<bool, MeteringError> {
+        if settled.to_state() != EntryState::Settled {
+            return Err(MeteringError::InvalidValue {
+                what: "settled",
+                reason: format!("a settlement, not a move to {}", settled.to_state()),
+            });
+        }
+        let first = TransitionColumns::checked(settled, cause, None)?;
+        let second =
+            TransitionColumns::checked(&Transition::RefundOwed { reason: owed_reason.to_owned() }, cause, None)?;
+        let now = Unsigned::new("now_unix_s", now_unix_s)?;
+        let (first, second) = (&first, &second);
+        let detail: Option<&str> = None;
+        let applied: bool = db_call!(
+            self.db,
+            "settle_owing",
+            tx | tx,
+            err | {
+                let row: Option<EntryRow> =
+                    update_entry!(EntryState::Settled, first, now, id, EntryState::Settling, cause, detail)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                if row.is_none() {
+                    tx.rollback().await.map_err(err)?;
+                    return Ok(false);
+                }
+                let row: Option<EntryRow> =
+                    update_entry!(EntryState::RefundOwed, second, now, id, EntryState::Settled, cause, detail)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                if row.is_none() {
+                    // Unreachable inside the transaction (the row is ours since the first
+                    // update); refused whole rather than half-written.
+                    tx.rollback().await.map_err(err)?;
+                    return Ok(false);
+                }
+                tx.commit().await.map_err(err)?;
+                Ok(true)
+            }
+        )?;
+        if !applied {
+            self.current_state(id).await?;
+        }
+        Ok(applied)
+    }
+
     /// The entry's state and transaction hash, or `NotFound`.
     async fn current_state(&self, id: &EntryId) -> Result<(EntryState, Option<Hex<B256>>), MeteringError> {
         let found: Option<(EntryState, Option<Hex<B256>>)> =
