@@ -4,8 +4,9 @@
 //! an exception class, totals, the tie-out, the breakdown per UTC day, UTC month, provider,
 //! route and payer), reading the chain through the verifier's `Chain` (`logs`: chunked
 //! `eth_getLogs` with retries, the join of `Transfer` and `AuthorizationUsed`, times to
-//! blocks, and which transaction consumed one authorization, for the recovery sweep), one run against the ledger and its record (`run`), the periodic job with its
-//! lease (`job`), the CSV and JSON renderings (`render`, every amount through
+//! blocks, and which transaction consumed one authorization, for the gateway's recovery
+//! sweep), one run against the ledger and its record (`run`), the periodic job with its lease
+//! (`job`), the CSV and JSON renderings (`render`, every amount through
 //! `tollgate_metering::TokenUnits`) and times (`times`: the arguments, and RFC 3339 UTC out).
 //!
 //! Must not: know HTTP or axum, read the environment, build an RPC or database client (the

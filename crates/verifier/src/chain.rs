@@ -131,6 +131,11 @@ pub trait Chain: Send + Sync + 'static {
     /// The number of transactions of `address` in the latest block (its next nonce, not
     /// counting pending transactions).
     async fn mined_nonce(&self, address: Address) -> Result<u64, VerifyError>;
+    /// The number of transactions of `address` as of block `number` (its mined nonce then). A
+    /// node that does not have that block yet answers an error, never an older count.
+    async fn mined_nonce_at(&self, address: Address, number: u64) -> Result<u64, VerifyError>;
+    /// `eth_call` against the state as of block `number` (the same guarantee).
+    async fn call_at(&self, to: Address, data: Bytes, number: u64) -> Result<CallOutcome<Bytes>, VerifyError>;
     /// Current fee caps.
     async fn fees(&self) -> Result<Fees, VerifyError>;
     /// `eth_sendRawTransaction`; returns the transaction hash.
@@ -410,6 +415,10 @@ impl Chain for AlloyChain {
         self.timed_call("eth_call", self.provider.call(tx(from, to, data)).into_future()).await
     }
 
+    async fn call_at(&self, to: Address, data: Bytes, number: u64) -> Result<CallOutcome<Bytes>, VerifyError> {
+        self.timed_call("eth_call", self.provider.call(tx(None, to, data)).number(number).into_future()).await
+    }
+
     async fn estimate_gas(&self, from: Address, to: Address, data: Bytes) -> Result<CallOutcome<u64>, VerifyError> {
         self.timed_call("eth_estimateGas", self.provider.estimate_gas(tx(Some(from), to, data)).into_future()).await
     }
@@ -425,6 +434,11 @@ impl Chain for AlloyChain {
 
     async fn mined_nonce(&self, address: Address) -> Result<u64, VerifyError> {
         self.timed("eth_getTransactionCount", self.provider.get_transaction_count(address).latest().into_future()).await
+    }
+
+    async fn mined_nonce_at(&self, address: Address, number: u64) -> Result<u64, VerifyError> {
+        self.timed("eth_getTransactionCount", self.provider.get_transaction_count(address).number(number).into_future())
+            .await
     }
 
     async fn fees(&self) -> Result<Fees, VerifyError> {

@@ -301,10 +301,24 @@ impl Verifier {
     ) -> Result<bool, VerifyError> {
         let chain = self.chain(chain_id)?;
         let call: Bytes = IEip3009::authorizationStateCall { authorizer, nonce }.abi_encode().into();
-        match chain.call(None, asset, call).await? {
-            CallOutcome::Success(out) => Ok(bool::abi_decode(&out).unwrap_or(false)),
-            CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
-        }
+        authorization_state(chain.call(None, asset, call).await?)
+    }
+
+    /// [`Verifier::authorization_used`] as of block `number`: a node behind that block answers
+    /// an error, never the state of an older one (the recovery sweep pins every read that
+    /// decides an entry to one block, so that two nodes behind a load balancer cannot give it
+    /// facts from different blocks).
+    pub async fn authorization_used_at(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        authorizer: Address,
+        nonce: B256,
+        number: u64,
+    ) -> Result<bool, VerifyError> {
+        let chain = self.chain(chain_id)?;
+        let call: Bytes = IEip3009::authorizationStateCall { authorizer, nonce }.abi_encode().into();
+        authorization_state(chain.call_at(asset, call, number).await?)
     }
 
     /// The simulated transfer (with the asset's code, until it has been seen once), queried
@@ -438,4 +452,12 @@ async fn diagnose_domain(chain: &dyn Chain, offer: &v2::PaymentRequirements) -> 
         return Err(VerifyError::TokenVersionMismatch { expected: version.to_owned(), actual });
     }
     Ok(())
+}
+
+/// The token's `authorizationState` answer: used (or cancelled) or not.
+fn authorization_state(outcome: CallOutcome<Bytes>) -> Result<bool, VerifyError> {
+    match outcome {
+        CallOutcome::Success(out) => Ok(bool::abi_decode(&out).unwrap_or(false)),
+        CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
+    }
 }

@@ -219,13 +219,14 @@ pub async fn recheck(svc: &Settlements, id: &EntryId) {
     }
 }
 
-/// Whether none of these unmined transactions can be mined any more: each claim noted its
-/// relayer nonce, and each relayer's mined nonce has passed it (another transaction took
-/// it). Unknown nonces (claims recorded before nonces were noted) or a chain error: false.
-async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<ClaimDetail>]) -> bool {
+/// Whether none of these transactions can be mined after block `head`: each claim noted its
+/// relayer nonce, and each relayer's mined nonce as of `head` had passed it (another
+/// transaction took it). Unknown nonces (claims recorded before nonces were noted) or a chain
+/// error: false.
+async fn none_can_land(settler: &tollgate_verifier::Settler, unmined: &[Option<ClaimDetail>], head: u64) -> bool {
     for detail in unmined {
         let Some(d) = detail else { return false };
-        match settler.nonce_still_open(d.relayer, d.nonce).await {
+        match settler.nonce_still_open(d.relayer, d.nonce, head).await {
             Ok(false) => {}
             Ok(true) | Err(_) => return false,
         }
@@ -265,11 +266,13 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     }
     let mut seen = std::collections::HashSet::new();
     claims.retain(|(h, _)| seen.insert(*h));
-    // The chain's facts that make a transaction unable to land are read *before* the
-    // receipts and the authorization state: if they hold now, they held when those were
-    // read, so "no receipt, authorization unused" cannot hide one that landed in between.
-    let head_unix_s = match settler.head_timestamp().await {
-        Ok(t) => t,
+    // Every fact that decides the entry is read as of one block, the head: the relayer's
+    // mined nonces, the authorization state and the chain's clock. A node behind that block
+    // answers an error rather than an older state, so two nodes behind a load balancer cannot
+    // give the sweep facts from different blocks; and a transaction that lands after it is
+    // seen by the next sweep. Receipts cannot be pinned: only one that is there is a fact.
+    let (head, head_unix_s) = match settler.head().await {
+        Ok(h) => h,
         Err(e) => {
             tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
             return;
@@ -277,7 +280,7 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     };
     let chain_expired = head_unix_s >= entry.valid_before_unix_s;
     let details: Vec<Option<ClaimDetail>> = claims.iter().map(|(_, d)| *d).collect();
-    let nonces_passed = none_can_land(settler, &details).await;
+    let nonces_passed = none_can_land(settler, &details, head).await;
     let mut unmined = 0usize;
     let mut unmined_claims = Vec::new();
     let answer = Answer { answered, refund_due };
@@ -298,7 +301,7 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
     }
     let used = svc
         .verifier
-        .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
+        .authorization_used_at(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce, head)
         .await;
     let ours_cannot_land = unmined == 0 || chain_expired || nonces_passed;
     match used {
@@ -308,7 +311,7 @@ async fn recover_settling(svc: &Settlements, entry: &Entry) {
         // which transaction consumed it is read from the token's logs, never inferred from a
         // receipt that is missing (see `consumed_by`).
         Ok(true) => {
-            let seen = Seen { claims: &claims, answer, chain_expired };
+            let seen = Seen { claims: &claims, answer, head };
             consumed_by(svc, settler, entry, &payment, seen, now).await;
         }
         // Every transaction we recorded was mined and reverted: no money moved, for good.
@@ -360,7 +363,7 @@ async fn record_found(svc: &Settlements, entry: &Entry, s: &tollgate_verifier::S
             let entries = svc.ledger.entries();
             let done = entries.settle_owing(&entry.id, &settled_transition(s), reason, "recovery", now).await;
             if let Ok(true) = done {
-                tracing::warn!(id = %entry.id, reason, "settled after its process died before answering; refund owed");
+                tracing::warn!(id = %entry.id, reason, "settlement recorded by the sweep with the refund its payer is owed");
             }
             done
         }
@@ -374,12 +377,12 @@ async fn record_found(svc: &Settlements, entry: &Entry, s: &tollgate_verifier::S
 }
 
 /// What the sweep read of a `settling` entry: its claimed transactions (with the relayer
-/// nonce each claim noted), its answer, and whether the chain is past `validBefore`.
+/// nonce each claim noted), its answer, and the block its chain facts were read at.
 #[derive(Debug, Clone, Copy)]
 struct Seen<'a> {
     claims: &'a [(B256, Option<ClaimDetail>)],
     answer: Answer<'a>,
-    chain_expired: bool,
+    head: u64,
 }
 
 /// How far before an entry's creation the sweep looks for the transaction that consumed its
@@ -387,16 +390,17 @@ struct Seen<'a> {
 /// windows are minutes, and the gateway's clock may be off the chain's).
 const CONSUMED_LOOKBACK_S: u64 = 3_600;
 
-/// A `settling` entry whose authorization is used while none of its transactions shows the
-/// transfer and none can still land (each mined without it, or its relayer nonce passed, or
-/// the chain past `validBefore`). A receipt missing after the nonce passed proves nothing: a
-/// node exposes a block's state (the nonce, the authorization) before its receipts, and a
-/// replica behind a load balancer lags. The token's `AuthorizationUsed`/`AuthorizationCanceled`
-/// log names the transaction that consumed it: one of ours is recorded as the settlement once
-/// its receipt is readable; another (a third party's transfer, the payer's cancellation) ends
-/// the entry `settle_failed`. No log yet: the next sweep looks again, until the chain is past
-/// `validBefore`, when every receipt of ours has long been readable (each was read again
-/// above) and the consumer lies before the window searched.
+/// A `settling` entry whose authorization is used (as of `seen.head`) while none of its
+/// transactions shows the transfer and none can still land (each mined without it, its relayer
+/// nonce passed, or the chain past `validBefore`). A missing receipt proves nothing: a node
+/// shows a block's state (the nonce, the authorization) before its receipts, and a replica
+/// behind a load balancer lags. Only the token's `AuthorizationUsed`/`AuthorizationCanceled`
+/// log decides, naming the transaction that consumed the authorization: one of ours is
+/// recorded as the settlement once its receipt is readable; another one (a third party's
+/// transfer, the payer's cancellation), once `[reconciliation] confirmations` deep, ends the
+/// entry `settle_failed`. No log: the entry stays `settling` and the next sweep looks again,
+/// whatever the chain's clock (an empty answer is never a proof); it is counted, and finance
+/// sees it unfinished rather than booked wrong.
 async fn consumed_by(
     svc: &Settlements,
     settler: &tollgate_verifier::Settler,
@@ -406,43 +410,60 @@ async fn consumed_by(
     now: u64,
 ) {
     let chain = settler.chain().as_ref();
-    let to_block = match chain.block_number().await {
-        Ok(n) => n,
-        Err(e) => return tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
-    };
     let a = &payment.authorization;
     let from_unix_s =
         u64::try_from(a.valid_after).unwrap_or(0).max(entry.created_unix_s.saturating_sub(CONSUMED_LOOKBACK_S));
-    // One attempt per call: a chain fault leaves the entry to the next sweep.
-    let opts = tollgate_recon::ReconcileOptions { rpc_attempts: 1, ..Default::default() };
+    // The operator's `[reconciliation] chunk_blocks` (a provider's `eth_getLogs` range cap)
+    // and confirmations; one attempt per call: a chain fault leaves the entry to the next sweep.
+    let opts =
+        tollgate_recon::ReconcileOptions { rpc_attempts: 1, ..crate::reconcile::options(&svc.config.reconciliation) };
     let found =
-        tollgate_recon::find_authorization_use(chain, payment.asset, a.from, a.nonce, from_unix_s, to_block, opts)
+        tollgate_recon::find_authorization_use(chain, payment.asset, a.from, a.nonce, from_unix_s, seen.head, opts)
             .await;
     match found {
         Ok(Some(u)) if seen.claims.iter().any(|(h, _)| *h == u.tx_hash) => {
             match settler.check_receipt(payment, u.tx_hash).await {
                 Ok(Some(s)) => record_found(svc, entry, &s, seen.answer, now).await,
-                // Safe to leave: the money moved through our transaction; the next sweep reads its
-                // receipt again and records it.
-                other => {
-                    tracing::warn!(id = %entry.id, tx = %u.tx_hash, receipt = ?other.map(|r| r.is_some()),
-                    "recovery: our transaction used the authorization; its receipt is not readable yet; next sweep");
+                // Safe to leave: the money moved through our transaction; the next sweep reads
+                // its receipt again and records it.
+                Ok(None) => {
+                    tracing::warn!(id = %entry.id, tx = %u.tx_hash,
+                        "recovery: our transaction used the authorization; its receipt is not readable yet; next sweep");
                     svc.counters.left_to_next_sweep();
                 }
+                Err(e) if e.fault() == Fault::Chain => {
+                    tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+                    svc.counters.left_to_next_sweep();
+                }
+                // The token says our transaction consumed the authorization, its receipt says
+                // it moved nothing to the payee: not something a sweep decides. Left
+                // `settling`, logged and counted for an operator.
+                Err(e) => {
+                    tracing::error!(id = %entry.id, tx = %u.tx_hash, error = %e,
+                        "recovery: our transaction used the authorization without the expected transfer; left settling");
+                    svc.counters.left_to_recovery();
+                }
             }
+        }
+        Ok(Some(u)) if seen.head.saturating_sub(u.block_number) + 1 < opts.confirmations_min => {
+            tracing::info!(id = %entry.id, tx = %u.tx_hash, block = u.block_number,
+                "recovery: authorization consumed by another transaction; waiting for its confirmations");
         }
         Ok(Some(u)) => {
             tracing::warn!(id = %entry.id, tx = %u.tx_hash, cancelled = u.cancelled,
                 "authorization consumed by a transaction that is not ours; nothing charged through us");
             fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await;
         }
-        Ok(None) if seen.chain_expired => fail(svc, entry, EntryState::Settling, "authorization_used_elsewhere").await,
         // Safe to leave: the entry stays `settling`; the next sweep reads the chain again.
         Ok(None) => {
-            tracing::warn!(id = %entry.id, "recovery: authorization used, the transaction that used it not found yet; next sweep");
+            tracing::warn!(id = %entry.id,
+                "recovery: authorization used, the transaction that used it not found yet; next sweep");
             svc.counters.left_to_next_sweep();
         }
-        Err(e) => tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable"),
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "recovery: chain unavailable");
+            svc.counters.left_to_next_sweep();
+        }
     }
 }
 

@@ -81,7 +81,8 @@ async fn sweep_later(h: &Harness, at_unix_s: u64) {
 // Goal: a batch claimed and mined by a process that died before recording anything — one of
 // its payers having cancelled in the same block, ahead of it — is resolved by the sweep entry
 // by entry: the others `settled` with the batch's hash and each its own log index, the
-// cancelled one `settle_failed` (`authorization_used_elsewhere`, not charged); a second sweep
+// cancelled one `settle_failed` (`authorization_used_elsewhere`, not charged) once the
+// cancellation is 10 blocks deep, `settling` until then; a second sweep
 // changes nothing, and the payee holds exactly the settled payments.
 async fn mined_batch_recovers_per_entry(h: &Harness) {
     let (builders, verified, ids) = reserved_batch(h, 4).await;
@@ -98,6 +99,12 @@ async fn mined_batch_recovers_per_entry(h: &Harness) {
     h.chain.rpc("evm_mine", serde_json::json!([])).await.unwrap();
     h.chain.rpc("evm_setAutomine", serde_json::json!([true])).await.unwrap();
 
+    // The cancellation is one block deep: the sweep settles the others and waits for its
+    // `[reconciliation] confirmations` (10) before booking the cancelled one.
+    sweep_later(h, h.now + 7_200).await;
+    let e = h.gateway.ledger.entries().get(&ids[2]).await.unwrap().unwrap();
+    assert_eq!(e.state, EntryState::Settling, "{e:?}");
+    h.chain.rpc("anvil_mine", serde_json::json!([10])).await.unwrap();
     for _ in 0..2 {
         sweep_later(h, h.now + 7_200).await;
         let mut indexes = std::collections::BTreeSet::new();

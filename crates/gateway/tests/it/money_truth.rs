@@ -539,7 +539,7 @@ impl tollgate_verifier::Claim for SendingClaim<'_> {
 // behind a load balancer) never makes the sweep book a payment that moved through our own
 // transaction as `settle_failed`. An `after` entry whose process died once its transaction was
 // mined is swept while the node answers "no receipt" and "no log" (the relayer's nonce passed,
-// the authorization used): it stays `settling`; with the log readable it still waits for the
+// the authorization used, even the chain past `validBefore`): it stays `settling`; with the log readable it still waits for the
 // receipt; with the receipt readable it is `settled` with that transaction and owed back (its
 // agent never had the response), and the payee holds exactly what the ledger counts. (The
 // SIGKILL crash test on PostgreSQL saw two such payments booked `authorization_used_elsewhere`.)
@@ -557,19 +557,22 @@ async fn lagging_receipts_are_not_used_elsewhere(engine: crate::harness::Engine)
     let sent = settler.submit_claimed(&verified, &mut claim, GasPlan::Estimate).await.unwrap().expect("sent");
     assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "mined (automine)");
 
+    // The chain past `validBefore` too: no transaction can use the authorization any more,
+    // and an empty answer is still no proof of who did.
+    h.chain.warp_to(h.now + 30_000).await.unwrap();
     rpc.set("eth_getTransactionReceipt", RpcFault::Result(serde_json::Value::Null));
     rpc.set("eth_getLogs", RpcFault::Result(serde_json::json!([])));
-    sweep_later(&h, h.now + 7_200).await;
+    sweep_later(&h, h.now + 30_000).await;
     let e = h.entry_for(&b).await.unwrap();
     assert_eq!(e.state, EntryState::Settling, "no receipt and no log yet: {e:?}");
 
     rpc.pass("eth_getLogs");
-    sweep_later(&h, h.now + 7_200).await;
+    sweep_later(&h, h.now + 30_000).await;
     let e = h.entry_for(&b).await.unwrap();
     assert_eq!(e.state, EntryState::Settling, "the log names our transaction, its receipt not readable: {e:?}");
 
     rpc.pass_all();
-    sweep_later(&h, h.now + 7_200).await;
+    sweep_later(&h, h.now + 30_000).await;
     let e = h.entry_for(&b).await.unwrap();
     assert_eq!(e.state, EntryState::RefundOwed, "{e:?}");
     assert_eq!(e.reason.as_deref(), Some("recovery_delivery_failed"));

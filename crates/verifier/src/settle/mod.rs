@@ -585,20 +585,23 @@ impl Settler {
         self.book.lock().unwrap_or_else(PoisonError::into_inner).forget();
     }
 
-    /// The latest block's timestamp: once it is at or past an authorization's `validBefore`,
-    /// no transaction can use that authorization any more (the token compares block time).
-    pub async fn head_timestamp(&self) -> Result<u64, VerifyError> {
+    /// The latest block's number and timestamp: once the timestamp is at or past an
+    /// authorization's `validBefore`, no transaction can use that authorization any more (the
+    /// token compares block time).
+    pub async fn head(&self) -> Result<(u64, u64), VerifyError> {
         let number = self.chain.block_number().await?;
-        self.chain.block_timestamp(number).await?.ok_or(VerifyError::Rpc {
+        let timestamp = self.chain.block_timestamp(number).await?.ok_or(VerifyError::Rpc {
             method: "eth_getBlockByNumber",
             reason: "the latest block is missing".to_owned(),
-        })
+        })?;
+        Ok((number, timestamp))
     }
 
-    /// Whether a transaction of `relayer` with account nonce `nonce` can still be mined:
-    /// false once the relayer's mined nonce has passed it (another transaction took it).
-    pub async fn nonce_still_open(&self, relayer: Address, nonce: u64) -> Result<bool, VerifyError> {
-        Ok(self.chain.mined_nonce(relayer).await? <= nonce)
+    /// Whether a transaction of `relayer` with account nonce `nonce` can still be mined, as of
+    /// block `number`: false once the relayer's mined nonce then had passed it (another
+    /// transaction took it). A node behind that block answers an error, never an older count.
+    pub async fn nonce_still_open(&self, relayer: Address, nonce: u64, number: u64) -> Result<bool, VerifyError> {
+        Ok(self.chain.mined_nonce_at(relayer, number).await? <= nonce)
     }
 
     /// Makes a claimed but never broadcast settlement unable to land: when `nonce` is this

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use alloy::providers::Provider;
 use alloy_primitives::U256;
 use alloy_sol_types::SolCall;
 use serde_json::json;
@@ -30,6 +31,30 @@ async fn settles_once_and_refuses_the_replay() {
     let err = env.settler.settle(&verified).await.unwrap_err();
     assert!(matches!(err, VerifyError::NonceAlreadyUsed { .. }), "{err:?}");
     assert_eq!(env.chain.balance(env.payee).await.unwrap(), U256::from(PRICE));
+}
+
+// Goal: the reads the recovery sweep pins to one block answer for that block, not the
+// latest: before the settlement's block the authorization reads unused and the relayer's nonce
+// open, at it used and passed; and a block the node does not have yet is an error, never the
+// latest state.
+#[tokio::test]
+async fn pinned_reads_answer_for_their_block() {
+    let env = Env::start(Deployment::BaseUsdc).await;
+    let verified = env.verifier.verify(&env.offer, &env.payment().v2()).await.expect("verifies");
+    let relayer = env.settler.address();
+    let nonce = env.chain.provider.get_transaction_count(relayer).await.unwrap();
+    let SettleOutcome::Settled(settled) = env.settler.settle(&verified).await.expect("settles") else {
+        panic!("expected a receipt within the timeout");
+    };
+    let (block, a) = (settled.block_number, &verified.authorization);
+    let used_at = |n| env.verifier.authorization_used_at(verified.chain_id, verified.asset, a.from, a.nonce, n);
+    assert!(!used_at(block - 1).await.unwrap(), "unused before its block");
+    assert!(used_at(block).await.unwrap(), "used at its block");
+    assert!(env.settler.nonce_still_open(relayer, nonce, block - 1).await.unwrap());
+    assert!(!env.settler.nonce_still_open(relayer, nonce, block).await.unwrap());
+    assert!(used_at(block + 1_000).await.is_err(), "a block the node does not have");
+    assert!(env.settler.nonce_still_open(relayer, nonce, block + 1_000).await.is_err());
+    assert_eq!(env.settler.head().await.unwrap().0, block);
 }
 
 // Goal: transactions sent from the relayer key outside the settler (another process) do

@@ -382,7 +382,7 @@ impl Entries {
         let now = Unsigned::new("now_unix_s", now_unix_s)?;
         let (first, second) = (&first, &second);
         let detail: Option<&str> = None;
-        let applied: bool = db_call!(
+        let applied: Option<bool> = db_call!(
             self.db,
             "settle_owing",
             tx | tx,
@@ -394,7 +394,7 @@ impl Entries {
                         .map_err(err)?;
                 if row.is_none() {
                     tx.rollback().await.map_err(err)?;
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 let row: Option<EntryRow> =
                     update_entry!(EntryState::RefundOwed, second, now, id, EntryState::Settled, cause, detail)
@@ -402,15 +402,22 @@ impl Entries {
                         .await
                         .map_err(err)?;
                 if row.is_none() {
-                    // Unreachable inside the transaction (the row is ours since the first
-                    // update); refused whole rather than half-written.
+                    // Impossible inside the transaction (the row is locked and ours since the
+                    // first update): an error, never read as another writer's win; nothing is
+                    // written.
                     tx.rollback().await.map_err(err)?;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 tx.commit().await.map_err(err)?;
-                Ok(true)
+                Ok(Some(true))
             }
         )?;
+        let Some(applied) = applied else {
+            return Err(MeteringError::Corrupt {
+                column: "state".to_owned(),
+                reason: format!("entry {id} left `settled` within its own transaction"),
+            });
+        };
         if !applied {
             self.current_state(id).await?;
         }
