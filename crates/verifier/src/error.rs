@@ -182,10 +182,13 @@ pub enum VerifyError {
         reason: String,
     },
     /// The settlement transaction was mined but reverted.
-    #[error("settlement transaction {tx_hash} reverted")]
+    #[error("settlement transaction {tx_hash} reverted in block {block_number}")]
     SettlementReverted {
         /// The transaction.
         tx_hash: B256,
+        /// The block it was mined (and reverted) in: what became of the authorization is read
+        /// as of that block, never from a node that may be behind it.
+        block_number: u64,
     },
     /// The settlement transaction succeeded but carries no matching `Transfer` log.
     #[error("settlement transaction {tx_hash} has no Transfer of {value} from {from} to {to}")]

@@ -257,11 +257,18 @@ pub async fn settle_entry(
             // Our transaction reverted. If the authorization is now used, an earlier
             // transaction of ours (or a third party's) moved the money: leave the entry
             // `settling` for the recovery sweep, which checks every recorded hash, and say
-            // "pending". Only a definite "unused" makes the failure final.
-            let used = svc
-                .verifier
-                .authorization_used(payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce)
-                .await;
+            // "pending". Only a definite "unused" makes the failure final, read as of the block
+            // our transaction reverted in: a node behind that block (a lagging replica) then
+            // answers an error, never "unused" from before an earlier transaction of ours moved
+            // the money.
+            let (chain_id, asset, payer, nonce) =
+                (payment.chain_id, payment.asset, payment.payer(), payment.authorization.nonce);
+            let used = match &e {
+                VerifyError::SettlementReverted { block_number, .. } => {
+                    svc.verifier.authorization_used_at(chain_id, asset, payer, nonce, *block_number).await
+                }
+                _ => svc.verifier.authorization_used(chain_id, asset, payer, nonce).await,
+            };
             if !matches!(used, Ok(false)) {
                 return Ok(SettleResult::Pending(tx_hash));
             }

@@ -535,6 +535,41 @@ impl tollgate_verifier::Claim for SendingClaim<'_> {
     }
 }
 
+/// An `after` entry whose process died once its settlement was mined: claimed with the
+/// relayer nonce, sent (automine), nothing recorded since. Returns the payment and the hash.
+async fn mined_unrecorded(h: &Harness) -> (PaymentBuilder, B256) {
+    let mut b = h.payment("/weather/rome").await;
+    b.valid_before = h.now + 20_000;
+    let id = forwarded_entry(h, &b, SettlementMode::After).await;
+    let offer = h.offer("/weather/rome").await;
+    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
+    let settler = h.gateway.settlements.settlers.get(&h.chain.chain_id).unwrap().clone();
+    let mut claim = SendingClaim { h, id: &id };
+    let sent = settler.submit_claimed(&verified, &mut claim, GasPlan::Estimate).await.unwrap().expect("sent");
+    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "mined (automine)");
+    (b, sent.tx_hash)
+}
+
+// Goal: the sweep books a settlement it owes back in one write: while the database refuses
+// `refund_owed`, an `after` entry whose process died once its transaction was mined stays
+// `settling` (two writes left it `settled` with the refund forgotten when the second failed or
+// the process died between them); healed, the next sweep books it `refund_owed` with its
+// transaction, and the payee holds exactly that payment.
+async fn owed_back_settlement_is_one_write(h: &Harness) {
+    let (b, sent) = mined_unrecorded(h).await;
+    h.fail_ledger_writes_to(&["refund_owed"]).await;
+    sweep_later(h, h.now + 7_200).await;
+    let e = h.entry_for(&b).await.unwrap();
+    assert_eq!(e.state, EntryState::Settling, "{e:?}");
+    h.heal_ledger().await;
+    sweep_later(h, h.now + 7_200).await;
+    let e = h.wait_state(&b, EntryState::RefundOwed).await;
+    assert_eq!(e.tx_hash, Some(sent));
+    assert_eq!(e.reason.as_deref(), Some("recovery_delivery_failed"));
+    assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+both_engines!(owed_back_one_write, owed_back_settlement_is_one_write);
+
 // Goal: a node that shows a block's state before its receipts (anvil while it mines; a replica
 // behind a load balancer) never makes the sweep book a payment that moved through our own
 // transaction as `settle_failed`. An `after` entry whose process died once its transaction was
@@ -547,15 +582,7 @@ async fn lagging_receipts_are_not_used_elsewhere(engine: crate::harness::Engine)
     let opts = crate::harness::Options { rpc_proxy: true, recovery_interval_ms: 3_600_000, ..Default::default() };
     let Some(h) = Harness::start_with(engine, opts).await else { return };
     let rpc = h.rpc.as_ref().unwrap();
-    let mut b = h.payment("/weather/rome").await;
-    b.valid_before = h.now + 20_000;
-    let id = forwarded_entry(&h, &b, SettlementMode::After).await;
-    let offer = h.offer("/weather/rome").await;
-    let verified = h.gateway.verifier.verify(&offer, &b.v2()).await.unwrap();
-    let settler = h.gateway.settlements.settlers.get(&h.chain.chain_id).unwrap().clone();
-    let mut claim = SendingClaim { h: &h, id: &id };
-    let sent = settler.submit_claimed(&verified, &mut claim, GasPlan::Estimate).await.unwrap().expect("sent");
-    assert!(h.chain.authorization_used(b.from, b.nonce).await.unwrap(), "mined (automine)");
+    let (b, sent) = mined_unrecorded(&h).await;
 
     // The chain past `validBefore` too: no transaction can use the authorization any more,
     // and an empty answer is still no proof of who did.
@@ -576,7 +603,7 @@ async fn lagging_receipts_are_not_used_elsewhere(engine: crate::harness::Engine)
     let e = h.entry_for(&b).await.unwrap();
     assert_eq!(e.state, EntryState::RefundOwed, "{e:?}");
     assert_eq!(e.reason.as_deref(), Some("recovery_delivery_failed"));
-    assert_eq!(e.tx_hash, Some(sent.tx_hash));
+    assert_eq!(e.tx_hash, Some(sent));
     assert_eq!(h.payee_balance().await, U256::from(PRICE_ATOMIC));
     h.stop().await;
 }

@@ -177,7 +177,7 @@ impl Settler {
     ) -> Result<Option<Vec<BatchItem>>, VerifyError> {
         let Some(receipt) = self.chain.receipt(tx_hash).await? else { return Ok(None) };
         if !receipt.success {
-            return Err(VerifyError::SettlementReverted { tx_hash });
+            return Err(VerifyError::SettlementReverted { tx_hash, block_number: receipt.block_number });
         }
         Ok(Some(
             payments

@@ -119,7 +119,10 @@ async fn transaction_beaten_in_the_same_block_reverts() {
     env.chain.submit_priority(env.payer.clone(), env.chain.token, cancel.abi_encode()).await.unwrap();
     env.chain.rpc("evm_mine", json!([])).await.unwrap();
     let err = env.settler.await_receipt(&verified, tx).await.unwrap_err();
-    assert_eq!(err, VerifyError::SettlementReverted { tx_hash: tx });
+    let VerifyError::SettlementReverted { tx_hash, block_number } = err else { panic!("{err:?}") };
+    assert_eq!(tx_hash, tx);
+    let mined = env.rpc_receipt(tx).await;
+    assert_eq!(block_number, mined.block_number);
     assert_eq!(env.chain.balance(env.payee).await.unwrap(), U256::ZERO);
 }
 
