@@ -87,7 +87,7 @@ pub async fn run(args: ReconcileArgs) -> Result<u8, Failure> {
         (None, [only]) => only.network,
         (None, _) => return Err(Failure::usage("several networks are configured: pass --network eip155:<chain id>")),
     };
-    let defaults = tollgate_gateway::reconcile::options(&config.reconciliation);
+    let defaults = config.reconciliation.options();
     let opts = ReconcileOptions {
         confirmations_min: args.confirmations.unwrap_or(defaults.confirmations_min),
         chunk_blocks: args.chunk_blocks.unwrap_or(defaults.chunk_blocks),

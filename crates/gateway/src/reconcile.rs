@@ -10,15 +10,10 @@ use std::sync::Arc;
 
 use alloy_primitives::Address;
 use tollgate_metering::EntryId;
-use tollgate_recon::{Host, JobSettings, ReconcileOptions, Reconciler, Target};
+use tollgate_recon::{Host, JobSettings, Reconciler, Target};
 
 use crate::Gateway;
 use crate::config::{Config, ReconciliationConfig};
-
-/// The options of `[reconciliation]` (confirmations, chunk size), the rest default.
-pub fn options(c: &ReconciliationConfig) -> ReconcileOptions {
-    ReconcileOptions { chunk_blocks: c.chunk_blocks, confirmations_min: c.confirmations, ..ReconcileOptions::default() }
-}
 
 /// The job of `[reconciliation]`, or `None` when `interval_s` is absent (disabled).
 pub fn job_settings(c: &ReconciliationConfig) -> Option<JobSettings> {
@@ -27,7 +22,7 @@ pub fn job_settings(c: &ReconciliationConfig) -> Option<JobSettings> {
         start_block: c.start_block,
         run_blocks_max: c.run_blocks_max,
         lease_ttl_s: c.lease_ttl_s,
-        options: options(c),
+        options: c.options(),
     })
 }
 

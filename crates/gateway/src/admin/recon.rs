@@ -63,7 +63,7 @@ pub(super) async fn reconcile(State(gw): Gw, Auth(p): Auth, uri: Uri, body: Admi
     };
     let b: api::ReconcileBody = body.json()?;
     let network = network_of(&gw, b.network.as_deref())?;
-    let mut opts = crate::reconcile::options(&gw.config.reconciliation);
+    let mut opts = gw.config.reconciliation.options();
     let recon = crate::reconcile::reconciler(&gw);
     if let Some(c) = b.confirmations {
         opts.confirmations_min = c.max(1);

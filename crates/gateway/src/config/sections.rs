@@ -159,6 +159,19 @@ pub struct ReconciliationConfig {
     pub lease_ttl_s: u64,
 }
 
+impl ReconciliationConfig {
+    /// The reconciliation options these set (confirmations, chunk size), the rest default:
+    /// for `tollgate reconcile`, the periodic job, the admin API's runs and the recovery
+    /// sweep's log reads.
+    pub fn options(&self) -> tollgate_recon::ReconcileOptions {
+        tollgate_recon::ReconcileOptions {
+            chunk_blocks: self.chunk_blocks,
+            confirmations_min: self.confirmations,
+            ..tollgate_recon::ReconcileOptions::default()
+        }
+    }
+}
+
 /// `[server]`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -415,8 +415,7 @@ async fn consumed_by(
         u64::try_from(a.valid_after).unwrap_or(0).max(entry.created_unix_s.saturating_sub(CONSUMED_LOOKBACK_S));
     // The operator's `[reconciliation] chunk_blocks` (a provider's `eth_getLogs` range cap)
     // and confirmations; one attempt per call: a chain fault leaves the entry to the next sweep.
-    let opts =
-        tollgate_recon::ReconcileOptions { rpc_attempts: 1, ..crate::reconcile::options(&svc.config.reconciliation) };
+    let opts = tollgate_recon::ReconcileOptions { rpc_attempts: 1, ..svc.config.reconciliation.options() };
     let found =
         tollgate_recon::find_authorization_use(chain, payment.asset, a.from, a.nonce, from_unix_s, seen.head, opts)
             .await;
