@@ -75,6 +75,7 @@ pub fn endpoint_spec(b: api::EndpointBody) -> EndpointSpec {
         allow_set_cookie: b.allow_set_cookie,
         payment_id_required: b.payment_id_required,
         replay_body_bytes_max: b.replay_body_bytes_max,
+        settlement_wait: b.settlement_wait,
     }
 }
 
