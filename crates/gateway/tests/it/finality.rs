@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use alloy::providers::Provider as _;
 use alloy_primitives::{Address, U256};
 use axum::http::StatusCode;
 use tollgate_metering::{Entry, EntryState};
@@ -153,7 +154,8 @@ async fn submitted_answers_pending_then_settles(f: &Fin) {
     assert_eq!(tx_of(&entry), told.transaction);
     let events = h.gateway.ledger.entries().events(&entry.id).await.unwrap();
     assert!(events.iter().any(|e| e.cause == tollgate_gateway::settlement::ANSWERED), "{events:?}");
-    assert!(!h.chain.authorization_used(b.from, b.nonce).await.unwrap());
+    let hash: alloy_primitives::B256 = told.transaction.parse().unwrap();
+    assert!(h.chain.provider.get_transaction_receipt(hash).await.unwrap().is_none(), "answered before any block");
     let r = f.receipt(&id).await;
     assert_eq!(r["finality"], "pending");
     assert_eq!(r["confirmations"], serde_json::Value::Null);
