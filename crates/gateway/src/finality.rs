@@ -87,7 +87,11 @@ impl Finality {
                 None => Finality::Included { confirmations: None },
                 Some(head) => {
                     let n = confirmations(block, head);
-                    if n >= depth { Finality::Final { confirmations: n } } else { Finality::Included { confirmations: Some(n) } }
+                    if n >= depth {
+                        Finality::Final { confirmations: n }
+                    } else {
+                        Finality::Included { confirmations: Some(n) }
+                    }
                 }
             },
         }

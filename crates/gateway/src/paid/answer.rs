@@ -167,12 +167,8 @@ pub async fn get_receipt(
     let Ok(id) = id.parse::<EntryId>() else { return GatewayError::ReceiptNotFound.rescue(None) };
     match gw.ledger.entries().get(&id).await {
         Ok(Some(e)) => {
-            let depth = gw
-                .config
-                .networks
-                .iter()
-                .find(|n| n.network.chain_id == e.chain_id)
-                .map(|n| n.finality_confirmations);
+            let depth =
+                gw.config.networks.iter().find(|n| n.network.chain_id == e.chain_id).map(|n| n.finality_confirmations);
             // Only an entry with a recorded block needs the head; a network no longer
             // configured has no chain to ask (and no depth): its finality stays `included`.
             let head = match (e.block_number, depth, gw.verifier.chain(e.chain_id)) {

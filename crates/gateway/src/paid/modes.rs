@@ -29,9 +29,7 @@ use crate::admission::Slot;
 use crate::app::Gateway;
 use crate::error::GatewayError;
 use crate::proxy::Upstream;
-use crate::settlement::{
-    Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry, settle_entry_until,
-};
+use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry, settle_entry_until};
 
 /// How this call settles, with what the mode learned on the way.
 pub(super) enum Settlement {

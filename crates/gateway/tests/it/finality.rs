@@ -33,7 +33,8 @@ impl Fin {
         let (upstream, url) = Upstream::start().await;
         let payee = random_key().address();
         let provider = |id: &str, prefix: &str, wait: &str| {
-            let route = RouteConfig::new(&format!("{prefix}/weather/{{city}}"), PRICE_ATOMIC).set("settlement_wait", wait);
+            let route =
+                RouteConfig::new(&format!("{prefix}/weather/{{city}}"), PRICE_ATOMIC).set("settlement_wait", wait);
             ProviderConfig::new(id, payee, &url).strip_prefix(prefix).credential_header("TEST_API_KEY").route(route)
         };
         let opts = Options {
