@@ -313,6 +313,9 @@ pub struct EndpointPatch {
     /// Pass the upstream's `Set-Cookie` through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    /// When an `after` route answers: `submitted`, `included` or `confirmations:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_wait: Option<String>,
     /// Serve it (`true`) or not (`false`); absent keeps it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

@@ -276,3 +276,31 @@ async fn shallow_settlement_is_pending(f: &Fin) {
     assert_eq!(f.payee_balance().await, U256::from(PRICE_ATOMIC));
 }
 fin_engines!(shallow, shallow_settlement_is_pending);
+
+// Goal: `settlement_wait` set through the admin API is judged by the file's rules (a bad value
+// is 400 naming the field, and nothing changes) and served at once: the patched route answers
+// at the broadcast with `settlement_pending`, and the entry settles with the hash it gave.
+async fn admin_sets_settlement_wait(f: &Fin) {
+    use reqwest::Method;
+    let h = &f.h;
+    let list = "/admin/providers/fin-included/endpoints";
+    let path = "/included/weather/{city}";
+    let bad = serde_json::json!({ "path": path, "settlement_wait": "confirmations:0" });
+    let (s, body) = h.admin(Method::PATCH, list, Some(&h.operator), Some(bad)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("settlement_wait"), "{body}");
+    let good = serde_json::json!({ "path": path, "settlement_wait": "submitted" });
+    let (s, body) = h.admin(Method::PATCH, list, Some(&h.operator), Some(good)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    let b = h.payment("/included/weather/rome").await;
+    let resp = f.call("/included/weather/rome", ("payment-signature", v2_header(&b))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let told = receipt_of(&resp, "payment-response");
+    assert_pending(&told, "eip155:8453", h.payer.address());
+    let settled = h.wait_state(&b, EntryState::Settled).await;
+    assert_eq!(tx_of(&settled), told.transaction);
+    assert_eq!(f.after_recovery(&b).await.state, EntryState::Settled);
+    assert_eq!(f.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+fin_engines!(admin, admin_sets_settlement_wait);
