@@ -143,6 +143,10 @@ pub struct EndpointSpec {
     /// Store response bodies up to this size for payment-identifier replays (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_body_bytes_max: Option<u64>,
+    /// When an `after` call is answered: `submitted`, `included` or `confirmations:N`.
+    /// Absent in records written before it; an optional field, so version 1 still reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_wait: Option<String>,
 }
 
 /// Reads a stored record of any known version.

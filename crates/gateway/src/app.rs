@@ -102,6 +102,9 @@ pub struct Gateway {
     pub metrics: Arc<crate::meters::Metrics>,
     /// RPC calls and errors per method, per network (CAIP-2 id), counted by the verifier.
     pub rpc_stats: Vec<(String, Arc<tollgate_verifier::RpcStats>)>,
+    /// The chains' heads as `GET /receipts/{id}` reads them (at most one read a second per
+    /// network, `crate::finality`).
+    pub heads: crate::finality::Heads,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -233,6 +236,7 @@ impl Gateway {
             counters: counters.clone(),
             metrics: metrics.clone(),
         }));
+        let heads = crate::finality::Heads::new(config.networks.iter().map(|n| n.network.chain_id));
         let gw = Arc::new(Gateway {
             config,
             live: Arc::default(),
@@ -253,6 +257,7 @@ impl Gateway {
             readiness,
             metrics,
             rpc_stats,
+            heads,
         });
         crate::control::refresh(&*gw, true).await.map_err(|e| StartError::Database(e.to_string()))?;
         warn_unusable_vault_credentials(&gw);

@@ -213,6 +213,7 @@ pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
         allow_set_cookie: r.allow_set_cookie,
         payment_id_required: r.payment_id_required,
         replay_body_bytes_max: r.replay_body_bytes_max,
+        settlement_wait: r.settlement_wait,
     }
 }
 
@@ -235,6 +236,7 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
         allow_set_cookie: e.allow_set_cookie,
         payment_id_required: e.payment_id_required,
         replay_body_bytes_max: e.replay_body_bytes_max,
+        settlement_wait: e.settlement_wait,
     }
 }
 

@@ -37,7 +37,8 @@ pub struct Counters {
     /// Relayer leases whose release failed; each expires by itself after
     /// `settlement.relayer_lease_ttl_s` (logged with the entry whose send held it).
     pub leases_left_to_expire: AtomicU64,
-    /// Paid calls answered `settlement_pending` (a transaction may exist, no receipt yet).
+    /// Paid calls answered `settlement_pending` (a transaction may exist, no receipt yet; or
+    /// the route answers at the broadcast or wants more confirmations than there were).
     pub settlements_pending: AtomicU64,
     /// Paid calls refused with 503 `settlement_unavailable` before any money could move.
     pub settlements_unavailable: AtomicU64,

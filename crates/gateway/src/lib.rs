@@ -22,6 +22,7 @@ pub mod console;
 pub mod control;
 pub mod counters;
 pub mod error;
+pub mod finality;
 pub mod limits;
 pub mod listener;
 pub mod meters;

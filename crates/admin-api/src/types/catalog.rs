@@ -153,6 +153,11 @@ pub struct EndpointBody {
     /// 0 or absent: a replay is 409 `payment_already_processed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_body_bytes_max: Option<u64>,
+    /// When an `after` route answers: `submitted` (the broadcast acknowledged:
+    /// `settlement_pending` with the hash), `included` (default: the receipt) or
+    /// `confirmations:N` (N confirmations, its own block included, within the receipt wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_wait: Option<String>,
 }
 
 /// One price of a price version.
@@ -308,6 +313,9 @@ pub struct EndpointPatch {
     /// Pass the upstream's `Set-Cookie` through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    /// When an `after` route answers: `submitted`, `included` or `confirmations:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_wait: Option<String>,
     /// Serve it (`true`) or not (`false`); absent keeps it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

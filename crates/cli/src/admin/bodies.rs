@@ -138,6 +138,7 @@ pub(super) fn endpoint_patch(e: &EndpointSet) -> Result<(String, api::EndpointPa
         body_bytes_max: e.body_bytes_max,
         charge_redirects: None,
         allow_set_cookie: None,
+        settlement_wait: None,
         enabled,
     };
     Ok((provider, patch))

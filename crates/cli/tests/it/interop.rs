@@ -230,6 +230,11 @@ fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Add
                     RouteConfig::new("/deferred/{x}", PRICE)
                         .settlement("deferred")
                         .description("Weather, settled in the background"),
+                )
+                .route(
+                    RouteConfig::new("/submitted/{x}", PRICE)
+                        .set("settlement_wait", "submitted")
+                        .description("Weather, answered once the settlement is broadcast"),
                 ),
         )
         .write(path)
@@ -371,6 +376,56 @@ async fn v1_client_pays_deferred_route() {
     let out = deferred_call("pay-v1.mjs", "x-payment", 1).await;
     assert_eq!(out["rpcCalls"], serde_json::json!([]), "the v1 client signed offline");
     assert!(out["receiptHeaderName"].is_null(), "{out:#}");
+}
+
+/// A call on the `settlement_wait = "submitted"` route: 200 with the body and the x402
+/// `settlement_pending` receipt (the hash, the network), one paid retry and no other (the
+/// client signs nothing more); the entry then settles with the very transaction the agent was
+/// told, the one on-chain transfer.
+async fn submitted_call(script: &str, header: &str, x402_version: u64, network: &str) -> Value {
+    let scene = Scene::start().await;
+    let out = scene.pay(script, "/submitted/oslo").await;
+
+    assert_eq!(out["status"], 200, "{out:#}");
+    assert_eq!(out["body"], UPSTREAM_BODY);
+    let payment = paid_retry(&out, header, x402_version);
+    let (nonce, from) = authorization(payment);
+    assert_eq!(from, scene.payer.address());
+    assert_eq!(str_of(&out, "/headers/tollgate-settlement"), "pending");
+    let receipt = &out["receipt"];
+    assert_eq!(receipt["success"], false, "{receipt:#}");
+    assert_eq!(receipt["errorReason"], "settlement_pending");
+    assert_eq!(receipt["network"], network);
+    let told = tx_hash(str_of(receipt, "/transaction"));
+
+    let id = str_of(&out, "/headers/tollgate-receipt").to_owned();
+    let settled = scene.wait_settled(&id).await;
+    assert_eq!(tx_hash(str_of(&settled, "/transaction")), told, "settled by the transaction the agent was told");
+    scene.assert_settled_once(nonce, told).await;
+    out
+}
+
+// Goal: what the official v2 client makes of `settlement_pending` (docs/agents.md): the fetch
+// wrapper returns the 200 as it is, its hook gets the receipt, signs no second payment, and
+// `parsePaymentResult` calls it `settle_failed` (it knows no pending state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_client_on_submitted_route() {
+    let out = submitted_call("pay-v2.mjs", "payment-signature", 2, "eip155:8453").await;
+    assert_eq!(out["receiptHeaderName"], "PAYMENT-RESPONSE");
+    assert_eq!(out["clientPaymentStatus"], "settle_failed");
+    assert_eq!(out["paymentResponseHooks"][0]["settleResponse"], out["receipt"]);
+}
+
+// Goal: what the official v1 client makes of `settlement_pending` (docs/agents.md): the 200 as
+// it is, no second payment; its decoder reads the receipt, and the v1 package's
+// SettleResponseSchema refuses it (`settlement_pending` is not among its error reasons).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_client_on_submitted_route() {
+    let out = submitted_call("pay-v1.mjs", "x-payment", 1, "base").await;
+    assert_eq!(out["receiptHeaderName"], "X-PAYMENT-RESPONSE");
+    assert_eq!(out["receiptSchema"]["valid"], false, "{:#}", out["receiptSchema"]);
+    let issues = out["receiptSchema"]["issues"].to_string();
+    assert!(issues.contains("errorReason"), "{issues}");
 }
 
 /// Our own client (`tollgate-client`) with its defaults (USDC on Base allowed, no limits),

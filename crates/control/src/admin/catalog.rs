@@ -75,6 +75,7 @@ pub fn endpoint_spec(b: api::EndpointBody) -> EndpointSpec {
         allow_set_cookie: b.allow_set_cookie,
         payment_id_required: b.payment_id_required,
         replay_body_bytes_max: b.replay_body_bytes_max,
+        settlement_wait: b.settlement_wait,
     }
 }
 
@@ -251,6 +252,7 @@ pub fn patched(mut spec: EndpointSpec, patch: api::EndpointPatch) -> EndpointSpe
     keep(&mut spec.body_bytes_max, patch.body_bytes_max);
     keep(&mut spec.charge_redirects, patch.charge_redirects);
     keep(&mut spec.allow_set_cookie, patch.allow_set_cookie);
+    keep(&mut spec.settlement_wait, patch.settlement_wait);
     spec
 }
 

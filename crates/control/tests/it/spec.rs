@@ -45,6 +45,7 @@ fn full_endpoint() -> EndpointSpec {
         allow_set_cookie: Some(false),
         payment_id_required: None,
         replay_body_bytes_max: None,
+        settlement_wait: None,
     }
 }
 

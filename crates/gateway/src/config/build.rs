@@ -26,6 +26,11 @@ use super::sections::{
 use super::upstream_allow::AllowEntry;
 use super::values::{address, base_url, ms, parse_master_key, secret_from, url};
 
+/// `[[networks]] finality_confirmations` when unset: the same depth as `[reconciliation]
+/// confirmations`' default, so that what `/receipts` calls final is what reconciliation
+/// counts as matched.
+const FINALITY_CONFIRMATIONS_DEFAULT: u64 = 10;
+
 /// The typed configuration of `raw`, resolving `*_env` keys through `env`.
 pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut warnings = check_secret_files(&raw)?;
@@ -157,6 +162,10 @@ pub(super) fn build(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Res
                 Some(_) => return Err(invalid(key("symbol"), "1 to 16 ASCII letters or digits")),
             },
             rpc_timeout: ms(n.rpc_timeout_ms, 5_000),
+            finality_confirmations: match n.finality_confirmations {
+                Some(0) => return Err(invalid(key("finality_confirmations"), "must be at least 1")),
+                v => v.unwrap_or(FINALITY_CONFIRMATIONS_DEFAULT),
+            },
         });
     }
 

@@ -39,7 +39,7 @@ pub use raw::{RawCredential, RawProvider, RawRoute};
 pub use sections::{
     AdminConfig, Config, ConfigWarning, ControlConfig, Credential, DatabaseConfig, DeferredOverflow, Injection,
     LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, SecretSource, ServerConfig,
-    ServerLimits, SettlementConfig, TlsConfig, VerificationConfig,
+    ServerLimits, SettlementConfig, SettlementWait, TlsConfig, VerificationConfig,
 };
 pub use tollgate_control::VaultKey;
 pub use upstream_allow::AllowEntry;

@@ -16,7 +16,9 @@ use tollgate_x402::Network;
 use super::checks::check_plain_http;
 use super::error::{BAD_PATH_PATTERN, ConfigError, UNKNOWN_NETWORK, invalid};
 use super::raw::{RawCredential, RawProvider, RawRoute};
-use super::sections::{Credential, Injection, NetworkConfig, ProviderConfig, RouteConfig, SecretSource, ServerConfig};
+use super::sections::{
+    Credential, Injection, NetworkConfig, ProviderConfig, RouteConfig, SecretSource, ServerConfig, SettlementWait,
+};
 use super::values::{address, base_url, ms, parse_human_amount, secret_from};
 use crate::routes::PathPattern;
 
@@ -137,6 +139,7 @@ pub fn build_route(
         "deferred" => SettlementMode::Deferred,
         _ => return Err(invalid(key("settlement"), "expected after, before or deferred")),
     };
+    let settlement_wait = settlement_wait(&key("settlement_wait"), r.settlement_wait.as_deref(), settlement)?;
     Ok(RouteConfig {
         pattern,
         methods,
@@ -145,6 +148,7 @@ pub fn build_route(
         description: r.description.clone().unwrap_or_default(),
         mime_type: r.mime_type.clone().unwrap_or_else(|| "application/json".to_owned()),
         settlement,
+        settlement_wait,
         max_timeout_seconds: r.max_timeout_seconds.unwrap_or(60),
         upstream_timeout: r.upstream_timeout_ms.map(Duration::from_millis).unwrap_or(provider.default_upstream_timeout),
         body_bytes_max: r.body_bytes_max.unwrap_or(server.body_bytes_max),
@@ -156,6 +160,34 @@ pub fn build_route(
             _ => return Err(invalid(key("replay_body_bytes_max"), "at most 1048576 bytes")),
         },
     })
+}
+
+/// Most confirmations `settlement_wait = "confirmations:N"` may ask for: the wait is bounded
+/// by the receipt timeout anyway, and a depth beyond this is a typo, not a policy.
+const SETTLEMENT_WAIT_CONFIRMATIONS_MAX: u64 = 1_000;
+
+/// `settlement_wait`: `submitted`, `included` (the default) or `confirmations:N`; only an
+/// `after` route chooses (a `before` route's answer follows its settlement anyway, a deferred
+/// route answers before settling).
+fn settlement_wait(key: &str, v: Option<&str>, mode: SettlementMode) -> Result<SettlementWait, ConfigError> {
+    let wait = match v {
+        None | Some("included") => SettlementWait::Included,
+        Some("submitted") => SettlementWait::Submitted,
+        Some(s) if let Some(n) = s.strip_prefix("confirmations:") => match n.parse::<u64>() {
+            Ok(n @ 1..=SETTLEMENT_WAIT_CONFIRMATIONS_MAX) => SettlementWait::Confirmations(n),
+            _ => {
+                return Err(invalid(
+                    key,
+                    format!("confirmations:N wants N from 1 to {SETTLEMENT_WAIT_CONFIRMATIONS_MAX}"),
+                ));
+            }
+        },
+        Some(_) => return Err(invalid(key, "expected submitted, included or confirmations:N")),
+    };
+    if wait != SettlementWait::Included && mode != SettlementMode::After {
+        return Err(invalid(key, "only a route with settlement = \"after\" chooses when it answers"));
+    }
+    Ok(wait)
 }
 
 /// Whether a route is free: `free = true` (then without a price), or a price of zero.

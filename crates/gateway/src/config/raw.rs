@@ -171,6 +171,7 @@ pub(super) struct RawNetwork {
     pub(super) symbol: Option<String>,
     pub(super) rpc_timeout_ms: Option<u64>,
     pub(super) allow_insecure_http: Option<bool>,
+    pub(super) finality_confirmations: Option<u64>,
 }
 
 /// A provider as written in the file (and as stored, JSON, in the control plane).
@@ -266,4 +267,6 @@ pub struct RawRoute {
     pub payment_id_required: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_body_bytes_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement_wait: Option<String>,
 }

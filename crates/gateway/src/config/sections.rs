@@ -351,6 +351,9 @@ pub struct NetworkConfig {
     pub symbol: String,
     /// Per-call RPC timeout.
     pub rpc_timeout: Duration,
+    /// Confirmations (its own block included) after which a settlement on this network is
+    /// reported `final` by `GET /receipts/{id}`.
+    pub finality_confirmations: u64,
 }
 
 impl NetworkConfig {
@@ -430,6 +433,31 @@ pub struct ProviderConfig {
     pub guarded: bool,
 }
 
+/// When an `after` call is answered, relative to its settlement (`settlement_wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementWait {
+    /// Once the node acknowledged the broadcast: `settlement_pending` with the hash; the
+    /// chaser and the sweep record the receipt later.
+    Submitted,
+    /// Once the receipt is in (the default): a success, or `settlement_pending` when the
+    /// receipt wait runs out.
+    Included,
+    /// Once the settlement's block has this many confirmations, its own included, within the
+    /// receipt wait; beyond it `settlement_pending`.
+    Confirmations(u64),
+}
+
+impl SettlementWait {
+    /// How it is written in the configuration.
+    pub fn as_config(self) -> String {
+        match self {
+            SettlementWait::Submitted => "submitted".to_owned(),
+            SettlementWait::Included => "included".to_owned(),
+            SettlementWait::Confirmations(n) => format!("confirmations:{n}"),
+        }
+    }
+}
+
 /// One priced route.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -448,6 +476,9 @@ pub struct RouteConfig {
     pub mime_type: String,
     /// Settlement mode.
     pub settlement: SettlementMode,
+    /// When an `after` call is answered (always [`SettlementWait::Included`] in the other
+    /// modes).
+    pub settlement_wait: SettlementWait,
     /// `maxTimeoutSeconds` offered.
     pub max_timeout_seconds: u64,
     /// Upstream timeout.

@@ -478,3 +478,42 @@ fn upstream_must_be_a_third_party() {
     let c = Config::parse(&with_upstream("http://127.0.0.1:8403", "\n[admin]\nenabled = false\n"), &env);
     assert!(c.is_ok(), "the admin listener is not open");
 }
+
+// Goal: `settlement_wait` parses its three forms on an `after` route (default `included`),
+// `finality_confirmations` defaults to 10, and a bad wait, a wait on another mode or a depth
+// of 0 is refused naming its key.
+#[test]
+fn settlement_wait_and_finality_depth() {
+    use super::SettlementWait;
+    let c = Config::parse(GOOD, &env).unwrap();
+    assert_eq!(c.providers[0].routes[0].settlement_wait, SettlementWait::Included);
+    assert_eq!(c.networks[0].finality_confirmations, 10);
+    let route = |line: &str| GOOD.replace("price = \"0.001\"", &format!("price = \"0.001\"\n{line}"));
+    for (line, wait) in [
+        ("settlement_wait = \"submitted\"", SettlementWait::Submitted),
+        ("settlement_wait = \"included\"", SettlementWait::Included),
+        ("settlement_wait = \"confirmations:3\"", SettlementWait::Confirmations(3)),
+    ] {
+        let c = Config::parse(&route(line), &env).unwrap();
+        assert_eq!(c.providers[0].routes[0].settlement_wait, wait, "{line}");
+        assert_eq!(SettlementWait::Confirmations(3).as_config(), "confirmations:3");
+    }
+    let depth = GOOD.replace("eip712_version = \"2\"", "eip712_version = \"2\"\nfinality_confirmations = 64");
+    assert_eq!(Config::parse(&depth, &env).unwrap().networks[0].finality_confirmations, 64);
+    let key = "providers[0].routes[0].settlement_wait";
+    for bad in [
+        route("settlement_wait = \"mined\""),
+        route("settlement_wait = \"confirmations:0\""),
+        route("settlement_wait = \"confirmations:x\""),
+        route("settlement_wait = \"confirmations:1001\""),
+        route("settlement_wait = \"submitted\"\nsettlement = \"deferred\""),
+        route("settlement_wait = \"confirmations:2\"\nsettlement = \"before\""),
+    ] {
+        let err = error_of(&bad);
+        assert!(err.contains(key), "{err}");
+    }
+    // `included` is what every mode does: allowed anywhere.
+    assert!(Config::parse(&route("settlement_wait = \"included\"\nsettlement = \"before\""), &env).is_ok());
+    let err = error_of(&GOOD.replace("eip712_version = \"2\"", "eip712_version = \"2\"\nfinality_confirmations = 0"));
+    assert!(err.contains("networks[0].finality_confirmations"), "{err}");
+}

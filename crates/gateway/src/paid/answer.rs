@@ -19,6 +19,7 @@ use crate::app::Gateway;
 use crate::challenge::attach_receipt;
 use crate::control::QueuedAudit;
 use crate::error::GatewayError;
+use crate::finality::Finality;
 use crate::proxy::Upstream;
 
 /// The one INFO line of a paid call whose payment verified: entry id, route, payer, mode,
@@ -155,7 +156,10 @@ pub(super) fn respond(
     (status, headers, body).into_response()
 }
 
-/// `GET /receipts/{id}`: the state of a ledger entry, for agents of deferred routes.
+/// `GET /receipts/{id}`: the state of a ledger entry (for agents of deferred routes, and of
+/// any call answered `settlement_pending`), with its finality: `pending` until a block is
+/// recorded, then `included` with the block's confirmations, `final` at the network's
+/// `finality_confirmations` (`crate::finality`; the head is read at most once a second).
 pub async fn get_receipt(
     State(gw): State<Arc<Gateway>>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -163,6 +167,15 @@ pub async fn get_receipt(
     let Ok(id) = id.parse::<EntryId>() else { return GatewayError::ReceiptNotFound.rescue(None) };
     match gw.ledger.entries().get(&id).await {
         Ok(Some(e)) => {
+            let depth =
+                gw.config.networks.iter().find(|n| n.network.chain_id == e.chain_id).map(|n| n.finality_confirmations);
+            // Only an entry with a recorded block needs the head; a network no longer
+            // configured has no chain to ask (and no depth): its finality stays `included`.
+            let head = match (e.block_number, depth, gw.verifier.chain(e.chain_id)) {
+                (Some(_), Some(_), Ok(chain)) => gw.heads.head(chain).await,
+                _ => None,
+            };
+            let finality = Finality::of(&e, head, depth.unwrap_or(u64::MAX));
             let body = serde_json::json!({
                 "id": e.id.to_string(),
                 "state": e.state.as_str(),
@@ -171,6 +184,9 @@ pub async fn get_receipt(
                 "amount": e.amount.get().to_string(),
                 "transaction": e.tx_hash.map(|t| format!("{t:#x}")),
                 "blockNumber": e.block_number,
+                "confirmations": finality.confirmations(),
+                "finality": finality.name(),
+                "finalityDepth": depth,
                 "reason": e.reason,
             });
             (StatusCode::OK, [(axum::http::header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | [`Settlement::before_upstream`] | nothing | settle (refused: `voided`, 402/503) | nothing |
 //! | [`Settlement::upstream_answered`] | failure: `voided`; success: `forwarded` | failure: `refund_owed` | as `after` |
-//! | [`Settlement::respond`] | settle, then answer with the receipt | answer with the receipt | hand to the worker, answer with `Tollgate-Receipt` |
+//! | [`Settlement::respond`] | settle, then answer when the route's `settlement_wait` says | answer with the receipt | hand to the worker, answer with `Tollgate-Receipt` |
 //!
 //! Must not: let a body out when nothing can be charged in `after` mode, or answer a
 //! deferred call as served before its entry is durably `forwarded`.
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use axum::response::Response;
 use tollgate_metering::{EntryId, EntryState, MeteringError, SettlementMode, Transition};
-use tollgate_verifier::VerifiedPayment;
+use tollgate_verifier::{Settled, VerifiedPayment};
 use tollgate_x402::facilitator::SettleResponse;
 
 use super::answer::{failed_receipt, pending_receipt, receipt, respond};
@@ -29,7 +29,7 @@ use crate::admission::Slot;
 use crate::app::Gateway;
 use crate::error::GatewayError;
 use crate::proxy::Upstream;
-use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry};
+use crate::settlement::{Queued, SettleError, SettleResult, Waiter, note_answered, settle_entry, settle_entry_until};
 
 /// How this call settles, with what the mode learned on the way.
 pub(super) enum Settlement {
@@ -84,7 +84,11 @@ impl Settlement {
                 .await;
         call.trail.timings.settle = Some(phase.elapsed());
         let (receipt, extra) = match settled {
-            Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s)) => (receipt(&p, s.tx_hash), Vec::new()),
+            // A `before` route waits for the receipt only (`settlement_wait` is an `after`
+            // option), so a mined settlement is a success here.
+            Ok(SettleResult::Settled(s) | SettleResult::SettledUnrecorded(s) | SettleResult::Shallow(s)) => {
+                (receipt(&p, s.tx_hash), Vec::new())
+            }
             // The payment may be made: the call is served, and the receipt says pending.
             Ok(SettleResult::Pending(tx)) => {
                 gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -215,7 +219,9 @@ async fn settle_after(
 ) -> Result<Response, GatewayError> {
     let cap = gw.config.server.response_bytes_max;
     let phase = Instant::now();
-    let settled = settle_entry(&gw.settlements, id, EntryState::Forwarded, p, "settle_after", Waiter::Call).await;
+    let wait = call.endpoint.route.settlement_wait;
+    let settled =
+        settle_entry_until(&gw.settlements, id, EntryState::Forwarded, p, "settle_after", Waiter::Call, wait).await;
     call.trail.timings.settle = Some(phase.elapsed());
     match settled {
         Ok(SettleResult::Settled(s)) => {
@@ -229,10 +235,13 @@ async fn settle_after(
             note_answered(&gw.settlements, id).await;
             Ok(respond(up, Some(&receipt(p, s.tx_hash)), &[], cap))
         }
-        // A transaction may exist: the payment may be made, so the agent gets what it pays
-        // for, with `settlement_pending` and the hash (noted first, as above). It must not
-        // pay again.
-        Ok(SettleResult::Pending(tx)) => {
+        // A transaction may exist (or exists: `settlement_wait = "submitted"` answers once the
+        // node acknowledged it; or is mined with fewer confirmations than the route waits
+        // for): the payment may be made, so the agent gets what it pays for, with
+        // `settlement_pending` and the hash (noted first, as above: the note is written
+        // before the answer, or the sweep would owe a landed payment back). It must not pay
+        // again.
+        Ok(SettleResult::Pending(tx) | SettleResult::Shallow(Settled { tx_hash: tx, .. })) => {
             call.trail.tx_hash = Some(format!("{tx:#x}"));
             note_answered(&gw.settlements, id).await;
             gw.counters.settlements_pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

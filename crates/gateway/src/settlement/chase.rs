@@ -1,5 +1,6 @@
 //! The chaser: follows settlements whose broadcast answer was lost, re-broadcasting the same
-//! signed bytes until they land or cannot any more.
+//! signed bytes until they land or cannot any more; and settlements of calls answered at the
+//! broadcast (`settlement_wait = "submitted"`), to record their receipt.
 //!
 //! Must not: sign anything new (only the recorded transaction is re-sent).
 
@@ -64,7 +65,9 @@ async fn chase_one(svc: Arc<Settlements>, c: Chase) {
     let tx_hash = c.submitted.tx_hash;
     let deadline = tokio::time::Instant::now() + svc.config.settlement.receipt_timeout.max(CHASE_MIN);
     let mut wait = svc.config.settlement.receipt_poll_interval.max(Duration::from_millis(20));
-    let mut known = false;
+    // An acknowledged broadcast (a `settlement_wait = "submitted"` call) is known to the node
+    // already: it is only followed to its receipt, never re-sent.
+    let mut known = c.submitted.acknowledged;
     loop {
         match settler.check_receipt(&c.payment, tx_hash).await {
             Ok(Some(s)) => {
@@ -83,8 +86,11 @@ async fn chase_one(svc: Arc<Settlements>, c: Chase) {
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(id = %c.id, %tx_hash, "in-doubt settlement not confirmed in time; left to the sweep");
-            settler.forget_nonce().await;
+            tracing::warn!(id = %c.id, %tx_hash, "settlement not confirmed in time; left to the sweep");
+            // Only a broadcast in doubt may have left a gap in the relayer's nonces.
+            if !c.submitted.acknowledged {
+                settler.forget_nonce().await;
+            }
             return;
         }
         if !known {

@@ -23,4 +23,4 @@ pub use deferred::deferred_worker;
 pub use record::{ANSWERED, REFUND_DUE, note_answered, stored_payment};
 pub use recovery::{backfill_audit, recheck, recover_once, recovery_loop};
 pub use service::{Chase, LiveEntries, LiveHold, Queued, Settlements, SettlementsParts};
-pub use settle::{SettleError, SettleResult, Waiter, settle_entry};
+pub use settle::{SettleError, SettleResult, Waiter, settle_entry, settle_entry_until};

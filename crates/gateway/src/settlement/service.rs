@@ -21,8 +21,11 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::meters::Metrics;
 
-/// In-doubt settlements waiting for the chaser (a rare path: a broadcast whose answer was
-/// lost); past this, the sweep follows them without re-broadcasting.
+/// Settlements waiting for the chaser: in-doubt ones (a rare path: a broadcast whose answer
+/// was lost) and those of `settlement_wait = "submitted"` calls (every one of them, to record
+/// its receipt); past this, the sweep follows them without re-broadcasting, once they are
+/// `recovery_grace_s` old. A sustained `submitted` load beyond 64 receipt waits at once then
+/// records receipts late, never wrongly.
 const CHASE_QUEUE_CAPACITY: usize = 1024;
 
 /// Everything settling needs.

@@ -14,6 +14,7 @@ use tollgate_verifier::{Claim, Fault, GasPlan, SettleOutcome, Settled, VerifiedP
 use super::chase::chase;
 use super::record::{ClaimDetail, record_settled_or_leave};
 use super::service::Settlements;
+use crate::config::SettlementWait;
 
 /// How a settlement attempt ended when money may have moved.
 #[derive(Debug)]
@@ -28,6 +29,11 @@ pub enum SettleResult {
     /// established now. The entry stays `settling` with this hash. The payer is told
     /// `settlement_pending` with the hash, never "not charged".
     Pending(B256),
+    /// Mined with the expected transfer (recorded `settled`, or left `settling` for the sweep
+    /// when the ledger could not), but the route waits for more confirmations
+    /// (`settlement_wait = "confirmations:N"`) than the block had when the receipt wait ran
+    /// out. The payer has paid; the agent is told `settlement_pending` with the hash.
+    Shallow(Settled),
 }
 
 /// Why a settlement attempt did not complete. Every variant means that no transaction of
@@ -203,6 +209,23 @@ pub async fn settle_entry(
     cause: &str,
     waiter: Waiter,
 ) -> Result<SettleResult, SettleError> {
+    settle_entry_until(svc, id, from, payment, cause, waiter, SettlementWait::Included).await
+}
+
+/// [`settle_entry`], returning when the route's `settlement_wait` says (an `after` call):
+/// `Submitted` once the node acknowledged the broadcast ([`SettleResult::Pending`]; the
+/// chaser follows the transaction to its receipt and records it), `Included` at the receipt,
+/// `Confirmations(n)` once the receipt's block has `n` confirmations, its own included, all
+/// within the receipt timeout from the broadcast ([`SettleResult::Shallow`] beyond it).
+pub async fn settle_entry_until(
+    svc: &Settlements,
+    id: &EntryId,
+    from: EntryState,
+    payment: &VerifiedPayment,
+    cause: &str,
+    waiter: Waiter,
+    wait: SettlementWait,
+) -> Result<SettleResult, SettleError> {
     let settler = svc.settlers.get(&payment.chain_id).ok_or(SettleError::NoRelayer { chain_id: payment.chain_id })?;
     let mut claim = LedgerClaim { svc, id, expected: from, cause, error: None, claimed: None };
     let mut sent = submit_once(svc, settler, payment, &mut claim, waiter).await?;
@@ -227,7 +250,16 @@ pub async fn settle_entry(
     };
     let tx_hash = submitted.tx_hash;
     let broadcast_at = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + svc.config.settlement.receipt_timeout;
     let outcome = match (waiter, submitted.acknowledged) {
+        // The node has the transaction and the route answers now: the agent hears
+        // `settlement_pending` with the hash, and the chaser (which re-sends nothing for an
+        // acknowledged broadcast) waits for the receipt and records it; the sweep records it
+        // when the chaser's queue is full or its wait runs out.
+        (Waiter::Call, true) if wait == SettlementWait::Submitted => {
+            chase(svc, settler, id, payment, submitted).await;
+            return Ok(SettleResult::Pending(tx_hash));
+        }
         // The broadcast's answer was lost: one look, then the payer hears "pending" now
         // rather than after a whole receipt wait for a transaction that may not exist, and
         // the chaser re-broadcasts the same bytes until they land or cannot any more.
@@ -246,11 +278,15 @@ pub async fn settle_entry(
     match outcome {
         Ok(SettleOutcome::Settled(s)) => {
             svc.metrics.settlement_receipt(&payment.network(), broadcast_at.elapsed());
-            if record_settled_or_leave(svc, id, &s).await {
-                Ok(SettleResult::Settled(s))
-            } else {
-                Ok(SettleResult::SettledUnrecorded(s))
+            // Recorded as soon as mined: the ledger says where the money is whatever the
+            // route waits for before answering.
+            let recorded = record_settled_or_leave(svc, id, &s).await;
+            if let SettlementWait::Confirmations(n) = wait
+                && !confirmed(settler, s.block_number, n, deadline, svc.config.settlement.receipt_poll_interval).await
+            {
+                return Ok(SettleResult::Shallow(s));
             }
+            if recorded { Ok(SettleResult::Settled(s)) } else { Ok(SettleResult::SettledUnrecorded(s)) }
         }
         Ok(SettleOutcome::Pending { tx_hash }) => Ok(SettleResult::Pending(tx_hash)),
         Err(e) => {
@@ -290,6 +326,33 @@ pub async fn settle_entry(
         }
     }
 }
+
+/// Polls the head until `block` has `n` confirmations (its own included) or `deadline`
+/// passes. A node that does not answer is asked again until then: the wait is bounded, and
+/// what it decides is only what the agent is told, never the ledger.
+async fn confirmed(
+    settler: &tollgate_verifier::Settler,
+    block: u64,
+    n: u64,
+    deadline: tokio::time::Instant,
+    poll: Duration,
+) -> bool {
+    let wait = poll.max(CONFIRMATION_POLL_MIN);
+    loop {
+        if let Ok(head) = settler.chain().block_number().await
+            && crate::finality::confirmations(block, head) >= n
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() + wait > deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The shortest wait between two head reads while a call waits for confirmations.
+const CONFIRMATION_POLL_MIN: Duration = Duration::from_millis(20);
 
 /// Claims an entry for a settlement transaction: `expected → settling(tx)`, conditional on
 /// the entry still being in `expected`.

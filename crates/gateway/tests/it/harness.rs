@@ -176,6 +176,8 @@ pub struct Options {
     pub rpc_proxy: bool,
     /// Providers added after the suite's own.
     pub providers: Vec<ProviderConfig>,
+    /// The network's `finality_confirmations` (unset: the gateway's default).
+    pub finality_confirmations: Option<u64>,
 }
 
 impl Default for Options {
@@ -191,6 +193,7 @@ impl Default for Options {
             rpc_url: None,
             rpc_proxy: false,
             providers: Vec::new(),
+            finality_confirmations: None,
         }
     }
 }
@@ -505,7 +508,10 @@ fn config(db_url: &str, rpc_url: &str, upstream_url: &str, payee: Address, opts:
         .set("settlement", "recovery_grace_s", 3600u64)
         .set("settlement", "health_interval_ms", opts.health_interval_ms)
         .lines("settlement", &opts.settlement_config)
-        .network(NetworkConfig::base(rpc_url))
+        .network(match opts.finality_confirmations {
+            Some(n) => NetworkConfig::base(rpc_url).set("finality_confirmations", n),
+            None => NetworkConfig::base(rpc_url),
+        })
         .provider(
             provider("weather", upstream_url)
                 .upstream_timeout_ms(1000)

@@ -13,6 +13,7 @@ mod control;
 mod deferred_before;
 mod entry_events;
 mod errors;
+mod finality;
 mod flows;
 mod harness;
 mod hostile_upstream;
