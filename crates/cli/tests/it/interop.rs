@@ -311,10 +311,10 @@ async fn v2_client_pays_after_route() {
     // The client's own view: its hook got the same receipt, and it calls the result settled.
     assert_eq!(out["clientPaymentStatus"], "settled");
     assert_eq!(out["paymentResponseHooks"][0]["settleResponse"], *receipt);
-    // The challenge it paid carried the bazaar declaration and the service description.
-    let challenge = &out["paymentResponseHooks"][0]["paymentRequired"];
-    assert_eq!(challenge["extensions"]["bazaar"]["info"]["input"]["pathParams"]["x"], "london", "{challenge:#}");
-    assert_eq!(challenge["resource"]["serviceName"], "Interop Weather");
+    // The challenge carried the bazaar declaration and the service description; the client
+    // echoed both in the payment the gateway accepted.
+    assert_eq!(payment["extensions"]["bazaar"]["info"]["input"]["pathParams"]["x"], "london", "{payment:#}");
+    assert_eq!(payment["resource"]["serviceName"], "Interop Weather");
 
     scene.assert_settled_once(nonce, tx).await;
 }
