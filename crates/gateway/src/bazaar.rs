@@ -60,8 +60,7 @@ pub fn declaration(route: &RouteConfig, method: &str) -> Option<Value> {
     }
     let params: Vec<&str> = route.pattern.param_names().collect();
     if !params.is_empty() {
-        let props: Map<String, Value> =
-            params.iter().map(|p| ((*p).to_owned(), json!({ "type": "string" }))).collect();
+        let props: Map<String, Value> = params.iter().map(|p| ((*p).to_owned(), json!({ "type": "string" }))).collect();
         input_props.insert(
             "pathParams".into(),
             json!({ "type": "object", "properties": props, "required": params, "additionalProperties": false }),

@@ -32,8 +32,8 @@ use tollgate_control::diff::{self, Difference, LiveEndpoint, LiveProvider};
 use tollgate_control::{CredentialSpec, DiscoverySpec, EndpointSpec, ProviderSpec, vault};
 
 use crate::config::{
-    Config, ConfigError, NetworkConfig, ProviderConfig, RawCredential, RawDiscovery, RawProvider, RawRoute, RouteConfig,
-    build_provider, build_route,
+    Config, ConfigError, NetworkConfig, ProviderConfig, RawCredential, RawDiscovery, RawProvider, RawRoute,
+    RouteConfig, build_provider, build_route,
 };
 
 /// One priced endpoint, ready to match and quote.

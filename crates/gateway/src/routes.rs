@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn params_and_templates() {
         let p = PathPattern::parse("/weather/{country}/{city}").unwrap();
-        assert_eq!(p.params("/weather/uk/london"), vec![("country".into(), "uk".into()), ("city".into(), "london".into())]);
+        assert_eq!(
+            p.params("/weather/uk/london"),
+            vec![("country".into(), "uk".into()), ("city".into(), "london".into())]
+        );
         assert!(p.params("/weather/uk").is_empty());
         assert_eq!(p.route_template().as_deref(), Some("/weather/:country/:city"));
         assert_eq!(PathPattern::parse("/static").unwrap().route_template(), None);

@@ -234,7 +234,8 @@ fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Add
                     RouteConfig::new("/after/{x}", PRICE).description("Weather, settled before the answer").set(
                         "discovery",
                         tollgate_test_support::TomlValue::Raw(
-                            r#"{ query_example = { units = "metric" }, output_example = { weather = "sunny" } }"#.to_owned(),
+                            r#"{ query_example = { units = "metric" }, output_example = { weather = "sunny" } }"#
+                                .to_owned(),
                         ),
                     ),
                 )

@@ -93,7 +93,11 @@ fn discovery_fields_golden_files_read_and_write_byte_for_byte() {
     let p = ProviderSpec::from_stored(golden).unwrap();
     assert_eq!(
         (p.service_name.as_deref(), p.tags.clone(), p.icon_url.as_deref()),
-        (Some("Weather"), Some(vec!["weather".to_owned(), "forecast".to_owned()]), Some("https://img.example.com/w.png"))
+        (
+            Some("Weather"),
+            Some(vec!["weather".to_owned(), "forecast".to_owned()]),
+            Some("https://img.example.com/w.png")
+        )
     );
     assert_eq!(p.to_stored(), golden);
     let golden = include_str!("../golden/endpoint-v1-discovery.json");
@@ -102,7 +106,9 @@ fn discovery_fields_golden_files_read_and_write_byte_for_byte() {
         e.discovery,
         Some(DiscoverySpec {
             query_example: Some(serde_json::json!({ "units": "metric" })),
-            query_schema: Some(serde_json::json!({ "properties": { "units": { "type": "string" } }, "type": "object" })),
+            query_schema: Some(
+                serde_json::json!({ "properties": { "units": { "type": "string" } }, "type": "object" })
+            ),
             body_type: None,
             body_example: None,
             body_schema: None,

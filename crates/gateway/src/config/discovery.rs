@@ -90,7 +90,9 @@ pub(super) fn route_discovery(
         return Err(invalid(key("discovery"), "at most 4096 bytes as JSON (it is sent in every 402 header)"));
     }
     let object = |field: &str, v: &Option<serde_json::Value>| match v {
-        Some(v) if !v.is_object() => Err(invalid(key(&format!("discovery.{field}")), "must be a table (a JSON object)")),
+        Some(v) if !v.is_object() => {
+            Err(invalid(key(&format!("discovery.{field}")), "must be a table (a JSON object)"))
+        }
         _ => Ok(()),
     };
     object("query_example", &d.query_example)?;

