@@ -21,5 +21,5 @@ pub mod vault;
 
 pub use error::ControlError;
 pub use principal::Principal;
-pub use spec::{CredentialSpec, EndpointSpec, ProviderSpec, SpecError};
+pub use spec::{CredentialSpec, DiscoverySpec, EndpointSpec, ProviderSpec, SpecError};
 pub use vault::{VaultError, VaultKey};

@@ -59,6 +59,16 @@ pub struct ProviderSpec {
     /// Accept an `http://` upstream off loopback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_insecure_http: Option<bool>,
+    /// The service's name agents see (x402 bazaar `serviceName`). Absent in records written
+    /// before discovery; optional, so version 1 still reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// The service's topical tags (bazaar `tags`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// The service's icon URL (bazaar `iconUrl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
 }
 
 /// A credential injection, as stored (version 1). The secret itself is never here.
@@ -147,6 +157,38 @@ pub struct EndpointSpec {
     /// Absent in records written before it; an optional field, so version 1 still reads them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_wait: Option<String>,
+    /// How the endpoint describes its input and output to agents. Absent in records written
+    /// before discovery; optional, so version 1 still reads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoverySpec>,
+}
+
+/// An endpoint's input and output descriptions, as stored (version 1): examples and JSON
+/// Schemas, opaque JSON here (the gateway checks them).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySpec {
+    /// Example query parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_example: Option<serde_json::Value>,
+    /// JSON Schema of the query parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_schema: Option<serde_json::Value>,
+    /// `json`, `form-data` or `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_type: Option<String>,
+    /// Example request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_example: Option<serde_json::Value>,
+    /// JSON Schema of the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_schema: Option<serde_json::Value>,
+    /// Example response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_example: Option<serde_json::Value>,
+    /// JSON Schema of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
 }
 
 /// Reads a stored record of any known version.

@@ -2,13 +2,20 @@
 //!
 //! One response serves both protocol versions: the v2 `PAYMENT-REQUIRED` header and a
 //! v1-shaped JSON body (`accepts` with `maxAmountRequired`, `resource`, `description`,
-//! `mimeType`). Offers on chains without a v1 name appear only in the header.
+//! `mimeType`). Offers on chains without a v1 name appear only in the header. The v2
+//! challenge carries the `payment-identifier` extension and the route's `bazaar` declaration
+//! (`crate::bazaar`) with this request's path parameters; the resource carries the
+//! provider's `serviceName`, `tags` and `iconUrl`.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tollgate_x402::facilitator::SettleResponse;
 use tollgate_x402::{encode_header, v1, v2};
+
+use crate::config::ServerConfig;
 
 /// The offers for one request, with the resource they sell.
 #[derive(Debug, Clone)]
@@ -19,6 +26,10 @@ pub struct Challenge {
     pub resource: v2::ResourceInfo,
     /// Whether the route requires the x402 `payment-identifier` extension (always offered).
     pub payment_id_required: bool,
+    /// The route's `bazaar` declaration for this method (none for OPTIONS).
+    pub bazaar: Option<Arc<serde_json::Value>>,
+    /// This request's path parameter values, added to the declaration when a 402 is built.
+    pub path_params: Vec<(String, String)>,
 }
 
 const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
@@ -30,7 +41,8 @@ impl Challenge {
     }
 
     /// The extensions this route offers: `payment-identifier` (x402 extension spec: `info`
-    /// says whether it is required, `schema` validates the `info` a client echoes with its id).
+    /// says whether it is required, `schema` validates the `info` a client echoes with its id)
+    /// and `bazaar` (how to call the route, for catalogs).
     pub fn extensions(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut m = serde_json::Map::new();
         m.insert(
@@ -48,6 +60,9 @@ impl Challenge {
                 }
             }),
         );
+        if let Some(declared) = &self.bazaar {
+            m.insert(crate::bazaar::BAZAAR.to_owned(), crate::bazaar::with_path_params(declared, &self.path_params));
+        }
         m
     }
 
@@ -72,6 +87,23 @@ impl Challenge {
             "accepts": self.v1_accepts(),
         });
         (StatusCode::PAYMENT_REQUIRED, headers, axum::Json(body)).into_response()
+    }
+}
+
+/// The base of resource URLs: the configured public URL, else the `Host` the agent used
+/// (informational only: verification never depends on it), else the listen address.
+pub fn public_base(server: &ServerConfig, headers: &HeaderMap) -> String {
+    if let Some(u) = &server.public_url {
+        return u.as_str().trim_end_matches('/').to_owned();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| {
+        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    // How the agent reached us: over TLS when this listener serves it.
+    let scheme = if server.tls.is_some() { "https" } else { "http" };
+    match host {
+        Some(h) => format!("{scheme}://{h}"),
+        None => format!("{scheme}://{}", server.listen),
     }
 }
 

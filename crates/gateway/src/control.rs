@@ -29,11 +29,11 @@ use tollgate_x402::{DecimalU256, Network, v2};
 
 use tollgate_control::admin::catalog::reserved_path_check;
 use tollgate_control::diff::{self, Difference, LiveEndpoint, LiveProvider};
-use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, vault};
+use tollgate_control::{CredentialSpec, DiscoverySpec, EndpointSpec, ProviderSpec, vault};
 
 use crate::config::{
-    Config, ConfigError, NetworkConfig, ProviderConfig, RawCredential, RawProvider, RawRoute, RouteConfig,
-    build_provider, build_route,
+    Config, ConfigError, NetworkConfig, ProviderConfig, RawCredential, RawDiscovery, RawProvider, RawRoute,
+    RouteConfig, build_provider, build_route,
 };
 
 /// One priced endpoint, ready to match and quote.
@@ -49,6 +49,18 @@ pub struct RouteEntry {
     pub name: String,
     /// The price version these offers quote.
     pub price_version: Option<u64>,
+    /// When the endpoint's record last changed (discovery's `lastUpdated`).
+    pub updated_unix_s: u64,
+    /// Its x402 `bazaar` declaration per method (`crate::bazaar`), built once here so a 402
+    /// only adds the request's path parameters.
+    pub bazaar: Vec<(String, Arc<serde_json::Value>)>,
+}
+
+impl RouteEntry {
+    /// The `bazaar` declaration for `method`, if the extension can describe it.
+    pub fn bazaar_for(&self, method: &str) -> Option<Arc<serde_json::Value>> {
+        self.bazaar.iter().find(|(m, _)| m == method).map(|(_, d)| d.clone())
+    }
 }
 
 /// A vault credential's current version, decrypted.
@@ -167,6 +179,9 @@ pub fn provider_spec(raw: &RawProvider) -> ProviderSpec {
         }),
         upstream_timeout_ms: raw.upstream_timeout_ms,
         allow_insecure_http: raw.allow_insecure_http,
+        service_name: raw.service_name.clone(),
+        tags: raw.tags.clone(),
+        icon_url: raw.icon_url.clone(),
     }
 }
 
@@ -189,6 +204,9 @@ pub fn raw_provider(spec: ProviderSpec) -> RawProvider {
         }),
         upstream_timeout_ms: spec.upstream_timeout_ms,
         allow_insecure_http: spec.allow_insecure_http,
+        service_name: spec.service_name,
+        tags: spec.tags,
+        icon_url: spec.icon_url,
         routes: Vec::new(),
     }
 }
@@ -214,6 +232,15 @@ pub fn endpoint_spec(r: &RawRoute) -> EndpointSpec {
         payment_id_required: r.payment_id_required,
         replay_body_bytes_max: r.replay_body_bytes_max,
         settlement_wait: r.settlement_wait,
+        discovery: r.discovery.map(|d| DiscoverySpec {
+            query_example: d.query_example,
+            query_schema: d.query_schema,
+            body_type: d.body_type,
+            body_example: d.body_example,
+            body_schema: d.body_schema,
+            output_example: d.output_example,
+            output_schema: d.output_schema,
+        }),
     }
 }
 
@@ -237,6 +264,15 @@ pub fn raw_route(e: EndpointSpec) -> RawRoute {
         payment_id_required: e.payment_id_required,
         replay_body_bytes_max: e.replay_body_bytes_max,
         settlement_wait: e.settlement_wait,
+        discovery: e.discovery.map(|d| RawDiscovery {
+            query_example: d.query_example,
+            query_schema: d.query_schema,
+            body_type: d.body_type,
+            body_example: d.body_example,
+            body_schema: d.body_schema,
+            output_example: d.output_example,
+            output_schema: d.output_schema,
+        }),
     }
 }
 
@@ -408,7 +444,7 @@ pub async fn load(config: &Config, ledger: &Ledger) -> Result<Snapshot, Metering
                 route.prices = parse_prices(&e.prices).ok_or("stored prices do not parse")?;
                 Ok(route)
             })
-            .and_then(|route| route_entry(config, provider.clone(), route, Some(e.price_version)));
+            .and_then(|route| route_entry(config, provider.clone(), route, Some(e.price_version), e.updated_unix_s));
         match entry {
             Ok(entry) => routes.push(Arc::new(entry)),
             Err(reason) => {
@@ -439,6 +475,7 @@ fn route_entry(
     provider: Arc<ProviderConfig>,
     route: RouteConfig,
     price_version: Option<u64>,
+    updated_unix_s: u64,
 ) -> Result<RouteEntry, String> {
     let path = route.pattern.to_string();
     reserved_path_check(&path)?;
@@ -464,7 +501,12 @@ fn route_entry(
         });
     }
     let name = format!("{}:{}", provider.id, path);
-    Ok(RouteEntry { provider, route, offers, name, price_version })
+    let bazaar = route
+        .methods
+        .iter()
+        .filter_map(|m| crate::bazaar::declaration(&route, m).map(|d| (m.clone(), Arc::new(d))))
+        .collect();
+    Ok(RouteEntry { provider, route, offers, name, price_version, updated_unix_s, bazaar })
 }
 
 /// Reloads the snapshot if the change counter moved (or `force`). Returns whether it did.

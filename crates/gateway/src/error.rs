@@ -210,6 +210,15 @@ pub enum GatewayError {
     /// Admin API: the request needs something the gateway is not configured for.
     #[error("{0}")]
     AdminUnavailable(&'static str),
+    /// A discovery request's query parameter is unknown, repeated or malformed (named; the
+    /// value is never echoed).
+    #[error("discovery query: {param}: {reason}")]
+    DiscoveryQueryInvalid {
+        /// The parameter (`query` for an unknown one).
+        param: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A bug or misconfiguration of ours.
     #[error("internal: {0}")]
     Internal(String),
@@ -287,6 +296,7 @@ impl GatewayError {
             AdminUpstreamRefused(_) => c(StatusCode::BAD_REQUEST, "upstream_refused", false),
             AdminNotFound { .. } => c(StatusCode::NOT_FOUND, "not_found", false),
             AdminUnavailable(_) => c(StatusCode::CONFLICT, "not_configured", false),
+            DiscoveryQueryInvalid { .. } => c(StatusCode::BAD_REQUEST, "invalid_discovery_query", false),
             Internal(_) => c(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", false),
         }
     }

@@ -73,6 +73,56 @@ impl PathPattern {
         compatible && (a == b || (a < b && self.wildcard) || (b < a && other.wildcard))
     }
 
+    /// The names of its `{name}` segments, in order.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(name) => Some(name.as_str()),
+            Segment::Literal(_) => None,
+        })
+    }
+
+    /// Whether it ends in `*` (any remaining segments).
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    /// The values a matching request path gives its `{name}` segments, as they appear in the
+    /// path (still percent-encoded). Empty when the path does not match.
+    pub fn params(&self, path: &str) -> Vec<(String, String)> {
+        if !self.matches(path) {
+            return Vec::new();
+        }
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        self.segments
+            .iter()
+            .zip(rest.split('/'))
+            .filter_map(|(seg, part)| match seg {
+                Segment::Param(name) => Some((name.clone(), part.to_owned())),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+
+    /// The bazaar extension's `routeTemplate` (`/weather/:city`): present only for a pattern
+    /// with parameters and without a wildcard, which the template syntax cannot say.
+    pub fn route_template(&self) -> Option<String> {
+        if self.wildcard || self.param_names().next().is_none() {
+            return None;
+        }
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param(name) => {
+                    out.push(':');
+                    out.push_str(name);
+                }
+            }
+        }
+        Some(out)
+    }
+
     /// Whether the (already checked) request path matches.
     pub fn matches(&self, path: &str) -> bool {
         let rest = path.strip_prefix('/').unwrap_or(path);
@@ -172,6 +222,22 @@ mod tests {
         for bad in ["weather", "/a/*/b", "/a/{}", "/a/../b", "/a/%2e", "/a//b"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    // Goal: parameters are read from a matching path, and the route template uses the
+    // `:name` syntax only where it can say the whole pattern.
+    #[test]
+    fn params_and_templates() {
+        let p = PathPattern::parse("/weather/{country}/{city}").unwrap();
+        assert_eq!(
+            p.params("/weather/uk/london"),
+            vec![("country".into(), "uk".into()), ("city".into(), "london".into())]
+        );
+        assert!(p.params("/weather/uk").is_empty());
+        assert_eq!(p.route_template().as_deref(), Some("/weather/:country/:city"));
+        assert_eq!(PathPattern::parse("/static").unwrap().route_template(), None);
+        assert_eq!(PathPattern::parse("/files/{id}/*").unwrap().route_template(), None);
+        assert!(PathPattern::parse("/files/*").unwrap().is_wildcard());
     }
 
     // Goal: overlap is exact: patterns sharing a matching path overlap, disjoint ones do not.

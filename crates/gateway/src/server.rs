@@ -23,7 +23,7 @@ use crate::app::Gateway;
 use crate::paid;
 use crate::readyz::ReadinessChecks;
 use crate::settlement;
-use crate::{admin, control};
+use crate::{admin, control, discovery};
 
 /// The HTTP router, with the request limits of `[server]` (`crate::limits`): the probes
 /// (`/healthz`, `/readyz`) are never shed nor rate limited.
@@ -38,8 +38,13 @@ fn routes(gw: Arc<Gateway>, checks: Arc<ReadinessChecks>) -> Router {
         .route("/healthz", get(paid::healthz))
         .with_state(gw.clone())
         .merge(Router::new().route("/readyz", get(crate::readyz::readyz)).with_state(checks));
-    let calls =
-        Router::new().route("/receipts/{id}", get(paid::get_receipt)).fallback(paid::handle).with_state(gw.clone());
+    let calls = Router::new()
+        .route("/receipts/{id}", get(paid::get_receipt))
+        .route("/discovery/resources", get(discovery::resources))
+        .route("/.well-known/x402.json", get(discovery::well_known))
+        .route("/openapi.json", get(discovery::openapi))
+        .fallback(paid::handle)
+        .with_state(gw.clone());
     crate::limits::layered(&gw, probes, calls)
 }
 

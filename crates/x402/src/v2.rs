@@ -44,7 +44,7 @@ impl PaymentRequirements {
 }
 
 /// What the payment is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceInfo {
     /// The resource URL.
@@ -55,6 +55,16 @@ pub struct ResourceInfo {
     /// Media type of the paid response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// The service hosting the resource (bazaar extension: at most 32 printable ASCII
+    /// characters; facilitators drop an invalid value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Topical tags of the service (bazaar extension: at most 5, each at most 32 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// An absolute `http(s)` URL of the service's icon (bazaar extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
 }
 
 /// The 402 challenge.

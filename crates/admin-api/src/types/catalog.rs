@@ -29,6 +29,53 @@ pub struct ProviderBody {
     /// Accept an `http://` upstream that is not on loopback (sent in clear).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_insecure_http: Option<bool>,
+    /// The service's name agents see in 402s and discovery (x402 bazaar `serviceName`): 1 to
+    /// 32 printable ASCII characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Topical tags (bazaar `tags`): at most 5, each 1 to 32 printable ASCII characters,
+    /// distinct ignoring case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Icon (bazaar `iconUrl`): an absolute http(s) URL on a host name (not an IP address or
+    /// loopback name), without user information, at most 2048 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
+}
+
+/// How an endpoint describes its input and output to agents: the x402 `bazaar` extension of
+/// its 402s, `GET /discovery/resources`, `/.well-known/x402.json` and `/openapi.json` (at most
+/// 4096 bytes as JSON: it is sent in every 402 header).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryBody {
+    /// Example query parameters: an object of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub query_example: Option<Value>,
+    /// JSON Schema of the query parameters (an object schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub query_schema: Option<Value>,
+    /// `json` (default), `form-data` or `text`: the body of POST, PUT and PATCH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_type: Option<String>,
+    /// Example request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub body_example: Option<Value>,
+    /// JSON Schema of the request body (an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub body_schema: Option<Value>,
+    /// Example response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_example: Option<Value>,
+    /// JSON Schema of the response body (an object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
 }
 
 /// A credential injection. Over the admin API secrets come only from the vault
@@ -103,8 +150,8 @@ pub struct ProviderPut {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointBody {
-    /// Pattern: `/exact`, `/{param}` segments, trailing `/*`; `/receipts`, `/healthz` and
-    /// `/readyz` are reserved.
+    /// Pattern: `/exact`, `/{param}` segments, trailing `/*`; `/receipts`, `/healthz`,
+    /// `/readyz`, `/discovery`, `/.well-known` and `/openapi.json` are reserved.
     pub path: String,
     /// Default `[GET]`; GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +205,9 @@ pub struct EndpointBody {
     /// `confirmations:N` (N confirmations, its own block included, within the receipt wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_wait: Option<String>,
+    /// Input and output descriptions for agents (the bazaar extension and discovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryBody>,
 }
 
 /// One price of a price version.
@@ -316,6 +366,9 @@ pub struct EndpointPatch {
     /// When an `after` route answers: `submitted`, `included` or `confirmations:N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_wait: Option<String>,
+    /// Input and output descriptions for agents; replaces the stored ones whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryBody>,
     /// Serve it (`true`) or not (`false`); absent keeps it as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,

@@ -50,7 +50,7 @@ pub(super) fn provider_body(p: &ProviderPut) -> Result<Value, Failure> {
         strip_prefix: p.strip_prefix.clone(),
         credential,
         upstream_timeout_ms: p.upstream_timeout_ms,
-        allow_insecure_http: None,
+        ..api::ProviderBody::default()
     })
     .unwrap_or_default();
     if let (Some(text), Some(obj)) = (&p.credential_json, body.as_object_mut()) {
@@ -139,6 +139,7 @@ pub(super) fn endpoint_patch(e: &EndpointSet) -> Result<(String, api::EndpointPa
         charge_redirects: None,
         allow_set_cookie: None,
         settlement_wait: None,
+        discovery: None,
         enabled,
     };
     Ok((provider, patch))

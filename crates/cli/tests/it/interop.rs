@@ -225,7 +225,20 @@ fn write_config(path: &Path, db_url: &str, rpc: &str, upstream: &str, payee: Add
         .provider(
             ProviderConfig::new("weather", payee, upstream)
                 .credential_header("INTEROP_API_KEY")
-                .route(RouteConfig::new("/after/{x}", PRICE).description("Weather, settled before the answer"))
+                // The discovery description (a `bazaar` extension and service metadata in
+                // every 402) must not stop any client paying.
+                .set("service_name", "Interop Weather")
+                .set("tags", tollgate_test_support::string_array(&["weather"]))
+                .set("icon_url", "https://cdn.weather.example/icon.png")
+                .route(
+                    RouteConfig::new("/after/{x}", PRICE).description("Weather, settled before the answer").set(
+                        "discovery",
+                        tollgate_test_support::TomlValue::Raw(
+                            r#"{ query_example = { units = "metric" }, output_example = { weather = "sunny" } }"#
+                                .to_owned(),
+                        ),
+                    ),
+                )
                 .route(
                     RouteConfig::new("/deferred/{x}", PRICE)
                         .settlement("deferred")
@@ -281,7 +294,8 @@ fn authorization(payment: &Value) -> (B256, Address) {
 // Goal: the official v2 client (@x402/fetch 2.27 with default spend controls) pays an `after`
 // route end to end: 200 with the upstream body, a PAYMENT-RESPONSE its own decoder reads as a
 // success on eip155:8453 naming the transaction, which is the one on-chain transfer and the
-// one settled ledger entry.
+// one settled ledger entry; the challenge carried the bazaar extension and the service
+// description, which did not stop it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_client_pays_after_route() {
     let scene = Scene::start().await;
@@ -303,6 +317,10 @@ async fn v2_client_pays_after_route() {
     // The client's own view: its hook got the same receipt, and it calls the result settled.
     assert_eq!(out["clientPaymentStatus"], "settled");
     assert_eq!(out["paymentResponseHooks"][0]["settleResponse"], *receipt);
+    // The challenge carried the bazaar declaration and the service description; the client
+    // echoed both in the payment the gateway accepted.
+    assert_eq!(payment["extensions"]["bazaar"]["info"]["input"]["pathParams"]["x"], "london", "{payment:#}");
+    assert_eq!(payment["resource"]["serviceName"], "Interop Weather");
 
     scene.assert_settled_once(nonce, tx).await;
 }

@@ -17,14 +17,15 @@ use tollgate_admin_api::types as api;
 use tollgate_metering::{Role, Source};
 
 use super::{CheckedEndpoint, Host, value};
-use crate::{ControlError, CredentialSpec, EndpointSpec, Principal, ProviderSpec};
+use crate::{ControlError, CredentialSpec, DiscoverySpec, EndpointSpec, Principal, ProviderSpec};
 
 /// Longest upstream timeout a provider token may set on its endpoints.
 pub const PROVIDER_UPSTREAM_TIMEOUT_MAX_S: u64 = 300;
 /// Largest `maxTimeoutSeconds` a provider token may offer.
 pub const PROVIDER_MAX_TIMEOUT_SECONDS_MAX: u64 = 3600;
 /// Paths the gateway serves itself; no endpoint may take them.
-pub const RESERVED_PREFIXES: &[&str] = &["/receipts", "/healthz", "/readyz"];
+pub const RESERVED_PREFIXES: &[&str] =
+    &["/receipts", "/healthz", "/readyz", "/discovery", "/.well-known", "/openapi.json"];
 
 /// Refuses paths the gateway serves itself.
 pub fn reserved_path_check(path: &str) -> Result<(), String> {
@@ -53,6 +54,22 @@ pub fn provider_spec(id: &str, b: api::ProviderBody) -> ProviderSpec {
         }),
         upstream_timeout_ms: b.upstream_timeout_ms,
         allow_insecure_http: b.allow_insecure_http,
+        service_name: b.service_name,
+        tags: b.tags,
+        icon_url: b.icon_url,
+    }
+}
+
+/// The stored form of an endpoint's discovery descriptions.
+fn discovery_spec(d: api::DiscoveryBody) -> DiscoverySpec {
+    DiscoverySpec {
+        query_example: d.query_example,
+        query_schema: d.query_schema,
+        body_type: d.body_type,
+        body_example: d.body_example,
+        body_schema: d.body_schema,
+        output_example: d.output_example,
+        output_schema: d.output_schema,
     }
 }
 
@@ -76,6 +93,7 @@ pub fn endpoint_spec(b: api::EndpointBody) -> EndpointSpec {
         payment_id_required: b.payment_id_required,
         replay_body_bytes_max: b.replay_body_bytes_max,
         settlement_wait: b.settlement_wait,
+        discovery: b.discovery.map(discovery_spec),
     }
 }
 
@@ -253,6 +271,7 @@ pub fn patched(mut spec: EndpointSpec, patch: api::EndpointPatch) -> EndpointSpe
     keep(&mut spec.charge_redirects, patch.charge_redirects);
     keep(&mut spec.allow_set_cookie, patch.allow_set_cookie);
     keep(&mut spec.settlement_wait, patch.settlement_wait);
+    keep(&mut spec.discovery, patch.discovery.map(discovery_spec));
     spec
 }
 

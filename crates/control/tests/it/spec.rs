@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use tollgate_control::{CredentialSpec, EndpointSpec, ProviderSpec, SpecError};
+use tollgate_control::{CredentialSpec, DiscoverySpec, EndpointSpec, ProviderSpec, SpecError};
 
 fn full_provider() -> ProviderSpec {
     ProviderSpec {
@@ -22,6 +22,10 @@ fn full_provider() -> ProviderSpec {
         }),
         upstream_timeout_ms: Some(5000),
         allow_insecure_http: Some(false),
+        // Added after the golden file was written (discovery): optional, absent there.
+        service_name: None,
+        tags: None,
+        icon_url: None,
     }
 }
 
@@ -46,6 +50,8 @@ fn full_endpoint() -> EndpointSpec {
         payment_id_required: None,
         replay_body_bytes_max: None,
         settlement_wait: None,
+        // Added after the golden file was written (discovery): optional, absent there.
+        discovery: None,
     }
 }
 
@@ -79,4 +85,37 @@ fn version_marker_is_read_and_unknown_versions_are_refused() {
     let err = EndpointSpec::from_stored(renamed).unwrap_err();
     assert!(matches!(&err, SpecError::Malformed { reason } if reason.contains("prize")), "{err}");
     assert!(matches!(ProviderSpec::from_stored("[]"), Err(SpecError::Malformed { .. })));
+}
+
+#[test]
+fn discovery_fields_golden_files_read_and_write_byte_for_byte() {
+    // Goal: the fields discovery added (a provider's service_name, tags, icon_url; an endpoint's discovery table) are pinned by golden files of version 1, read into the expected specs and written back byte for byte.
+    let golden = include_str!("../golden/provider-v1-service.json");
+    let p = ProviderSpec::from_stored(golden).unwrap();
+    assert_eq!(
+        (p.service_name.as_deref(), p.tags.clone(), p.icon_url.as_deref()),
+        (
+            Some("Weather"),
+            Some(vec!["weather".to_owned(), "forecast".to_owned()]),
+            Some("https://img.example.com/w.png")
+        )
+    );
+    assert_eq!(p.to_stored(), golden);
+    let golden = include_str!("../golden/endpoint-v1-discovery.json");
+    let e = EndpointSpec::from_stored(golden).unwrap();
+    assert_eq!(
+        e.discovery,
+        Some(DiscoverySpec {
+            query_example: Some(serde_json::json!({ "units": "metric" })),
+            query_schema: Some(
+                serde_json::json!({ "properties": { "units": { "type": "string" } }, "type": "object" })
+            ),
+            body_type: None,
+            body_example: None,
+            body_schema: None,
+            output_example: Some(serde_json::json!({ "temp": 12 })),
+            output_schema: None,
+        })
+    );
+    assert_eq!(e.to_stored(), golden);
 }

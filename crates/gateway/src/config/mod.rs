@@ -16,6 +16,8 @@
 //! - `sections`: the typed `Config` and its sections;
 //! - `values`: one value to its type (durations, secrets, addresses, URLs, amounts);
 //! - `checks`: startup refusals and warnings;
+//! - `discovery`: a provider's public description and a route's input/output descriptions
+//!   (the x402 bazaar extension's rules);
 //! - `provider`: a provider and its routes, for the file, the control plane and the admin API;
 //! - `build`: the raw file to `Config`.
 
@@ -23,6 +25,7 @@ use std::path::Path;
 
 mod build;
 mod checks;
+mod discovery;
 mod error;
 mod paths;
 mod provider;
@@ -35,11 +38,12 @@ mod values;
 pub use checks::{UpstreamConflict, check_upstream, upstream_conflict};
 pub use error::ConfigError;
 pub use provider::{build_provider, build_route};
-pub use raw::{RawCredential, RawProvider, RawRoute};
+pub use raw::{RawCredential, RawDiscovery, RawProvider, RawRoute};
 pub use sections::{
     AdminConfig, Config, ConfigWarning, ControlConfig, Credential, DatabaseConfig, DeferredOverflow, Injection,
-    LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, SecretSource, ServerConfig,
-    ServerLimits, SettlementConfig, SettlementWait, TlsConfig, VerificationConfig,
+    LogConfig, LogFormat, NetworkConfig, ProviderConfig, ReconciliationConfig, RouteConfig, RouteDiscovery,
+    SecretSource, ServerConfig, ServerLimits, ServiceInfo, SettlementConfig, SettlementWait, TlsConfig,
+    VerificationConfig,
 };
 pub use tollgate_control::VaultKey;
 pub use upstream_allow::AllowEntry;

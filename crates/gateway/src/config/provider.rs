@@ -14,6 +14,7 @@ use tollgate_metering::{AtomicAmount, SettlementMode};
 use tollgate_x402::Network;
 
 use super::checks::check_plain_http;
+use super::discovery::{route_discovery, service_info};
 use super::error::{BAD_PATH_PATTERN, ConfigError, UNKNOWN_NETWORK, invalid};
 use super::raw::{RawCredential, RawProvider, RawRoute};
 use super::sections::{
@@ -51,6 +52,7 @@ pub fn build_provider(
         default_upstream_timeout: ms(p.upstream_timeout_ms, 10_000),
         routes: Vec::new(),
         guarded: false,
+        service: service_info(&key, p)?,
     })
 }
 
@@ -159,6 +161,7 @@ pub fn build_route(
             b @ 0..=1_048_576 => b,
             _ => return Err(invalid(key("replay_body_bytes_max"), "at most 1048576 bytes")),
         },
+        discovery: route_discovery(&key, r.discovery.as_ref())?,
     })
 }
 

@@ -431,6 +431,40 @@ pub struct ProviderConfig {
     /// Set through the admin API: its upstream is held to the SSRF guard at every connection
     /// (`crate::ssrf`). Providers from the file are trusted.
     pub guarded: bool,
+    /// What agents are told about the service (the 402's resource and discovery).
+    pub service: ServiceInfo,
+}
+
+/// A provider's public description (the x402 bazaar `serviceName`, `tags`, `iconUrl`),
+/// checked by the bazaar extension's rules when configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// At most 32 printable ASCII characters.
+    pub name: Option<String>,
+    /// At most 5, each 1 to 32 printable ASCII characters, distinct ignoring case.
+    pub tags: Vec<String>,
+    /// An absolute `http(s)` URL on a named host, without user information.
+    pub icon_url: Option<String>,
+}
+
+/// How a route describes its input and output to agents (the bazaar extension and the
+/// OpenAPI document). Examples and schemas are JSON, as configured; schemas are objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteDiscovery {
+    /// Example query parameters (an object).
+    pub query_example: Option<serde_json::Value>,
+    /// JSON Schema of the query parameters (an object schema).
+    pub query_schema: Option<serde_json::Value>,
+    /// `json`, `form-data` or `text`: the body of POST, PUT and PATCH.
+    pub body_type: String,
+    /// Example request body.
+    pub body_example: Option<serde_json::Value>,
+    /// JSON Schema of the request body.
+    pub body_schema: Option<serde_json::Value>,
+    /// Example response body.
+    pub output_example: Option<serde_json::Value>,
+    /// JSON Schema of the response body.
+    pub output_schema: Option<serde_json::Value>,
 }
 
 /// When an `after` call is answered, relative to its settlement (`settlement_wait`).
@@ -495,4 +529,6 @@ pub struct RouteConfig {
     /// A replayed payment identifier gets the stored response body when the body was at most
     /// this many bytes; 0: bodies are not stored (the replay is 409 `payment_already_processed`).
     pub replay_body_bytes_max: u64,
+    /// Its input and output as agents are told them.
+    pub discovery: RouteDiscovery,
 }

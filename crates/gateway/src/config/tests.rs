@@ -517,3 +517,51 @@ fn settlement_wait_and_finality_depth() {
     let err = error_of(&GOOD.replace("eip712_version = \"2\"", "eip712_version = \"2\"\nfinality_confirmations = 0"));
     assert!(err.contains("networks[0].finality_confirmations"), "{err}");
 }
+
+// Goal: a provider's service description and a route's discovery table parse into their typed
+// values (body type defaulting to json); each value the bazaar extension's rules refuse, an
+// oversized table and an unknown discovery key are refused naming the key, never the value.
+#[test]
+fn discovery_keys() {
+    let provider_end = GOOD.find("\n[[providers.routes]]").unwrap();
+    let with = |provider: &str, route: &str| {
+        format!("{}\n{provider}\n{}\n{route}\n", &GOOD[..provider_end], &GOOD[provider_end..])
+    };
+    let text = with(
+        "service_name = \"Weather Co\"\ntags = [\"weather\", \"forecast\"]\nicon_url = \"https://cdn.example.com/i.png\"",
+        "discovery = { query_example = { units = \"metric\" }, output_example = { temp = 1 } }",
+    );
+    let c = Config::parse(&text, &env).unwrap();
+    let p = &c.providers[0];
+    assert_eq!(p.service.name.as_deref(), Some("Weather Co"));
+    assert_eq!(p.service.tags, vec!["weather".to_owned(), "forecast".to_owned()]);
+    let d = &p.routes[0].discovery;
+    assert_eq!(d.query_example, Some(serde_json::json!({ "units": "metric" })));
+    assert_eq!(d.body_type, "json");
+    assert_eq!(Config::parse(GOOD, &env).unwrap().providers[0].routes[0].discovery.body_type, "json");
+    let long = "x".repeat(33);
+    let big = "y".repeat(4100);
+    for (provider, route, key) in [
+        (format!("service_name = \"{long}\""), String::new(), "providers[0].service_name"),
+        ("service_name = \"caf\u{e9}\"".to_owned(), String::new(), "providers[0].service_name"),
+        ("tags = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]".to_owned(), String::new(), "providers[0].tags"),
+        ("tags = [\"Geo\", \"geo\"]".to_owned(), String::new(), "providers[0].tags"),
+        ("tags = [\"\"]".to_owned(), String::new(), "providers[0].tags"),
+        ("icon_url = \"ftp://cdn.example.com/i.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        ("icon_url = \"https://u:p@cdn.example.com/i.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        ("icon_url = \"https://127.0.0.1/i.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        ("icon_url = \"https://2130706433/i.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        ("icon_url = \"https://localhost/i.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        ("icon_url = \"/relative.png\"".to_owned(), String::new(), "providers[0].icon_url"),
+        (String::new(), "discovery = { body_type = \"xml\" }".to_owned(), "discovery.body_type"),
+        (String::new(), "discovery = { query_schema = \"a string\" }".to_owned(), "discovery.query_schema"),
+        (String::new(), "discovery = { query_example = { n = 1 } }".to_owned(), "discovery.query_example"),
+        (String::new(), format!("discovery = {{ output_example = \"{big}\" }}"), "routes[0].discovery"),
+    ] {
+        let e = error_of(&with(&provider, &route));
+        assert!(e.contains(key), "{provider} {route}: {e}");
+        assert!(!e.contains("xml") && !e.contains(&long) && !e.contains("2130706433"), "{e}");
+    }
+    let e = error_of(&with("", "discovery = { query_exmaple = { a = \"b\" } }"));
+    assert!(e.contains("query_exmaple"), "{e}");
+}

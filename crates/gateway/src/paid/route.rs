@@ -5,7 +5,6 @@
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use tollgate_x402::v2;
 
 use super::call::{PaidCall, Served, Trail};
 use crate::app::Gateway;
@@ -32,11 +31,11 @@ pub(super) fn match_route(gw: &Gateway, parts: Parts, body: Body) -> Result<Paid
             method_mismatch = true;
             continue;
         }
-        let resource = v2::ResourceInfo {
-            url: format!("{}{}", public_base(gw, &parts), path),
-            description: Some(route.description.clone()),
-            mime_type: Some(route.mime_type.clone()),
-        };
+        let resource =
+            crate::bazaar::resource_info(&entry.provider, route, format!("{}{}", public_base(gw, &parts), path));
+        let bazaar = entry.bazaar_for(parts.method.as_str());
+        // Path parameters only matter to a 402's declaration; most routes have none.
+        let path_params = if bazaar.is_some() { route.pattern.params(path) } else { Vec::new() };
         let credential = served_credential(&snapshot, entry)?;
         return Ok(PaidCall {
             endpoint: entry.clone(),
@@ -45,6 +44,8 @@ pub(super) fn match_route(gw: &Gateway, parts: Parts, body: Body) -> Result<Paid
                 offers: entry.offers.clone(),
                 resource,
                 payment_id_required: route.payment_id_required,
+                bazaar,
+                path_params,
             },
             parts,
             body,
@@ -81,19 +82,7 @@ fn served_credential(snapshot: &Snapshot, entry: &RouteEntry) -> Result<Option<S
     }))
 }
 
-/// The base of resource URLs: the configured public URL, else the `Host` the agent used
-/// (informational only: verification never depends on it), else the listen address.
+/// The base of resource URLs (`crate::challenge::public_base`).
 pub(super) fn public_base(gw: &Gateway, parts: &Parts) -> String {
-    if let Some(u) = &gw.config.server.public_url {
-        return u.as_str().trim_end_matches('/').to_owned();
-    }
-    let host = parts.headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).filter(|h| {
-        !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
-    });
-    // How the agent reached us: over TLS when this listener serves it.
-    let scheme = if gw.config.server.tls.is_some() { "https" } else { "http" };
-    match host {
-        Some(h) => format!("{scheme}://{h}"),
-        None => format!("{scheme}://{}", gw.config.server.listen),
-    }
+    crate::challenge::public_base(&gw.config.server, &parts.headers)
 }

@@ -11,6 +11,7 @@ mod catalog;
 mod concurrency;
 mod control;
 mod deferred_before;
+mod discovery;
 mod entry_events;
 mod errors;
 mod finality;

@@ -70,8 +70,9 @@ fn v2_requirements() -> impl Strategy<Value = v2::PaymentRequirements> {
 }
 
 fn resource() -> impl Strategy<Value = v2::ResourceInfo> {
-    (".{0,40}", proptest::option::of(".{0,40}"), proptest::option::of("[a-z]{1,10}/[a-z+.-]{1,20}"))
-        .prop_map(|(url, description, mime_type)| v2::ResourceInfo { url, description, mime_type })
+    (".{0,40}", proptest::option::of(".{0,40}"), proptest::option::of("[a-z]{1,10}/[a-z+.-]{1,20}")).prop_map(
+        |(url, description, mime_type)| v2::ResourceInfo { url, description, mime_type, ..Default::default() },
+    )
 }
 
 fn payment() -> impl Strategy<Value = PaymentPayload> {

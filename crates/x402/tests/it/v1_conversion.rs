@@ -51,6 +51,7 @@ fn to_v2_then_from_v2_round_trips() {
                 url: offer.resource.clone(),
                 description: Some(offer.description.clone()),
                 mime_type: Some(offer.mime_type.clone()),
+                ..Default::default()
             };
             let back = v1::PaymentRequirements::from_v2(&offer.to_v2(), &resource).unwrap();
             assert_eq!(back, v1::PaymentRequirements { output_schema: None, ..offer }, "{name}");
@@ -63,7 +64,7 @@ fn to_v2_then_from_v2_round_trips() {
 #[test]
 fn from_v2_fills_required_v1_strings() {
     let v2 = v2_challenge("v2-base");
-    let bare = v2::ResourceInfo { url: "https://x.test/a".to_owned(), description: None, mime_type: None };
+    let bare = v2::ResourceInfo { url: "https://x.test/a".to_owned(), ..Default::default() };
     let as_v1 = v1::PaymentRequirements::from_v2(&v2.accepts[0], &bare).unwrap();
     let json = serde_json::to_value(&as_v1).unwrap();
     assert_eq!(json["resource"], "https://x.test/a");
