@@ -299,9 +299,7 @@ impl Verifier {
         authorizer: Address,
         nonce: B256,
     ) -> Result<bool, VerifyError> {
-        let chain = self.chain(chain_id)?;
-        let call: Bytes = IEip3009::authorizationStateCall { authorizer, nonce }.abi_encode().into();
-        authorization_state(chain.call(None, asset, call).await?)
+        self.authorization_state(chain_id, asset, authorizer, nonce, None).await
     }
 
     /// [`Verifier::authorization_used`] as of block `number`: a node behind that block answers
@@ -316,9 +314,28 @@ impl Verifier {
         nonce: B256,
         number: u64,
     ) -> Result<bool, VerifyError> {
+        self.authorization_state(chain_id, asset, authorizer, nonce, Some(number)).await
+    }
+
+    /// The token's `authorizationState(authorizer, nonce)`, at the latest block or at `at`.
+    async fn authorization_state(
+        &self,
+        chain_id: u64,
+        asset: Address,
+        authorizer: Address,
+        nonce: B256,
+        at: Option<u64>,
+    ) -> Result<bool, VerifyError> {
         let chain = self.chain(chain_id)?;
         let call: Bytes = IEip3009::authorizationStateCall { authorizer, nonce }.abi_encode().into();
-        authorization_state(chain.call_at(asset, call, number).await?)
+        let outcome = match at {
+            Some(number) => chain.call_at(asset, call, number).await?,
+            None => chain.call(None, asset, call).await?,
+        };
+        match outcome {
+            CallOutcome::Success(out) => Ok(bool::abi_decode(&out).unwrap_or(false)),
+            CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
+        }
     }
 
     /// The simulated transfer (with the asset's code, until it has been seen once), queried
@@ -452,12 +469,4 @@ async fn diagnose_domain(chain: &dyn Chain, offer: &v2::PaymentRequirements) -> 
         return Err(VerifyError::TokenVersionMismatch { expected: version.to_owned(), actual });
     }
     Ok(())
-}
-
-/// The token's `authorizationState` answer: used (or cancelled) or not.
-fn authorization_state(outcome: CallOutcome<Bytes>) -> Result<bool, VerifyError> {
-    match outcome {
-        CallOutcome::Success(out) => Ok(bool::abi_decode(&out).unwrap_or(false)),
-        CallOutcome::Reverted(data) => Err(VerifyError::SimulationFailed { reason: decode_revert_reason(&data) }),
-    }
 }

@@ -387,26 +387,24 @@ impl Entries {
             "settle_owing",
             tx | tx,
             err | {
-                let row: Option<EntryRow> =
-                    update_entry!(EntryState::Settled, first, now, id, EntryState::Settling, cause, detail)
+                // The second step is impossible to miss inside the transaction (the row is
+                // locked and ours since the first): `None` then, an error, never read as
+                // another writer's win; nothing is written either way.
+                for (step, (to, columns, from)) in [
+                    (EntryState::Settled, first, EntryState::Settling),
+                    (EntryState::RefundOwed, second, EntryState::Settled),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let row: Option<EntryRow> = update_entry!(to, columns, now, id, from, cause, detail)
                         .fetch_optional(&mut *tx)
                         .await
                         .map_err(err)?;
-                if row.is_none() {
-                    tx.rollback().await.map_err(err)?;
-                    return Ok(Some(false));
-                }
-                let row: Option<EntryRow> =
-                    update_entry!(EntryState::RefundOwed, second, now, id, EntryState::Settled, cause, detail)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(err)?;
-                if row.is_none() {
-                    // Impossible inside the transaction (the row is locked and ours since the
-                    // first update): an error, never read as another writer's win; nothing is
-                    // written.
-                    tx.rollback().await.map_err(err)?;
-                    return Ok(None);
+                    if row.is_none() {
+                        tx.rollback().await.map_err(err)?;
+                        return Ok((step == 0).then_some(false));
+                    }
                 }
                 tx.commit().await.map_err(err)?;
                 Ok(Some(true))
