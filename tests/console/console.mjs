@@ -72,6 +72,7 @@ async function ledgerEntry(page, state, route) {
   seen.state = fields.state;
   seen.mode = fields.mode;
   seen.event_states = await texts(page, '[data-entry] table tbody tr td:nth-child(3)');
+  seen.event_causes = await texts(page, '[data-entry] table tbody tr td:nth-child(4)');
   return seen;
 }
 

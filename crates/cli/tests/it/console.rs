@@ -10,8 +10,8 @@ use alloy::providers::Provider;
 use alloy::sol_types::SolCall as _;
 use serde_json::{Value, json};
 use tollgate_test_support::{
-    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, ProviderConfig, Reply, RouteConfig, TestChain,
-    anvil_key, random_key, v2_header,
+    ConfigBuilder, Deployment, MockUpstream, NetworkConfig, PaymentBuilder, ProviderConfig, Reply, RouteConfig,
+    TestChain, anvil_key, random_key, v2_header,
 };
 
 use crate::crash::{KEY, PRICE, offer, slow_upstream};
@@ -282,9 +282,15 @@ async fn console_in_a_real_browser() {
         assert_eq!(shown["row_states"], json!([state]), "{which}: {seen:#}");
         assert_eq!((shown["state"].as_str(), shown["mode"].as_str()), (Some(state), Some(mode)), "{which}: {seen:#}");
         let id = shown["entry_id"].as_str().unwrap();
-        let events =
-            admin(&http, &admin_url, &operator, reqwest::Method::GET, &format!("/admin/ledger/entries/{id}/events"), None)
-                .await;
+        let events = admin(
+            &http,
+            &admin_url,
+            &operator,
+            reqwest::Method::GET,
+            &format!("/admin/ledger/entries/{id}/events"),
+            None,
+        )
+        .await;
         let recorded: Vec<&Value> = events["events"].as_array().unwrap().iter().map(|e| &e["to_state"]).collect();
         assert_eq!(json!(recorded), shown["event_states"], "{which}: {seen:#}");
         assert_eq!(recorded.last().map(|s| s.as_str()), Some(Some(state)), "{which}: {events:#}");
@@ -295,6 +301,8 @@ async fn console_in_a_real_browser() {
     let forwarded = deferred_states.iter().position(|s| s == "forwarded");
     assert!(forwarded.is_some_and(|i| i + 1 < deferred_states.len()), "{seen:#}");
     assert!(!op["voided"]["event_states"].as_array().unwrap().iter().any(|s| s == "settled"), "{seen:#}");
+    // Why it was voided, as the page shows it: the upstream's 5xx.
+    assert_eq!(op["voided"]["event_causes"].as_array().unwrap().last().unwrap(), "upstream_5xx", "{seen:#}");
 
     // The price set in the page is the admin API's current price and the next quote's amount.
     let listed =
