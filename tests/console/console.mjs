@@ -94,6 +94,9 @@ try {
   report.operator.service_names = await texts(op, '[data-service] .service-name');
   report.operator.tags = await texts(op, '[data-service] .tag');
   let made = await elements(op, '[data-service] img, [data-service] script');
+  // A missing optional part must leave nothing, not the text "null" or "undefined".
+  report.operator.endpoints_stray_texts = await op.$$eval('#page *', (els) => els.flatMap((e) => [...e.childNodes])
+    .filter((n) => n.nodeType === Node.TEXT_NODE && ['null', 'undefined'].includes(n.textContent.trim())).length);
   await op.fill(`[data-price-form="${spec.price.path}"] input`, spec.price.value);
   await op.click(`[data-price-form="${spec.price.path}"] button`);
   await op.waitForSelector('[data-price-set]');

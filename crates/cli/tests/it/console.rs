@@ -264,6 +264,7 @@ async fn console_in_a_real_browser() {
     let descriptions = op["descriptions"].as_array().unwrap();
     assert_eq!(descriptions.iter().filter(|d| *d == XSS).count(), 2, "config and admin API: {seen:#}");
     assert_eq!(op["images_in_descriptions"], 0);
+    assert_eq!(op["endpoints_stray_texts"], 0, "no \"null\" where a provider has no service fields");
     assert_eq!(op["service_names"], json!([XSS_NAME]), "{seen:#}");
     assert_eq!(op["tags"], json!([XSS_TAG, "shop"]), "{seen:#}");
     assert!(op["wallet_endpoints"].as_array().unwrap().iter().any(|e| e == XSS_ENDPOINT), "{seen:#}");

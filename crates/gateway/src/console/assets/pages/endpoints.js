@@ -65,8 +65,9 @@ async function provider(root, p, ctx) {
 // text: these are set through the admin API by whoever manages the provider, so they are
 // untrusted like a description. The icon is shown as its URL, never loaded (the page's policy
 // allows no image from another origin either).
+// Without any of them it is an empty string: `append` would write a null as the text "null".
 function service(spec) {
-  if (!spec || (!spec.service_name && !(spec.tags && spec.tags.length) && !spec.icon_url)) return null;
+  if (!spec || (!spec.service_name && !(spec.tags && spec.tags.length) && !spec.icon_url)) return '';
   return h('p', { class: 'muted', 'data-service': '' },
     'Service ', h('span', { class: 'service-name', text: spec.service_name || '—' }),
     (spec.tags || []).map((t) => [' ', h('span', { class: 'badge tag', text: t })]),
