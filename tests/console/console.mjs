@@ -4,7 +4,7 @@
 // reports what the pages showed.
 //
 // Input: CONSOLE_SPEC, a JSON file {admin_url, tokens: {operator, provider, finance},
-// xss, price, wallet, head_block, out_dir}. Output: one JSON object on stdout.
+// xss, deferred_route, price, wallet, head_block, out_dir}. Output: one JSON object on stdout.
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +22,7 @@ const context = await chromium.launchPersistentContext(profile, {
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync'],
   viewport: { width: 1280, height: 900 },
+  acceptDownloads: true,
 });
 context.setDefaultTimeout(STEP_MS);
 
@@ -50,6 +51,30 @@ async function shot(page, name) {
 }
 
 const texts = (page, selector) => page.$$eval(selector, (els) => els.map((e) => e.textContent));
+const elements = (page, selector) => page.$$eval(selector, (els) => els.length);
+
+// Searches the ledger entries by state and endpoint, waits for the new results, opens the
+// first entry and reports its row states, its fields and its event history.
+async function ledgerEntry(page, state, route) {
+  await page.selectOption('[data-form=entries] select[name=state]', state);
+  await page.fill('[data-form=entries] input[name=route]', route);
+  await page.click('[data-form=entries] button[type=submit]');
+  await page.waitForFunction(({ state, route }) => {
+    const rows = [...document.querySelectorAll('[data-form=entries] + div table tbody tr.clickable')];
+    return rows.length > 0 && rows.every((r) => (!state || r.children[5].textContent === state)
+      && (!route || r.children[2].textContent.includes(route)));
+  }, { state, route });
+  const seen = { row_states: await texts(page, '[data-form=entries] + div table tbody tr.clickable td:nth-child(6)') };
+  await page.click('[data-form=entries] + div table tbody tr.clickable');
+  await page.waitForSelector('[data-entry] table tbody tr');
+  seen.entry_id = await page.getAttribute('[data-entry]', 'data-entry');
+  const fields = await page.$$eval('[data-entry] dl dt', (dts) => Object.fromEntries(dts.map((dt) => [dt.textContent, dt.nextElementSibling.textContent])));
+  seen.state = fields.state;
+  seen.mode = fields.mode;
+  seen.event_states = await texts(page, '[data-entry] table tbody tr td:nth-child(3)');
+  seen.event_causes = await texts(page, '[data-entry] table tbody tr td:nth-child(4)');
+  return seen;
+}
 
 try {
   // The operator: overview counts, endpoints (the XSS description, a price change), the
@@ -60,11 +85,18 @@ try {
   await op.waitForSelector('[data-kpi=paid_calls]');
   report.operator.paid_calls = (await op.textContent('[data-kpi=paid_calls] .value')).trim();
   report.operator.settled = (await op.textContent('[data-state-count=settled]')).trim();
+  report.operator.voided_count = (await op.textContent('[data-state-count=voided]')).trim();
   await shot(op, 'overview');
 
   await go(op, 'endpoints');
   report.operator.descriptions = await texts(op, '.description');
   report.operator.images_in_descriptions = await op.$$eval('.description img, .description script', (els) => els.length);
+  report.operator.service_names = await texts(op, '[data-service] .service-name');
+  report.operator.tags = await texts(op, '[data-service] .tag');
+  let made = await elements(op, '[data-service] img, [data-service] script');
+  // A missing optional part must leave nothing, not the text "null" or "undefined".
+  report.operator.endpoints_stray_texts = await op.$$eval('#page *', (els) => els.flatMap((e) => [...e.childNodes])
+    .filter((n) => n.nodeType === Node.TEXT_NODE && ['null', 'undefined'].includes(n.textContent.trim())).length);
   await op.fill(`[data-price-form="${spec.price.path}"] input`, spec.price.value);
   await op.click(`[data-price-form="${spec.price.path}"] button`);
   await op.waitForSelector('[data-price-set]');
@@ -74,10 +106,12 @@ try {
   await go(op, 'ledger');
   await op.waitForSelector('table tbody tr.clickable');
   report.operator.entry_rows = (await op.$$('table tbody tr.clickable')).length;
-  await op.click('table tbody tr.clickable');
+  await op.click('table tbody tr.clickable:has(.badge.settled)');
   await op.waitForSelector('[data-entry] table tbody tr');
   report.operator.event_states = await texts(op, '[data-entry] table tbody tr td:nth-child(3)');
   await shot(op, 'ledger');
+  report.operator.voided = await ledgerEntry(op, 'voided', '');
+  report.operator.deferred = await ledgerEntry(op, '', spec.deferred_route);
   await op.click('[data-tab=audit]');
   await op.waitForSelector('[data-audit=intact]');
   await op.waitForSelector('[data-form=audit] ~ div table tbody tr');
@@ -90,6 +124,9 @@ try {
   await op.click('[data-confirm=yes]');
   await op.waitForSelector('[data-wallet-action=reinstate]');
   report.operator.revoked_wallets = await texts(op, 'table tbody tr td:nth-child(2) code');
+  report.operator.wallet_endpoints = await texts(op, '.wallet-endpoint');
+  made += await elements(op, 'table tbody img, table tbody script');
+  report.operator.elements_in_service_and_wallets = made;
   await shot(op, 'wallets');
 
   // Finance: a reconciliation run over the chain, its exceptions, a note with the payload.
@@ -111,6 +148,14 @@ try {
   report.finance.notes = await texts(fin, '[data-exception] .note');
   report.finance.elements_in_notes = await fin.$$eval('.note img, .note script', (els) => els.length);
   await shot(fin, 'finance');
+  // The CSV download of the same range (the run form was drawn anew after the run).
+  await fin.selectOption('[data-form=reconcile] select[name=mode]', 'blocks');
+  await fin.fill('[data-form=reconcile] input[name=from]', '0');
+  await fin.fill('[data-form=reconcile] input[name=to]', String(spec.head_block));
+  await fin.fill('[data-form=reconcile] input[name=confirmations]', '1');
+  const [download] = await Promise.all([fin.waitForEvent('download'), fin.click('[data-form=reconcile] [data-action=csv]')]);
+  report.finance.csv_name = download.suggestedFilename();
+  report.finance.csv = readFileSync(await download.path(), 'utf8');
 
   // The provider: only its own provider's endpoints and entries.
   const prov = await open('provider');

@@ -36,6 +36,7 @@ async function provider(root, p, ctx) {
   const history = h('div');
   root.append(
     h('h2', {}, 'Provider ', h('code', { text: p.id }), ' ', h('span', { class: 'muted', text: `(${p.source}) pays to ${p.spec && p.spec.pay_to ? p.spec.pay_to : '—'}` })),
+    service(p.spec),
     status,
     table([
       { title: 'Path', cell: (e) => h('code', { text: e.path }) },
@@ -58,6 +59,19 @@ async function provider(root, p, ctx) {
     ], credentials.credentials, { empty: 'No vault credential.' }),
     rotateForm(p, status, redraw),
   );
+}
+
+// What agents see of the provider in 402s and discovery (service name, tags, icon URL), as
+// text: these are set through the admin API by whoever manages the provider, so they are
+// untrusted like a description. The icon is shown as its URL, never loaded (the page's policy
+// allows no image from another origin either).
+// Without any of them it is an empty string: `append` would write a null as the text "null".
+function service(spec) {
+  if (!spec || (!spec.service_name && !(spec.tags && spec.tags.length) && !spec.icon_url)) return '';
+  return h('p', { class: 'muted', 'data-service': '' },
+    'Service ', h('span', { class: 'service-name', text: spec.service_name || '—' }),
+    (spec.tags || []).map((t) => [' ', h('span', { class: 'badge tag', text: t })]),
+    spec.icon_url ? [' icon ', h('code', { class: 'icon-url', text: spec.icon_url })] : null);
 }
 
 // A button that asks once more in the page (no browser dialog) before it acts.

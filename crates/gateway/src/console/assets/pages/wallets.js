@@ -62,7 +62,7 @@ export async function render(root, ctx) {
       { title: 'Wallet', cell: (p) => h('code', { text: p.wallet }) },
       { title: 'State', cell: (p) => badge(p.revoked ? 'revoked' : 'active') },
       { title: 'Registered', cell: (p) => (p.registered ? 'yes' : 'no') },
-      { title: 'Endpoints', cell: (p) => (p.endpoints ? p.endpoints.join(', ') : 'all') },
+      { title: 'Endpoints', cell: (p) => (p.endpoints ? p.endpoints.map((e) => h('div', {}, h('code', { class: 'wallet-endpoint', text: e }))) : 'all') },
       { title: 'Per call max', num: true, cell: (p) => (p.per_call_max === null ? '—' : amount(String(p.per_call_max))) },
       { title: 'Today / daily cap', num: true, cell: (p) => against(p.spent.today, p.daily_cap) },
       { title: 'Month / monthly cap', num: true, cell: (p) => against(p.spent.month, p.monthly_cap) },
