@@ -77,7 +77,8 @@ async fn dead_claim(t: &Ids, route: &str, path: &str, id: &str, payment: &Paymen
 
 async fn error_code(resp: reqwest::Response) -> String {
     let body: serde_json::Value = resp.json().await.unwrap();
-    body["error"]["code"].as_str().unwrap_or_default().to_owned()
+    // A 402's body is the v1 challenge, whose `error` is the code itself.
+    body["error"]["code"].as_str().or(body["error"].as_str()).unwrap_or_default().to_owned()
 }
 
 macro_rules! ids_engines {
@@ -294,7 +295,8 @@ async fn stale_claim_only_its_payment(t: &Ids) {
     // verification (the simulation stalls) while the claim appears, already stale.
     let rpc = t.h.rpc.as_ref().unwrap();
     let late = PaymentBuilder::new(&offer, &t.h.payer, t.h.now);
-    let late_dead = payload_with_id(&PaymentBuilder::new(&offer, &t.h.payer, t.h.now), Some("pay_race_0123456789abcdef"));
+    let late_dead =
+        payload_with_id(&PaymentBuilder::new(&offer, &t.h.payer, t.h.now), Some("pay_race_0123456789abcdef"));
     rpc.reset_counts();
     rpc.fail_next("eth_call", 1, RpcFault::Stall(std::time::Duration::from_millis(1500)));
     let pending = {
