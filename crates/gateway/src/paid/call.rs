@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use axum::body::Body;
 use axum::http::request::Parts;
 use tollgate_metering::{EntryId, EntryState, PaymentIdKey, SettlementMode};
@@ -71,6 +71,8 @@ pub(super) struct PaymentId {
     pub(super) key: PaymentIdKey,
     /// SHA-256 (hex) of the method, the path and query, and the payment as decoded.
     pub(super) fingerprint: String,
+    /// The authorization's nonce: the entry a record names must be this authorization's.
+    pub(super) nonce: B256,
 }
 
 /// The credential that serves this call, resolved when the route matched (a rotation

@@ -2,13 +2,15 @@
 //! client's idempotency key, scoped per payer and route, kept in the ledger
 //! (`ledger.payment_ids()`).
 //!
-//! - Phase 3a, [`extract`] and [`replay`], before anything is verified: the id's format (400
+//! - Phase 3a, [`extract`] and [`replay`], before the offer is matched and anything is
+//!   verified (a retry gets its outcome whatever the route's price now): the id's format (400
 //!   `invalid_payment_id`), a required id missing (400 `payment_id_required`), and a known id:
 //!   the same payment replays what the agent was told (the stored body on routes that opt in,
 //!   otherwise 409 `payment_already_processed` naming the entry) without calling the upstream;
 //!   another payment gets 409 `payment_id_conflict`; a first call still running gets 409
 //!   `payment_in_flight` with `Retry-After`.
-//! - After verification, [`claim`] takes the id (one of two concurrent calls wins); after the
+//! - After verification, [`claim`] takes the id (one of two concurrent calls wins; a stale
+//!   claim only by the same payment, another gets 409 `payment_id_conflict`); after the
 //!   reservation, [`attach`] binds it to the entry; after the answer, [`remember`] stores the
 //!   outcome (or gives the id back when nothing was reserved).
 //!
@@ -50,22 +52,42 @@ pub(super) fn extract(call: &PaidCall, payment: &PaymentPayload) -> Result<Optio
         Some(serde_json::Value::String(id)) if payment_id_valid(id) => id.clone(),
         Some(_) => return Err(GatewayError::PaymentIdInvalid),
     };
+    let fingerprint = fingerprint(call.parts.method.as_str(), call.path(), call.query(), payment);
+    let authorization = &payment.exact().authorization;
+    let key = PaymentIdKey { payer: authorization.from, route: call.endpoint.name.clone(), id };
+    Ok(Some(PaymentId { key, fingerprint, nonce: authorization.nonce }))
+}
+
+/// The fingerprint a payment identifier is bound to (`payment_ids.fingerprint`): SHA-256 (hex)
+/// of the method, the path and query, and the decoded payment (its signature, authorization,
+/// echoed requirement and extensions, the id included). Stored: a change of recipe turns every
+/// retry of a stored id into a 409 until the records expire. Public so tests can write a
+/// record as a gateway (one that then died) would.
+pub fn fingerprint(method: &str, path: &str, query: Option<&str>, payment: &PaymentPayload) -> String {
     let mut hash = Sha256::new();
-    hash.update(call.parts.method.as_str().as_bytes());
+    hash.update(method.as_bytes());
     hash.update(b"\n");
-    hash.update(call.path().as_bytes());
+    hash.update(path.as_bytes());
     hash.update(b"?");
-    hash.update(call.query().unwrap_or("").as_bytes());
+    hash.update(query.unwrap_or("").as_bytes());
     hash.update(b"\n");
     // Serialising the decoded payment cannot fail (plain structs and JSON maps); its field
     // order is ours, so the same payment always hashes the same whatever the client's spelling.
     hash.update(serde_json::to_vec(payment).unwrap_or_default());
-    let key = PaymentIdKey { payer: payment.exact().authorization.from, route: call.endpoint.name.clone(), id };
-    Ok(Some(PaymentId { key, fingerprint: hex::encode(hash.finalize()) }))
+    hex::encode(hash.finalize())
 }
 
-/// Phase 3a: a known id is answered here, before verification: `Ok(Some)` replays the stored
-/// answer, `Err` refuses (conflict, in flight, already processed); `Ok(None)` goes on.
+/// Phase 3a: a known id is answered here, before the offer is matched and before anything is
+/// verified: `Ok(Some)` replays the stored answer, `Err` refuses (conflict, in flight, already
+/// processed); `Ok(None)` goes on to the offer and verification.
+///
+/// Before the offer, because a retry of a call already processed must get its outcome even
+/// when the route's price or flow changed since (a fresh 402 would invite a second payment).
+/// Replaying without verifying is safe because of what must match first: the record is found
+/// by the payer the signed authorization names and the route's name, its fingerprint must
+/// equal this request's exactly (the method, path, query and the whole payment, signature
+/// included: only the very payment that verified when it claimed the id can match it), and the
+/// entry it names must be this authorization's (payer, route, nonce).
 pub(super) async fn replay(gw: &Gateway, pid: &PaymentId) -> Result<Option<Response>, GatewayError> {
     let now = gw.clock.now_unix_s();
     let Some(record) = gw.ledger.payment_ids().get(&pid.key, now).await? else { return Ok(None) };
@@ -74,7 +96,8 @@ pub(super) async fn replay(gw: &Gateway, pid: &PaymentId) -> Result<Option<Respo
     }
     let Some(entry_id) = record.entry_id else {
         // Claimed and not yet reserved: the first call is being verified or reserved now; a
-        // claim left unused longer than the sweep's grace is taken over by `claim`.
+        // claim left unused longer than the sweep's grace is taken over by `claim` (by this
+        // same payment only: the fingerprints are equal here).
         return if record.created_unix_s <= stale_before(gw, now) {
             Ok(None)
         } else {
@@ -82,6 +105,14 @@ pub(super) async fn replay(gw: &Gateway, pid: &PaymentId) -> Result<Option<Respo
         };
     };
     let entry = gw.ledger.entries().get(&entry_id).await?;
+    if let Some(e) = &entry
+        && (e.payer != pid.key.payer || e.route != pid.key.route || e.nonce != pid.nonce)
+    {
+        // Cannot happen while the ledger holds its invariants (the claim, the reservation and
+        // the binding are all this payment's): the record is not replayed to anyone.
+        tracing::error!(entry = %entry_id, route = %pid.key.route, "payment id names another payment's entry");
+        return Err(GatewayError::Internal("payment id bound to another payment's entry".to_owned()));
+    }
     let stored = match record.outcome.as_deref().map(StoredOutcome::parse) {
         Some(Ok(stored)) => Some(stored),
         Some(Err(e)) => {
@@ -129,7 +160,9 @@ pub(super) async fn replay(gw: &Gateway, pid: &PaymentId) -> Result<Option<Respo
 }
 
 /// After verification: takes the id for this payment. Of two calls with the same id, the
-/// loser is told the first is in flight (same payment) or that the id is taken (another).
+/// loser is told the first is in flight (same payment) or that the id is taken (another). A
+/// stale claim is taken over only by its own payment: another payment that passed `replay`
+/// before that claim was written (and verified for longer than the grace) is refused here.
 pub(super) async fn claim(gw: &Gateway, call: &mut PaidCall, pid: PaymentId) -> Result<(), GatewayError> {
     let now = gw.clock.now_unix_s();
     let retention_s = gw.config.server.payment_id_retention.as_secs();

@@ -10,7 +10,8 @@
 //! upstream fails.
 //!
 //! Modules, each depending only on those listed before it: `call` (the context), `idempotency`
-//! (the x402 payment-identifier: phase 3a, the claim, the remembered answer), `route` (phase 1),
+//! (the x402 payment-identifier: phase 3a, before the offer is matched; the claim; the
+//! remembered answer), `route` (phase 1),
 //! `admit` (phases 2–4), `upstream` (phase 7 and the writes it leads to),
 //! `reserve` (phases 5–6), `answer` (receipts, log line, audit, public read endpoints),
 //! `refund` (`before` mode's refunds owed), `modes` (the hooks), `free` (free routes: the
@@ -37,6 +38,7 @@ use axum::response::Response;
 use tollgate_x402::find_offer;
 
 pub use answer::{get_receipt, healthz};
+pub use idempotency::fingerprint as payment_id_fingerprint;
 
 use crate::app::Gateway;
 use crate::error::GatewayError;
@@ -145,16 +147,18 @@ async fn paid_call(gw: &Arc<Gateway>, call: &mut PaidCall) -> Result<Response, G
         quote_open(gw, call)?;
         return Err(GatewayError::PaymentRequired);
     };
-    // 3. decode, our offer, and the refusals that need no chain.
+    // 3. decode.
     let payment = decode(gw, raw)?;
-    let offer = find_offer(&call.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?.clone();
-    // 3a. a known payment identifier is answered before anything is verified.
+    // 3a. a known payment identifier is answered before the offer is matched: a retry of a
+    // call already processed gets its outcome even if the route's price changed since.
     let payment_id = idempotency::extract(call, &payment)?;
     if let Some(pid) = &payment_id
         && let Some(replayed) = idempotency::replay(gw, pid).await?
     {
         return Ok(replayed);
     }
+    // Then our offer (never the echo), and the refusals that need no chain.
+    let offer = find_offer(&call.challenge.offers, &payment).map_err(GatewayError::OfferMismatch)?.clone();
     settlement_open(gw, &offer)?;
     not_seen_before(gw, &offer, &payment).await?;
     // 4. verify (and, for deferred routes, admission control).

@@ -6,8 +6,10 @@
 
 use alloy_primitives::{Address, U256};
 use axum::http::StatusCode;
-use tollgate_metering::EntryState;
-use tollgate_test_support::{PaymentBuilder, ProviderConfig, RouteConfig, random_key};
+use reqwest::Method;
+use tollgate_gateway::paid::payment_id_fingerprint;
+use tollgate_metering::{EntryState, PaymentIdKey};
+use tollgate_test_support::{PaymentBuilder, ProviderConfig, RouteConfig, RpcFault, random_key};
 use tollgate_x402::{PAYMENT_HEADER_BYTES_MAX, PaymentPayload, decode_header, v2};
 
 use crate::harness::{Engine, Harness, Options, PRICE_ATOMIC, Upstream, receipt_of};
@@ -33,7 +35,9 @@ impl Ids {
             ProviderConfig::new("kept", payee, &url).strip_prefix("/kept").credential_header("TEST_API_KEY").route(
                 route("/kept/weather/{city}").set("replay_body_bytes_max", 4096u64).set("payment_id_required", true),
             );
-        let opts = Options { providers: vec![ids, kept], ..Options::default() };
+        // Through the RPC fault proxy (transparent unless a test sets a rule), so a test can
+        // hold a verification while it changes the ledger.
+        let opts = Options { providers: vec![ids, kept], rpc_proxy: true, ..Options::default() };
         let h = Harness::start_with(engine, opts).await?;
         Some(Ids { h, upstream, payee })
     }
@@ -47,19 +51,34 @@ impl Ids {
     }
 }
 
-/// A v2 payment header carrying `id` in the payment-identifier extension.
-fn with_id(b: &PaymentBuilder, id: Option<&str>) -> String {
+/// A v2 payment carrying `id` in the payment-identifier extension.
+fn payload_with_id(b: &PaymentBuilder, id: Option<&str>) -> PaymentPayload {
     let mut p = b.v2();
     if let (PaymentPayload::V2(v), Some(id)) = (&mut p, id) {
         let ext = serde_json::json!({ "payment-identifier": { "info": { "required": false, "id": id } } });
         v.extensions = ext.as_object().cloned();
     }
-    p.to_header().unwrap()
+    p
+}
+
+/// A v2 payment header carrying `id` in the payment-identifier extension.
+fn with_id(b: &PaymentBuilder, id: Option<&str>) -> String {
+    payload_with_id(b, id).to_header().unwrap()
+}
+
+/// Writes, as a gateway process that then died would have, a claim of `id` on `GET path` for
+/// `payment` (route `route`), made `age_s` seconds ago and never bound to an entry.
+async fn dead_claim(t: &Ids, route: &str, path: &str, id: &str, payment: &PaymentPayload, age_s: u64) {
+    let key = PaymentIdKey { payer: t.h.payer.address(), route: route.to_owned(), id: id.to_owned() };
+    let fingerprint = payment_id_fingerprint("GET", path, None, payment);
+    let claimed = t.h.gateway.ledger.payment_ids().claim(&key, &fingerprint, t.h.now - age_s, 86_400, 0).await;
+    assert!(claimed.unwrap(), "the dead process's claim is written");
 }
 
 async fn error_code(resp: reqwest::Response) -> String {
     let body: serde_json::Value = resp.json().await.unwrap();
-    body["error"]["code"].as_str().unwrap_or_default().to_owned()
+    // A 402's body is the v1 challenge, whose `error` is the code itself.
+    body["error"]["code"].as_str().or(body["error"].as_str()).unwrap_or_default().to_owned()
 }
 
 macro_rules! ids_engines {
@@ -213,3 +232,97 @@ async fn required_malformed_and_released(t: &Ids) {
     assert_eq!(t.upstream.calls(), 1);
 }
 ids_engines!(required_malformed, required_malformed_and_released);
+
+// Goal: a retry of a call already answered gets its stored outcome even after the route's
+// price changed through the admin API (the same receipt and body, no second upstream call or
+// transfer), because the id is looked up before the offer is matched; a new payment with a
+// new id at the old price is still refused with 402 (the offer check applies to it).
+async fn replay_survives_price_change(t: &Ids) {
+    let old_offer = t.h.offer("/kept/weather/quito").await;
+    let b = PaymentBuilder::new(&old_offer, &t.h.payer, t.h.now);
+    let header = with_id(&b, Some("pay_price_0123456789abcdef"));
+    let first = t.get("/kept/weather/quito", &header).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let receipt = receipt_of(&first, "payment-response");
+    assert!(receipt.success);
+    let body = first.text().await.unwrap();
+
+    let spec = serde_json::json!({
+        "path": "/kept/weather/{city}", "price_atomic": "2500",
+        "replay_body_bytes_max": 4096, "payment_id_required": true,
+    });
+    let (s, v) = t.h.admin(Method::PUT, "/admin/providers/kept/endpoints", Some(&t.h.operator), Some(spec)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(t.h.offer("/kept/weather/quito").await.amount.to_string(), "2500", "the new price is quoted");
+
+    let again = t.get("/kept/weather/quito", &header).await;
+    assert_eq!(again.status(), StatusCode::OK, "the stored outcome, not a fresh 402");
+    assert_eq!(again.headers()["tollgate-payment-id"], "replayed");
+    assert_eq!(receipt_of(&again, "payment-response"), receipt, "the same receipt");
+    assert_eq!(again.text().await.unwrap(), body, "the same body");
+    assert_eq!(t.upstream.calls(), 1, "the upstream is called once");
+    assert_eq!(t.payee_balance().await, U256::from(PRICE_ATOMIC), "one transfer");
+
+    let fresh = PaymentBuilder::new(&old_offer, &t.h.payer, t.h.now);
+    let refused = t.get("/kept/weather/quito", &with_id(&fresh, Some("pay_price_fedcba9876543210"))).await;
+    assert_eq!(refused.status(), StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(error_code(refused).await, "accepted_requirement_mismatch");
+    assert!(t.h.entry_for(&fresh).await.is_none(), "nothing reserved at the old price");
+    assert_eq!(t.upstream.calls(), 1);
+    assert_eq!(t.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+ids_engines!(replay_price_change, replay_survives_price_change);
+
+// Goal: a stale claim (its process died between the claim and the reservation) is taken over
+// only by its own payment: the same id with another payment gets 409 payment_id_conflict,
+// whether it meets the claim at the lookup or, having passed the lookup before the claim was
+// written and verified for longer than the grace, at its own claim; the claim's own payment
+// then takes it over and is served and charged once.
+async fn stale_claim_only_its_payment(t: &Ids) {
+    const ROUTE: &str = "ids:/ids/weather/{city}";
+    let offer = t.h.offer("/ids/weather/lagos").await;
+    let dead = payload_with_id(&PaymentBuilder::new(&offer, &t.h.payer, t.h.now), Some("pay_stale_0123456789abcdef"));
+    dead_claim(t, ROUTE, "/ids/weather/lagos", "pay_stale_0123456789abcdef", &dead, 3_600).await;
+
+    // Another payment meets the stale claim at the lookup.
+    let other = PaymentBuilder::new(&offer, &t.h.payer, t.h.now);
+    let resp = t.get("/ids/weather/lagos", &with_id(&other, Some("pay_stale_0123456789abcdef"))).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    assert_eq!(error_code(resp).await, "payment_id_conflict");
+    assert!(t.h.entry_for(&other).await.is_none());
+
+    // Another payment that passed the lookup before the dead claim was written: held in its
+    // verification (the simulation stalls) while the claim appears, already stale.
+    let rpc = t.h.rpc.as_ref().unwrap();
+    let late = PaymentBuilder::new(&offer, &t.h.payer, t.h.now);
+    let late_dead =
+        payload_with_id(&PaymentBuilder::new(&offer, &t.h.payer, t.h.now), Some("pay_race_0123456789abcdef"));
+    rpc.reset_counts();
+    rpc.fail_next("eth_call", 1, RpcFault::Stall(std::time::Duration::from_millis(1500)));
+    let pending = {
+        let (http, url) = (t.h.http.clone(), format!("{}/ids/weather/lagos", t.h.url));
+        let header = with_id(&late, Some("pay_race_0123456789abcdef"));
+        tokio::spawn(async move { http.get(url).header("payment-signature", header).send().await.unwrap() })
+    };
+    // Polled, bounded: the proxy counts the simulation when it arrives.
+    for _ in 0..2000 {
+        if rpc.calls("eth_call") >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(rpc.calls("eth_call") >= 1, "the late payment reached its simulation");
+    dead_claim(t, ROUTE, "/ids/weather/lagos", "pay_race_0123456789abcdef", &late_dead, 3_600).await;
+    let resp = pending.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT, "a stale claim taken over by another payment");
+    assert_eq!(error_code(resp).await, "payment_id_conflict");
+    assert!(t.h.entry_for(&late).await.is_none(), "nothing reserved for the late payment");
+    assert_eq!(t.upstream.calls(), 0);
+
+    // The dead claim's own payment takes it over and is served once.
+    let resp = t.get("/ids/weather/lagos", &dead.to_header().unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(t.upstream.calls(), 1);
+    assert_eq!(t.payee_balance().await, U256::from(PRICE_ATOMIC));
+}
+ids_engines!(stale_claim, stale_claim_only_its_payment);

@@ -29,14 +29,18 @@ pub const PAYMENT_ID_OUTCOME_BYTES_MAX: usize = 2 * 1024 * 1024;
 const SELECT: &str = "SELECT fingerprint, entry_id, outcome, created_unix_s, expires_unix_s FROM payment_ids \
      WHERE payer = $1 AND route = $2 AND id = $3 AND expires_unix_s > $4";
 
-// Takes the id when it is free, expired, or claimed and left unused (no entry) since before
-// `$7` (a process that died between the claim and the reservation).
+// Takes the id when it is free, expired, or claimed by the same payment and left unused (no
+// entry) since before `$7` (a process that died between the claim and the reservation). A
+// stale claim is still the id's binding to its payment: another payment with the same id is
+// refused (409 at the gateway, as the extension says) until the record expires, so a stale
+// claim is taken over only when the fingerprints are equal.
 const CLAIM: &str = "INSERT INTO payment_ids (payer, route, id, fingerprint, entry_id, outcome, created_unix_s, \
      expires_unix_s) VALUES ($1, $2, $3, $4, NULL, NULL, $5, $6) \
      ON CONFLICT (payer, route, id) DO UPDATE SET fingerprint = excluded.fingerprint, entry_id = NULL, \
      outcome = NULL, created_unix_s = excluded.created_unix_s, expires_unix_s = excluded.expires_unix_s \
      WHERE payment_ids.expires_unix_s <= excluded.created_unix_s \
-        OR (payment_ids.entry_id IS NULL AND payment_ids.created_unix_s <= $7)";
+        OR (payment_ids.entry_id IS NULL AND payment_ids.created_unix_s <= $7 \
+            AND payment_ids.fingerprint = excluded.fingerprint)";
 
 const ATTACH: &str = "UPDATE payment_ids SET entry_id = $5 \
      WHERE payer = $1 AND route = $2 AND id = $3 AND fingerprint = $4 AND entry_id IS NULL";
@@ -150,8 +154,9 @@ impl PaymentIds {
     }
 
     /// Claims `key` for the payment `fingerprint` until `now_unix_s + retention_s`: `true` when
-    /// this call took it (free, expired, or claimed and never used since `stale_before_unix_s`),
-    /// `false` when another call holds it. Atomic on both engines (one upsert), so of two
+    /// this call took it (free, expired, or claimed by the same fingerprint and never used since
+    /// `stale_before_unix_s`), `false` when another call holds it or another payment is bound to
+    /// it (a stale claim of another fingerprint is kept until it expires). Atomic on both engines (one upsert), so of two
     /// concurrent calls with the same id exactly one wins.
     pub async fn claim(
         &self,

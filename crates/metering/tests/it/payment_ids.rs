@@ -16,7 +16,7 @@ const FP_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_attach_outcome_and_expiry() {
-    // Goal: an id is claimed once (a second claim loses while the first is fresh), bound to its entry and outcome once each, scoped per payer and route, kept until it expires and then reusable and purged; an unused claim is released or taken over once stale.
+    // Goal: an id is claimed once (a second claim loses while the first is fresh), bound to its entry and outcome once each, scoped per payer and route, kept until it expires and then reusable and purged; an unused claim is released, or taken over once stale by its own payment.
     each_engine(|db| async move {
         let ids = db.ledger.payment_ids();
         ensure!(ids.get(&key(ID), 100).await?.is_none());
@@ -54,11 +54,31 @@ async fn claim_attach_outcome_and_expiry() {
         // Unused claims: released by their own payment only, taken over once stale.
         ids.release(&key(ID), FP_A).await?;
         ensure!(ids.get(&key(ID), 1101).await?.is_some(), "another payment's release does nothing");
-        ensure!(!ids.claim(&key(ID), FP_A, 1200, 1000, 1099).await?, "fresh unused claim kept");
-        ensure!(ids.claim(&key(ID), FP_A, 1200, 1000, 1100).await?, "stale unused claim taken over");
-        ids.release(&key(ID), FP_A).await?;
+        ensure!(!ids.claim(&key(ID), FP_B, 1200, 1000, 1099).await?, "fresh unused claim kept");
+        ensure!(!ids.claim(&key(ID), FP_A, 1200, 1000, 1100).await?, "stale claim taken by another payment");
+        ensure!(ids.claim(&key(ID), FP_B, 1200, 1000, 1100).await?, "stale unused claim taken over");
+        ids.release(&key(ID), FP_B).await?;
         ensure!(ids.get(&key(ID), 1201).await?.is_none());
         ensure!(ids.purge_expired(1101).await? == 1, "the other route's record expired at 1101");
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_claim_taken_over_only_by_its_payment() {
+    // Goal: a stale unused claim (its process died before the reservation) stays bound to its payment: another fingerprint cannot take it over (the gateway answers 409) until the record expires, the same fingerprint can.
+    each_engine(|db| async move {
+        let ids = db.ledger.payment_ids();
+        ensure!(ids.claim(&key(ID), FP_A, 100, 1000, 0).await?);
+        ensure!(!ids.claim(&key(ID), FP_B, 500, 1000, 400).await?, "a stale claim taken over by another payment");
+        let kept = ids.get(&key(ID), 500).await?.expect("record");
+        ensure!((kept.fingerprint.as_str(), kept.created_unix_s) == (FP_A, 100), "the stale claim changed: {kept:?}");
+        ensure!(ids.claim(&key(ID), FP_A, 500, 1000, 400).await?, "the same payment takes its stale claim over");
+        let taken = ids.get(&key(ID), 501).await?.expect("record");
+        ensure!((taken.fingerprint.as_str(), taken.created_unix_s, taken.expires_unix_s) == (FP_A, 500, 1500));
+        // Once expired the id is free again, for any payment.
+        ensure!(ids.claim(&key(ID), FP_B, 1500, 1000, 0).await?, "an expired id is reusable");
         Ok(())
     })
     .await;
