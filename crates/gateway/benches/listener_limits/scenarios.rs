@@ -96,7 +96,13 @@ pub(crate) async fn slowloris(from: &'static str, to: String, loris: Arc<Loris>,
     }
 }
 
-pub(crate) fn flood(s: &Settings, stack: &Stack, infra: &Runtime, attack: &Runtime, client: &Runtime) -> anyhow::Result<()> {
+pub(crate) fn flood(
+    s: &Settings,
+    stack: &Stack,
+    infra: &Runtime,
+    attack: &Runtime,
+    client: &Runtime,
+) -> anyhow::Result<()> {
     println!("--- flood: one paying client, idle vs under attack (mode after, 1 in flight, keep-alive)");
     let gw = infra.block_on(GatewayChild::spawn(stack, None, ""))?;
     let base = gw.url(false);
