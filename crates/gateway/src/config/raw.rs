@@ -1,10 +1,10 @@
 //! The file as written: the serde types of the TOML (`Raw*`), every table
 //! `deny_unknown_fields`.
 //!
-//! `RawProvider`, `RawCredential` and `RawRoute` are also the control plane's stored JSON and
-//! the admin API's input, so renaming a field changes those too. Owns no validation and no
-//! defaults beyond serde's: must not import the rest of `config` (`build` turns these into the
-//! typed sections).
+//! The TOML only: the control plane stores its own versioned specs (`tollgate-control`) and the
+//! admin API has its own bodies (`tollgate-admin-api`); `gateway::control` converts between
+//! them. Owns no validation and no defaults beyond serde's: must not import the rest of
+//! `config` (`build` turns these into the typed sections).
 
 use std::path::PathBuf;
 

@@ -133,8 +133,11 @@ async fn writer(
         let mut replies = Vec::with_capacity(jobs.len());
         let mut statements = Vec::with_capacity(jobs.len());
         for job in jobs {
-            // A caller that stopped waiting (its call budget ran out) was told the write
-            // failed: it is not run, so nothing commits after that answer.
+            // A caller that stopped waiting (its call budget ran out) before its group started
+            // was told the write failed: it is not run. One that gives up while its group is
+            // already running may still see its row committed after that answer (the ledger
+            // write is then true and the sweep reads it; the caller treats a timeout as
+            // unknown, never as "not written").
             if job.reply.is_closed() {
                 tracing::warn!(op = job.op, "ledger write dropped from a group: its caller gave up waiting");
                 continue;
