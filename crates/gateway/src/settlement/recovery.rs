@@ -48,7 +48,7 @@ pub async fn recover_once(svc: &Settlements) -> Result<usize, MeteringError> {
             svc.backlog.unpark(entry.id.as_str());
         })
         .await;
-    backfill_audit(svc, cutoff).await?;
+    backfill_audit(svc).await?;
     Ok(count)
 }
 
@@ -71,14 +71,18 @@ const AUDIT_BACKFILL_WINDOW_S: u64 = 7 * 86_400;
 /// but no record: append one (reason `recovered_after_restart`, from the entry). Only entries
 /// that ended more than the recovery grace period ago (a live process queues its record when
 /// the call ends), reserved since the audit trail began; at most one sweep a minute across
-/// replicas (a lease, held until it expires).
-pub async fn backfill_audit(svc: &Settlements, before_unix_s: u64) -> Result<usize, MeteringError> {
+/// replicas (a lease, held until it expires). The cutoff is read at the instant the lease is
+/// taken: a sweep that computed an older one before a long recovery pass would take the
+/// minute's lease and then skip what had just become due.
+pub async fn backfill_audit(svc: &Settlements) -> Result<usize, MeteringError> {
     const LEASE: &str = "audit_backfill";
     // The holder is unique per sweep, so two sweeps of one process exclude each other too.
     let holder = format!("{}-{}", svc.instance, hex::encode(rand::random::<[u8; 4]>()));
-    if !svc.ledger.leases().try_acquire(LEASE, &holder, 60, svc.clock.now_unix_s()).await? {
+    let now = svc.clock.now_unix_s();
+    if !svc.ledger.leases().try_acquire(LEASE, &holder, 60, now).await? {
         return Ok(0);
     }
+    let before_unix_s = now.saturating_sub(svc.config.settlement.recovery_grace_s);
     purge_payment_ids(svc).await;
     let since = before_unix_s.saturating_sub(AUDIT_BACKFILL_WINDOW_S);
     let missing = svc.ledger.entries().without_audit(since, before_unix_s, 500).await?;
