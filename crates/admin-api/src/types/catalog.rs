@@ -363,6 +363,13 @@ pub struct EndpointPatch {
     /// Pass the upstream's `Set-Cookie` through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_set_cookie: Option<bool>,
+    /// Require the x402 `payment-identifier` extension (a payment without an id: 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id_required: Option<bool>,
+    /// Store response bodies up to this size (at most 1 MiB) for payment-identifier replays;
+    /// 0: a replay is 409 `payment_already_processed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_body_bytes_max: Option<u64>,
     /// When an `after` route answers: `submitted`, `included` or `confirmations:N`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settlement_wait: Option<String>,

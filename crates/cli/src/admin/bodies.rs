@@ -138,6 +138,8 @@ pub(super) fn endpoint_patch(e: &EndpointSet) -> Result<(String, api::EndpointPa
         body_bytes_max: e.body_bytes_max,
         charge_redirects: None,
         allow_set_cookie: None,
+        payment_id_required: None,
+        replay_body_bytes_max: None,
         settlement_wait: None,
         discovery: None,
         enabled,

@@ -271,6 +271,8 @@ pub fn patched(mut spec: EndpointSpec, patch: api::EndpointPatch) -> EndpointSpe
     keep(&mut spec.charge_redirects, patch.charge_redirects);
     keep(&mut spec.allow_set_cookie, patch.allow_set_cookie);
     keep(&mut spec.settlement_wait, patch.settlement_wait);
+    keep(&mut spec.payment_id_required, patch.payment_id_required);
+    keep(&mut spec.replay_body_bytes_max, patch.replay_body_bytes_max);
     keep(&mut spec.discovery, patch.discovery.map(discovery_spec));
     spec
 }

@@ -63,6 +63,25 @@ async fn patch_keeps_other_fields(h: &Harness) {
     let e = endpoint(h, WEATHER, "/weather/{city}").await.unwrap();
     assert_eq!(e["spec"]["description"], "Current weather");
     assert_eq!(e["spec"]["price_atomic"], "2500", "a description change kept the price");
+    // What PUT can set, PATCH can: the payment-identifier options.
+    let patch = json!({ "path": "/weather/{city}", "payment_id_required": true, "replay_body_bytes_max": 4096 });
+    let (s, w) = h.admin(Method::PATCH, WEATHER, Some(&provider), Some(patch)).await;
+    assert_eq!(s, StatusCode::OK, "{w}");
+    let e = endpoint(h, WEATHER, "/weather/{city}").await.unwrap();
+    assert_eq!(
+        (e["spec"]["payment_id_required"].clone(), e["spec"]["replay_body_bytes_max"].clone()),
+        (json!(true), json!(4096))
+    );
+    assert_eq!(e["spec"]["description"], "Current weather", "kept");
+    let offer_402 = h.http.get(format!("{}/weather/rome", h.url)).send().await.unwrap();
+    let raw = offer_402.headers()["payment-required"].as_bytes().to_vec();
+    let challenge: tollgate_x402::v2::PaymentRequired =
+        tollgate_x402::decode_header(&raw, tollgate_x402::PAYMENT_HEADER_BYTES_MAX).unwrap();
+    let ext = challenge.extensions.as_ref().and_then(|x| x.get("payment-identifier")).cloned();
+    assert_eq!(ext.and_then(|x| x["info"].get("required").cloned()), Some(json!(true)), "the next 402 requires an id");
+    let patch = json!({ "path": "/weather/{city}", "payment_id_required": false, "replay_body_bytes_max": 0 });
+    let (s, w) = h.admin(Method::PATCH, WEATHER, Some(&provider), Some(patch)).await;
+    assert_eq!(s, StatusCode::OK, "{w}");
     // Enablement through PATCH: kept when not named, changed when named.
     let (s, _) = h
         .admin(Method::PATCH, WEATHER, Some(&provider), Some(json!({ "path": "/weather/{city}", "enabled": false })))
