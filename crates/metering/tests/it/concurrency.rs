@@ -214,24 +214,7 @@ async fn a_duplicate_in_a_group_commit_fails_alone() {
 async fn a_refused_statement_in_a_group_commit_is_undone_alone() {
     // Goal: on SQLite (where writes are committed in groups) a reservation refused by the database itself (a trigger here; not a duplicate, so its savepoint is rolled back) fails alone with a database error while 19 concurrent reservations commit with their events; on PostgreSQL the same holds per connection.
     each_engine(|db| async move {
-        let trigger = match db.engine {
-            Engine::Sqlite => {
-                "CREATE TRIGGER refuse_4242 BEFORE INSERT ON ledger_entries WHEN NEW.amount = 4242 \
-                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
-            }
-            Engine::Postgres => {
-                db.raw
-                    .exec(
-                        "CREATE FUNCTION refuse_4242() RETURNS trigger AS $$ BEGIN \
-                         RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql",
-                    )
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                "CREATE TRIGGER refuse_4242 BEFORE INSERT ON ledger_entries FOR EACH ROW \
-                 WHEN (NEW.amount = 4242) EXECUTE FUNCTION refuse_4242()"
-            }
-        };
-        db.raw.exec(trigger).await.map_err(anyhow::Error::msg)?;
+        db.refuse_writes("refuse_4242", "INSERT", "NEW.amount = 4242").await?;
         let mut tasks = Vec::new();
         for i in 0..20u64 {
             let ledger = db.ledger.clone();
@@ -361,24 +344,7 @@ async fn a_settlement_owed_back_is_one_write() {
         ensure!(matches!(err, MeteringError::InvalidValue { what: "settled", .. }), "{err:?}");
 
         // The database refuses the refund: the settlement is not written either.
-        let trigger = match db.engine {
-            Engine::Sqlite => {
-                "CREATE TRIGGER refuse_owed BEFORE UPDATE ON ledger_entries WHEN NEW.state = 'refund_owed' \
-                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
-            }
-            Engine::Postgres => {
-                db.raw
-                    .exec(
-                        "CREATE FUNCTION refuse_owed() RETURNS trigger AS $$ BEGIN \
-                         RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql",
-                    )
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                "CREATE TRIGGER refuse_owed BEFORE UPDATE ON ledger_entries FOR EACH ROW \
-                 WHEN (NEW.state = 'refund_owed') EXECUTE FUNCTION refuse_owed()"
-            }
-        };
-        db.raw.exec(trigger).await.map_err(anyhow::Error::msg)?;
+        db.refuse_writes("refuse_owed", "UPDATE", "NEW.state = 'refund_owed'").await?;
         let third = crate::entry_in(&db.ledger, EntryState::Settling, 3, 100).await?;
         let before = db.raw.count("SELECT COUNT(*) FROM ledger_events").await;
         let refused =

@@ -38,6 +38,32 @@ pub struct Db {
     pub raw: Raw,
 }
 
+impl Db {
+    /// Makes the database itself refuse (`refused by test`) every `event` (`INSERT` or
+    /// `UPDATE`) on `ledger_entries` whose row matches `when` (SQL over `NEW`), through a
+    /// trigger named `name`, on either engine.
+    pub async fn refuse_writes(&self, name: &str, event: &str, when: &str) -> anyhow::Result<()> {
+        let trigger = match self.engine {
+            Engine::Sqlite => format!(
+                "CREATE TRIGGER {name} BEFORE {event} ON ledger_entries WHEN {when} \
+                 BEGIN SELECT RAISE(ABORT, 'refused by test'); END"
+            ),
+            Engine::Postgres => {
+                let function = format!(
+                    "CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN \
+                     RAISE EXCEPTION 'refused by test'; END $$ LANGUAGE plpgsql"
+                );
+                self.raw.exec(&function).await.map_err(anyhow::Error::msg)?;
+                format!(
+                    "CREATE TRIGGER {name} BEFORE {event} ON ledger_entries FOR EACH ROW \
+                     WHEN ({when}) EXECUTE FUNCTION {name}()"
+                )
+            }
+        };
+        self.raw.exec(&trigger).await.map(|_| ()).map_err(anyhow::Error::msg)
+    }
+}
+
 /// A pool that runs SQL as written, as an operator (or a bug) could.
 pub enum Raw {
     Sqlite(SqlitePool),
